@@ -1,0 +1,31 @@
+# The two README commands. `make test` builds .venv from nothing; `make demo` runs the main job.
+PYTHON ?= python3
+VENV ?= .venv
+# The torch build to install before the package. The default is this project's CPU reference machine;
+# on a GPU box pass the build you need, e.g. `make test TORCH_SPEC="torch torchvision"` or TORCH_SPEC= to keep yours.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?= -n 2
+
+.PHONY: install test test-fast demo clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	if [ -n "$(TORCH_SPEC)" ]; then $(PY) -m pip install -q --disable-pip-version-check $(TORCH_SPEC); fi
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	WANDB_MODE=offline $(PY) -m pytest $(PYTEST_ARGS) tests
+
+test-fast: $(VENV)/.installed
+	WANDB_MODE=offline $(PY) -m pytest $(PYTEST_ARGS) -m "not slow" tests
+
+demo: $(VENV)/.installed
+	WANDB_MODE=offline $(PY) experiments/demo.py
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache
