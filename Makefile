@@ -11,7 +11,6 @@ PYTEST_ARGS ?= -n 2
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	if [ -n "$(TORCH_SPEC)" ]; then $(PY) -m pip install -q --disable-pip-version-check $(TORCH_SPEC); fi
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $@
