@@ -4,15 +4,20 @@ With a = alpha-bar:  P_t(e) = (x_t - sqrt(1 - a_t) e) / sqrt(a_t)   (the predict
                      D_t(e) = sqrt(1 - a_{t-1} - sigma_t^2) e          (the direction pointing to x_t)
                      x_{t-1} = sqrt(a_{t-1}) P_t(e) + D_t(e) + sigma_t z
 Timesteps are on the 1000-step scale; t_next = -1 means a_{t_next} = 1 (the last step lands on x0).
+
+Asyrp (second half of this file) keeps D_t on the network's own eps and feeds P_t the eps obtained from the shifted
+bottleneck h + delta_h:  x_{t-1} = sqrt(a_{t-1}) P_t(eps_theta(x_t | h + delta_h)) + D_t(eps_theta(x_t | h)).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 
 from .backbones.base import Backbone
-from .schedules import alpha_at
+from .hfunctions import Coefficients, apply_hfunction, n_components
+from .schedules import alpha_at, timesteps
 
 
 def P_t(x_t: torch.Tensor, eps: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:
@@ -56,6 +61,22 @@ def _t_batch(t: int, x: torch.Tensor) -> torch.Tensor:
     return torch.full((x.shape[0],), float(t), device=x.device, dtype=torch.float32)
 
 
+def _ddim_step_with_P(
+    backbone: Backbone,
+    x_t: torch.Tensor,
+    t: int,
+    t_next: int,
+    a: torch.Tensor,
+    eta: float = 0.0,
+    noise: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ddim_step`` that also hands back P_t (the edit loop records it in trajectories at no extra cost)."""
+    eps = backbone.eps(backbone(x_t, _t_batch(t, x_t)))
+    a_t = alpha_at(a, t)
+    x_next = ddim_update(x_t, eps, eps, a_t, alpha_at(a, t_next), eta=eta, noise=noise)
+    return x_next, P_t(x_t, eps, a_t)
+
+
 def ddim_step(
     backbone: Backbone,
     x_t: torch.Tensor,
@@ -66,8 +87,7 @@ def ddim_step(
     noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One DDIM step from t to t_next (either direction: t_next > t inverts). One full network pass."""
-    eps = backbone.eps(backbone(x_t, _t_batch(t, x_t)))
-    return ddim_update(x_t, eps, eps, alpha_at(a, t), alpha_at(a, t_next), eta=eta, noise=noise)
+    return _ddim_step_with_P(backbone, x_t, t, t_next, a, eta=eta, noise=noise)[0]
 
 
 def inversion_pairs(seq: Sequence[int]) -> list[tuple[int, int]]:
@@ -99,3 +119,258 @@ def ddim_generate(
     for t, t_next in generation_pairs(seq):
         x = ddim_step(backbone, x, t, t_next, a, eta=eta)
     return x
+
+
+# ==============================================================================================================
+# Asyrp: the asymmetric reverse process
+# ==============================================================================================================
+MODES = ("asyrp", "symmetric", "eps_shift", "x_shift")
+
+
+@dataclass
+class EditEps:
+    """The two noise predictions of one edited step.
+
+    ``eps`` feeds D_t, ``eps_edit`` feeds P_t. ``delta_h`` is the shift that was applied, in the space the mode
+    edits (h for asyrp/symmetric, eps for eps_shift, x for x_shift; None without an h-function). ``x_t`` is the
+    state the DDIM update acts on when the mode moved it (x_shift), else None.
+    """
+
+    eps: torch.Tensor
+    eps_edit: torch.Tensor
+    h: torch.Tensor | None
+    delta_h: torch.Tensor | None
+    x_t: torch.Tensor | None = None
+
+
+@dataclass
+class StepResult:
+    """One step: x_{t-1}, P_t of the edited and (when it comes for free) of the unedited prediction, delta_h."""
+
+    x_next: torch.Tensor
+    P_edit: torch.Tensor
+    P_orig: torch.Tensor | None
+    delta_h: torch.Tensor | None
+
+
+@dataclass
+class EditResult:
+    """Output of ``edit``: x_edit (B, C, H, W), or (K, B, C, H, W) for K coefficient settings; the inverted x_T.
+
+    ``trajectory`` (if asked): one (t, x_t, P_t) per generation step, P_t being the edited prediction while
+    editing; with K settings the tensors hold K*B rows (setting k of image b at row k*B + b).
+    """
+
+    x_edit: torch.Tensor
+    x_T: torch.Tensor
+    t_edit: int | None
+    t_boost: int
+    seq_gen: list[int]
+    trajectory: list[tuple[int, torch.Tensor, torch.Tensor]] | None = None
+
+
+def _t_rows(t: Any, x: torch.Tensor) -> torch.Tensor:
+    t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
+    return t.expand(x.shape[0]) if t.dim() == 0 else t
+
+
+def edit_eps(
+    backbone: Backbone,
+    x_t: torch.Tensor,
+    t: Any,
+    hfunc,
+    *,
+    mode: str = "asyrp",
+    strength: Coefficients = 1.0,
+) -> EditEps:
+    """eps for D_t and eps_edit for P_t at x_t (differentiable w.r.t. the h-function; the backbone is frozen).
+
+    Modes (the paper's method and the ablations it argues against, Sec. 3):
+      - "asyrp": one encode, delta_h = strength * f(h, emb, t), ONE decoder call on cat([h, h + delta_h]):
+        the first B rows give eps (D_t), the last B rows eps_edit (P_t).
+      - "symmetric": h + delta_h drives both P_t and D_t (one encode, one decode of B rows). The shifts in P_t and
+        D_t cancel to a large extent (paper, Theorem 1), which is why the paper makes the process asymmetric.
+      - "eps_shift": asymmetric editing directly in eps-space: eps_edit = eps + strength * f(eps, emb, t) in P_t
+        only (the official "image_space_noise" ablation, there a global eps-shaped tensor or a network of eps and
+        temb); one full pass. f must be eps-shaped (e.g. GlobalDirection(image shape)).
+      - "x_shift": edit the latent variable itself: x_t + strength * f(x_t, None, t), then a plain DDIM step from
+        the shifted state (one full pass). f gets no time embedding (it is computed before the network runs).
+    ``strength``: a number, one value per row, or per-row coefficients for a Composition (see apply_hfunction).
+    ``hfunc=None`` is the unedited prediction (one encode + one decode of B rows).
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}: use one of {MODES}")
+    t_vec = _t_rows(t, x_t)
+    if hfunc is not None and mode == "x_shift":
+        delta_x = apply_hfunction(hfunc, x_t, None, t_vec, strength)
+        x_s = x_t + delta_x
+        eps = backbone.eps(backbone(x_s, t_vec))
+        return EditEps(eps=eps, eps_edit=eps, h=None, delta_h=delta_x, x_t=x_s)
+    enc = backbone.encode(x_t, t_vec)
+    h = enc.h
+    if hfunc is None:
+        eps = backbone.eps(backbone.decode(enc))
+        return EditEps(eps=eps, eps_edit=eps, h=h, delta_h=None)
+    if mode == "asyrp":
+        delta_h = apply_hfunction(hfunc, h, enc.emb, t_vec, strength)
+        out = backbone.eps(backbone.decode(enc, torch.cat([h, h + delta_h])))
+        B = x_t.shape[0]
+        return EditEps(eps=out[:B], eps_edit=out[B:], h=h, delta_h=delta_h)
+    if mode == "symmetric":
+        delta_h = apply_hfunction(hfunc, h, enc.emb, t_vec, strength)
+        eps = backbone.eps(backbone.decode(enc, h + delta_h))
+        return EditEps(eps=eps, eps_edit=eps, h=h, delta_h=delta_h)
+    # eps_shift
+    eps = backbone.eps(backbone.decode(enc))
+    delta_eps = apply_hfunction(hfunc, eps, enc.emb, t_vec, strength)
+    return EditEps(eps=eps, eps_edit=eps + delta_eps, h=h, delta_h=delta_eps)
+
+
+def asyrp_step(
+    backbone: Backbone,
+    x_t: torch.Tensor,
+    t: int,
+    t_next: int,
+    a: torch.Tensor,
+    hfunc,
+    *,
+    mode: str = "asyrp",
+    strength: Coefficients = 1.0,
+    eta: float = 0.0,
+    noise: torch.Tensor | None = None,
+) -> StepResult:
+    """x_{t-1} = sqrt(a_{t-1}) P_t(eps_edit) + D_t(eps) (+ sigma_t z when eta > 0).
+
+    ``P_orig`` = P_t(eps) of the unedited prediction at the same x_t when the mode computes it anyway
+    (asyrp, eps_shift, no h-function); None for symmetric and x_shift (it would cost another decode).
+    """
+    ee = edit_eps(backbone, x_t, t, hfunc, mode=mode, strength=strength)
+    x = x_t if ee.x_t is None else ee.x_t
+    a_t, a_next = alpha_at(a, t), alpha_at(a, t_next)
+    x_next = ddim_update(x, ee.eps_edit, ee.eps, a_t, a_next, eta=eta, noise=noise)
+    free_orig = hfunc is None or mode in ("asyrp", "eps_shift")
+    return StepResult(
+        x_next=x_next,
+        P_edit=P_t(x, ee.eps_edit, a_t),
+        P_orig=P_t(x_t, ee.eps, a_t) if free_orig else None,
+        delta_h=ee.delta_h,
+    )
+
+
+def _coefficient_rows(hfunc, strength: Coefficients, B: int) -> tuple[int, Any, bool]:
+    """(K, per-row coefficients for K*B rows, editing?) from the ``strength`` argument of ``edit``.
+
+    number -> one setting; for a Composition of n functions a vector of n values is one coefficient vector,
+    for a single function a vector lists K strengths; a (K, n) matrix lists K coefficient vectors.
+    """
+    n = n_components(hfunc)
+    if hfunc is None:
+        return 1, 0.0, False
+    if isinstance(strength, (int, float)):
+        return 1, float(strength), float(strength) != 0.0
+    c = torch.as_tensor(strength, dtype=torch.float64)  # cast to h's dtype only when applied
+    if c.dim() == 0:
+        return 1, float(c), float(c) != 0.0
+    if c.dim() == 1:
+        c = c[None, :] if (n > 1 and c.numel() == n) else c[:, None]
+    if c.dim() != 2 or c.shape[1] != n:
+        raise ValueError(
+            f"strength of shape {tuple(torch.as_tensor(strength).shape)} does not fit an h-function with {n} "
+            f"component(s): pass a number, {n} coefficients, or a (K, {n}) matrix of coefficient vectors"
+        )
+    K = c.shape[0]
+    rows = c.repeat_interleave(B, dim=0)  # setting k of image b at row k*B + b
+    rows = rows[:, 0] if n == 1 else rows
+    return K, rows, bool((c != 0).any())
+
+
+def _image_noise(gens: list[torch.Generator], shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+    """One N(0, I) draw per image from that image's own generator (CPU, so results match across devices)."""
+    z = torch.stack([torch.randn(tuple(shape), generator=g, dtype=torch.float32) for g in gens])
+    return z.to(device=like.device, dtype=like.dtype)
+
+
+@torch.no_grad()
+def edit(
+    backbone: Backbone,
+    x0: torch.Tensor | None,
+    hfunc,
+    *,
+    a: torch.Tensor,
+    n_inv: int = 40,
+    n_gen: int = 40,
+    t_edit: int | None = None,
+    t_boost: int | None = None,
+    strength: Coefficients = 1.0,
+    mode: str = "asyrp",
+    seeds: Sequence[int] | None = None,
+    t0: int = 999,
+    x_T: torch.Tensor | None = None,
+    return_trajectory: bool = False,
+) -> EditResult:
+    """Edit real images: DDIM inversion, then Asyrp on [T, t_edit], DDIM, and quality boosting below t_boost.
+
+    - Inversion: ``n_inv`` timesteps ``int(linspace(0, 1, n) * t0)``, deterministic, no clipping (skipped if
+      ``x_T`` is given).
+    - Generation down ``n_gen`` timesteps: an Asyrp step (one encode + one decode of 2B rows) while t >= t_edit,
+      a plain DDIM step (one full pass) below, with eta = 1 while t < t_boost (stochastic quality boosting;
+      ``t_boost=None`` or 0 disables it).
+    - ``strength``: a number (negative reverses the attribute), coefficients of a Composition, or K settings at
+      once (a list of strengths / a (K, n) matrix): the K*B trajectories run in the same batched calls and
+      x_edit is (K, B, C, H, W).
+    - Noise: image b draws from ``torch.Generator().manual_seed(seeds[b])`` (default: seeds drawn from torch's
+      global RNG), so an image's result does not depend on the batch it is in; its K settings share that noise.
+    - Reconstruction: ``hfunc=None`` or strength 0 runs no Asyrp step at all (identical to ddim_generate when
+      t_boost disables boosting).
+    - Step count: delta_h acts once per step, so the official code scales the strength by n_train / n_gen when
+      generating with a different number of steps than the h-function was trained with; pass that as strength.
+    Inference only (no grad); training code calls ``asyrp_step`` / ``edit_eps`` directly.
+    """
+    if x_T is None and x0 is None:
+        raise ValueError("edit needs x0 (to invert) or x_T")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}: use one of {MODES}")
+    ref = x0 if x0 is not None else x_T
+    B = ref.shape[0]
+    K, coeffs, editing = _coefficient_rows(hfunc, strength, B)
+    if editing and t_edit is None:
+        raise ValueError("edit with an h-function needs t_edit (e.g. from conf/edit_interval or asyrp.interval)")
+    t_boost = 0 if t_boost is None else int(t_boost)
+    if seeds is None:
+        seeds = torch.randint(0, 2**62, (B,)).tolist()
+    seeds = list(seeds)
+    if len(seeds) != B:
+        raise ValueError(f"got {len(seeds)} seeds for {B} images: pass one seed per image")
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    if x_T is None:
+        x_T = ddim_invert(backbone, x0, timesteps(n_inv, t0), a)
+    seq_gen = timesteps(n_gen, t0)
+    x = x_T.repeat(K, *([1] * (x_T.dim() - 1)))
+    trajectory: list[tuple[int, torch.Tensor, torch.Tensor]] | None = [] if return_trajectory else None
+    for t, t_next in generation_pairs(seq_gen):
+        eta = 1.0 if t < t_boost else 0.0
+        noise = _image_noise(gens, x.shape[1:], x).repeat(K, *([1] * (x.dim() - 1))) if eta > 0 else None
+        if editing and t >= t_edit:
+            res = asyrp_step(backbone, x, t, t_next, a, hfunc, mode=mode, strength=coeffs, eta=eta, noise=noise)
+            x_next, P = res.x_next, res.P_edit
+        else:
+            x_next, P = _ddim_step_with_P(backbone, x, t, t_next, a, eta=eta, noise=noise)
+        if trajectory is not None:
+            trajectory.append((t, x, P))
+        x = x_next
+    x_edit = x.view(K, B, *x.shape[1:]) if K > 1 or _is_multi(strength, hfunc) else x
+    return EditResult(x_edit=x_edit, x_T=x_T, t_edit=t_edit, t_boost=t_boost, seq_gen=seq_gen, trajectory=trajectory)
+
+
+def _is_multi(strength: Coefficients, hfunc) -> bool:
+    """Whether ``strength`` lists settings (K >= 1 of them) rather than being one setting."""
+    if hfunc is None or isinstance(strength, (int, float)):
+        return False
+    c = torch.as_tensor(strength)
+    return c.dim() == 2 or (c.dim() == 1 and not (n_components(hfunc) > 1 and c.numel() == n_components(hfunc)))
+
+
+def reconstruct(backbone: Backbone, x0: torch.Tensor, *, a: torch.Tensor, **kw) -> EditResult:
+    """The unedited counterpart of ``edit`` (same inversion, boosting and seeds): ``edit(..., hfunc=None)``."""
+    return edit(backbone, x0, None, a=a, **kw)

@@ -1,0 +1,376 @@
+"""The editing interval [T, t_edit] and the quality-boosting start t_boost, measured on data (paper Sec. 4).
+
+Two curves over t, averaged over a set of images x:
+  editing strength    d(x, P_t)  — how much of the image the step at t still decides; edit while it is large:
+                                   t_edit = first t (scanning up from 0) with d(x, P_t) >= 0.33 * cos(src, trg text)
+  quality deficiency  d(x, x_t)  — how much noise x_t still carries; below the first t with d(x, x_t) >= 1.2
+                                   (t_boost) the generation is stochastic (eta = 1) to boost quality.
+d is LPIPS in the paper. ``RMSEDistance`` is an offline stand-in with its own thresholds (see its docstring).
+
+By default x_t comes from the forward process q(x_t | x0) with one fixed noise draw per image (the paper's
+definition; P_t = the network's x0-prediction at that x_t). ``process="inversion"`` instead walks the
+deterministic DDIM inversion as the official measurement script does.
+
+The official tables are off by one step: the official script walks the inversion in pairs (t -> t_next), computes
+the x0-prediction from the network call at t, but files LPIPS(x0, P_t) under t_next, the timestep it moves to.
+Its strength curve is therefore shifted one step later, and the t_edit read from it is one step larger (with its
+1000-step measurement: one timestep) than the first t whose own P_t reaches the threshold. (Its x_t curve is filed
+correctly.) Here every value is filed under the t it was computed at. The published values in
+conf/edit_interval/*.yaml are kept as printed in the paper (``source: paper``).
+"""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .samplers import P_t, ddim_update
+from .schedules import alpha_at
+
+__all__ = [
+    "RMSEDistance",
+    "LPIPSDistance",
+    "LPIPSWeightsMissing",
+    "make_distance",
+    "IntervalCurves",
+    "NoCrossingError",
+    "measure_curves",
+    "first_crossing",
+    "choose_t_edit",
+    "choose_t_boost",
+    "thresholds_for",
+    "resolve_interval",
+    "DEFAULT_THRESHOLDS",
+]
+
+#: (edit, boost) thresholds per distance. LPIPS: the paper's 0.33 / 1.2. RMSE: see RMSEDistance.
+DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
+    "lpips": {"edit": 0.33, "boost": 1.2},
+    "rmse": {"edit": 0.35, "boost": 0.5},
+}
+
+
+# -- distances ---------------------------------------------------------------------------------------------------
+class RMSEDistance(nn.Module):
+    """Root-mean-square pixel difference per image on the [-1, 1] scale (offline, no weights).
+
+    Monotone in PSNR (PSNR = 20 log10(2 / d)); it measures pixel energy, not perception, so it is NOT LPIPS and
+    its thresholds differ. Default boost threshold 0.5: under the forward process with the linear schedule,
+    d(x, x_t) ~ sqrt((1 - sqrt(a_t))^2 E[x^2] + 1 - a_t), which reaches 0.5 near t ~ 160, close to the
+    paper's t_boost for its linear-schedule models. The edit threshold 0.35 is a rough guess: measure and set it.
+    """
+
+    name = "rmse"
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (x.float() - y.float()).pow(2).flatten(1).mean(1).sqrt()
+
+
+class LPIPSWeightsMissing(FileNotFoundError):
+    """LPIPS needs the ImageNet backbone weights on disk; nothing is ever downloaded."""
+
+
+_TV_NAMES = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
+_TV_WEIGHTS = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights", "squeeze": "SqueezeNet1_1_Weights"}
+
+
+def _default_backbone_weights(net: str) -> Path:
+    import torchvision
+
+    url = getattr(torchvision.models, _TV_WEIGHTS[net]).DEFAULT.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+class LPIPSDistance(nn.Module):
+    """LPIPS (Zhang et al. 2018) per image, images in [-1, 1]: torchmetrics' implementation, loaded offline.
+
+    ``backbone_weights``: the torchvision ImageNet weights file of the feature net (e.g. alexnet-owt-7be5be79.pth);
+    default: torch hub's checkpoint cache, where torchvision would have saved it. ``lin_weights``: the LPIPS
+    linear layers (default: the copy shipped inside torchmetrics). If a file is absent this raises
+    ``LPIPSWeightsMissing`` with one message; it never attempts a download.
+    """
+
+    name = "lpips"
+
+    def __init__(self, net: str = "alex", *, backbone_weights: str | Path | None = None, lin_weights: str | Path | None = None):
+        super().__init__()
+        if net not in _TV_NAMES:
+            raise ValueError(f"unknown LPIPS net {net!r}: use one of {sorted(_TV_NAMES)}")
+        path = Path(backbone_weights) if backbone_weights else _default_backbone_weights(net)
+        if not path.is_file():
+            raise LPIPSWeightsMissing(
+                f"LPIPS({net}) needs the torchvision ImageNet weights of {_TV_NAMES[net]} at {path} (not found). "
+                "Copy the file there or pass backbone_weights=<path> (experiments/interval.py: --lpips-weights); "
+                "or use the offline distance 'rmse' with its own thresholds."
+            )
+        try:
+            from torchmetrics.functional.image.lpips import _LPIPS
+        except ImportError as e:  # pragma: no cover
+            raise ImportError("LPIPSDistance needs torchmetrics (pip install torchmetrics)") from e
+        if lin_weights is not None and not Path(lin_weights).is_file():
+            raise LPIPSWeightsMissing(f"LPIPS linear-layer weights not found at {lin_weights}")
+        # pnet_rand=True builds the feature net without touching the network; its weights come from `path`
+        lp = _LPIPS(pretrained=True, net=net, pnet_rand=True, model_path=str(lin_weights) if lin_weights else None)
+        import torchvision
+
+        tv = getattr(torchvision.models, _TV_NAMES[net])(weights=None)
+        tv.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        # torchmetrics keeps torchvision's `features` layers in slices, child names = indices into `features`
+        loaded: set[int] = set()
+        for m in lp.net.modules():
+            if isinstance(m, nn.Sequential) and all(name.isdigit() for name, _ in m.named_children()):
+                for idx, layer in m.named_children():
+                    layer.load_state_dict(tv.features[int(idx)].state_dict(), strict=True)
+                    loaded.update(id(p) for p in layer.parameters())
+        if loaded != {id(p) for p in lp.net.parameters()}:  # pragma: no cover - torchmetrics layout changed
+            raise RuntimeError(f"could not map the {net} weights onto torchmetrics' LPIPS feature net")
+        self.lpips = lp.eval()
+        for p in self.lpips.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "LPIPSDistance":
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.lpips(x.float(), y.float()).flatten()
+
+
+def make_distance(name: str = "lpips", **kw) -> nn.Module:
+    """'lpips' (kw: net, backbone_weights, lin_weights) or 'rmse'."""
+    if name == "lpips":
+        return LPIPSDistance(**kw)
+    if name == "rmse":
+        return RMSEDistance()
+    raise ValueError(f"unknown distance {name!r}: use 'lpips' or 'rmse'")
+
+
+# -- curves ------------------------------------------------------------------------------------------------------
+@dataclass
+class IntervalCurves:
+    """Mean (and std over images) of d(x, P_t) and d(x, x_t) at increasing timesteps t."""
+
+    t: list[int]
+    strength: list[float]
+    deficiency: list[float]
+    strength_std: list[float] = field(default_factory=list)
+    deficiency_std: list[float] = field(default_factory=list)
+    distance: str = "?"
+    process: str = "forward"
+    n_images: int = 0
+
+    COLUMNS = ("t", "strength", "strength_std", "deficiency", "deficiency_std")
+
+    def save_csv(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        n = len(self.t)
+        sstd = self.strength_std or [math.nan] * n
+        dstd = self.deficiency_std or [math.nan] * n
+        with open(path, "w", newline="") as f:
+            f.write(f"# distance={self.distance} process={self.process} n_images={self.n_images}\n")
+            w = csv.writer(f)
+            w.writerow(self.COLUMNS)
+            for row in zip(self.t, self.strength, sstd, self.deficiency, dstd):
+                w.writerow([row[0], *(f"{v:.6g}" for v in row[1:])])
+        return path
+
+    @classmethod
+    def load_csv(cls, path: str | Path) -> "IntervalCurves":
+        meta: dict[str, str] = {}
+        rows: list[list[str]] = []
+        with open(path, newline="") as f:
+            for line in f:
+                if line.startswith("#"):
+                    meta.update(kv.split("=", 1) for kv in line[1:].split() if "=" in kv)
+                    continue
+                rows.append(next(csv.reader([line])))
+        header, body = rows[0], rows[1:]
+        cols = {name: [r[i] for r in body] for i, name in enumerate(header)}
+        return cls(
+            t=[int(v) for v in cols["t"]],
+            strength=[float(v) for v in cols["strength"]],
+            deficiency=[float(v) for v in cols["deficiency"]],
+            strength_std=[float(v) for v in cols.get("strength_std", [])],
+            deficiency_std=[float(v) for v in cols.get("deficiency_std", [])],
+            distance=meta.get("distance", "?"),
+            process=meta.get("process", "?"),
+            n_images=int(meta.get("n_images", 0)),
+        )
+
+    def plot(
+        self,
+        path: str | Path,
+        *,
+        t_edit: int | None = None,
+        t_boost: int | None = None,
+        edit_threshold: float | None = None,
+        boost_threshold: float | None = None,
+    ) -> Path:
+        """PNG of both curves with the thresholds and the chosen t_edit / t_boost (matplotlib, Agg backend)."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.plot(self.t, self.strength, label=f"editing strength {self.distance}(x, P_t)", color="tab:blue")
+        ax.plot(self.t, self.deficiency, label=f"quality deficiency {self.distance}(x, x_t)", color="tab:orange")
+        if edit_threshold is not None:
+            ax.axhline(edit_threshold, color="tab:blue", ls=":", lw=1)
+        if boost_threshold is not None:
+            ax.axhline(boost_threshold, color="tab:orange", ls=":", lw=1)
+        if t_edit is not None:
+            ax.axvline(t_edit, color="tab:blue", ls="--", lw=1, label=f"t_edit = {t_edit}")
+        if t_boost is not None:
+            ax.axvline(t_boost, color="tab:orange", ls="--", lw=1, label=f"t_boost = {t_boost}")
+        ax.set_xlabel("t")
+        ax.set_ylabel(self.distance)
+        ax.set_title(f"{self.n_images} images, x_t from {self.process}")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return path
+
+
+@torch.no_grad()
+def measure_curves(
+    backbone,
+    x0: torch.Tensor,
+    *,
+    a: torch.Tensor,
+    distance: nn.Module,
+    ts: Sequence[int] | None = None,
+    stride: int = 1,
+    t0: int = 999,
+    process: str = "forward",
+    seed: int = 0,
+    batch_size: int = 8,
+) -> IntervalCurves:
+    """d(x, P_t) and d(x, x_t) for the images ``x0`` (N, C, H, W in [-1, 1]) at timesteps ``ts``.
+
+    ``ts`` defaults to ``range(0, t0 + 1, stride)``; t_edit/t_boost are then resolved to ``stride`` timesteps.
+    ``process="forward"``: x_t = sqrt(a_t) x + sqrt(1 - a_t) z with one z per image drawn from ``seed`` (the same
+    z for every t; results do not depend on ``batch_size``); one full network pass per t and batch.
+    ``process="inversion"``: x_t along the deterministic DDIM inversion through ``ts`` (starting at x itself),
+    P_t from the same network call that moves the inversion on, filed under t (not t_next, see module doc).
+    """
+    ts = sorted({int(t) for t in (ts if ts is not None else range(0, t0 + 1, stride))})
+    if process not in ("forward", "inversion"):
+        raise ValueError(f"unknown process {process!r}: use 'forward' or 'inversion'")
+    N = x0.shape[0]
+    g = torch.Generator().manual_seed(int(seed))
+    z_all = torch.randn(tuple(x0.shape), generator=g).to(x0)
+    S = torch.zeros(len(ts), N, dtype=torch.float64)
+    D = torch.zeros(len(ts), N, dtype=torch.float64)
+    for lo in range(0, N, batch_size):
+        x = x0[lo : lo + batch_size]
+        z = z_all[lo : lo + batch_size]
+        x_inv = x
+        for i, t in enumerate(ts):
+            a_t = alpha_at(a, t)
+            tb = torch.full((x.shape[0],), float(t), device=x.device)
+            if process == "forward":
+                x_t = a_t.sqrt().to(x.dtype) * x + (1 - a_t).sqrt().to(x.dtype) * z
+            else:
+                x_t = x_inv
+            eps = backbone.eps(backbone(x_t, tb))
+            S[i, lo : lo + x.shape[0]] = distance(x, P_t(x_t, eps, a_t)).double().cpu()
+            D[i, lo : lo + x.shape[0]] = distance(x, x_t).double().cpu()
+            if process == "inversion" and i + 1 < len(ts):
+                x_inv = ddim_update(x_t, eps, eps, a_t, alpha_at(a, ts[i + 1]))
+    return IntervalCurves(
+        t=ts,
+        strength=S.mean(1).tolist(),
+        deficiency=D.mean(1).tolist(),
+        strength_std=S.std(1, unbiased=False).tolist(),
+        deficiency_std=D.std(1, unbiased=False).tolist(),
+        distance=getattr(distance, "name", type(distance).__name__),
+        process=process,
+        n_images=N,
+    )
+
+
+# -- choosing t_edit / t_boost ---------------------------------------------------------------------------------
+class NoCrossingError(ValueError):
+    """The curve never reaches the threshold on the measured timesteps."""
+
+
+def _points(curve: Any, which: str) -> tuple[list[int], list[float]]:
+    if isinstance(curve, IntervalCurves):
+        return list(curve.t), list(getattr(curve, which))
+    if isinstance(curve, Mapping):
+        items = sorted((int(k), float(v)) for k, v in curve.items())
+        return [k for k, _ in items], [v for _, v in items]
+    ts, vs = curve  # (ts, values)
+    return [int(t) for t in ts], [float(v) for v in vs]
+
+
+def first_crossing(ts: Sequence[int], values: Sequence[float], threshold: float, what: str = "value") -> int:
+    """The smallest t with value >= threshold (equality counts); NoCrossingError if there is none."""
+    pairs = sorted(zip(ts, values))
+    for t, v in pairs:
+        if v >= threshold:  # NaN compares False and is skipped
+            return int(t)
+    finite = [(v, t) for t, v in pairs if not math.isnan(v)]
+    best = f"its maximum is {max(finite)[0]:.4g} at t={max(finite)[1]}" if finite else "it has no finite values"
+    raise NoCrossingError(
+        f"{what} never reaches {threshold:.4g} on t in [{pairs[0][0] if pairs else '?'}, "
+        f"{pairs[-1][0] if pairs else '?'}] ({best}): lower the threshold, measure up to larger t, "
+        "or give t_edit/t_boost explicitly (conf/edit_interval/fixed.yaml)"
+    )
+
+
+def choose_t_edit(curve: Any, threshold: float = 0.33, text_cosine: float = 1.0) -> int:
+    """First t (scanning up from 0) with editing strength d(x, P_t) >= threshold * text_cosine.
+
+    ``curve``: IntervalCurves, {t: strength}, or (ts, strengths). ``text_cosine``: CLIP cosine similarity of
+    the source and target texts (similar texts = small change = shorter interval). Values are filed under the t
+    of their own P_t, so this has none of the official one-step shift (module docstring).
+    """
+    ts, vs = _points(curve, "strength")
+    return first_crossing(ts, vs, threshold * text_cosine, "editing strength")
+
+
+def choose_t_boost(curve: Any, threshold: float = 1.2) -> int:
+    """First t (scanning up from 0) with quality deficiency d(x, x_t) >= threshold; boost (eta = 1) below it."""
+    ts, vs = _points(curve, "deficiency")
+    return first_crossing(ts, vs, threshold, "quality deficiency")
+
+
+def thresholds_for(cfg: Mapping[str, Any] | None, distance: str) -> tuple[float, float]:
+    """(edit, boost) thresholds for a distance: cfg['thresholds'][distance] over DEFAULT_THRESHOLDS."""
+    th = dict(DEFAULT_THRESHOLDS.get(distance, {}))
+    if cfg is not None and cfg.get("thresholds") and cfg["thresholds"].get(distance):
+        th.update(dict(cfg["thresholds"][distance]))
+    if "edit" not in th or "boost" not in th:
+        raise ValueError(f"no thresholds for distance {distance!r}: set thresholds.{distance}.edit/boost")
+    return float(th["edit"]), float(th["boost"])
+
+
+def resolve_interval(cfg: Mapping[str, Any], curve: IntervalCurves | None = None, text_cosine: float | None = None) -> tuple[int, int]:
+    """(t_edit, t_boost) from a conf/edit_interval config.
+
+    ``source: paper | fixed``: the config's numbers. ``source: measured``: chosen on ``curve`` (from
+    ``measure_curves`` on your data) with the thresholds of the curve's distance; ``text_cosine`` overrides
+    the config's.
+    """
+    source = cfg.get("source")
+    if source in ("paper", "fixed"):
+        if cfg.get("t_edit") is None or cfg.get("t_boost") is None:
+            raise ValueError(f"edit_interval source {source!r} needs t_edit and t_boost")
+        return int(cfg["t_edit"]), int(cfg["t_boost"])
+    if source == "measured":
+        if curve is None:
+            raise ValueError("edit_interval source 'measured' needs curves: run asyrp.interval.measure_curves first")
+        edit_th, boost_th = thresholds_for(cfg, curve.distance)
+        cos = float(text_cosine if text_cosine is not None else cfg.get("text_cosine", 1.0))
+        return choose_t_edit(curve, edit_th, cos), choose_t_boost(curve, boost_th)
+    raise ValueError(f"unknown edit_interval source {source!r}: use paper, fixed or measured")

@@ -1,0 +1,50 @@
+"""Shared test helpers: a tiny random backbone that runs in milliseconds on one CPU thread."""
+from __future__ import annotations
+
+import torch
+
+from asyrp.backbones.base import UNet2DBackbone
+
+
+def tiny_backbone(
+    seed: int = 0,
+    *,
+    image_size: int = 16,
+    block_out_channels: tuple[int, ...] = (32, 64),
+    norm_num_groups: int = 8,
+    layers_per_block: int = 1,
+    out_channels: int = 3,
+    family: str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> UNet2DBackbone:
+    """A frozen random ``diffusers.UNet2DModel`` split at its mid block (h: 64 x 8 x 8 by default).
+
+    ``out_channels=6`` mimics a learned-variance (ADM) model; ``family`` sets ``backbone.family`` (e.g. "adm") so
+    code that dispatches on it can be tested. ``dtype=torch.float64`` for tests that compare long trajectories:
+    a random net is no denoiser, so DDIM amplifies round-off (e.g. batch-size dependent kernels) by ~1/sqrt(a_T).
+    """
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    n = len(block_out_channels)
+    unet = UNet2DModel(
+        sample_size=image_size,
+        in_channels=3,
+        out_channels=out_channels,
+        block_out_channels=block_out_channels,
+        down_block_types=("DownBlock2D",) * n,
+        up_block_types=("UpBlock2D",) * n,
+        layers_per_block=layers_per_block,
+        norm_num_groups=norm_num_groups,
+    )
+    backbone = UNet2DBackbone(unet, {"image_size": image_size}, eps_channels=3).to(dtype).freeze()
+    if family is not None:
+        backbone.family = family
+    return backbone
+
+
+def images(n: int = 2, *, size: int = 16, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Smooth random images in [-1, 1] (low-frequency, so they look a little like pictures)."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, size // 4, size // 4, generator=g) * 2 - 1
+    return torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False).clamp(-1, 1).to(dtype)
