@@ -1,0 +1,107 @@
+"""Training callbacks: edit grids to look at, and an h-function checkpoint that edit.py can load on its own.
+
+``HFunctionCheckpoint`` writes only what editing needs: the h-function's state dict plus the config to rebuild it
+(hfunction cfg, arch, h_shape, emb_dim, attribute, t_edit, ...), all plain types (loads with weights_only=True).
+Optionally also the official layout ``{"0": state_dict}`` that ``asyrp.hfunctions.load_official_hfunction`` reads.
+Lightning's own ``last.ckpt`` (ModelCheckpoint) is for resuming; it too holds only the h-function's weights.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_only
+
+from .utils.io import atomic_save, atomic_write_png
+
+log = logging.getLogger(__name__)
+
+HFUNCTION_FORMAT = "asyrp-hfunction/1"
+
+
+def hfunction_payload(pl_module) -> dict[str, Any]:
+    state = {k: v.detach().cpu().clone() for k, v in pl_module.hfunc.state_dict().items()}
+    return {"format": HFUNCTION_FORMAT, "state_dict": state, **pl_module.rebuild_info()}
+
+
+class HFunctionCheckpoint(pl.Callback):
+    """Save ``hfunction.pt`` (and ``hfunction_official.pth``) at the end of every epoch and of training."""
+
+    def __init__(self, dirpath: str, filename: str = "hfunction.pt", export_official: bool = True,
+                 official_filename: str = "hfunction_official.pth"):
+        self.dirpath = Path(dirpath)
+        self.filename, self.export_official, self.official_filename = filename, export_official, official_filename
+
+    @rank_zero_only
+    def _save(self, pl_module) -> None:
+        payload = hfunction_payload(pl_module)
+        atomic_save(payload, self.dirpath / self.filename)
+        if self.export_official:
+            atomic_save({"0": payload["state_dict"]}, self.dirpath / self.official_filename)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._save(pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._save(pl_module)
+
+
+def _grid(rows: list[torch.Tensor], pad: int = 1) -> torch.Tensor:
+    """Stack rows of (B, 3, H, W) images into one (3, H', W') image in [-1, 1] (one column per image)."""
+    from torchvision.utils import make_grid
+
+    x = torch.cat([r.detach().float().cpu().clamp(-1, 1) for r in rows])
+    return make_grid(x, nrow=rows[0].shape[0], padding=pad, pad_value=1.0)
+
+
+class EditGrid(pl.Callback):
+    """Every ``every_n_steps`` optimiser steps (and at the end), edit a few cached images with the current
+    h-function and save a grid (rows: source | reconstruction | edited) as PNG and to W&B if that logger is used."""
+
+    def __init__(self, dirpath: str, every_n_steps: int = 200, n_images: int = 4, at_train_end: bool = True):
+        self.dirpath = Path(dirpath)
+        self.every_n_steps, self.n_images, self.at_train_end = int(every_n_steps), int(n_images), at_train_end
+        self._last_step = 0
+        self.saved: list[Path] = []
+
+    def _batch(self, trainer, pl_module) -> dict[str, torch.Tensor] | None:
+        dm = trainer.datamodule
+        ds = getattr(dm, "val_set", None) or getattr(dm, "train_set", None)
+        if ds is None or len(ds) == 0:
+            return None
+        items = [ds[i] for i in range(min(self.n_images, len(ds)))]
+        return {k: (torch.stack([it[k] for it in items]).to(pl_module.device) if torch.is_tensor(items[0][k])
+                    else torch.tensor([it[k] for it in items])) for k in items[0]}
+
+    @rank_zero_only
+    def _make(self, trainer, pl_module, tag: str) -> None:
+        batch = self._batch(trainer, pl_module)
+        if batch is None:
+            return
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            x_edit = pl_module.edit_batch(batch)
+        finally:
+            pl_module.train(was_training)
+        grid = _grid([batch["x0"], batch["x_rec"], x_edit])
+        path = atomic_write_png(grid, self.dirpath / f"{tag}.png")
+        self.saved.append(path)
+        for lg in trainer.loggers:
+            if isinstance(lg, pl.loggers.WandbLogger):
+                lg.log_image(key="edit_grid", images=[str(path)], step=trainer.global_step,
+                             caption=["rows: source | reconstruction | edited"])
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step // self.every_n_steps > self._last_step // self.every_n_steps \
+                and step != self._last_step:
+            self._last_step = step
+            self._make(trainer, pl_module, f"step_{step:07d}")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.at_train_end:
+            self._make(trainer, pl_module, "final")

@@ -1,0 +1,154 @@
+"""The DDIM inversion cache: everything about an image that does not depend on the h-function, computed once.
+
+Per image the cache holds x0, x_T (deterministic DDIM inversion with n_inv steps, the official ``precompute_pairs``),
+the unedited generation from x_T with n_gen steps: P_t^orig at every generation step (``t``, descending) and its
+end point x_rec (the reconstruction). P_t^orig is stored for *all* generation steps, not only t >= t_edit, so one
+cache serves every t_edit of a sweep.
+
+Training walks the *edited* trajectory from the cached x_T (as the official ``run_training`` does: x_t is the
+Asyrp-edited walk, detached each step) and compares P_t^edit with the cached P_t^orig of the *unedited* DDIM walk,
+which is exactly the official reference (there it is recomputed with a second network pass every step and epoch;
+here it is read from disk). The edited x_t cannot be cached because it depends on the h-function being trained.
+
+Entries are keyed by a digest of (backbone weights, alpha schedule, n_inv, n_gen, t0, spacing) for the folder and of
+(image file content, image size) or (seed, index, shape) per item, written atomically (tmp + os.replace), one file
+per item, so runs and sweep trials share them and adding images only computes the new ones.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..samplers import P_t, ddim_invert, ddim_update, generation_pairs
+from ..schedules import alpha_at, timesteps
+from ..utils.errors import AsyrpUserError
+from ..utils.io import atomic_save, file_digest, module_fingerprint, tensor_digest
+from .images import list_images, load_image
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+CacheEntry = dict  # {"x0", "x_T", "x_rec": (3,H,W), "P_orig": (K,3,H,W), "t": (K,), "id": str}
+
+
+@dataclass(frozen=True)
+class Source:
+    """One training item: an image file, or seeded noise x_T ~ N(0, I) whose x0 the backbone generates."""
+
+    id: str
+    path: Path | None = None
+    seed: int | None = None
+    index: int = 0
+
+    def digest(self, shape: tuple[int, int, int]) -> str:
+        if self.path is not None:
+            return hashlib.blake2b(f"img|{file_digest(self.path)}|{shape}".encode(), digest_size=16).hexdigest()
+        return hashlib.blake2b(f"noise|{self.seed}|{self.index}|{shape}".encode(), digest_size=16).hexdigest()
+
+    def noise(self, shape: tuple[int, int, int]) -> torch.Tensor:
+        g = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + self.index)
+        return torch.randn((1, *shape), generator=g)
+
+
+def image_sources(folder: str | Path, n_images: int | None) -> list[Source]:
+    return [Source(id=p.name, path=p) for p in list_images(folder, n_images)]
+
+
+def noise_sources(seed: int, n_images: int) -> list[Source]:
+    return [Source(id=f"noise_{seed}_{i:05d}", seed=seed, index=i) for i in range(n_images)]
+
+
+class InversionCache:
+    """Builds and finds cache entries for one backbone/schedule/step setting (see the module docstring)."""
+
+    def __init__(self, root: str | Path, backbone, a: torch.Tensor, *, n_inv: int, n_gen: int, t0: int,
+                 spacing: str = "official", image_size: int | None = None, batch_size: int = 4,
+                 dtype: torch.dtype = torch.float32):
+        self.backbone = backbone
+        self.a = a
+        self.n_inv, self.n_gen, self.t0, self.spacing = int(n_inv), int(n_gen), int(t0), spacing
+        self.image_size = int(image_size or backbone.image_size)
+        self.shape = (int(backbone.in_channels), self.image_size, self.image_size)
+        self.batch_size = max(int(batch_size), 1)
+        self.dtype = dtype
+        spec = "|".join(map(str, (CACHE_VERSION, module_fingerprint(backbone), tensor_digest(a), self.n_inv,
+                                  self.n_gen, self.t0, spacing, self.shape)))
+        self.spec = hashlib.blake2b(spec.encode(), digest_size=8).hexdigest()
+        self.dir = Path(root).expanduser() / self.spec
+        self.seq_inv = timesteps(self.n_inv, self.t0, spacing)
+        self.seq_gen = timesteps(self.n_gen, self.t0, spacing)
+
+    def path_for(self, source: Source) -> Path:
+        return self.dir / f"{source.digest(self.shape)}.pt"
+
+    def missing(self, sources: Sequence[Source]) -> list[Source]:
+        return [s for s in sources if not self.path_for(s).is_file()]
+
+    # -- building ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _walk(self, x_T: torch.Tensor, seq: list[int]) -> tuple[torch.Tensor, list[torch.Tensor], list[int]]:
+        """Unedited DDIM generation from x_T down ``seq``: the end point and P_t at each step."""
+        x, Ps, ts = x_T, [], []
+        for t, t_next in generation_pairs(seq):
+            tt = torch.full((x.shape[0],), float(t), device=x.device)
+            eps = self.backbone.eps(self.backbone(x, tt))
+            a_t, a_next = alpha_at(self.a, t), alpha_at(self.a, t_next)
+            Ps.append(P_t(x, eps, a_t))
+            ts.append(t)
+            x = ddim_update(x, eps, eps, a_t, a_next)
+        return x, Ps, ts
+
+    @torch.no_grad()
+    def _compute(self, sources: Sequence[Source], x0: torch.Tensor | None) -> list[CacheEntry]:
+        dev = next(self.backbone.parameters()).device
+        if x0 is not None:  # real images: invert, then regenerate without edit
+            x0 = x0.to(dev)
+            x_T = ddim_invert(self.backbone, x0, self.seq_inv, self.a)
+            x_rec, Ps, ts = self._walk(x_T, self.seq_gen)
+        else:  # random samples: x0 is the model's own DDIM sample from x_T (official: n_inv steps)
+            x_T = torch.cat([s.noise(self.shape) for s in sources]).to(dev)
+            x_rec, Ps, ts = self._walk(x_T, self.seq_gen)
+            x0 = x_rec if self.n_inv == self.n_gen else self._walk(x_T, self.seq_inv)[0]
+        P = torch.stack(Ps, 1)
+        cast = lambda v: v.detach().to("cpu", self.dtype).contiguous()  # noqa: E731
+        return [
+            {"id": s.id, "x0": cast(x0[i]), "x_T": cast(x_T[i]), "x_rec": cast(x_rec[i]), "P_orig": cast(P[i]),
+             "t": torch.tensor(ts, dtype=torch.long)}
+            for i, s in enumerate(sources)
+        ]
+
+    def build(self, sources: Sequence[Source]) -> list[Path]:
+        """Compute the entries that are not on disk yet; return the paths of all ``sources`` in order."""
+        todo = self.missing(sources)
+        if todo:
+            # read every image first: a corrupt file fails before any network pass or write
+            imgs = {s.id: load_image(s.path, self.image_size) for s in todo if s.path is not None}
+            log.info("inversion cache %s: computing %d of %d entries", self.dir, len(todo), len(sources))
+            for i in range(0, len(todo), self.batch_size):
+                chunk = todo[i:i + self.batch_size]
+                x0 = torch.stack([imgs[s.id] for s in chunk]) if chunk[0].path is not None else None
+                for s, entry in zip(chunk, self._compute(chunk, x0)):
+                    atomic_save(entry, self.path_for(s))
+        return [self.path_for(s) for s in sources]
+
+    def paths(self, sources: Sequence[Source]) -> list[Path]:
+        """Paths of entries that must already exist (after ``build``)."""
+        missing = self.missing(sources)
+        if missing:
+            raise AsyrpUserError(
+                f"{len(missing)} inversion-cache entries are missing under {self.dir} (first: {missing[0].id}); "
+                "the cache is built in DataModule.prepare_data: call it (or trainer.fit) first."
+            )
+        return [self.path_for(s) for s in sources]
+
+
+def load_entry(path: str | Path) -> CacheEntry:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated by a disk problem: tell the user how to recover
+        raise AsyrpUserError(f"inversion-cache entry {path} is unreadable ({err}); delete it to recompute.") from err

@@ -1,0 +1,136 @@
+"""LightningDataModule: the inversion cache is built in ``prepare_data`` (rank 0 of each node), read in ``setup``.
+
+The backbone is not a hyperparameter of the data: ``bind`` hands it (and the schedule) over before fitting.
+Per-rank sharding is a DistributedSampler built here (rank r takes items r, r + N, ...); ``batch_size`` is per
+process, so with N processes the global batch is N * batch_size and holds the same images as one process with
+batch N * batch_size.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from ..utils.errors import AsyrpUserError
+from .cache import InversionCache, Source, image_sources, load_entry, noise_sources
+
+KINDS = ("folder", "random_samples")
+
+
+class CachedDataset(Dataset):
+    """Items of the inversion cache as dicts of tensors (read from disk on access, or kept in memory)."""
+
+    def __init__(self, paths: list[Path], in_memory: bool = False):
+        self.paths = list(paths)
+        self._mem = [load_entry(p) for p in self.paths] if in_memory else None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        e = self._mem[i] if self._mem is not None else load_entry(self.paths[i])
+        return {"x0": e["x0"], "x_T": e["x_T"], "x_rec": e["x_rec"], "P_orig": e["P_orig"], "t": e["t"], "index": i}
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader whose position inside the epoch goes into last.ckpt (Lightning's ``state_dict`` protocol).
+
+    ``progress`` returns how many batches of the current epoch were trained; after a resume from a checkpoint taken
+    mid-epoch, the first pass skips that many batches, so the run continues with the batch it would have seen next
+    (the sampler order is deterministic: no shuffling, or a seeded one).
+    """
+
+    def __init__(self, *args: Any, progress: Callable[[], int] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.progress = progress
+        self._skip = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches_done": int(self.progress()) if self.progress is not None else 0}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        done = int(state.get("batches_done", 0))
+        self._skip = done if 0 < done < len(self) else 0  # a checkpoint at the epoch's end starts a new epoch
+
+    def __iter__(self):
+        it = super().__iter__()
+        skip, self._skip = self._skip, 0
+        for _ in range(skip):
+            next(it)
+        return it
+
+
+class AsyrpDataModule(pl.LightningDataModule):
+    def __init__(self, name: str = "images", kind: str = "folder", path: str | None = None, n_images: int = 100,
+                 image_size: int | None = None, batch_size: int = 1, num_workers: int = 0,
+                 cache_dir: str = ".cache/asyrp", seed: int = 0, n_val: int = 4, shuffle: bool = False,
+                 cache_dtype: str = "float32", in_memory: bool = False, **_: Any):
+        super().__init__()
+        if kind not in KINDS:
+            raise AsyrpUserError(f"dataset.kind={kind!r} is not one of {KINDS}")
+        if kind == "folder" and not path:
+            raise AsyrpUserError("dataset.kind=folder needs dataset.path (a folder of images)")
+        if int(n_images) < 1 or int(batch_size) < 1:
+            raise AsyrpUserError(f"dataset.n_images ({n_images}) and dataset.batch_size ({batch_size}) must be >= 1")
+        self.name, self.kind, self.path = name, kind, path
+        self.n_images, self.image_size = int(n_images), image_size
+        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
+        self.cache_dir, self.seed, self.n_val, self.shuffle = cache_dir, int(seed), int(n_val), bool(shuffle)
+        self.cache_dtype = getattr(torch, cache_dtype)
+        self.in_memory = in_memory
+        self.cache: InversionCache | None = None
+        self.train_set: CachedDataset | None = None
+        self.val_set: CachedDataset | None = None
+
+    def bind(self, backbone, a: torch.Tensor, *, n_inv: int, n_gen: int, t0: int, spacing: str = "official") -> "AsyrpDataModule":
+        self.cache = InversionCache(self.cache_dir, backbone, a, n_inv=n_inv, n_gen=n_gen, t0=t0, spacing=spacing,
+                                    image_size=self.image_size, batch_size=max(self.batch_size, 4),
+                                    dtype=self.cache_dtype)
+        return self
+
+    def sources(self) -> list[Source]:
+        if self.kind == "folder":
+            return image_sources(self.path, self.n_images)
+        return noise_sources(self.seed, self.n_images)
+
+    def _need_cache(self) -> InversionCache:
+        if self.cache is None:
+            raise RuntimeError("AsyrpDataModule.bind(backbone, a, ...) must be called before use")
+        return self.cache
+
+    def prepare_data(self) -> None:
+        self._need_cache().build(self.sources())
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            paths = self._need_cache().paths(self.sources())
+            self.train_set = CachedDataset(paths, self.in_memory)
+            self.val_set = CachedDataset(paths[: max(self.n_val, 0)], self.in_memory)
+
+    def _batches_done(self) -> int:
+        trainer = self.trainer
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed) if trainer is not None else 0
+
+    def _shard(self, ds: Dataset, shuffle: bool) -> DistributedSampler | None:
+        """Per-rank shard (rank r takes items r, r + N, ...), or None in a single process. The trainer configs set
+        use_distributed_sampler=false: this sampler is built here, explicitly, with the dataset's own order."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1:
+            return None
+        return DistributedSampler(ds, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=shuffle,
+                                  seed=self.seed)
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = self._shard(self.train_set, self.shuffle)
+        shuffle = self.shuffle and sampler is None
+        g = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return ResumableDataLoader(self.train_set, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler,
+                                   generator=g, num_workers=self.num_workers,
+                                   persistent_workers=self.num_workers > 0, progress=self._batches_done)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.batch_size, sampler=self._shard(self.val_set, False),
+                          num_workers=self.num_workers)

@@ -1,0 +1,81 @@
+"""Atomic file writes and content fingerprints (the inversion cache and the checkpoints rely on both)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _tmp_beside(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a shared cache/checkpoint should read like any file
+    return Path(tmp)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save to a temporary file beside ``path`` then os.replace: readers never see half a file."""
+    path = Path(path)
+    tmp = _tmp_beside(path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def atomic_write_png(img: torch.Tensor, path: str | os.PathLike) -> Path:
+    """Write a (3, H, W) image in [-1, 1] as PNG, atomically."""
+    from PIL import Image
+
+    path = Path(path)
+    arr = ((img.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    tmp = _tmp_beside(path)
+    try:
+        Image.fromarray(arr).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(str((tuple(t.shape), str(t.dtype))).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """Digest of a module's class and every tensor of its state dict, memoised on the module (frozen weights)."""
+    cached = getattr(module, "_asyrp_fingerprint", None)
+    if cached is not None:
+        return cached
+    h = hashlib.blake2b(digest_size=16)
+    h.update(type(module).__qualname__.encode())
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor_digest(t).encode())
+    digest = h.hexdigest()
+    object.__setattr__(module, "_asyrp_fingerprint", digest)
+    return digest

@@ -1,0 +1,15 @@
+"""Edit a folder of images with a trained h-function: `python edit.py checkpoint=... input_dir=... arch=...`."""
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="edit")
+def main(cfg: DictConfig) -> None:
+    from asyrp.tasks import edit
+    from asyrp.utils.errors import run_cli
+
+    run_cli(edit, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Every shipped config composes; every experiment trains under debug=smoke (picks up whatever conf/experiment holds)."""
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from asyrp.data import AsyrpDataModule
+from asyrp.tasks import instantiate_list, train
+from asyrp.utils.config import CONF_DIR, compose
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+def names(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if p.stem != "default")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def test_default_train_config_matches_the_schema(tmp_path):
+    cfg = compose("train", [], output_dir=tmp_path)
+    for key in ("seed", "task_name", "tags", "ckpt_path", "train", "optimized_metric"):
+        assert key in cfg
+    assert set(cfg.dataset) >= {"name", "kind", "path", "n_images", "image_size", "batch_size", "num_workers", "cache_dir"}
+    assert set(cfg.model) >= {"n_inv", "n_gen", "t0", "strength", "mode", "optimizer", "scheduler", "loss", "n_iter"}
+    assert (cfg.model.n_inv, cfg.model.n_gen, cfg.model.t0, cfg.model.optimizer.lr) == (40, 40, 999, 0.5)
+    assert cfg.model.loss == {"w_clip": 1.0, "w_recon": 3.0, "recon_scale_by_text_cosine": True}
+    assert cfg.clip.model == "ViT-B-16" and cfg.trainer.max_epochs == cfg.model.n_iter
+    assert str(cfg.paths.output_dir) == str(tmp_path)
+
+
+@pytest.mark.parametrize("dataset", names("dataset"))
+def test_dataset_configs(dataset, tmp_path):
+    cfg = compose("train", [f"dataset={dataset}"], output_dir=tmp_path)
+    AsyrpDataModule(**OmegaConf.to_container(cfg.dataset, resolve=True))
+
+
+@pytest.mark.parametrize("trainer", names("trainer"))
+def test_trainer_configs(trainer, tmp_path):
+    cfg = compose("train", [f"trainer={trainer}"], output_dir=tmp_path)
+    assert cfg.trainer.use_distributed_sampler is False
+    if cfg.trainer.accelerator == "cpu":
+        instantiate(cfg.trainer, logger=False)
+
+
+@pytest.mark.parametrize("logger", names("logger"))
+def test_logger_configs(logger, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose("train", [f"logger={logger}"], output_dir=tmp_path)
+    assert instantiate_list(cfg.logger)
+
+
+@pytest.mark.parametrize("callbacks", names("callbacks") + ["default"])
+def test_callback_configs(callbacks, tmp_path):
+    cfg = compose("train", [f"callbacks={callbacks}"], output_dir=tmp_path)
+    instantiate_list(cfg.get("callbacks"))
+
+
+@pytest.mark.parametrize("clip", names("clip"))
+def test_clip_configs(clip, tmp_path):
+    cfg = compose("train", [f"clip={clip}"], output_dir=tmp_path)
+    assert cfg.clip.model_config or cfg.clip.pretrained
+
+
+def test_sweep_and_edit_configs(tmp_path):
+    cfg = compose("train", ["hparams_search=asyrp_optuna", "debug=smoke"], output_dir=tmp_path)
+    assert cfg.hydra.sweeper.direction == "maximize" and cfg.optimized_metric == "val/clip_direction"
+    cfg = compose("edit", ["checkpoint=x.pt", "input_dir=in"], output_dir=tmp_path)
+    assert cfg.output_dir == f"{tmp_path}/edited"
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_trains_under_smoke(experiment, tmp_path, cache_dir):
+    cfg = compose("train", [f"experiment={experiment}", "debug=smoke", "~logger", f"dataset.cache_dir={cache_dir}",
+                            "callbacks.edit_grid=null", "trainer.limit_val_batches=0"], output_dir=tmp_path)
+    assert cfg.arch.name == "tiny_ddpm" and cfg.clip.name == "tiny"
+    _, objects = train(cfg)
+    assert objects["trainer"].global_step > 0
+    assert (tmp_path / "checkpoints" / "hfunction.pt").is_file()

@@ -1,0 +1,114 @@
+"""The inversion cache and the DataModule: built once, reused, keyed by content, clear errors for bad images."""
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import images, tiny_backbone
+
+from asyrp.data import AsyrpDataModule, InversionCache, image_sources, noise_sources
+from asyrp.data.cache import load_entry
+from asyrp.samplers import ddim_generate, ddim_invert
+from asyrp.schedules import alphas_cumprod, make_betas, timesteps
+from asyrp.utils.errors import AsyrpUserError
+from asyrp.utils.io import atomic_write_png
+
+A = alphas_cumprod(make_betas("linear"))
+
+
+class CallCounter:
+    def __init__(self, module):
+        self.n = 0
+        module.register_forward_hook(lambda *_: setattr(self, "n", self.n + 1))
+
+
+def write_folder(folder: Path, n: int = 3, size: int = 16) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images(n, size=size, seed=3)):
+        atomic_write_png(img, folder / f"img_{i}.png")
+    return folder
+
+
+def dm_for(backbone, **kw) -> AsyrpDataModule:
+    dm = AsyrpDataModule(**kw)
+    return dm.bind(backbone, A, n_inv=3, n_gen=4, t0=999)
+
+
+def test_cache_built_once_and_reused_across_runs(tmp_path):
+    bb = tiny_backbone()
+    calls = CallCounter(bb)
+    folder = write_folder(tmp_path / "imgs")
+    kw = dict(kind="folder", path=str(folder), n_images=3, batch_size=2, cache_dir=str(tmp_path / "cache"), n_val=2)
+    dm = dm_for(bb, **kw)
+    dm.prepare_data()
+    first = calls.n
+    assert first == 2 + 4  # one batched chunk: n_inv - 1 inversion passes + n_gen generation passes
+    dm2 = dm_for(bb, **kw)  # a second run (or sweep trial) with the same settings
+    dm2.prepare_data()
+    dm2.setup("fit")
+    assert calls.n == first, "the second run inverted again"
+    assert not list((tmp_path / "cache").rglob("*.tmp")), "temporary files left behind"
+    batch = next(iter(dm2.train_dataloader()))
+    assert batch["x0"].shape == (2, 3, 16, 16) and batch["P_orig"].shape == (2, 4, 3, 16, 16)
+    assert batch["t"][0].tolist() == sorted(timesteps(4, 999), reverse=True)
+
+
+def test_cache_entry_is_the_ddim_walk(tmp_path):
+    bb = tiny_backbone()
+    folder = write_folder(tmp_path / "imgs", n=2)
+    cache = InversionCache(tmp_path / "c", bb, A, n_inv=3, n_gen=4, t0=999)
+    paths = cache.build(image_sources(folder, None))
+    e = load_entry(paths[0])
+    x0 = e["x0"][None]
+    x_T = ddim_invert(bb, x0, timesteps(3, 999), A)
+    assert torch.allclose(e["x_T"], x_T[0], atol=1e-4 * float(x_T.abs().max()))
+    x_rec = ddim_generate(bb, x_T, timesteps(4, 999), A)[0]
+    assert torch.allclose(e["x_rec"], x_rec, atol=1e-4 * float(x_rec.abs().max()))
+    # the first P_t of the walk is x_T's own prediction at t0
+    eps = bb.eps(bb(x_T, torch.full((1,), 999.0)))
+    P = (x_T - (1 - A[999]).sqrt().float() * eps) / A[999].sqrt().float()
+    assert torch.allclose(e["P_orig"][0], P[0], atol=1e-3 * float(P.abs().max()))
+
+
+def test_cache_key_follows_content_and_settings(tmp_path):
+    bb = tiny_backbone()
+    folder = write_folder(tmp_path / "imgs", n=1)
+    src = image_sources(folder, None)
+    base = InversionCache(tmp_path / "c", bb, A, n_inv=3, n_gen=4, t0=999).path_for(src[0])
+    assert InversionCache(tmp_path / "c", bb, A, n_inv=3, n_gen=5, t0=999).path_for(src[0]) != base
+    assert InversionCache(tmp_path / "c", bb, A, n_inv=3, n_gen=4, t0=800).path_for(src[0]) != base
+    assert InversionCache(tmp_path / "c", tiny_backbone(seed=1), A, n_inv=3, n_gen=4, t0=999).path_for(src[0]) != base
+    atomic_write_png(images(1, size=16, seed=9)[0], folder / "img_0.png")  # same name, new content
+    assert InversionCache(tmp_path / "c", bb, A, n_inv=3, n_gen=4, t0=999).path_for(image_sources(folder, None)[0]) != base
+
+
+def test_corrupt_image_is_one_error_naming_the_file(tmp_path):
+    bb = tiny_backbone()
+    calls = CallCounter(bb)
+    folder = write_folder(tmp_path / "imgs", n=2)
+    (folder / "img_1.png").write_bytes(b"not a png")
+    dm = dm_for(bb, kind="folder", path=str(folder), n_images=2, cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(AsyrpUserError, match="img_1.png"):
+        dm.prepare_data()
+    assert calls.n == 0
+    assert not list((tmp_path / "cache").rglob("*.pt"))
+
+
+def test_missing_folder_and_too_few_images(tmp_path):
+    with pytest.raises(AsyrpUserError, match="image folder not found"):
+        image_sources(tmp_path / "nope", 2)
+    folder = write_folder(tmp_path / "imgs", n=2)
+    with pytest.raises(AsyrpUserError, match="holds only 2 images"):
+        image_sources(folder, 5)
+
+
+def test_random_samples_are_generated_not_blank(tmp_path):
+    bb = tiny_backbone()
+    dm = dm_for(bb, kind="random_samples", n_images=3, cache_dir=str(tmp_path / "cache"), seed=7, n_val=1)
+    dm.prepare_data()
+    dm.setup("fit")
+    items = [dm.train_set[i] for i in range(3)]
+    for it in items:
+        assert it["x0"].std() > 1e-3
+    assert not torch.allclose(items[0]["x_T"], items[1]["x_T"])
+    assert torch.equal(items[0]["x_T"], noise_sources(7, 1)[0].noise((3, 16, 16))[0])
+    assert len(dm.val_set) == 1
