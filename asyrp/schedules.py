@@ -36,14 +36,16 @@ def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
 def timesteps(n_steps: int, t0: int = NUM_TRAIN_TIMESTEPS - 1, kind: str = "official") -> list[int]:
     """Increasing timesteps for an n-step DDIM walk between 0 and t0 (inversion order; reverse it to generate).
 
-    'official': Asyrp's ``int(linspace(0, 1, n) * t0)``, which starts at 0 and ends exactly at t0.
+    'official': Asyrp's ``int(linspace(0, 1, n) * t0 + 1e-6)``, which starts at 0 and ends exactly at t0. The
+    1e-6 matters: without it float error truncates e.g. 777.0 to 776 for 46 step counts below 1000 (n=10 among them);
+    DiffusionCLIP omitted it, Asyrp's diffusion_latent.py adds it.
     'uniform': DDIM's uniform skipping ``range(0, t0 + 1, (t0 + 1) // n)``.
     """
     if n_steps < 1:
         raise ValueError(f"n_steps must be >= 1, got {n_steps}")
     if kind == "official":
         # numpy's linspace, as upstream, so the int() truncation lands on the same integers
-        return [int(s) for s in np.linspace(0, 1, n_steps) * t0]
+        return [int(s + 1e-6) for s in np.linspace(0, 1, n_steps) * t0]
     if kind == "uniform":
         skip = max((t0 + 1) // n_steps, 1)
         return list(range(0, t0 + 1, skip))[:n_steps]
