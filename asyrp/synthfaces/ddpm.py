@@ -1,0 +1,146 @@
+"""Train the synthfaces DDPM: a diffusers UNet2DModel, epsilon prediction, linear betas 1e-4..0.02 over 1000 steps.
+
+Shipped as a diffusers folder (family ``diffusers``), so ``load_backbone`` loads it like any published checkpoint and
+its middle block is the h-space. Resumable: a full training state is saved atomically every few minutes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..schedules import alphas_cumprod, make_betas
+from .render import render_array
+
+log = logging.getLogger(__name__)
+
+# small enough for ~70 optimizer steps/min at batch 64 on 2 CPU cores; h = 64 x 8 x 8
+UNET_CONFIG = {
+    "sample_size": 32, "in_channels": 3, "out_channels": 3, "layers_per_block": 1,
+    "block_out_channels": [32, 64, 64],
+    "down_block_types": ["DownBlock2D", "DownBlock2D", "AttnDownBlock2D"],
+    "up_block_types": ["AttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
+    "attention_head_dim": 32, "norm_num_groups": 16,
+}
+TRAIN_SEED = 0  # dataset seed of the training images; held-out images use other seeds
+
+
+def build_unet():
+    from diffusers import UNet2DModel
+
+    return UNet2DModel(**UNET_CONFIG)
+
+
+def training_images(n: int, size: int = 32) -> torch.Tensor:
+    arr, _ = render_array(TRAIN_SEED, 0, n, size)
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()  # uint8
+
+
+def _lr(step: int, steps: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def export(ema_state: dict, out_dir: Path, meta: dict) -> None:
+    """Write the EMA weights as a diffusers folder (config.json + safetensors), atomically per file."""
+    unet = build_unet()
+    unet.load_state_dict(ema_state)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / (out_dir.name + ".tmp")
+    unet.save_pretrained(tmp, safe_serialization=True)
+    for name in ("config.json", "diffusion_pytorch_model.safetensors"):
+        os.replace(tmp / name, out_dir / name)
+    (out_dir / "training.json").write_text(json.dumps(meta, indent=1))
+    for p in tmp.iterdir():
+        p.unlink()
+    tmp.rmdir()
+
+
+def train_ddpm(out_dir: str | Path, work_dir: str | Path, *, steps: int = 6000, batch_size: int = 64,
+               lr: float = 5e-4, warmup: int = 200, ema_decay: float = 0.999, n_images: int = 50_000,
+               save_every_min: float = 5.0, export_every_min: float = 15.0, max_minutes: float | None = None,
+               seed: int = 0, threads: int = 2) -> Path:
+    torch.set_num_threads(threads)
+    out_dir, work_dir = Path(out_dir), Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    state_path = work_dir / "ddpm_state.pt"
+    a = alphas_cumprod(make_betas("linear")).float()
+    unet = build_unet()
+    ema = build_unet()
+    ema.load_state_dict(unet.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(seed)
+    step, losses = 0, []
+    if state_path.exists():
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        unet.load_state_dict(st["model"]); ema.load_state_dict(st["ema"]); opt.load_state_dict(st["opt"])
+        g.set_state(st["rng"]); step = int(st["step"])
+        log.info("resumed at step %d", step)
+    log.info("rendering %d training faces", n_images)
+    data = training_images(n_images)
+    n_params = sum(p.numel() for p in unet.parameters())
+    log.info("UNet2DModel %.2fM params; %d steps at batch %d", n_params / 1e6, steps, batch_size)
+    t_start = t_save = t_export = time.time()
+
+    def meta():
+        return {"step": step, "steps": steps, "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay,
+                "n_images": n_images, "train_seed": TRAIN_SEED, "params": n_params,
+                "loss_last_100": float(np.mean(losses[-100:])) if losses else None}
+
+    def save():
+        _save_atomic({"model": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                      "rng": g.get_state(), "step": step}, state_path)
+
+    unet.train()
+    while step < steps:
+        idx = torch.randint(0, n_images, (batch_size,), generator=g)
+        x0 = data[idx].float() / 127.5 - 1
+        t = torch.randint(0, 1000, (batch_size,), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        at = a[t].view(-1, 1, 1, 1)
+        x_t = at.sqrt() * x0 + (1 - at).sqrt() * noise
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, steps, lr, warmup)
+        loss = F.mse_loss(unet(x_t, t).sample, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            d = min(ema_decay, (1 + step) / (10 + step))
+            for pe, p in zip(ema.parameters(), unet.parameters()):
+                pe.lerp_(p, 1 - d)
+        step += 1
+        losses.append(loss.item())
+        now = time.time()
+        if step % 50 == 0:
+            log.info("step %d loss %.4f (mean of last 100: %.4f) lr %.2e %.1f steps/min", step, losses[-1],
+                     np.mean(losses[-100:]), opt.param_groups[0]["lr"], 60 * len(losses) / (now - t_start))
+        if now - t_save > save_every_min * 60:
+            save(); t_save = now
+        if now - t_export > export_every_min * 60:
+            export(ema.state_dict(), out_dir, meta()); t_export = now
+            log.info("exported EMA snapshot at step %d -> %s", step, out_dir)
+        if max_minutes is not None and now - t_start > max_minutes * 60:
+            log.info("time budget reached at step %d", step)
+            break
+    save()
+    export(ema.state_dict(), out_dir, meta())
+    log.info("done: step %d, exported -> %s", step, out_dir)
+    return out_dir
