@@ -120,6 +120,39 @@ def _looks_like_path(p: str) -> bool:
     return p.endswith(_FILE_SUFFIXES) or "/" in p or p.startswith(".") or p.startswith("~")
 
 
+def _read_json(path: str) -> dict:
+    import json
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise AsyrpUserError(f"CLIP model config not found: {p}. Fix clip.model_config (a dict or a json file).")
+    return json.loads(p.read_text())
+
+
+def _load_local_weights(model: nn.Module, path: str) -> None:
+    """Strict load of a local safetensors / weights-only torch file into an open_clip model built from its config."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise AsyrpUserError(f"CLIP weights not found: {p}. Fix clip.weights, or rebuild the shipped synthfaces CLIP "
+                             "with `python -m asyrp.synthfaces.build clip`.")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(p))
+        else:
+            sd = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise AsyrpUserError(f"cannot read CLIP weights {p} ({type(err).__name__}: {err}); re-create the file.") from err
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    bad = [k for k in own if k in sd and own[k].shape != sd[k].shape]
+    if missing or unexpected or bad:
+        raise AsyrpUserError(f"CLIP weights {p} do not fit clip.model_config: missing {missing[:3]}, unexpected "
+                             f"{unexpected[:3]}, mis-shaped {bad[:3]}; use the model config the weights were saved with.")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()})
+
+
 def load_clip(cfg: Mapping[str, Any], device: str | torch.device = "cpu") -> FrozenCLIP:
     """Build the frozen CLIP of a ``conf/clip/*.yaml``.
 
@@ -137,13 +170,18 @@ def load_clip(cfg: Mapping[str, Any], device: str | torch.device = "cpu") -> Fro
     std = cfg.get("std") or OPENAI_DATASET_STD
     if cfg.get("model_config"):
         mc = cfg["model_config"]
+        if isinstance(mc, str):  # a model config json next to local weights (e.g. the shipped synthfaces CLIP)
+            mc = _read_json(mc)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(cfg.get("init_seed", 0)))
             model = open_clip.model.CLIP(**mc)
         tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=mc["text_cfg"].get("context_length", 77))
         image_size = mc["vision_cfg"]["image_size"]
-        log.warning("CLIP %r built with RANDOM weights (clip.model_config set): for tests and smoke runs only",
-                    cfg.get("name"))
+        if cfg.get("weights"):
+            _load_local_weights(model, cfg["weights"])
+        else:
+            log.warning("CLIP %r built with RANDOM weights (clip.model_config set): for tests and smoke runs only",
+                        cfg.get("name"))
     else:
         name, pretrained = cfg["model"], cfg.get("pretrained")
         if pretrained and _looks_like_path(str(pretrained)):
