@@ -80,7 +80,7 @@ def zero_shot_accuracy(clip, seed: int = 8, n: int = 500) -> dict[str, float]:
     return out
 
 
-def train_clip(out_dir: str | Path = DEFAULT_DIR, *, steps: int = 3000, batch_size: int = 192, lr: float = 1e-3,
+def train_clip(out_dir: str | Path = DEFAULT_DIR, *, steps: int = 1500, batch_size: int = 128, lr: float = 2e-3,
                seed: int = 0, threads: int = 1):
     import open_clip
 
