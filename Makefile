@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -n 2
 
-.PHONY: install test test-fast demo clean
+.PHONY: install test test-fast demo synthfaces synthfaces-check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,16 @@ test-fast: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	WANDB_MODE=offline $(PY) experiments/demo.py
+
+# Rebuild the three shipped synthfaces models (oracle, tiny CLIP, DDPM) into assets/synthfaces/ (hours on 2 CPU cores;
+# resumable training state in outputs/synthfaces/: add --resume to SYNTHFACES_ARGS to continue it).
+SYNTHFACES_ARGS ?= --ddpm-steps 12000 --max-minutes 180
+synthfaces: $(VENV)/.installed
+	$(PY) -m asyrp.synthfaces.build all $(SYNTHFACES_ARGS)
+
+# Measure them (oracle/CLIP accuracy, DDPM samples judged by the oracle, inversion PSNR) -> outputs/synthfaces_check/
+synthfaces-check: $(VENV)/.installed
+	$(PY) experiments/synthfaces_check.py
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

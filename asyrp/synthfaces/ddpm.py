@@ -43,10 +43,13 @@ def training_images(n: int, size: int = 32) -> torch.Tensor:
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()  # uint8
 
 
-def _lr(step: int, steps: int, base: float, warmup: int) -> float:
+def _lr(step: int, steps: int, base: float, warmup: int, time_frac: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 10% of ``base``, driven by whichever is further along: the step count
+    (towards ``steps``) or the wall-clock budget (``time_frac``), so the decay completes inside a time budget whatever
+    the CPU contention."""
     if step < warmup:
         return base * (step + 1) / warmup
-    p = min(1.0, (step - warmup) / max(1, steps - warmup))
+    p = min(1.0, max(time_frac, (step - warmup) / max(1, steps - warmup)))
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
 
@@ -74,11 +77,16 @@ def export(ema_state: dict, out_dir: Path, meta: dict) -> None:
 def train_ddpm(out_dir: str | Path, work_dir: str | Path, *, steps: int = 6000, batch_size: int = 64,
                lr: float = 5e-4, warmup: int = 200, ema_decay: float = 0.999, n_images: int = 50_000,
                save_every_min: float = 5.0, export_every_min: float = 15.0, max_minutes: float | None = None,
-               seed: int = 0, threads: int = 2) -> Path:
+               seed: int = 0, threads: int = 2, resume: bool = False) -> Path:
+    """Train (or with ``resume`` continue) the DDPM; the EMA weights are exported to ``out_dir`` every
+    ``export_every_min`` minutes and at the end. ``max_minutes`` is the budget of this invocation (wall clock); the
+    learning rate follows a cosine that ends with the budget or at ``steps``, whichever comes first."""
     torch.set_num_threads(threads)
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     state_path = work_dir / "ddpm_state.pt"
+    if state_path.exists() and not resume:
+        raise FileExistsError(f"{state_path} exists: pass --resume to continue it, or delete it to start afresh")
     a = alphas_cumprod(make_betas("linear")).float()
     unet = build_unet()
     ema = build_unet()
@@ -97,6 +105,8 @@ def train_ddpm(out_dir: str | Path, work_dir: str | Path, *, steps: int = 6000, 
     n_params = sum(p.numel() for p in unet.parameters())
     log.info("UNet2DModel %.2fM params; %d steps at batch %d", n_params / 1e6, steps, batch_size)
     t_start = t_save = t_export = time.time()
+    loss_csv = open(work_dir / "ddpm_loss.csv", "a")
+    step0 = step
 
     def meta():
         return {"step": step, "steps": steps, "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay,
@@ -115,8 +125,9 @@ def train_ddpm(out_dir: str | Path, work_dir: str | Path, *, steps: int = 6000, 
         noise = torch.randn(x0.shape, generator=g)
         at = a[t].view(-1, 1, 1, 1)
         x_t = at.sqrt() * x0 + (1 - at).sqrt() * noise
+        time_frac = (time.time() - t_start) / (60 * max_minutes) if max_minutes else 0.0
         for group in opt.param_groups:
-            group["lr"] = _lr(step, steps, lr, warmup)
+            group["lr"] = _lr(step, steps, lr, warmup, time_frac)
         loss = F.mse_loss(unet(x_t, t).sample, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -130,8 +141,10 @@ def train_ddpm(out_dir: str | Path, work_dir: str | Path, *, steps: int = 6000, 
         losses.append(loss.item())
         now = time.time()
         if step % 50 == 0:
+            loss_csv.write(f"{step},{np.mean(losses[-50:]):.6f},{opt.param_groups[0]['lr']:.3e},{now - t_start:.0f}\n")
+            loss_csv.flush()
             log.info("step %d loss %.4f (mean of last 100: %.4f) lr %.2e %.1f steps/min", step, losses[-1],
-                     np.mean(losses[-100:]), opt.param_groups[0]["lr"], 60 * len(losses) / (now - t_start))
+                     np.mean(losses[-100:]), opt.param_groups[0]["lr"], 60 * (step - step0) / (now - t_start))
         if now - t_save > save_every_min * 60:
             save(); t_save = now
         if now - t_export > export_every_min * 60:
@@ -141,6 +154,34 @@ def train_ddpm(out_dir: str | Path, work_dir: str | Path, *, steps: int = 6000, 
             log.info("time budget reached at step %d", step)
             break
     save()
+    loss_csv.close()
     export(ema.state_dict(), out_dir, meta())
     log.info("done: step %d, exported -> %s", step, out_dir)
     return out_dir
+
+
+@torch.no_grad()
+def sample(backbone, a: torch.Tensor, n: int, *, steps: int = 100, eta: float = 1.0, clip_x0: bool = True,
+           seed: int = 0, size: int = 32) -> torch.Tensor:
+    """Faces from pure noise with the DDIM/DDPM family sampler: ``eta`` 0 is deterministic DDIM, 1 the DDPM posterior
+    noise; ``clip_x0`` clamps the predicted clean image to [-1, 1] at every step (what makes this small model's samples
+    clean: its noise predictions at high t are imprecise). Official (linspace) timesteps from 999."""
+    from ..samplers import P_t, sigma_t
+    from ..schedules import alpha_at, timesteps
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((n, 3, size, size), generator=g)
+    seq = timesteps(steps)
+    down = list(reversed(seq))
+    for t, t_next in zip(down, down[1:] + [-1]):
+        a_t, a_next = alpha_at(a, t).float(), alpha_at(a, t_next).float()
+        eps = backbone.eps(backbone(x, torch.full((n,), float(t))))
+        x0 = P_t(x, eps, a_t)
+        if clip_x0:
+            x0 = x0.clamp(-1, 1)
+            eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()  # the noise consistent with the clipped x0
+        sig = sigma_t(a_t, a_next, eta).float()
+        x = a_next.sqrt() * x0 + (1 - a_next - sig**2).clamp(min=0).sqrt() * eps
+        if eta > 0 and t_next >= 0:
+            x = x + sig * torch.randn(x.shape, generator=g)
+    return x.clamp(-1, 1)

@@ -130,3 +130,18 @@ def load_oracle(path: str | Path = DEFAULT_DIR) -> Oracle:
     model = Oracle(width=cfg["width"])
     model.load_state_dict(load_file(weights))
     return model.eval().requires_grad_(False)
+
+
+def judge(images: torch.Tensor, oracle: Oracle | None = None) -> dict[str, torch.Tensor]:
+    """Oracle readings of images in [-1, 1] (B, 3, H, W): class index per head (see ``HEADS``) and 'confidence' (the
+    minimum over heads of the top softmax probability). Loads the shipped oracle unless one is given."""
+    return (oracle or _shipped()).judge(images)
+
+
+_SHIPPED: list = []
+
+
+def _shipped() -> Oracle:
+    if not _SHIPPED:
+        _SHIPPED.append(load_oracle())
+    return _SHIPPED[0]
