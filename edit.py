@@ -1,4 +1,4 @@
-"""Edit a folder of images with a trained h-function: `python edit.py checkpoint=... input_dir=... arch=...`."""
+"""Edit images with trained h-functions: `python edit.py checkpoint=... input_dir=... arch=...` (see conf/edit.yaml)."""
 import hydra
 from omegaconf import DictConfig
 
@@ -12,4 +12,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from asyrp.utils.cli import precheck
+
+    precheck()  # `arch=nme`: one error line instead of Hydra's multi-line report
     main()

@@ -18,4 +18,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    from asyrp.utils.cli import precheck
+
+    precheck()  # `arch=nme`: one error line instead of Hydra's multi-line report
     main()

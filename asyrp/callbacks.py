@@ -8,6 +8,7 @@ Lightning's own ``last.ckpt`` (ModelCheckpoint) is for resuming; it too holds on
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,16 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
-from .utils.io import atomic_save, atomic_write_png
+from .utils.errors import TrainingDiverged
+from .utils.io import HFUNCTION_FORMAT, atomic_save, atomic_write_png
 
 log = logging.getLogger(__name__)
 
-HFUNCTION_FORMAT = "asyrp-hfunction/1"
+__all__ = ["HFUNCTION_FORMAT", "HFunctionCheckpoint", "EditGrid", "FiniteGuard", "hfunction_payload"]
+
+
+def _all_finite(module: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
 
 
 def hfunction_payload(pl_module) -> dict[str, Any]:
@@ -37,6 +43,9 @@ class HFunctionCheckpoint(pl.Callback):
 
     @rank_zero_only
     def _save(self, pl_module) -> None:
+        if not _all_finite(pl_module.hfunc):  # never replace a good hfunction.pt by a diverged one
+            log.error("h-function weights are not finite: %s not written", self.dirpath / self.filename)
+            return
         payload = hfunction_payload(pl_module)
         atomic_save(payload, self.dirpath / self.filename)
         if self.export_official:
@@ -105,3 +114,39 @@ class EditGrid(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if self.at_train_end:
             self._make(trainer, pl_module, "final")
+
+
+class FiniteGuard(pl.Callback):
+    """Stop the run at the first batch whose loss (any logged ``train/*`` step value) or h-function weights are
+    NaN/inf, raising ``TrainingDiverged`` before any checkpoint of that state is written.
+
+    Lightning runs checkpoint callbacks after all others, so ``last.ckpt`` (and ``hfunction.pt``) keep the last good
+    state. The decision is the same on every DDP rank (synchronised loss, all-reduced weights).
+    """
+
+    def __init__(self, check_weights: bool = True):
+        self.check_weights = check_weights
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        bad = None
+        for k, v in trainer.callback_metrics.items():
+            if k.startswith("train/") and k != "train/lr" and not k.endswith("_epoch"):
+                val = float(v)
+                if not math.isfinite(val):
+                    bad = f"{k}={val}"
+                    break
+        if bad is None and self.check_weights and not _all_finite(pl_module.hfunc):
+            bad = "the h-function weights are NaN/inf"
+        if bad is None:
+            return
+        ckpt = trainer.checkpoint_callback
+        last = Path(ckpt.dirpath) / "last.ckpt" if ckpt is not None and ckpt.dirpath else None
+        step = getattr(ckpt, "_last_global_step_saved", None) if ckpt is not None else None
+        keep = (f"the last good checkpoint is {last} (step {step}); resume from it with ckpt_path={last}"
+                if last is not None and last.is_file() else "no checkpoint was written before it")
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else "?"
+        raise TrainingDiverged(
+            f"training diverged at step {trainer.global_step} (epoch {trainer.current_epoch}, batch {batch_idx}): "
+            f"{bad}. The run stopped without saving this state; {keep} after lowering model.optimizer.lr "
+            f"(now {lr}) or model.loss weights"
+        )

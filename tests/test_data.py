@@ -97,7 +97,7 @@ def test_missing_folder_and_too_few_images(tmp_path):
     with pytest.raises(AsyrpUserError, match="image folder not found"):
         image_sources(tmp_path / "nope", 2)
     folder = write_folder(tmp_path / "imgs", n=2)
-    with pytest.raises(AsyrpUserError, match="holds only 2 images"):
+    with pytest.raises(AsyrpUserError, match="holds only 2 usable images"):
         image_sources(folder, 5)
 
 

@@ -4,9 +4,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import json
+
+import numpy as np
 import pytest
 import torch
 from helpers import images
+from PIL import Image
 
 from asyrp.hfunctions import load_official_hfunction
 from asyrp.tasks import edit, train
@@ -43,7 +47,7 @@ def edit_cfg(tmp_path, checkpoint, input_dir, *extra):
 def test_edit_with_our_checkpoint_and_official_export(trained, faces, tmp_path):
     res = edit(edit_cfg(tmp_path, trained / "hfunction.pt", faces))
     out = tmp_path / "run" / "edited"
-    assert sorted(p.name for p in out.iterdir()) == ["face_0.png", "face_1.png", "face_2.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["face_0.png", "face_1.png", "face_2.png", "grid.png", "manifest.json"]
     assert res["t_edit"] == 500 and res["n_gen"] == 4  # taken from the checkpoint
     # the official layout holds the same weights
     official = load_official_hfunction(trained / "hfunction_official.pth")
@@ -56,14 +60,63 @@ def test_edit_with_our_checkpoint_and_official_export(trained, faces, tmp_path):
     assert res2["t_edit"] == 500
 
 
-def test_missing_checkpoint_and_corrupt_image_leave_no_output(trained, faces, tmp_path):
+def test_missing_checkpoint_and_unusable_images(trained, faces, tmp_path):
     with pytest.raises(AsyrpUserError, match="h-function checkpoint not found"):
         edit(edit_cfg(tmp_path, tmp_path / "nope.pt", faces))
-    (faces / "face_1.png").write_bytes(b"garbage")
-    with pytest.raises(AsyrpUserError, match="face_1.png"):
-        edit(edit_cfg(tmp_path, trained / "hfunction.pt", faces))
     assert not (tmp_path / "run" / "edited").exists()
-    assert not [p for p in (tmp_path / "run").glob(".*")] if (tmp_path / "run").exists() else True
+    (faces / "face_1.png").write_bytes(b"garbage")  # skipped with its reason, the others are edited
+    res = edit(edit_cfg(tmp_path, trained / "hfunction.pt", faces))
+    man = json.loads((tmp_path / "run" / "edited" / "manifest.json").read_text())
+    assert res["edited"] == 2 and [i["id"] for i in man["inputs"]] == ["face_0", "face_2"]
+    assert man["skipped"] == [{"path": str(faces / "face_1.png"), "reason": "not an image (Pillow cannot identify it)"}]
+    for f in faces.iterdir():
+        f.write_bytes(b"")
+    with pytest.raises(AsyrpUserError, match="none of the 3 image files"):  # nothing usable: one error, no output
+        edit(edit_cfg(tmp_path / "b", trained / "hfunction.pt", faces))
+    assert not (tmp_path / "b" / "run" / "edited").exists()
+
+
+def test_composition_sweep_and_strip_share_one_inversion(trained, faces, tmp_path, monkeypatch):
+    import asyrp.samplers as samplers
+
+    calls = []
+    real = samplers.ddim_invert
+    monkeypatch.setattr(samplers, "ddim_invert", lambda bb, x0, *a, **k: calls.append(x0.shape[0]) or real(bb, x0, *a, **k))
+    ours, official = trained / "hfunction.pt", trained / "hfunction_official.pth"
+    # a sweep of 3 strengths over 3 images in batches of 2: 2 inversions (one per batch), 9 outputs
+    res = edit(edit_cfg(tmp_path, ours, faces, "sweep=[0,0.5,1]", f"output_dir={tmp_path / 'sweep'}"))
+    assert calls == [2, 1] and len(res["written"]) == 9
+    man = json.loads((tmp_path / "sweep" / "manifest.json").read_text())
+    assert man["coefficients"] == [[0.0], [0.5], [1.0]] and man["inputs"][0]["outputs"] == \
+        ["face_0_00.png", "face_0_01.png", "face_0_02.png"]
+    # the strength-1 column is the single edit (same seeds, same inversion): equal up to round-off
+    single = edit(edit_cfg(tmp_path, ours, faces, f"output_dir={tmp_path / 'single'}"))
+    assert single["edited"] == 3
+    a = np.asarray(Image.open(tmp_path / "sweep" / "face_0_02.png"), dtype=np.int16)
+    b = np.asarray(Image.open(tmp_path / "single" / "face_0.png"), dtype=np.int16)
+    assert np.abs(a - b).max() <= 2
+    # a composition of two h-functions (ours + the official export of the same weights) with coefficients,
+    # as an interpolation strip of 3 steps from (1, 0) to (0, 1): every column has total strength 1
+    calls.clear()
+    res = edit(edit_cfg(tmp_path, f"[{ours},{official}]", faces, "coeffs=[0,1]", "strip=3", "strip_from=[1,0]",
+                        f"output_dir={tmp_path / 'comp'}"))
+    assert calls == [2, 1] and res["coefficients"] == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+    a = np.asarray(Image.open(tmp_path / "comp" / "face_1_00.png"), dtype=np.int16)
+    c = np.asarray(Image.open(tmp_path / "comp" / "face_1_02.png"), dtype=np.int16)
+    assert np.abs(a - c).max() <= 2  # the two functions are the same weights
+    with Image.open(tmp_path / "comp" / "grid.png") as im:
+        assert im.size == (4 * 33 + 1, 3 * 33 + 1)  # rows: 3 images; columns: input + 3 settings
+
+
+def test_random_samples(trained, tmp_path):
+    res = edit(compose("edit", ["arch=tiny_ddpm", f"checkpoint={trained / 'hfunction.pt'}", "n_random=3",
+                                "batch_size=3", "progress=false"], output_dir=tmp_path / "run"))
+    out = tmp_path / "run" / "edited"
+    assert res["edited"] == 3
+    assert sorted(p.name for p in out.glob("sample_*.png")) == sorted(
+        f"sample_{i:05d}{s}.png" for i in range(3) for s in ("", "_input"))
+    man = json.loads((out / "manifest.json").read_text())
+    assert [i["source"] for i in man["inputs"]] == ["random"] * 3 and [i["seed"] for i in man["inputs"]] == [0, 1, 2]
 
 
 def test_checkpoint_for_another_backbone_is_refused(trained, faces, tmp_path):
@@ -76,6 +129,7 @@ def test_checkpoint_for_another_backbone_is_refused(trained, faces, tmp_path):
 
 
 def test_edit_script_exit_code(tmp_path, faces):
+    # one error line, exit 2, no traceback, nothing written
     env = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "edit.py", "arch=tiny_ddpm", f"checkpoint={tmp_path / 'missing.pt'}",
                            f"input_dir={faces}", f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, env=env,

@@ -84,8 +84,14 @@ def load_file(path: str | os.PathLike) -> Any:
             "state dict, then `safetensors.torch.save_file(sd, 'model.safetensors')` (or `torch.save(sd, 'model.pt')`) "
             f"and point the arch config at the converted file. Refused object: {refused}"
         ) from err
-    except RuntimeError as err:  # not a torch archive (truncated download, wrong file)
-        raise CheckpointError(f"could not read {path} as a torch checkpoint ({err}); re-download the file") from err
+    except (RuntimeError, EOFError, IndexError, KeyError, ValueError, TypeError, AttributeError, OSError,
+            UnicodeDecodeError, MemoryError) as err:
+        # not a torch archive (truncated download, wrong file): torch's legacy unpickler fails in many ways
+        detail = " ".join(str(err).split())[:200] or type(err).__name__
+        raise CheckpointError(
+            f"could not read {path} as a torch checkpoint ({type(err).__name__}: {detail}): the file is truncated, "
+            "damaged or not a checkpoint; re-download the file"
+        ) from err
 
 
 def _is_state_dict(obj: Any) -> bool:

@@ -1,6 +1,16 @@
-"""Reading an image folder into [-1, 1] tensors, with one clear error for a missing folder or an unreadable file."""
+"""Reading image folders into [-1, 1] tensors; unusable files are skipped with a reason, never fatal on their own.
+
+- ``scan_images(source, n_images, size)``: the usable image files of a folder (name order) or a glob, and the
+  skipped ones with their reason (zero bytes, not an image, truncated, a decompression bomb, ...). Raises ONE
+  ``AsyrpUserError`` for a missing folder, an empty folder, or a folder where nothing is usable.
+- ``list_images(folder, n_images)``: the usable files only (warnings for the others): training's view.
+- ``read_image(path, size)``: (3, size, size) in [-1, 1] plus notes; any colour mode (RGB, RGBA composited on white,
+  grayscale, palette, 16-bit), centre square crop, bicubic resize (up or down) to the backbone's size.
+"""
 from __future__ import annotations
 
+import glob as _glob
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -8,43 +18,154 @@ import torch
 
 from ..utils.errors import AsyrpUserError
 
+log = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+#: larger images are refused (decompression bombs; Pillow's own limit is 89.5 Mpx for a warning, 179 Mpx for an error)
+MAX_PIXELS = 8192 * 8192
+#: a side shorter than this is upscaled by more than 8x for a 256px backbone: processed, but noted
+SMALL_SIDE = 32
 
 
-def list_images(folder: str | Path, n_images: int | None = None) -> list[Path]:
-    """The first ``n_images`` image files of ``folder`` in name order (sorted, so every run sees the same set)."""
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise AsyrpUserError(f"image folder not found: {folder}. Set dataset.path to a folder of images.")
+class ImageProblem(AsyrpUserError):
+    """One image file cannot be used; ``reason`` says why (the caller skips it or stops)."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"cannot read image {path}: {reason}; remove or replace the file")
+        self.path, self.reason = Path(path), reason
+
+
+def _is_glob(source: str) -> bool:
+    return any(c in source for c in "*?[")
+
+
+def candidate_files(source: str | Path) -> list[Path]:
+    """Files of a folder with an image suffix (sorted by name), or the files a glob matches (sorted)."""
+    s = str(source)
+    if _is_glob(s):
+        files = sorted(Path(p) for p in _glob.glob(str(Path(s).expanduser()), recursive=True) if Path(p).is_file())
+        if not files:
+            raise AsyrpUserError(f"no files match {s!r}: fix the pattern (e.g. 'faces/*.jpg') or pass a folder")
+        return files
+    folder = Path(s).expanduser()
+    if not folder.exists():
+        raise AsyrpUserError(f"image folder not found: {folder}. Set dataset.path / input_dir to a folder of images.")
+    if folder.is_file():
+        return [folder]
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise AsyrpUserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}. Put the images there or fix dataset.path.")
-    if n_images is not None and n_images > 0:
-        if len(files) < n_images:
-            raise AsyrpUserError(
-                f"dataset.n_images={n_images} but {folder} holds only {len(files)} images: lower n_images or add images."
-            )
-        files = files[:n_images]
+        raise AsyrpUserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}. Put the images there or fix the path.")
     return files
 
 
-def load_image(path: str | Path, size: int) -> torch.Tensor:
-    """(3, size, size) in [-1, 1]: RGB, centre square crop, bicubic resize."""
+def _to_rgb(im):
+    """An 8-bit RGB image from any Pillow mode (alpha composited on white, 16/32-bit scaled to 8 bits)."""
+    from PIL import Image
+
+    notes = []
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        hi = 65535.0 if im.mode.startswith("I;16") or (im.mode == "I" and arr.max(initial=0) > 255) else 255.0
+        if im.mode == "F":
+            hi = max(float(arr.max(initial=1.0)), 1e-12)
+        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        notes.append(f"{im.mode} scaled to 8 bits")
+        im = Image.fromarray(arr, mode="L")
+    if im.mode == "P":
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode in ("RGB", "L") and "transparency" in im.info):
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, im)
+        notes.append("alpha composited on white")
+    if im.mode in ("L", "1"):
+        notes.append("grayscale")
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    return im, notes
+
+
+def read_image(path: str | Path, size: int) -> tuple[torch.Tensor, list[str]]:
+    """(3, size, size) in [-1, 1] and notes on what was done; ``ImageProblem`` (with a reason) if unusable."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     try:
+        n_bytes = path.stat().st_size
+    except FileNotFoundError:
+        raise ImageProblem(path, "file not found") from None
+    if n_bytes == 0:
+        raise ImageProblem(path, "empty file (0 bytes)")
+    try:
         with Image.open(path) as im:
+            w, h = im.size
+            if w < 1 or h < 1:
+                raise ImageProblem(path, f"degenerate size {w}x{h}")
+            if w * h > MAX_PIXELS:
+                raise ImageProblem(path, f"too large ({w}x{h} = {w * h / 1e6:.0f} Mpx > {MAX_PIXELS / 1e6:.0f} Mpx)")
+            if getattr(im, "n_frames", 1) > 1:
+                im.seek(0)  # animated / multi-page: the first frame
             im.load()
-            im = im.convert("RGB")
-    except FileNotFoundError as err:
-        raise AsyrpUserError(f"image not found: {path}") from err
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise AsyrpUserError(f"cannot read image {path} ({type(err).__name__}: {err}); remove or replace the file.") from err
+            im, notes = _to_rgb(im)
+    except ImageProblem:
+        raise
+    except Image.DecompressionBombError as err:
+        raise ImageProblem(path, f"refused as a decompression bomb ({err})") from err
+    except UnidentifiedImageError:
+        raise ImageProblem(path, "not an image (Pillow cannot identify it)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:  # truncated / damaged data
+        raise ImageProblem(path, f"damaged or truncated ({type(err).__name__}: {err})") from err
+    except Exception as err:  # noqa: BLE001 - a decoder crash on hostile input is still just a bad file
+        raise ImageProblem(path, f"unreadable ({type(err).__name__}: {err})") from err
     w, h = im.size
     s = min(w, h)
+    if s < SMALL_SIDE and s < size:
+        notes.append(f"small ({w}x{h}): upscaled")
     im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
     if s != size:
         im = im.resize((size, size), Image.BICUBIC)
     arr = torch.from_numpy(np.asarray(im, dtype=np.float32).copy()).permute(2, 0, 1)
-    return arr / 127.5 - 1.0
+    return arr / 127.5 - 1.0, notes
+
+
+def load_image(path: str | Path, size: int) -> torch.Tensor:
+    """(3, size, size) in [-1, 1]; ``AsyrpUserError`` (an ``ImageProblem``) naming the file if unusable."""
+    return read_image(path, size)[0]
+
+
+def scan_images(source: str | Path, n_images: int | None = None, size: int = 32,
+                what: str = "input_dir") -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(usable files, [(skipped file, reason)]): the first ``n_images`` usable files of a folder or glob.
+
+    Every candidate is decoded once here (cheap next to any network pass), so a damaged file is found before any
+    work starts. Raises one AsyrpUserError when nothing is usable or fewer than ``n_images`` are.
+    """
+    files = candidate_files(source)
+    good: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for f in files:
+        if n_images is not None and n_images > 0 and len(good) >= n_images:
+            break
+        try:
+            read_image(f, size)
+        except ImageProblem as err:
+            skipped.append((f, err.reason))
+            log.warning("skipping %s: %s", f, err.reason)
+            continue
+        good.append(f)
+    if not good:
+        shown = "; ".join(f"{p.name}: {r}" for p, r in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        raise AsyrpUserError(f"none of the {len(skipped)} image files of {source} is usable ({shown}): "
+                             f"replace the files or point {what} elsewhere")
+    if n_images is not None and n_images > 0 and len(good) < n_images:
+        shown = ", ".join(f"{p.name}: {r}" for p, r in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        extra = f" ({len(skipped)} unusable skipped: {shown})" if skipped else ""
+        raise AsyrpUserError(f"n_images={n_images} but {source} holds only {len(good)} usable images{extra}: "
+                             "lower n_images or add images")
+    return good, skipped
+
+
+def list_images(folder: str | Path, n_images: int | None = None, size: int = 32) -> list[Path]:
+    """The first ``n_images`` usable image files of ``folder`` in name order (sorted, so every run sees the same
+    set); unusable files are skipped with a warning."""
+    return scan_images(folder, n_images, size, what="dataset.path")[0]

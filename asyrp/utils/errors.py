@@ -1,24 +1,73 @@
 """One exception class for problems the user can fix (bad path, corrupt image, impossible config).
 
-The entry points (train.py, edit.py) catch exactly this class, print its one-line message and exit with status 2;
-anything else is a bug and keeps its traceback.
+The entry points (train.py, edit.py) catch exactly this class (and OmegaConf's "missing value" / "bad interpolation"
+errors, which are user errors too), print ONE line ``error: <problem and fix>`` to stderr and exit with status 2;
+anything else is a bug and keeps its traceback. ``ASYRP_DEBUG=1`` (or Hydra's ``HYDRA_FULL_ERROR=1``) re-raises
+user errors too, with the full traceback.
 """
 from __future__ import annotations
 
+import os
+import re
 import sys
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
+
+EXIT_USER_ERROR = 2
 
 
 class AsyrpUserError(Exception):
     """Bad input: the message names the problem and the fix."""
 
 
+class TrainingDiverged(AsyrpUserError):
+    """The loss or the h-function's weights became NaN/inf; the run stopped and kept its last good checkpoint."""
+
+
+def debug_enabled() -> bool:
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes") for k in ("ASYRP_DEBUG", "HYDRA_FULL_ERROR"))
+
+
+def one_line(msg: object) -> str:
+    """The message on a single line (runs of whitespace with newlines become one space)."""
+    return re.sub(r"\s*\n\s*", " ", str(msg)).strip()
+
+
+def user_error_from(err: BaseException) -> AsyrpUserError | None:
+    """An AsyrpUserError for the OmegaConf errors a user causes (a ??? left unset, an interpolation that does not
+    resolve), naming the key; None for anything else."""
+    try:
+        from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+    except ImportError:  # pragma: no cover
+        return None
+    key = getattr(err, "full_key", None) or ""
+    if isinstance(err, MissingMandatoryValue):
+        return AsyrpUserError(f"{key or 'a config value'} is required but not set (???): pass {key or '<key>'}=<value>")
+    if isinstance(err, InterpolationResolutionError):
+        msg = one_line(getattr(err, "msg", err))
+        return AsyrpUserError(f"config value {key!r} does not resolve ({msg}): fix or override {key or 'it'}")
+    return None
+
+
 def run_cli(fn: Callable[..., T], *args, **kwargs) -> T:
-    """Run ``fn``; on ``AsyrpUserError`` print one line to stderr and exit 2 (no traceback wall)."""
+    """Run ``fn``; on a user error print one line to stderr and exit 2 (no traceback wall)."""
     try:
         return fn(*args, **kwargs)
     except AsyrpUserError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        if debug_enabled():
+            raise
+        _fail(err)
+    except Exception as err:  # noqa: BLE001 - only the OmegaConf user errors are turned into one line
+        user = user_error_from(err)
+        if user is None or debug_enabled():
+            raise
+        _fail(user)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _fail(err: BaseException) -> None:
+    from .secrets import redact_text
+
+    print(f"error: {redact_text(one_line(err))}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_USER_ERROR)

@@ -9,6 +9,9 @@ from typing import Any
 
 import torch
 
+#: the ``format`` field of the hfunction.pt files written by asyrp.callbacks.HFunctionCheckpoint
+HFUNCTION_FORMAT = "asyrp-hfunction/1"
+
 
 def _tmp_beside(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,6 +50,32 @@ def atomic_write_png(img: torch.Tensor, path: str | os.PathLike) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
+    """Write ``data`` to a temporary file beside ``path``, fsync, then os.replace."""
+    path = Path(path)
+    tmp = _tmp_beside(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
+    return atomic_write_bytes(text.encode("utf-8"), path)
+
+
+def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
+    import json
+
+    return atomic_write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n", path)
 
 
 def file_digest(path: str | os.PathLike) -> str:

@@ -1,0 +1,453 @@
+"""The catalogue of bad inputs and faults (docs/reliability.md): each gives one clear error or a clean recovery."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import images
+from PIL import Image
+
+import asyrp.tasks as tasks
+from asyrp.data.images import scan_images
+from asyrp.hfunctions import DeltaBlock, build_hfunction
+from asyrp.utils import secrets
+from asyrp.utils.cli import check_overrides
+from asyrp.utils.config import compose
+from asyrp.utils.errors import AsyrpUserError, TrainingDiverged, run_cli
+from asyrp.utils.io import HFUNCTION_FORMAT, atomic_write_png
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+REF = TESTS / "fixtures" / "reference_nets"
+
+
+def env(**extra) -> dict:
+    return dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="1", PYTHONPATH=f"{TESTS}:{ROOT}", **extra)
+
+
+def run(*args, timeout=300, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=kw.pop("env", env()), **kw)
+
+
+class _Payload:
+    """Pickles as a call to open(marker, "w"): loading it unsafely would create the marker file."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+# -- fixtures: a tiny backbone and h-function checkpoints saved directly ------------------------------------------
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    d = tmp_path_factory.mktemp("world")
+    cfg = compose("edit", ["arch=tiny_ddpm", "checkpoint=x", "input_dir=x"], output_dir=d / "r")
+    torch.manual_seed(0)
+    bb = tasks.build_backbone(cfg.arch)
+    hf = build_hfunction({"kind": "delta_block", "layout": "ddpm", "seed": 0}, bb)
+    payload = {"format": HFUNCTION_FORMAT, "state_dict": hf.state_dict(),
+               "hfunction": {"kind": "delta_block", "layout": "ddpm"}, "arch": {"name": "tiny_ddpm"},
+               "h_shape": list(bb.h_shape), "emb_dim": int(bb.emb_dim), "attribute": {"name": "smiling"},
+               "edit": {"t_edit": 500, "t_boost": 200, "n_inv": 4, "n_gen": 4, "t0": 999, "mode": "asyrp", "strength": 1.0}}
+    torch.save(payload, d / "hf.pt")
+    torch.save({"0": hf.state_dict()}, d / "hf_official.pth")
+    faces = d / "faces"
+    faces.mkdir()
+    for i, img in enumerate(images(3, size=40, seed=1)):
+        atomic_write_png(img, faces / f"face_{i}.png")
+    return {"dir": d, "backbone": bb, "hf": d / "hf.pt", "official": d / "hf_official.pth", "faces": faces}
+
+
+def edit_cfg(out, *overrides):
+    return compose("edit", ["arch=tiny_ddpm", "batch_size=2", "progress=false", *overrides], output_dir=out)
+
+
+# == 1. checkpoints ================================================================================================
+def _tiny_arch(path):
+    tiny = torch.load(REF / "ddpm_tiny.pt", weights_only=True)
+    return {"name": "tiny", "family": "ddpm", "config": tiny["config"], "checkpoint": str(path)}, tiny
+
+
+def test_backbone_checkpoint_faults_name_the_file_and_the_fix(tmp_path):
+    arch, tiny = _tiny_arch(tmp_path / "missing.ckpt")
+    with pytest.raises(AsyrpUserError, match=r"missing.ckpt.*(Download|ASYRP_CHECKPOINTS)"):
+        tasks.check_arch(arch)  # before any network: the config check
+    good = tmp_path / "good.ckpt"
+    torch.save(tiny["state_dict"], good)
+    data = good.read_bytes()
+    (tmp_path / "trunc.ckpt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "junk.ckpt").write_bytes(b"this is not a checkpoint" * 10)
+    for name in ("trunc.ckpt", "junk.ckpt"):
+        arch["checkpoint"] = str(tmp_path / name)
+        with pytest.raises(AsyrpUserError, match=rf"{name}.*re-download"):
+            tasks.build_backbone(arch)
+    # another family (an ADM checkpoint for a DDPM config) and another size (channels differ)
+    adm = torch.load(REF / "adm_tiny.pt", weights_only=True)
+    torch.save(adm["state_dict"], tmp_path / "adm.ckpt")
+    arch["checkpoint"] = str(tmp_path / "adm.ckpt")
+    with pytest.raises(AsyrpUserError, match=r"adm.ckpt.*does not fit family 'ddpm'.*(arch=|config)"):
+        tasks.build_backbone(arch)
+    arch["checkpoint"] = str(good)
+    arch["config"] = dict(tiny["config"], ch=int(tiny["config"]["ch"]) * 2)
+    with pytest.raises(AsyrpUserError, match=r"good.ckpt.*mis-shaped keys"):
+        tasks.build_backbone(arch)
+
+
+def test_pickled_code_in_checkpoints_is_refused_never_run(tmp_path, world):
+    marker = tmp_path / "executed"
+    arch, tiny = _tiny_arch(tmp_path / "evil.ckpt")
+    torch.save({"state_dict": tiny["state_dict"], "hook": _Payload(str(marker))}, tmp_path / "evil.ckpt")
+    with pytest.raises(AsyrpUserError, match=r"evil.ckpt.*refused for safety"):
+        tasks.build_backbone(arch)
+    torch.save({"0": torch.load(world["official"], weights_only=True)["0"], "hook": _Payload(str(marker))},
+               tmp_path / "evil.pth")
+    with pytest.raises(AsyrpUserError, match=r"evil.pth.*refused for safety.*re-save its tensors only"):
+        tasks.load_hfunction_checkpoint(tmp_path / "evil.pth", world["backbone"], "tiny_ddpm")
+    assert not marker.exists()
+
+
+def test_hfunction_checkpoint_faults(tmp_path, world):
+    bb = world["backbone"]
+    with pytest.raises(AsyrpUserError, match=r"not found: .*nope.pt\. Pass checkpoint="):
+        tasks.load_hfunction_checkpoint(tmp_path / "nope.pt", bb)
+    data = world["hf"].read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 3])
+    with pytest.raises(AsyrpUserError, match=r"trunc.pt: the file is truncated.*re-download"):
+        tasks.load_hfunction_checkpoint(tmp_path / "trunc.pt", bb)
+    # an official block for a 512-channel bottleneck on the 64-channel tiny backbone: refused before editing
+    torch.save({"0": DeltaBlock("ddpm", 512, 512).state_dict()}, tmp_path / "big.pth")
+    with pytest.raises(AsyrpUserError, match=r"big.pth does not fit the bottleneck of arch 'tiny_ddpm'.*trained for"):
+        tasks.load_hfunction_checkpoint(tmp_path / "big.pth", bb, "tiny_ddpm")
+    # a backbone checkpoint passed as the h-function
+    torch.save(torch.load(REF / "ddpm_tiny.pt", weights_only=True)["state_dict"], tmp_path / "backbone.pt")
+    with pytest.raises(AsyrpUserError, match=r"backbone.pt does not fit.*not a backbone checkpoint"):
+        tasks.load_hfunction_checkpoint(tmp_path / "backbone.pt", bb)
+    # ours, for another bottleneck shape
+    payload = torch.load(world["hf"], weights_only=True)
+    payload["h_shape"] = [512, 8, 8]
+    torch.save(payload, tmp_path / "other.pt")
+    with pytest.raises(AsyrpUserError, match=r"other.pt was trained for h of shape \[512, 8, 8\].*pass arch=tiny_ddpm"):
+        tasks.load_hfunction_checkpoint(tmp_path / "other.pt", bb, "tiny_ddpm")
+
+
+# == 2. images =====================================================================================================
+def _zoo(folder: Path) -> dict[str, str | None]:
+    """Every kind of file a folder may hold -> None (usable) or the reason it is skipped."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    rgb = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(folder / "a_rgb.png")
+    Image.fromarray(np.dstack([rgb, np.full((48, 64), 128, np.uint8)])).save(folder / "b_rgba.png")
+    Image.fromarray(rgb[..., 0]).save(folder / "c_gray.jpg")
+    Image.fromarray((rng.random((40, 40)) * 65535).astype(np.uint16)).save(folder / "d_16bit.png")
+    Image.fromarray(rgb).resize((2000, 1500)).save(folder / "e_large.jpg", quality=50)
+    Image.fromarray(rgb[:3, :2]).save(folder / "f_tiny.png")
+    full = (folder / "a_rgb.png").read_bytes()
+    (folder / "g_truncated.png").write_bytes(full[: len(full) // 2])
+    (folder / "h_empty.png").write_bytes(b"")
+    (folder / "i_text.jpg").write_text("not an image")
+    bomb = Image.new("1", (1, 1))
+    bomb.save(folder / "j_bomb.png")
+    raw = bytearray((folder / "j_bomb.png").read_bytes())  # claim 60000 x 60000 pixels in the header
+    raw[16:24] = (60000).to_bytes(4, "big") * 2
+    import zlib
+    raw[29:33] = zlib.crc32(bytes(raw[12:29])).to_bytes(4, "big")
+    (folder / "j_bomb.png").write_bytes(bytes(raw))
+    (folder / "readme.txt").write_text("ignored: no image suffix")
+    return {"a_rgb.png": None, "b_rgba.png": None, "c_gray.jpg": None, "d_16bit.png": None, "e_large.jpg": None,
+            "f_tiny.png": None, "g_truncated.png": "truncated", "h_empty.png": "empty file", "i_text.jpg": "not an image",
+            "j_bomb.png": "(too large|decompression bomb)"}
+
+
+def test_image_zoo_valid_processed_bad_skipped_and_listed(tmp_path, world):
+    expected = _zoo(tmp_path / "zoo")
+    good, skipped = scan_images(tmp_path / "zoo", None, 32)
+    assert [p.name for p in good] == [k for k, v in expected.items() if v is None]
+    import re
+    assert {p.name for p, _ in skipped} == {k for k, v in expected.items() if v is not None}
+    for p, reason in skipped:
+        assert re.search(expected[p.name], reason), (p.name, reason)
+    # the 16-bit image is scaled, not clipped to white
+    from asyrp.data.images import read_image
+    x, notes = read_image(tmp_path / "zoo" / "d_16bit.png", 32)
+    assert x.shape == (3, 32, 32) and -0.9 < float(x.mean()) < 0.9 and any("16" in n for n in notes)
+    # end to end: six images edited (centre-crop + resize to 32), four skipped and listed in the manifest
+    res = tasks.edit(edit_cfg(tmp_path / "run", f"checkpoint={world['hf']}", f"input_dir={tmp_path / 'zoo'}",
+                              "grid_rows=3"))
+    out = tmp_path / "run" / "edited"
+    assert res["edited"] == 6
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["complete"] and len(man["inputs"]) == 6 and {Path(s["path"]).name for s in man["skipped"]} == \
+        {k for k, v in expected.items() if v is not None}
+    assert man["t_edit"] == 500 and man["t_boost"] == 200 and [i["seed"] for i in man["inputs"]] == list(range(6))
+    for it in man["inputs"]:
+        with Image.open(out / it["outputs"][0]) as im:
+            assert im.size == (32, 32) and im.mode == "RGB"
+    with Image.open(out / "grid.png") as im:
+        assert im.size == (2 * 33 + 1, 3 * 33 + 1)  # 3 rows (grid_rows) x (input, edit)
+
+
+def test_empty_or_unusable_folder_is_one_error_and_no_output(tmp_path, world):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AsyrpUserError, match="no images"):
+        tasks.edit(edit_cfg(tmp_path / "r", f"checkpoint={world['hf']}", f"input_dir={tmp_path / 'empty'}"))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_bytes(b"")
+    (tmp_path / "bad" / "y.png").write_bytes(b"junk")
+    with pytest.raises(AsyrpUserError, match=r"none of the 2 image files .*x.png: empty file"):
+        tasks.edit(edit_cfg(tmp_path / "r", f"checkpoint={world['hf']}", f"input_dir={tmp_path / 'bad'}"))
+    with pytest.raises(AsyrpUserError, match="no files match"):
+        tasks.edit(edit_cfg(tmp_path / "r", f"checkpoint={world['hf']}", f"input_dir={tmp_path / 'bad'}/*.jpg"))
+    assert not (tmp_path / "r" / "edited").exists()
+
+
+# == 3. configs: rejected before any network is loaded, naming the key ============================================
+@pytest.fixture()
+def no_networks(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("a network was loaded before the config was checked")
+
+    monkeypatch.setattr(tasks, "build_backbone", boom)
+    monkeypatch.setattr(tasks, "read_hfunction_file", boom)
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (["t_edit=300", "t_boost=400"], "t_boost=400 is above t_edit=300.*set t_boost <= t_edit"),
+    (["n_gen=0"], "n_gen=0.*>= 2.*set n_gen"),
+    (["n_inv=abc"], "n_inv='abc' must be an integer"),
+    (["t_edit=1500"], "t_edit=1500 is outside the schedule.*set t_edit"),
+    (["t0=1200"], "t0=1200 is outside the schedule.*set t0"),
+    (["t_boost=-3"], "t_boost=-3 is outside the schedule"),
+    (["arch.family=unet9"], "arch.family='unet9'"),
+    (["mode=sideways"], "mode='sideways' is not one of"),
+    (["sweep=[0,1]", "strip=3"], "sweep and strip are both set"),
+    (["strip=1"], "strip=1 must be >= 2"),
+    (["coeffs=[1,2]"], "coeffs has 2 values for 1 checkpoints"),
+    (["n_random=4"], "set exactly one input"),
+    (["batch_size=0"], "batch_size=0 must be >= 1"),
+])
+def test_bad_edit_config_rejected_before_work(overrides, needle, tmp_path, world, no_networks, capsys):
+    cfg = edit_cfg(tmp_path / "r", f"checkpoint={world['hf']}", f"input_dir={world['faces']}", *overrides)
+    with pytest.raises(SystemExit) as exc:
+        run_cli(tasks.edit, cfg)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and err[0].startswith("error: ")
+    import re
+    assert re.search(needle, err[0]), err[0]
+    assert not (tmp_path / "r" / "edited").exists()
+
+
+def test_missing_required_value_names_the_key(tmp_path, world, no_networks, capsys):
+    cfg = compose("edit", ["arch=tiny_ddpm", f"input_dir={world['faces']}"], output_dir=tmp_path / "r")
+    with pytest.raises(SystemExit):
+        run_cli(tasks.edit, cfg)
+    assert "checkpoint is required but not set (???): pass checkpoint=" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("edit_interval.t_boost=600", "t_boost=600 is above t_edit=500.*edit_interval.t_boost"),
+    ("model.n_inv=0", "model.n_inv"),
+    ("model.mode=sideways", "model.mode='sideways'"),
+    ("model.n_iter=0", "model.n_iter=0 must be >= 1"),
+    ("arch.family=unet9", "arch.family='unet9'"),
+])
+def test_bad_train_config_rejected_before_work(override, needle, tmp_path, no_networks, capsys):
+    cfg = compose("train", ["debug=smoke", override], output_dir=tmp_path)
+    with pytest.raises(SystemExit):
+        run_cli(tasks.train, cfg)
+    import re
+    assert re.search(needle, capsys.readouterr().err)
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / tasks.RUN_STAMP).exists()
+
+
+def test_unknown_config_option_is_one_line():
+    assert "unknown arch 'tiny_dpm': there is no conf/arch/tiny_dpm.yaml; choose one of" in \
+        check_overrides(["arch=tiny_dpm"])
+    assert "unknown attribute 'smilin'" in check_overrides(["debug=smoke", "attribute=smiling,smilin"])
+    assert check_overrides(["arch=tiny_ddpm", "+experiment=celeba_smiling", "model.lr=2", "~logger"]) is None
+
+
+def test_cli_unknown_arch_and_missing_value_exit_2_one_line(tmp_path, world):
+    p = run("edit.py", "arch=tiny_dpm", f"hydra.run.dir={tmp_path / 'a'}")
+    assert p.returncode == 2 and p.stderr.strip().startswith("error: unknown arch 'tiny_dpm'")
+    assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "a").exists()
+    p = run("edit.py", "arch=tiny_ddpm", f"input_dir={world['faces']}", f"hydra.run.dir={tmp_path / 'b'}")
+    err = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert p.returncode == 2 and "Traceback" not in p.stderr and len(err) == 1 and "checkpoint is required" in err[0]
+    assert not (tmp_path / "b" / "edited").exists()
+
+
+# == 4. training faults ============================================================================================
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from asyrp.losses import AsyrpLoss
+
+    real, calls = AsyrpLoss.__call__, [0]
+
+    def forward(self, *a, **k):
+        terms = real(self, *a, **k)
+        calls[0] += 1
+        if calls[0] >= 5:  # the 5th optimiser step (first timestep of the 3rd batch) goes NaN
+            terms = dict(terms, loss=terms["loss"] * float("nan"))
+        return terms
+
+    monkeypatch.setattr(AsyrpLoss, "__call__", forward)
+    cfg = compose("train", ["debug=smoke", "~logger", f"dataset.cache_dir={tmp_path / 'cache'}", "dataset.batch_size=1",
+                            "callbacks.edit_grid=null", "trainer.limit_val_batches=0"], output_dir=tmp_path / "run")
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 6.*last good checkpoint is .*last.ckpt \(step 4\)"):
+        tasks.train(cfg)
+    ck = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert ck["global_step"] == 4
+    assert all(torch.isfinite(v).all() for v in ck["state_dict"].values())
+    assert not (tmp_path / "run" / "checkpoints" / "hfunction.pt").exists()  # written at epoch end only: never NaN
+
+
+TRAIN_ARGS = ["debug=smoke", "logger=csv", "dataset.batch_size=1", "model.n_iter=2", "callbacks.edit_grid=null",
+              "trainer.limit_val_batches=0", "callbacks.model_checkpoint.every_n_train_steps=2",
+              "model.scheduler.step_size=1", "model.scheduler.gamma=0.5", "+callbacks.killer._target_=faults.KillAtStep"]
+SECRETS = {"WANDB_API_KEY": "wandb-fake-key-0123456789", "HF_TOKEN": "hf_faketoken_abcdef", "MY_DB_PASSWORD": "hunter2-pw"}
+CFG_SECRET = "cfg-secret-value-987"
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory):
+    d = tmp_path_factory.mktemp("kill")
+    args = ["train.py", *TRAIN_ARGS, f"dataset.cache_dir={d / 'cache'}", f"hydra.run.dir={d / 'run'}",
+            f"+wandb_api_key={CFG_SECRET}"]
+    killed = run(*args, env=env(ASYRP_TEST_KILL_AT_STEP="6", **SECRETS))
+    last = d / "run" / "checkpoints" / "last.ckpt"
+    step_at_kill = torch.load(last, weights_only=True, map_location="cpu")["global_step"] if last.is_file() else None
+    resumed = run(*args, env=env(**SECRETS))  # the same command: resumes from last.ckpt by itself
+    return {"dir": d, "killed": killed, "resumed": resumed, "step_at_kill": step_at_kill}
+
+
+@pytest.mark.slow
+def test_sigkill_during_training_then_resume_matches_uninterrupted(killed_and_resumed, tmp_path):
+    k = killed_and_resumed
+    assert k["killed"].returncode == -signal.SIGKILL, k["killed"].stderr[-2000:]
+    assert k["step_at_kill"] == 6
+    assert k["resumed"].returncode == 0, k["resumed"].stderr[-3000:]
+    assert "resuming from" in k["resumed"].stderr + k["resumed"].stdout
+    args = [a for a in TRAIN_ARGS if "killer" not in a]
+    _, ref = tasks.train(compose("train", args + [f"dataset.cache_dir={k['dir'] / 'cache'}"], output_dir=tmp_path / "ref"))
+    assert ref["trainer"].global_step == 16
+    got = torch.load(k["dir"] / "run" / "checkpoints" / "hfunction.pt", weights_only=True)["state_dict"]
+    want = ref["module"].hfunc.state_dict()
+    assert max((got[n] - want[n]).abs().max().item() for n in want) < 1e-6
+
+
+@pytest.mark.slow
+def test_no_secret_reaches_any_file_the_run_wrote(killed_and_resumed):
+    k = killed_and_resumed
+    assert k["resumed"].returncode == 0
+    files = [p for p in (k["dir"] / "run").rglob("*") if p.is_file()]
+    names = {p.name for p in files}
+    assert {"config.yaml", "overrides.yaml", "hparams.yaml", "last.ckpt", "hfunction.pt"} <= names, names
+    for p in files:
+        data = p.read_bytes()
+        for v in [*SECRETS.values(), CFG_SECRET]:
+            assert v.encode() not in data, f"{v} written to {p}"
+    assert secrets.REDACTED in (k["dir"] / "run" / ".hydra" / "overrides.yaml").read_text()
+    for out in (k["killed"], k["resumed"]):
+        assert not any(v in out.stdout + out.stderr for v in [*SECRETS.values(), CFG_SECRET])
+
+
+def test_sigkill_during_cache_build_leaves_no_corrupt_entry(tmp_path):
+    from faults import tiny_cache
+
+    from asyrp.data.cache import load_entry
+
+    p = run(TESTS / "faults.py", "cache", tmp_path, 3)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    cache, sources = tiny_cache(tmp_path)
+    present = [s for s in sources if cache.path_for(s).is_file()]
+    assert len(present) == 2  # entries 1 and 2 complete; 3 was cut mid-write and never became visible
+    mtimes = {s.id: cache.path_for(s).stat().st_mtime_ns for s in present}
+    for s in present:
+        load_entry(cache.path_for(s))
+    cache.build(sources)  # the next run reuses the complete entries and computes the rest
+    assert all(cache.path_for(s).stat().st_mtime_ns == mtimes[s.id] for s in present)
+    for s in sources:
+        load_entry(cache.path_for(s))
+
+
+def test_sigkill_during_edit_then_rerun_completes_only_the_missing(tmp_path, world):
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for i, img in enumerate(images(5, size=32, seed=3)):
+        atomic_write_png(img, faces / f"img_{i}.png")
+    args = ["arch=tiny_ddpm", f"checkpoint={world['hf']}", f"input_dir={faces}", "batch_size=2", "progress=false",
+            f"hydra.run.dir={tmp_path / 'run'}"]
+    p = run(TESTS / "faults.py", "edit", 3, *args)  # killed after the 3rd PNG: batch 2 half written
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    out = tmp_path / "run" / "edited"
+    before = {f.name: f.stat().st_mtime_ns for f in out.glob("img_*.png")}
+    assert sorted(before) == ["img_0.png", "img_1.png", "img_2.png"]
+    assert not list(out.glob(".*.tmp"))
+    res = tasks.edit(compose("edit", args[:-1], output_dir=tmp_path / "run"))
+    assert res["done_before"] == 3 and res["edited"] == 2
+    assert all((out / n).stat().st_mtime_ns == t for n, t in before.items())  # done images not recomputed
+    # ... and the result is that of one uninterrupted run
+    ref = tasks.edit(compose("edit", args[:-1] + [f"output_dir={tmp_path / 'ref'}"], output_dir=tmp_path / "run2"))
+    assert ref["edited"] == 5
+    for i in range(5):  # the same up to batch-composition float noise (one 8-bit level)
+        got, want = (np.asarray(Image.open(d / f"img_{i}.png"), dtype=np.int16) for d in (out, tmp_path / "ref"))
+        assert np.abs(got - want).max() <= 1, i
+
+
+# == 5. outputs: atomic, never over another run's, the same run resumes ===========================================
+def test_edit_output_dir_belongs_to_one_run(tmp_path, world):
+    base = [f"checkpoint={world['hf']}", f"input_dir={world['faces']}", f"output_dir={tmp_path / 'out'}"]
+    tasks.edit(edit_cfg(tmp_path / "r1", *base))
+    first = (tmp_path / "out" / "face_0.png").read_bytes()
+    again = tasks.edit(edit_cfg(tmp_path / "r2", *base))  # same settings: a resume with nothing left to do
+    assert again["edited"] == 0 and again["done_before"] == 3
+    with pytest.raises(AsyrpUserError, match="another edit run.*overwrite=true"):
+        tasks.edit(edit_cfg(tmp_path / "r3", *base, "strength=2"))
+    assert (tmp_path / "out" / "face_0.png").read_bytes() == first
+    res = tasks.edit(edit_cfg(tmp_path / "r4", *base, "strength=2", "overwrite=true"))
+    assert res["edited"] == 3 and json.loads((tmp_path / "out" / "manifest.json").read_text())["coefficients"] == [[2.0]]
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_train_run_dir_belongs_to_one_run(tmp_path):
+    cfg = compose("train", ["debug=smoke"], output_dir=tmp_path)
+    assert tasks.claim_train_dir(cfg) is None
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    assert tasks.claim_train_dir(cfg) == tmp_path / "checkpoints" / "last.ckpt"  # the same run: resume
+    other = compose("train", ["debug=smoke", "model.optimizer.lr=0.1"], output_dir=tmp_path)
+    with pytest.raises(AsyrpUserError, match="another training run.*overwrite=true"):
+        tasks.claim_train_dir(other)
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+    other = compose("train", ["debug=smoke", "model.optimizer.lr=0.1", "overwrite=true"], output_dir=tmp_path)
+    assert tasks.claim_train_dir(other) is None and not (tmp_path / "checkpoints").exists()
+
+
+# == 6. secrets ====================================================================================================
+def test_redaction_of_configs_logs_and_files(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("SOME_SERVICE_TOKEN", "tok-abcdefgh")
+    monkeypatch.setenv("PLAIN_KEY", "1")  # too short to be treated as a secret value
+    cfg = {"logger": {"wandb": {"api_key": "k-123456789", "project": "asyrp"}},
+           "note": "token is tok-abcdefgh", "n": 1, "db": {"password": 42}}
+    red = secrets.redact(cfg)
+    assert red["logger"]["wandb"]["api_key"] == secrets.REDACTED and red["logger"]["wandb"]["project"] == "asyrp"
+    assert red["note"] == f"token is {secrets.REDACTED}" and red["n"] == 1 and red["db"]["password"] == secrets.REDACTED
+    f = tmp_path / "overrides.yaml"
+    f.write_text("- logger.wandb.api_key=k-123456789\n- seed=1\nhf_token: abcdefgh123\n")
+    secrets.scrub_files([f])
+    text = f.read_text()
+    assert "k-123456789" not in text and "abcdefgh123" not in text and "seed=1" in text
+    import logging
+    rec = logging.LogRecord("x", logging.INFO, "f", 1, "using %s", ("tok-abcdefgh",), None)
+    secrets.RedactingFilter().filter(rec)
+    assert rec.getMessage() == f"using {secrets.REDACTED}"
