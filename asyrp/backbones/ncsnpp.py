@@ -170,11 +170,16 @@ class ResBlock(nn.Module):
 
 
 class AttnBlock(nn.Module):
-    """Single-head self-attention over all pixels; q, k, v and the output projection are per-pixel linear maps."""
+    """Single-head self-attention over all pixels; q, k, v and the output projection are per-pixel linear maps.
+
+    ``use_sdpa`` (off by default; ``asyrp.perf.apply_perf`` sets it) computes the same attention with
+    ``F.scaled_dot_product_attention`` (fused kernels on GPU) instead of the explicit softmax of q^T k.
+    """
 
     def __init__(self, channels: int, *, skip_rescale: bool):
         super().__init__()
         self.skip_rescale = skip_rescale
+        self.use_sdpa = False
         self.norm = _group_norm(channels)
         self.to_q = nn.Conv2d(channels, channels, 1)
         self.to_k = nn.Conv2d(channels, channels, 1)
@@ -185,8 +190,12 @@ class AttnBlock(nn.Module):
         B, C, H, W = x.shape
         hn = self.norm(x)
         q, k, v = (proj(hn).reshape(B, C, H * W) for proj in (self.to_q, self.to_k, self.to_v))
-        weights = torch.softmax(torch.einsum("bci,bcj->bij", q, k) * C ** -0.5, dim=-1)
-        out = torch.einsum("bij,bcj->bci", weights, v).reshape(B, C, H, W)
+        if self.use_sdpa:  # (B, 1 head, H*W, C); SDPA's default scale is C ** -0.5, as below
+            q, k, v = (z.transpose(1, 2)[:, None] for z in (q, k, v))
+            out = F.scaled_dot_product_attention(q, k, v)[:, 0].transpose(1, 2).reshape(B, C, H, W)
+        else:
+            weights = torch.softmax(torch.einsum("bci,bcj->bij", q, k) * C ** -0.5, dim=-1)
+            out = torch.einsum("bij,bcj->bci", weights, v).reshape(B, C, H, W)
         return _residual(x, self.proj_out(out), self.skip_rescale)
 
 

@@ -67,7 +67,7 @@ class AsyrpDataModule(pl.LightningDataModule):
     def __init__(self, name: str = "images", kind: str = "folder", path: str | None = None, n_images: int = 100,
                  image_size: int | None = None, batch_size: int = 1, num_workers: int = 0,
                  cache_dir: str = ".cache/asyrp", seed: int = 0, n_val: int = 4, shuffle: bool = False,
-                 cache_dtype: str = "float32", in_memory: bool = False, **_: Any):
+                 cache_dtype: str = "float32", in_memory: bool = False, pin_memory: bool | str = "auto", **_: Any):
         super().__init__()
         if kind not in KINDS:
             raise AsyrpUserError(f"dataset.kind={kind!r} is not one of {KINDS}")
@@ -81,6 +81,8 @@ class AsyrpDataModule(pl.LightningDataModule):
         self.cache_dir, self.seed, self.n_val, self.shuffle = cache_dir, int(seed), int(n_val), bool(shuffle)
         self.cache_dtype = getattr(torch, cache_dtype)
         self.in_memory = in_memory
+        # pinned host memory makes host-to-GPU copies asynchronous; "auto" = when CUDA is available
+        self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
         self.cache: InversionCache | None = None
         self.train_set: CachedDataset | None = None
         self.val_set: CachedDataset | None = None
@@ -128,9 +130,9 @@ class AsyrpDataModule(pl.LightningDataModule):
         shuffle = self.shuffle and sampler is None
         g = torch.Generator().manual_seed(self.seed) if shuffle else None
         return ResumableDataLoader(self.train_set, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler,
-                                   generator=g, num_workers=self.num_workers,
+                                   generator=g, num_workers=self.num_workers, pin_memory=self.pin_memory,
                                    persistent_workers=self.num_workers > 0, progress=self._batches_done)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.batch_size, sampler=self._shard(self.val_set, False),
-                          num_workers=self.num_workers)
+                          num_workers=self.num_workers, pin_memory=self.pin_memory)

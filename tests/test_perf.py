@@ -1,0 +1,283 @@
+"""Performance behaviour (never wall time): pass counts at the floor, the cache's second run, the speed options' tolerance."""
+from __future__ import annotations
+
+import copy
+import functools
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import images, tiny_backbone
+
+from asyrp.hfunctions import Composition, DeltaBlock
+from asyrp.perf import PassCounter, PerfConfig, apply_perf, inference_context, loader_kwargs, set_sdpa
+from asyrp.samplers import asyrp_step, edit, edit_eps
+from asyrp.schedules import alphas_cumprod, make_betas, timesteps
+
+A = alphas_cumprod(make_betas("linear"))
+B, N_INV, N_GEN, T_EDIT, T_BOOST = 2, 6, 8, 500, 200
+N_EDIT = sum(t >= T_EDIT for t in timesteps(N_GEN))  # 4
+KW = dict(a=A, n_inv=N_INV, n_gen=N_GEN, t_edit=T_EDIT, t_boost=T_BOOST)
+
+
+def _block(bb, seed=0):
+    torch.manual_seed(seed)
+    f = DeltaBlock("ddpm", bb.h_channels, bb.emb_dim)
+    with torch.no_grad():
+        for p in f.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return f
+
+
+def _floor_rows(K: int = 1, invert: bool = True) -> tuple[int, int]:
+    """(encoder rows, decoder rows) of an edit of B images with K settings at the floor."""
+    inv = (N_INV - 1) * B if invert else 0
+    n_plain = N_GEN - N_EDIT
+    return inv + K * B * N_GEN, inv + K * B * (2 * N_EDIT + n_plain)
+
+
+@pytest.fixture(scope="module")
+def bb():
+    b = tiny_backbone(0)
+    b.h_shape  # probe before counting
+    return b
+
+
+# -- pass counts --------------------------------------------------------------------------------------------------
+def test_edit_at_the_floor(bb):
+    hf = _block(bb)
+    with PassCounter(bb) as c:
+        edit(bb, images(B), hf, **KW, seeds=[0, 1])
+    assert (c.rows("encode"), c.rows("decode")) == _floor_rows()
+    # one encoder call per step; Asyrp steps decode 2B rows in ONE call
+    assert c.n_calls("encode") == (N_INV - 1) + N_GEN
+    assert c.decode_rows() == [B] * (N_INV - 1) + [2 * B] * N_EDIT + [B] * (N_GEN - N_EDIT)
+
+
+@pytest.mark.parametrize("kind", ["strip", "composition"])
+def test_strip_and_composition_invert_once(bb, kind):
+    K = 3
+    if kind == "strip":
+        hf, strength, settings = _block(bb), [0.25, 0.5, 1.0], K
+    else:
+        hf, strength, settings = Composition([_block(bb, s) for s in range(K)]), [0.5, -1.0, 1.0], 1
+    with PassCounter(bb) as c:
+        res = edit(bb, images(B), hf, **KW, strength=strength, seeds=[0, 1])
+    assert (c.rows("encode"), c.rows("decode")) == _floor_rows(settings)
+    inversion = [x for x in c.calls if x.kind == "encode"][: N_INV - 1]
+    assert all(x.rows == B for x in inversion)  # each image inverted once, not once per setting
+    assert c.n_calls("encode") == (N_INV - 1) + N_GEN  # the K settings share every call
+    assert res.x_edit.shape[0] == (K if kind == "strip" else B)
+
+
+def test_training_step_at_the_floor(bb, tmp_path):
+    """AsyrpModule.training_step: per optimiser step one encoder pass of B rows and 2B decoder rows, no reference
+    pass (P_t^orig is read from the cache), and the backward pass covers only the B edited rows."""
+    from asyrp.clip import load_clip
+    from asyrp.data.cache import InversionCache, noise_sources
+    from asyrp.module import AsyrpModule
+
+    clip = load_clip({"name": "tiny", "model": "tiny", "pretrained": None, "templates": "none", "init_seed": 0,
+                      "model_config": {"embed_dim": 16, "vision_cfg": {"image_size": 16, "layers": 1, "width": 16,
+                                                                       "patch_size": 8, "head_width": 8},
+                                       "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16,
+                                                    "heads": 2, "layers": 1}}})
+    cache = InversionCache(tmp_path, bb, A, n_inv=N_INV, n_gen=N_GEN, t0=999)
+    entries = cache._compute(noise_sources(0, B), images(B))
+    batch = {k: torch.stack([e[k] for e in entries]) for k in ("x0", "x_T", "x_rec", "P_orig", "t")}
+    batch["index"] = torch.arange(B)
+    m = AsyrpModule(_block(bb), bb, clip, A, source=["face"], target=["smiling face"],
+                    optimizer=functools.partial(torch.optim.SGD, lr=0.01), n_inv=N_INV, n_gen=N_GEN,
+                    t_edit=T_EDIT, t_boost=T_BOOST)
+    opt = m.configure_optimizers()
+    m.optimizers = lambda *a, **k: opt
+    m.manual_backward = lambda loss, *a, **k: loss.backward()
+    m.log_dict = m.log = lambda *a, **k: None
+    before = [p.detach().clone() for p in m.hfunc.parameters()]
+    with PassCounter(bb) as c:
+        m.training_step(batch, 0)
+    n_steps = len(m.train_steps)
+    assert n_steps == N_EDIT
+    assert c.rows("encode") == B * n_steps and c.rows("decode") == 2 * B * n_steps
+    grad_rows = [x.rows for x in c.calls if x.kind == "decode" and x.grad]
+    assert grad_rows == [B] * n_steps  # the unedited half is decoded without a graph
+    assert any(not torch.equal(p, q) for p, q in zip(before, m.hfunc.parameters()))
+
+
+def test_training_split_equals_the_batched_decode(bb):
+    """Under grad, edit_eps decodes eps without a graph: same values and same h-function gradient as one batched
+    decode of cat(h, h + delta_h)."""
+    x = torch.randn(B, 3, 16, 16)
+    hf = _block(bb)
+    ee = edit_eps(bb, x, 700, hf)
+    ee.eps_edit.square().mean().backward()
+    g_split = [p.grad.clone() for p in hf.parameters()]
+    hf.zero_grad()
+    enc = bb.encode(x, torch.full((B,), 700.0))
+    dh = hf(enc.h, enc.emb, torch.full((B,), 700.0))
+    out = bb.eps(bb.decode(enc, torch.cat([enc.h, enc.h + dh])))
+    out[B:].square().mean().backward()
+    assert torch.allclose(ee.eps, out[:B].detach(), atol=1e-5) and torch.allclose(ee.eps_edit, out[B:], atol=1e-5)
+    for g, p in zip(g_split, hf.parameters()):
+        assert torch.allclose(g, p.grad, rtol=1e-4, atol=1e-7)
+    assert not ee.eps.requires_grad and ee.eps_edit.requires_grad
+    # without a gradient to record it stays one batched call
+    with torch.no_grad(), PassCounter(bb) as c:
+        edit_eps(bb, x, 700, hf)
+    assert c.decode_rows() == [2 * B]
+
+
+def test_second_run_does_zero_inversion_passes(bb, tmp_path):
+    from asyrp.data import AsyrpDataModule
+    from asyrp.utils.io import atomic_write_png
+
+    folder = tmp_path / "imgs"
+    for i, img in enumerate(images(3, seed=4)):
+        atomic_write_png(img, folder / f"img_{i}.png")
+    counts = []
+    for run in range(2):
+        dm = AsyrpDataModule(kind="folder", path=str(folder), n_images=3, batch_size=2, cache_dir=str(tmp_path / "c"))
+        dm.bind(bb, A, n_inv=N_INV, n_gen=N_GEN, t0=999)
+        with PassCounter(bb) as c:
+            dm.prepare_data()
+            dm.setup("fit")
+        counts.append(c.rows("encode"))
+    assert counts == [3 * ((N_INV - 1) + N_GEN), 0]
+    # the key is the content: renaming a file does not recompute it
+    (folder / "img_0.png").rename(folder / "renamed.png")
+    dm = AsyrpDataModule(kind="folder", path=str(folder), n_images=3, batch_size=2, cache_dir=str(tmp_path / "c"))
+    dm.bind(bb, A, n_inv=N_INV, n_gen=N_GEN, t0=999)
+    with PassCounter(bb) as c:
+        dm.prepare_data()
+    assert c.rows("encode") == 0
+
+
+def test_counter_restores_the_backbone(bb):
+    with PassCounter(bb):
+        assert "encode" in bb.__dict__
+    assert "encode" not in bb.__dict__ and "decode" not in bb.__dict__
+
+
+# -- speed options: outputs within a stated tolerance -------------------------------------------------------------
+def _rel(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _arch_backbone(name):
+    from omegaconf import OmegaConf
+
+    from asyrp.backbones import load_backbone
+
+    arch = OmegaConf.load(ROOT / "conf" / "arch" / f"{name}.yaml")
+    torch.manual_seed(0)
+    return load_backbone(arch.family, OmegaConf.to_container(arch.config, resolve=True), None)
+
+
+@pytest.fixture(scope="module", params=["tiny_ddpm", "tiny_ncsnpp"])
+def arch_bb(request):
+    return _arch_backbone(request.param)
+
+
+# option -> tolerance (max abs error relative to the output's max abs value)
+TOLERANCE = {
+    "channels_last": 1e-5,
+    "sdpa_on": 1e-5,
+    "sdpa_off": 1e-5,
+    "bf16": 5e-2,
+}
+
+
+@pytest.mark.parametrize("option", list(TOLERANCE))
+def test_perf_option_within_tolerance(arch_bb, option):
+    bb = arch_bb
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([700.0, 30.0])
+    cfg = {"channels_last": {"channels_last": True}, "sdpa_on": {"sdpa": True}, "sdpa_off": {"sdpa": False},
+           "bf16": {"autocast": "bf16"}}[option]
+    with torch.no_grad():
+        apply_perf(bb, {"sdpa": False})
+        ref = bb(x, t)
+        try:
+            apply_perf(bb, cfg)
+            out = bb(x, t)
+            enc = bb.encode(x, t)
+            h_out = bb.decode(enc, torch.cat([enc.h, enc.h]))
+        finally:
+            apply_perf(bb, {"sdpa": False})
+            apply_perf(bb, None)  # back to the defaults (auto: off on CPU)
+    assert out.dtype == x.dtype and enc.h.dtype == x.dtype  # the h-function and DDIM see the input dtype
+    assert _rel(out, ref) < TOLERANCE[option]
+    assert _rel(h_out[2:], ref) < TOLERANCE[option]
+
+
+def test_perf_defaults_are_off_on_cpu(arch_bb):
+    bb = apply_perf(arch_bb, None)
+    assert "encode" not in bb.__dict__ and "decode" not in bb.__dict__  # nothing wrapped
+    assert all(not getattr(m, "use_sdpa", False) for m in bb.modules())
+    assert loader_kwargs(None, "cpu") == {"pin_memory": False}
+    assert isinstance(inference_context(None, "cpu"), torch.no_grad)
+    assert loader_kwargs({"pin_memory": True, "num_workers": 2}) == {"pin_memory": True, "num_workers": 2}
+    with pytest.raises(ValueError, match="unknown perf option"):
+        PerfConfig.from_any({"autocats": "bf16"})
+
+
+def test_perf_config_file_matches_the_dataclass():
+    from omegaconf import OmegaConf
+
+    cfg = PerfConfig.from_any(OmegaConf.load(ROOT / "conf" / "perf" / "default.yaml"))
+    assert cfg == PerfConfig()
+
+
+def test_diffusers_attention_uses_sdpa_by_default():
+    bb = _arch_backbone("tiny_ddpm")
+    procs = {type(m.processor).__name__ for m in bb.modules() if hasattr(m, "processor")}
+    assert procs == {"AttnProcessor2_0"}
+    assert set_sdpa(bb, False) > 0
+    assert {type(m.processor).__name__ for m in bb.modules() if hasattr(m, "processor")} == {"AttnProcessor"}
+
+
+def test_edit_under_inference_mode_and_autocast(bb):
+    """inference_mode changes nothing numerically; under bf16 autocast an Asyrp step (x_{t-1} and P_t^edit) stays
+    within 5% of its scale. (Not a whole edit: a random net is no denoiser and DDIM amplifies any round-off.)"""
+    hf = _block(bb)
+    x0 = images(B)
+    ref = edit(bb, x0, hf, **KW, seeds=[0, 1]).x_edit
+    with inference_context({"inference_mode": True}):
+        got = edit(bb, x0, hf, **KW, seeds=[0, 1]).x_edit
+    assert got.is_inference() and torch.equal(got, ref)
+    b16 = copy.deepcopy(bb)
+    apply_perf(b16, {"autocast": "bf16"})
+    x_t = torch.randn(B, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        r32, r16 = asyrp_step(bb, x_t, 713, 570, A, hf), asyrp_step(b16, x_t, 713, 570, A, hf)
+    assert r16.x_next.dtype == torch.float32
+    assert _rel(r16.x_next, r32.x_next) < 5e-2 and _rel(r16.P_edit, r32.P_edit) < 5e-2
+
+
+def test_datamodule_pin_memory(tmp_path):
+    from asyrp.data import AsyrpDataModule
+
+    dm = AsyrpDataModule(kind="random_samples", n_images=2, cache_dir=str(tmp_path), pin_memory=True)
+    assert dm.pin_memory is True
+    assert AsyrpDataModule(kind="random_samples", n_images=2, cache_dir=str(tmp_path)).pin_memory == \
+        torch.cuda.is_available()
+
+
+@pytest.mark.slow
+def test_torch_compile_within_tolerance():
+    """torch.compile of encode/decode (dynamo capture + AOT autograd; the aot_eager backend skips inductor's C++
+    code generation, which takes minutes on this 2-core CPU machine; on GPU the default backend is inductor)."""
+    bb = tiny_backbone(0)
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([700.0, 30.0])
+    with torch.no_grad():
+        ref = bb(x, t)
+        apply_perf(bb, {"compile": True, "compile_backend": "aot_eager"})
+        t0 = time.perf_counter()
+        out = bb(x, t)
+        enc = bb.encode(x, t)
+        pair = bb.decode(enc, torch.cat([enc.h, enc.h]))
+    assert _rel(out, ref) < 1e-4 and _rel(pair[2:], ref) < 1e-4, time.perf_counter() - t0
