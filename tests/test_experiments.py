@@ -1,0 +1,104 @@
+"""The experiment scripts run end to end on the tiny random configs (--smoke) and write their tables.
+
+They measure nothing there (random backbone, CLIP and h-functions): these tests only check the plumbing, the table
+columns and that every number is finite.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+TINY = ["--arch", "tiny_ddpm", "--clip", "tiny", "--smoke", "--threads", "1"]
+
+
+def _script(name: str):
+    sys.path.insert(0, str(EXPERIMENTS))
+    spec = importlib.util.spec_from_file_location(f"experiments_{name}", EXPERIMENTS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _table(path: Path) -> tuple[list[str], list[list[str]]]:
+    sys.path.insert(0, str(EXPERIMENTS))
+    import _common
+
+    return _common.read_table(path)
+
+
+def _finite(cell: str) -> bool:
+    try:
+        return math.isfinite(float(cell))
+    except ValueError:
+        return False
+
+
+def _check(md: Path, columns: list[str], numeric: list[str]) -> list[list[str]]:
+    assert md.is_file(), md
+    header, rows = _table(md)
+    assert header == columns
+    assert rows
+    for r in rows:
+        assert len(r) == len(columns)
+        for c in numeric:
+            assert _finite(r[columns.index(c)]), (md.name, c, r)
+    return rows
+
+
+def test_baselines_smoke(tmp_path):
+    mod = _script("baselines")
+    assert mod.main(TINY + ["--out", str(tmp_path / "baselines")]) == 0
+    rows = _check(tmp_path / "baselines" / "baselines.md", mod.COLUMNS,
+                  ["mean_delta_norm", "clip_dir", "clip_text", "psnr", "ssim"])
+    assert [r[0] for r in rows] == ["reconstruction", "asyrp", "symmetric", "eps_shift (as trained)",
+                                   "x_shift (as trained)", "eps_shift (matched)", "x_shift (matched)"]
+    # no oracle for the tiny world: its columns say so instead of inventing numbers
+    assert {r[mod.COLUMNS.index("success")] for r in rows} == {"n/a"}
+    assert (tmp_path / "baselines" / "baselines.png").is_file()
+    assert (tmp_path / "baselines" / "baselines.csv").is_file()
+
+
+def test_properties_smoke(tmp_path):
+    mod = _script("properties")
+    assert mod.main(TINY + ["--out", str(tmp_path / "properties")]) == 0
+    rows = _check(tmp_path / "properties" / "properties.md", mod.COLUMNS, ["value"])
+    assert {r[0] for r in rows} == set(mod.PROPERTIES)
+    for png in ("homogeneity", "linearity", "consistency"):
+        assert (tmp_path / "properties" / f"{png}.png").is_file()
+
+
+def test_properties_linearity_of_a_linear_world():
+    """r2 of exactly linear data is 1, of symmetric data around a parabola's vertex 0."""
+    import torch
+
+    mod = _script("properties")
+    c = torch.tensor([-1.0, 0.0, 1.0, 2.0])
+    assert mod.r2(c, 3 * c + 1)[0] == pytest.approx(1.0)
+    assert mod.r2(c, 3 * c + 1)[1] == pytest.approx(3.0)
+    c = torch.tensor([-1.0, 0.0, 1.0])
+    assert mod.r2(c, c ** 2)[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_curves_smoke(tmp_path):
+    mod = _script("curves")
+    assert mod.main(TINY + ["--out", str(tmp_path / "curves")]) == 0
+    _check(tmp_path / "curves" / "curves.md", mod.COLUMNS, ["value"])
+    assert (tmp_path / "curves" / "curves.png").is_file()
+    assert (tmp_path / "curves" / "interval_curves.csv").is_file()
+
+
+def test_global_vs_implicit_smoke_trains_through_the_task(tmp_path):
+    mod = _script("global_vs_implicit")
+    out = tmp_path / "exp" / "global_vs_implicit"
+    assert mod.main(TINY + ["--train", "--out", str(out)]) == 0
+    rows = _check(out / "global_vs_implicit.md", mod.COLUMNS,
+                  ["params", "clip_dir", "clip_text", "psnr", "ssim", "score_change"])
+    assert [r[0] for r in rows] == ["delta_block", "global"]
+    assert all(r[mod.COLUMNS.index("provenance")].startswith("trained:") for r in rows)
+    # trained through asyrp.tasks.train into the shared h-function folder next to the output
+    assert len(list((tmp_path / "exp" / "_hfunctions").glob("*/*/checkpoints/hfunction.pt"))) == 2
