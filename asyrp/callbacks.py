@@ -21,7 +21,7 @@ from .utils.io import HFUNCTION_FORMAT, atomic_save, atomic_write_png
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HFUNCTION_FORMAT", "HFunctionCheckpoint", "EditGrid", "FiniteGuard", "hfunction_payload"]
+__all__ = ["HFUNCTION_FORMAT", "ApplyPerf", "HFunctionCheckpoint", "EditGrid", "FiniteGuard", "hfunction_payload"]
 
 
 def _all_finite(module: torch.nn.Module) -> bool:
@@ -150,3 +150,20 @@ class FiniteGuard(pl.Callback):
             f"{bad}. The run stopped without saving this state; {keep} after lowering model.optimizer.lr "
             f"(now {lr}) or model.loss weights"
         )
+
+
+class ApplyPerf(pl.Callback):
+    """Apply the speed options (``asyrp.perf.apply_perf``) to the frozen backbone once it sits on its training device.
+
+    ``train()`` loads the backbone on the CPU (where the inversion cache is built) and Lightning moves it to the
+    training device at fit start; ``auto`` options (on for CUDA) and the autocast device are resolved from where the
+    backbone is, so they are applied again here, on every process. Training never runs under inference_mode.
+    """
+
+    def __init__(self, perf: Any = None):
+        self.perf = perf
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        from .perf import apply_perf
+
+        apply_perf(pl_module.backbone, self.perf)

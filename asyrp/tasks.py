@@ -9,17 +9,21 @@ Every problem the user can fix is checked before any network pass or output file
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .utils.errors import AsyrpUserError
+
+if TYPE_CHECKING:
+    from .perf import PerfConfig
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +153,19 @@ def check_mode(mode: Any, key: str) -> None:
         raise AsyrpUserError(f"{key}={mode!r} is not one of {', '.join(MODES)}")
 
 
+def check_perf(perf: Any) -> PerfConfig:
+    """The speed options (``perf`` group, see asyrp/perf.py): unknown keys and bad autocast values, named."""
+    from .perf import AUTO, PerfConfig, autocast_dtype
+
+    try:
+        p = PerfConfig.from_any(perf)
+        if p.autocast != AUTO:
+            autocast_dtype(p.autocast, torch.device("cpu"))
+    except (ValueError, TypeError) as err:
+        raise AsyrpUserError(f"perf: {err}") from err
+    return p
+
+
 def check_train_config(cfg: DictConfig) -> None:
     check_complete(cfg)
     m, ei = cfg.model, cfg.edit_interval
@@ -165,6 +182,7 @@ def check_train_config(cfg: DictConfig) -> None:
     if not list(cfg.attribute.get("source") or []) or not list(cfg.attribute.get("target") or []):
         raise AsyrpUserError("attribute.source and attribute.target must each list at least one text")
     check_arch(cfg.arch)
+    check_perf(cfg.get("perf"))
     _check_file(cfg.get("ckpt_path"), "ckpt_path (checkpoint to resume from)",
                 "Pass the last.ckpt of the run to resume (…/checkpoints/last.ckpt) or ckpt_path=null.")
     _int(cfg.dataset.get("n_images", 1), "dataset.n_images", 1)
@@ -177,7 +195,7 @@ def check_train_config(cfg: DictConfig) -> None:
 
 # -- run folders: another run's outputs are never overwritten unless asked; the same run resumes ----------------
 RUN_STAMP = ".asyrp_run.json"
-_VOLATILE = ("hydra", "ckpt_path", "overwrite", "progress")
+_VOLATILE = ("hydra", "ckpt_path", "overwrite", "progress", "perf")  # perf: how fast, not what is trained
 
 
 def run_fingerprint(cfg: DictConfig) -> str:
@@ -286,11 +304,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from .callbacks import FiniteGuard
+    from .callbacks import ApplyPerf, FiniteGuard
     from .clip import load_clip
     from .data import AsyrpDataModule
     from .hfunctions import build_hfunction
     from .module import AsyrpModule
+    from .perf import apply_perf, loader_kwargs
     from .utils import secrets
 
     check_train_config(cfg)  # every user-fixable problem, before any network is loaded or file written
@@ -302,6 +321,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     pl.seed_everything(int(cfg.seed), workers=True)
 
     backbone = build_backbone(cfg.arch)
+    # speed options (asyrp.perf; auto = on for CUDA). The backbone is on the CPU here, where the inversion cache is
+    # built; ApplyPerf applies them again once Lightning has moved it to the training device (fit start).
+    perf = check_perf(cfg.get("perf"))
+    apply_perf(backbone, perf)
     a = alphas(cfg.arch)
     clip = load_clip(cfg.clip)
     hf_cfg = _plain(cfg.hfunction)
@@ -310,8 +333,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     except (ValueError, FileNotFoundError) as err:
         raise AsyrpUserError(f"could not build the h-function from hfunction config: {err}") from err
 
-    datamodule = AsyrpDataModule(**_plain(cfg.dataset)).bind(backbone, a, n_inv=cfg.model.n_inv,
-                                                               n_gen=cfg.model.n_gen, t0=cfg.model.t0)
+    # perf.pin_memory (auto: for a CUDA trainer) and perf.num_workers (null: keep dataset.num_workers)
+    dm_kw = {**_plain(cfg.dataset), **loader_kwargs(perf, _device(cfg))}
+    datamodule = AsyrpDataModule(**dm_kw).bind(backbone, a, n_inv=cfg.model.n_inv, n_gen=cfg.model.n_gen,
+                                               t0=cfg.model.t0)
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
         # build the cache here, in the launching process: bad images fail with our error before fit starts;
         # prepare_data inside fit then finds every entry and computes nothing
@@ -337,6 +362,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     if not any(isinstance(c, FiniteGuard) for c in callbacks):
         callbacks.append(FiniteGuard())  # NaN/inf stops the run before a bad checkpoint is written
+    callbacks.append(ApplyPerf(perf))
     for lg in loggers:
         if isinstance(lg, pl.loggers.WandbLogger) and lg.save_dir and "WANDB_DIR" not in os.environ:
             # spawned ranks attach to the launcher's run but resolve media paths from WANDB_DIR (default: cwd)
@@ -346,6 +372,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     # W&B run here, in the launcher, would leave spawned ranks attached to a run they cannot write media to
 
     if cfg.get("train", True):
+        # spawned processes (ddp_spawn) get the module pickled, and the encode/decode wrappers of the perf options
+        # are closures: they come off here; ApplyPerf puts the options back on in every process at fit start
+        apply_perf(backbone, dataclasses.replace(perf, autocast=None, channels_last=False, compile=False))
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     metric_dict = {k: float(v) for k, v in trainer.callback_metrics.items()}
     objects = {"cfg": cfg, "module": module, "datamodule": datamodule, "trainer": trainer,
@@ -516,6 +545,7 @@ def check_edit_config(cfg: DictConfig) -> dict[str, Any]:
     if dev.startswith("cuda") and not torch.cuda.is_available():
         raise AsyrpUserError(f"device={dev} but CUDA is not available here: pass device=cpu")
     check_arch(cfg.arch)
+    check_perf(cfg.get("perf"))
     return {"checkpoints": ckpts, "coeffs": coeffs}
 
 
@@ -556,6 +586,7 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
 
     from .data.images import read_image, scan_images
     from .hfunctions import Composition
+    from .perf import apply_perf, inference_context
     from .samplers import edit as asyrp_edit
     from .utils import secrets
     from .utils.io import atomic_write_json, atomic_write_png, file_digest
@@ -657,6 +688,8 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     # networks
     torch.manual_seed(seed)  # random test backbones (checkpoint: null) come out the same every run
     backbone = build_backbone(cfg.arch, device=cfg.get("device") or "cpu")
+    perf = check_perf(cfg.get("perf"))
+    apply_perf(backbone, perf)  # speed options: auto = on when the backbone is on CUDA (off on CPU)
     size = int(backbone.image_size)
     fns = [hfunction_from_payload(p, c, backbone, cfg.arch.get("name"))[0] for p, c in zip(payloads, ckpts)]
     hfunc = fns[0] if len(fns) == 1 else Composition(fns).to(next(backbone.parameters()).device)
@@ -686,8 +719,9 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
                     if notes:
                         it["notes"] = notes
                 x0, x_T = torch.stack([x for x, _ in loaded]).to(dev), None
-            res = asyrp_edit(backbone, x0, hfunc, a=a.to(dev), n_inv=n_inv, n_gen=n_gen, t_edit=t_edit,
-                             t_boost=t_boost, strength=coeffs, mode=mode, seeds=seeds, t0=t0, x_T=x_T)
+            with inference_context(perf, dev):  # inference_mode (auto: on CUDA) or no_grad
+                res = asyrp_edit(backbone, x0, hfunc, a=a.to(dev), n_inv=n_inv, n_gen=n_gen, t_edit=t_edit,
+                                 t_boost=t_boost, strength=coeffs, mode=mode, seeds=seeds, t0=t0, x_T=x_T)
             x_edit = res.x_edit  # (K, B, C, H, W)
             for b, it in enumerate(batch):
                 for k, name in enumerate(out_names(it["id"])):

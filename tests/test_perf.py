@@ -281,3 +281,202 @@ def test_torch_compile_within_tolerance():
         enc = bb.encode(x, t)
         pair = bb.decode(enc, torch.cat([enc.h, enc.h]))
     assert _rel(out, ref) < 1e-4 and _rel(pair[2:], ref) < 1e-4, time.perf_counter() - t0
+
+
+# -- the options wired into the tasks (asyrp.tasks.train / edit, the perf config group) ----------------------------
+# everything that has an "off" on CPU, forced off. sdpa is left out: on CPU its default ("auto") keeps diffusers'
+# own attention (SDPA), which sdpa=false would replace by the explicit softmax (a 1e-5 change, tested above).
+FORCED_OFF = ["perf.autocast=null", "perf.channels_last=false", "perf.compile=false", "perf.inference_mode=false",
+              "perf.pin_memory=false"]
+SMOKE = ["debug=smoke", "~logger", "callbacks.edit_grid=null", "trainer.limit_val_batches=0"]
+
+
+def _task_overrides(task: str) -> list[str]:
+    return ["checkpoint=x.pt", "input_dir=in"] if task == "edit" else []
+
+
+def _unwired(monkeypatch) -> None:
+    """The tasks as they were before the perf options were wired in: no apply_perf, no extra context, no loader
+    options (the tasks and ApplyPerf look these up in asyrp.perf at call time)."""
+    import contextlib
+
+    import asyrp.perf
+
+    monkeypatch.setattr(asyrp.perf, "apply_perf", lambda backbone, cfg=None: backbone)
+    monkeypatch.setattr(asyrp.perf, "inference_context", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(asyrp.perf, "loader_kwargs", lambda *a, **k: {})
+
+
+@pytest.mark.parametrize("task", ["train", "edit"])
+def test_perf_composes_in_the_task_configs(task, tmp_path):
+    from hydra.errors import ConfigCompositionException
+
+    from asyrp.tasks import check_perf, run_fingerprint
+    from asyrp.utils.config import compose
+    from asyrp.utils.errors import AsyrpUserError
+
+    over = _task_overrides(task)
+    cfg = compose(task, over, output_dir=tmp_path)
+    assert PerfConfig.from_any(cfg.perf) == PerfConfig()
+    forced = compose(task, over + ["perf.autocast=bf16", "perf.channels_last=true", "perf.num_workers=2"],
+                     output_dir=tmp_path)
+    p = check_perf(forced.perf)
+    assert (p.autocast, p.channels_last, p.num_workers, p.sdpa) == ("bf16", True, 2, "auto")
+    with pytest.raises(ConfigCompositionException):  # a misspelt option is refused by Hydra
+        compose(task, over + ["perf.autocats=bf16"], output_dir=tmp_path)
+    with pytest.raises(AsyrpUserError, match="perf.autocast='fp8'"):
+        check_perf(compose(task, over + ["perf.autocast=fp8"], output_dir=tmp_path).perf)
+    if task == "train":  # how fast is not what is trained: a run resumes across perf settings
+        assert run_fingerprint(forced) == run_fingerprint(cfg)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One smoke training run with the perf defaults: its h-function and the objects train() returns."""
+    from asyrp.tasks import train
+    from asyrp.utils.config import compose
+
+    out = tmp_path_factory.mktemp("perf_train")
+    _, objects = train(compose("train", SMOKE + [f"dataset.cache_dir={out / 'cache'}"], output_dir=out))
+    return out, objects
+
+
+def test_train_with_perf_defaults_is_unchanged_on_cpu(smoke_run, tmp_path, monkeypatch):
+    from asyrp.callbacks import ApplyPerf
+    from asyrp.tasks import train
+    from asyrp.utils.config import compose
+
+    out, objects = smoke_run
+    assert "encode" not in objects["backbone"].__dict__ and objects["datamodule"].pin_memory is False
+    assert any(isinstance(c, ApplyPerf) for c in objects["callbacks"])
+    _unwired(monkeypatch)
+    train(compose("train", SMOKE + [f"dataset.cache_dir={tmp_path / 'cache'}"], output_dir=tmp_path))
+    ref = torch.load(tmp_path / "checkpoints" / "hfunction.pt", weights_only=True)["state_dict"]
+    got = torch.load(out / "checkpoints" / "hfunction.pt", weights_only=True)["state_dict"]
+    assert ref.keys() == got.keys() and all(torch.equal(got[k], ref[k]) for k in ref)
+
+
+def test_train_channels_last_reaches_the_backbone(tmp_path, monkeypatch):
+    """perf.channels_last=true reaches the backbone that trains (applied again by ApplyPerf at fit start); the module
+    handed to fit pickles (ddp_spawn sends it to its processes that way: the perf wrappers are closures)."""
+    import pickle
+
+    import pytorch_lightning as pl
+
+    from asyrp.tasks import train
+    from asyrp.utils.config import compose
+
+    real_fit, pickled = pl.Trainer.fit, []
+
+    def fit(self, model, *a, **k):
+        pickled.append(len(pickle.dumps(model)))
+        return real_fit(self, model, *a, **k)
+
+    monkeypatch.setattr(pl.Trainer, "fit", fit)
+    _, objects = train(compose("train", SMOKE + [f"dataset.cache_dir={tmp_path / 'cache'}",
+                                                 "perf.channels_last=true", "perf.num_workers=0"],
+                               output_dir=tmp_path))
+    assert pickled and _conv_channels_last(objects["backbone"]) and "encode" in objects["backbone"].__dict__
+    assert objects["datamodule"].num_workers == 0
+    hf = torch.load(tmp_path / "checkpoints" / "hfunction.pt", weights_only=True)["state_dict"]
+    assert all(torch.isfinite(v).all() for v in hf.values())
+    # the inversion cache's key does not depend on the layout (a 1x1 conv weight in NHWC keeps odd strides)
+    from asyrp.utils.io import tensor_digest
+
+    w = torch.randn(8, 4, 1, 1)
+    assert tensor_digest(w) == tensor_digest(w.to(memory_format=torch.channels_last))
+
+
+def _convs(backbone) -> list[torch.Tensor]:
+    """The conv weights whose NCHW and NHWC layouts differ (more than one input channel, kernel > 1x1)."""
+    convs = [m.weight for m in backbone.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1
+             and m.weight.shape[2] > 1]
+    assert convs
+    return convs
+
+
+def _conv_channels_last(backbone) -> bool:
+    return all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in _convs(backbone))
+
+
+@pytest.fixture()
+def spy_edit(monkeypatch):
+    """Records, for every batch asyrp.tasks.edit runs, the backbone, the edited images and the grad mode."""
+    import asyrp.samplers as samplers
+
+    calls: list[dict] = []
+    real = samplers.edit
+
+    def spy(backbone, *a, **k):
+        res = real(backbone, *a, **k)
+        calls.append({"backbone": backbone, "x_edit": res.x_edit.clone(),
+                      "inference": torch.is_inference_mode_enabled(), "grad": torch.is_grad_enabled()})
+        return res
+
+    monkeypatch.setattr(samplers, "edit", spy)
+    return calls
+
+
+def _edit(smoke_run, tmp_path, name, spy, *extra):
+    from asyrp.tasks import edit as edit_task
+    from asyrp.utils.config import compose
+    from asyrp.utils.io import atomic_write_png
+
+    faces = tmp_path / "faces"
+    if not faces.is_dir():
+        for i, img in enumerate(images(3, size=32, seed=1)):
+            atomic_write_png(img, faces / f"face_{i}.png")
+    out, _ = smoke_run
+    spy.clear()
+    res = edit_task(compose("edit", ["arch=tiny_ddpm", f"checkpoint={out / 'checkpoints' / 'hfunction.pt'}",
+                                     f"input_dir={faces}", "batch_size=2", "progress=false",
+                                     f"output_dir={tmp_path / name}", *extra], output_dir=tmp_path / "run"))
+    assert res["edited"] == 3 and len(spy) == 2
+    x = torch.cat([c["x_edit"] for c in spy], 1)
+    pngs = {p.name: p.read_bytes() for p in res["written"]}
+    return x, pngs, list(spy)
+
+
+def test_edit_with_perf_defaults_is_unchanged_on_cpu(smoke_run, tmp_path, spy_edit, monkeypatch):
+    """asyrp.tasks.edit with the perf defaults on CPU: the same images, bit for bit, as with the options forced off
+    and as the task before perf was wired in; inference_mode forced on changes nothing either."""
+    x_def, png_def, calls = _edit(smoke_run, tmp_path, "defaults", spy_edit)
+    assert all(not c["inference"] and not c["grad"] for c in calls)  # no_grad, as before
+    assert "encode" not in calls[0]["backbone"].__dict__  # nothing wrapped on CPU
+    x_off, png_off, _ = _edit(smoke_run, tmp_path, "off", spy_edit, *FORCED_OFF)
+    assert torch.equal(x_def, x_off) and png_def == png_off
+    with monkeypatch.context() as m:  # the task as it was before perf was wired in
+        _unwired(m)
+        x_old, png_old, _ = _edit(smoke_run, tmp_path, "unwired", spy_edit)
+    assert torch.equal(x_def, x_old) and png_def == png_old
+    # inference_mode forced on (the CUDA default): the same images
+    x_inf, png_inf, calls = _edit(smoke_run, tmp_path, "inference", spy_edit, "perf.inference_mode=true")
+    assert all(c["inference"] for c in calls) and torch.equal(x_inf, x_def) and png_inf == png_def
+
+
+def test_edit_channels_last_reaches_the_backbone(smoke_run, tmp_path, spy_edit):
+    """perf.channels_last=true on the command line reaches the backbone edit() runs (NHWC conv weights, inputs
+    converted in encode); each pass stays within the stated 1e-5, the written images within round-off."""
+    import numpy as np
+    from PIL import Image
+
+    x_def, png_def, calls = _edit(smoke_run, tmp_path, "defaults", spy_edit)
+    assert not any(w.is_contiguous(memory_format=torch.channels_last) for w in _convs(calls[0]["backbone"]))
+    x_cl, png_cl, calls = _edit(smoke_run, tmp_path, "channels_last", spy_edit, "perf.channels_last=true")
+    bb = calls[0]["backbone"]
+    assert _conv_channels_last(bb) and "encode" in bb.__dict__
+    # one pass of the backbone the task configured, against the same weights with the option off
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([700.0, 30.0])
+    with torch.no_grad():
+        out = bb(x, t)
+        apply_perf(bb, {"channels_last": False})
+        ref = bb(x, t)
+    assert _rel(out, ref) < TOLERANCE["channels_last"]
+    # a whole edit (4 inversion + 4 generation steps of a random net, no denoiser): DDIM amplifies the round-off
+    # (about 6e-5 here); the 8-bit images then differ by at most 2 levels (the bound tests/test_edit_task.py uses)
+    assert _rel(x_cl, x_def) < 1e-3
+    assert png_cl.keys() == png_def.keys()
+    for name in png_def:
+        a, b = (np.asarray(Image.open(tmp_path / d / name), dtype=np.int16) for d in ("defaults", "channels_last"))
+        assert np.abs(a - b).max() <= 2
