@@ -253,6 +253,33 @@ def claim_train_dir(cfg: DictConfig, write: bool = True) -> Path | None:
     return None
 
 
+def check_resume_checkpoint(path: str | Path, auto: bool = False) -> None:
+    """The Lightning checkpoint a run resumes from, read safely (tensors only) before any work: one error naming the
+    file and the fix for a truncated/damaged file, pickled code, or a file that is not a training checkpoint.
+    ``auto``: the run's own last.ckpt, found by rerunning the same command (not passed as ckpt_path)."""
+    from collections.abc import Mapping as _Mapping
+
+    from .backbones.checkpoints import CheckpointError, load_file
+
+    path = Path(str(path)).expanduser()
+    fix = (f"delete {path} to start this run again from scratch (or pass ckpt_path=<another last.ckpt>)" if auto
+           else "pass ckpt_path=<run>/checkpoints/last.ckpt of an intact run, or ckpt_path=null to start afresh")
+    try:
+        obj = load_file(path)
+    except CheckpointError as err:
+        msg = str(err)
+        if "refused for safety" in msg:
+            refused = msg.split("Refused object:")[-1].strip()
+            raise AsyrpUserError(f"cannot resume from {path}: it contains pickled Python objects besides tensors "
+                                 f"({refused}); loading it is refused for safety (it could run code): {fix}") from err
+        detail = msg.split(" (", 1)[-1].split("):", 1)[0] if " (" in msg else msg
+        raise AsyrpUserError(f"cannot resume from {path}: the file is truncated, damaged or not a torch checkpoint "
+                             f"({detail}): {fix}") from err
+    if not (isinstance(obj, _Mapping) and "state_dict" in obj and "global_step" in obj and "loops" in obj):
+        raise AsyrpUserError(f"cannot resume from {path}: it is not a Lightning training checkpoint (last.ckpt); "
+                             f"hfunction.pt / .pth files are for edit.py: {fix}")
+
+
 # -- building blocks -------------------------------------------------------------------------------------------
 def build_backbone(arch: Mapping[str, Any], device: str | torch.device = "cpu"):
     from .backbones import load_backbone
@@ -317,7 +344,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     secrets.install_log_filter()
     ckpt_path = cfg.get("ckpt_path")
     rank0 = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
-    ckpt_path = claim_train_dir(cfg, write=rank0) or ckpt_path
+    if ckpt_path:
+        check_resume_checkpoint(ckpt_path)  # before the run folder is claimed: a bad file costs nothing
+    resume_own = claim_train_dir(cfg, write=rank0)
+    if resume_own is not None:
+        check_resume_checkpoint(resume_own, auto=True)  # e.g. torn by a kill during a copy-based write
+    ckpt_path = resume_own or ckpt_path
     pl.seed_everything(int(cfg.seed), workers=True)
 
     backbone = build_backbone(cfg.arch)
@@ -367,7 +399,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         if isinstance(lg, pl.loggers.WandbLogger) and lg.save_dir and "WANDB_DIR" not in os.environ:
             # spawned ranks attach to the launcher's run but resolve media paths from WANDB_DIR (default: cwd)
             os.environ["WANDB_DIR"] = str(lg.save_dir)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        if isinstance(lg, pl.loggers.WandbLogger):
+            secrets.guard_wandb_init()  # W&B records sys.argv: a key passed as an override must not reach it
+    from .utils.checkpoint_io import AtomicCheckpointIO
+
+    # last.ckpt is written to a temporary file beside it, then renamed (Lightning's writer may copy from /tmp)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                      plugins=[AtomicCheckpointIO()])
     # hparams reach the loggers through Lightning inside fit (on rank 0 of the training processes): creating the
     # W&B run here, in the launcher, would leave spawned ranks attached to a run they cannot write media to
 

@@ -140,6 +140,39 @@ def test_hfunction_checkpoint_faults(tmp_path, world):
         tasks.load_hfunction_checkpoint(tmp_path / "other.pt", bb, "tiny_ddpm")
 
 
+def test_resume_checkpoint_faults_one_line_before_any_work(tmp_path, world, no_networks, capsys):
+    """ckpt_path (or the run's own last.ckpt, found by rerunning the command) is read safely before any network is
+    built: truncated, pickled code, or not a training checkpoint, each one line naming the file and the fix."""
+    marker = tmp_path / "executed"
+    state = {"state_dict": {"hfunc.w": torch.zeros(3)}, "global_step": 4, "epoch": 0, "loops": {}}
+    torch.save(state, tmp_path / "good.ckpt")
+    data = (tmp_path / "good.ckpt").read_bytes()
+    (tmp_path / "trunc.ckpt").write_bytes(data[: len(data) // 2])
+    torch.save(dict(state, hook=_Payload(str(marker))), tmp_path / "evil.ckpt")
+    cases = [("trunc.ckpt", r"cannot resume from \S*trunc.ckpt: the file is truncated.*pass ckpt_path="),
+             ("evil.ckpt", r"cannot resume from \S*evil.ckpt: .*refused for safety.*pass ckpt_path="),
+             (world["hf"], r"cannot resume from \S*hf.pt: it is not a Lightning training checkpoint.*edit.py")]
+    for name, needle in cases:
+        run_dir = tmp_path / f"run_{Path(name).stem}"
+        cfg = compose("train", ["debug=smoke", f"ckpt_path={tmp_path / name}"], output_dir=run_dir)
+        with pytest.raises(SystemExit) as exc:
+            run_cli(tasks.train, cfg)
+        err = capsys.readouterr().err.strip().splitlines()
+        import re
+        assert exc.value.code == 2 and len(err) == 1 and re.search(needle, err[0]), err
+        assert not run_dir.exists()  # refused before the run folder was claimed
+    assert not marker.exists()
+    # the run's own last.ckpt, torn (e.g. a kill during a copy-based write): the rerun says which file to delete
+    cfg = compose("train", ["debug=smoke"], output_dir=tmp_path / "own")
+    assert tasks.claim_train_dir(cfg) is None  # stamp the folder as this run's
+    (tmp_path / "own" / "checkpoints").mkdir()
+    (tmp_path / "own" / "checkpoints" / "last.ckpt").write_bytes(data[: len(data) // 3])
+    with pytest.raises(SystemExit):
+        run_cli(tasks.train, cfg)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot resume from" in err[0] and "last.ckpt" in err[0] and "delete" in err[0], err
+
+
 # == 2. images =====================================================================================================
 def _zoo(folder: Path) -> dict[str, str | None]:
     """Every kind of file a folder may hold -> None (usable) or the reason it is skipped."""
@@ -154,6 +187,10 @@ def _zoo(folder: Path) -> dict[str, str | None]:
     Image.fromarray(rgb[:3, :2]).save(folder / "f_tiny.png")
     full = (folder / "a_rgb.png").read_bytes()
     (folder / "g_truncated.png").write_bytes(full[: len(full) // 2])
+    damaged = bytearray(full)  # complete file, intact header, garbage in the compressed pixel data
+    idat = damaged.find(b"IDAT")
+    damaged[idat + 20:idat + 60] = bytes(b ^ 0xFF for b in damaged[idat + 20:idat + 60])
+    (folder / "k_damaged.png").write_bytes(bytes(damaged))
     (folder / "h_empty.png").write_bytes(b"")
     (folder / "i_text.jpg").write_text("not an image")
     bomb = Image.new("1", (1, 1))
@@ -166,7 +203,7 @@ def _zoo(folder: Path) -> dict[str, str | None]:
     (folder / "readme.txt").write_text("ignored: no image suffix")
     return {"a_rgb.png": None, "b_rgba.png": None, "c_gray.jpg": None, "d_16bit.png": None, "e_large.jpg": None,
             "f_tiny.png": None, "g_truncated.png": "truncated", "h_empty.png": "empty file", "i_text.jpg": "not an image",
-            "j_bomb.png": "(too large|decompression bomb)"}
+            "j_bomb.png": "(too large|decompression bomb)", "k_damaged.png": "damaged or truncated"}
 
 
 def test_image_zoo_valid_processed_bad_skipped_and_listed(tmp_path, world):
@@ -181,7 +218,7 @@ def test_image_zoo_valid_processed_bad_skipped_and_listed(tmp_path, world):
     from asyrp.data.images import read_image
     x, notes = read_image(tmp_path / "zoo" / "d_16bit.png", 32)
     assert x.shape == (3, 32, 32) and -0.9 < float(x.mean()) < 0.9 and any("16" in n for n in notes)
-    # end to end: six images edited (centre-crop + resize to 32), four skipped and listed in the manifest
+    # end to end: six images edited (centre-crop + resize to 32), five skipped and listed in the manifest
     res = tasks.edit(edit_cfg(tmp_path / "run", f"checkpoint={world['hf']}", f"input_dir={tmp_path / 'zoo'}",
                               "grid_rows=3"))
     out = tmp_path / "run" / "edited"
@@ -287,8 +324,35 @@ def test_cli_unknown_arch_and_missing_value_exit_2_one_line(tmp_path, world):
     assert not (tmp_path / "b" / "edited").exists()
 
 
+def test_user_errors_are_one_redacted_line_unless_debugging(monkeypatch, capsys):
+    """Without a switch: one ``error:`` line (secret values replaced), exit 2, no traceback. ASYRP_DEBUG=1 (or
+    HYDRA_FULL_ERROR=1) re-raises the same error with its traceback. Other exceptions (bugs) always propagate."""
+    monkeypatch.setenv("SOME_SERVICE_TOKEN", "tok-abcdefgh")
+
+    def bad():
+        raise AsyrpUserError("t_edit=1500 is outside the schedule\n(token tok-abcdefgh): set t_edit")
+
+    for k in ("ASYRP_DEBUG", "HYDRA_FULL_ERROR"):
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(SystemExit) as exc:
+        run_cli(bad)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == f"error: t_edit=1500 is outside the schedule (token {secrets.REDACTED}): set t_edit\n"
+    for k in ("ASYRP_DEBUG", "HYDRA_FULL_ERROR"):
+        monkeypatch.setenv(k, "1")
+        with pytest.raises(AsyrpUserError, match="outside the schedule"):
+            run_cli(bad)
+        monkeypatch.delenv(k)
+    with pytest.raises(ZeroDivisionError):
+        run_cli(lambda: 1 / 0)
+
+
 # == 4. training faults ============================================================================================
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("bad,needle", [
+    ("nan", r"train/loss\S*=nan"),  # loss * nan: NaN loss, NaN gradients, NaN weights
+    ("inf", r"train/loss\S*=inf"),  # loss + inf: infinite loss, finite gradients (weights stay finite)
+])
+def test_nan_or_inf_loss_stops_and_keeps_the_last_good_checkpoint(bad, needle, tmp_path, monkeypatch):
     from asyrp.losses import AsyrpLoss
 
     real, calls = AsyrpLoss.__call__, [0]
@@ -296,15 +360,18 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     def forward(self, *a, **k):
         terms = real(self, *a, **k)
         calls[0] += 1
-        if calls[0] >= 5:  # the 5th optimiser step (first timestep of the 3rd batch) goes NaN
-            terms = dict(terms, loss=terms["loss"] * float("nan"))
+        if calls[0] >= 5:  # the 5th optimiser step (first timestep of the 3rd batch) goes bad
+            loss = terms["loss"] * float("nan") if bad == "nan" else terms["loss"] + float("inf")
+            terms = dict(terms, loss=loss)
         return terms
 
     monkeypatch.setattr(AsyrpLoss, "__call__", forward)
     cfg = compose("train", ["debug=smoke", "~logger", f"dataset.cache_dir={tmp_path / 'cache'}", "dataset.batch_size=1",
                             "callbacks.edit_grid=null", "trainer.limit_val_batches=0"], output_dir=tmp_path / "run")
-    with pytest.raises(TrainingDiverged, match=r"diverged at step 6.*last good checkpoint is .*last.ckpt \(step 4\)"):
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 6.*last good checkpoint is .*last.ckpt \(step 4\)") as exc:
         tasks.train(cfg)
+    import re
+    assert re.search(needle, str(exc.value)), str(exc.value)
     ck = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert ck["global_step"] == 4
     assert all(torch.isfinite(v).all() for v in ck["state_dict"].values())
@@ -312,7 +379,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
 
 TRAIN_ARGS = ["debug=smoke", "logger=csv", "dataset.batch_size=1", "model.n_iter=2", "callbacks.edit_grid=null",
-              "trainer.limit_val_batches=0", "callbacks.model_checkpoint.every_n_train_steps=2",
+              "trainer.limit_val_batches=0", "callbacks.model_checkpoint.every_n_train_steps=4",
               "model.scheduler.step_size=1", "model.scheduler.gamma=0.5", "+callbacks.killer._target_=faults.KillAtStep"]
 SECRETS = {"WANDB_API_KEY": "wandb-fake-key-0123456789", "HF_TOKEN": "hf_faketoken_abcdef", "MY_DB_PASSWORD": "hunter2-pw"}
 CFG_SECRET = "cfg-secret-value-987"
@@ -334,7 +401,9 @@ def killed_and_resumed(tmp_path_factory):
 def test_sigkill_during_training_then_resume_matches_uninterrupted(killed_and_resumed, tmp_path):
     k = killed_and_resumed
     assert k["killed"].returncode == -signal.SIGKILL, k["killed"].stderr[-2000:]
-    assert k["step_at_kill"] == 6
+    # killed at the start of the 4th batch (global step 6): last.ckpt is from step 4, so steps 5-6 were done and
+    # lost, and the resumed run recomputes them (mid-epoch, with the scheduler and RNG state of step 4)
+    assert k["step_at_kill"] == 4
     assert k["resumed"].returncode == 0, k["resumed"].stderr[-3000:]
     assert "resuming from" in k["resumed"].stderr + k["resumed"].stdout
     args = [a for a in TRAIN_ARGS if "killer" not in a]
@@ -359,6 +428,24 @@ def test_no_secret_reaches_any_file_the_run_wrote(killed_and_resumed):
     assert secrets.REDACTED in (k["dir"] / "run" / ".hydra" / "overrides.yaml").read_text()
     for out in (k["killed"], k["resumed"]):
         assert not any(v in out.stdout + out.stderr for v in [*SECRETS.values(), CFG_SECRET])
+
+
+@pytest.mark.slow
+def test_no_secret_reaches_the_wandb_run_files(tmp_path):
+    """W&B stores the command line (sys.argv) with the run: a key passed as an override must arrive redacted."""
+    run_dir = tmp_path / "run"
+    p = run("train.py", "debug=smoke", "logger=wandb", "callbacks.edit_grid=null", "trainer.limit_val_batches=0",
+            f"dataset.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}", f"+wandb_api_key={CFG_SECRET}",
+            env=env(**SECRETS))
+    assert p.returncode == 0, p.stderr[-3000:]
+    records = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(records) == 1
+    assert b"+wandb_api_key=" + secrets.REDACTED.encode() in records[0].read_bytes()  # the argv is there, redacted
+    for f in (q for q in run_dir.rglob("*") if q.is_file()):
+        data = f.read_bytes()
+        for v in [*SECRETS.values(), CFG_SECRET]:
+            assert v.encode() not in data, f"{v} written to {f}"
+    assert not any(v in p.stdout + p.stderr for v in [*SECRETS.values(), CFG_SECRET])
 
 
 def test_sigkill_during_cache_build_leaves_no_corrupt_entry(tmp_path):
@@ -417,6 +504,78 @@ def test_edit_output_dir_belongs_to_one_run(tmp_path, world):
     res = tasks.edit(edit_cfg(tmp_path / "r4", *base, "strength=2", "overwrite=true"))
     assert res["edited"] == 3 and json.loads((tmp_path / "out" / "manifest.json").read_text())["coefficients"] == [[2.0]]
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temp files left
+    # a folder of PNGs that no edit run wrote (no manifest.json) is not written into either
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "face_0.png").write_bytes(first)
+    with pytest.raises(AsyrpUserError, match="already holds PNG files that are not from an edit run.*overwrite=true"):
+        tasks.edit(edit_cfg(tmp_path / "r5", *base[:2], f"output_dir={tmp_path / 'photos'}"))
+    assert [p.name for p in (tmp_path / "photos").iterdir()] == ["face_0.png"]
+
+
+@pytest.mark.parametrize("writer", ["png", "json", "torch"])
+def test_atomic_writes_show_the_old_file_or_the_new_never_half(writer, tmp_path, monkeypatch):
+    """Each writer goes through a temporary file beside the target and os.replace; a failure half-way through the
+    write leaves the previous file untouched and no temporary file behind."""
+    import asyrp.utils.io as io
+
+    target = tmp_path / {"png": "out.png", "json": "manifest.json", "torch": "hfunction.pt"}[writer]
+    write = {"png": lambda: io.atomic_write_png(torch.zeros(3, 4, 4), target),
+             "json": lambda: io.atomic_write_json({"complete": True}, target),
+             "torch": lambda: io.atomic_save({"w": torch.ones(2)}, target)}[writer]
+    replaced = []
+    real_replace = os.replace
+    monkeypatch.setattr(io.os, "replace", lambda a, b: (replaced.append((Path(a), Path(b))), real_replace(a, b))[1])
+    write()
+    (src, dst), = replaced
+    assert dst == target and src.parent == target.parent and src.name.startswith(f".{target.name}.") \
+        and src.suffix == ".tmp"
+    old = target.read_bytes()
+
+    def half_then_fail(path):  # some bytes reach the temporary file, then the disk is "full"
+        Path(path).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    if writer == "png":
+        monkeypatch.setattr(Image.Image, "save", lambda self, fp, *a, **k: half_then_fail(fp))
+    elif writer == "json":
+        monkeypatch.setattr(io.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    else:
+        monkeypatch.setattr(io.torch, "save", lambda obj, f, *a, **k: half_then_fail(f))
+    with pytest.raises(OSError, match="No space left"):
+        write()
+    assert target.read_bytes() == old and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_lightning_checkpoints_are_renamed_into_place_beside_the_target(tmp_path, monkeypatch):
+    """last.ckpt is staged in its own folder and renamed (Lightning's own writer stages it in the system temp folder
+    and moves it, which is a copy, not atomic, when that folder is on another filesystem)."""
+    import asyrp.utils.io as io
+
+    replaced, real_replace = [], os.replace
+    monkeypatch.setattr(io.os, "replace", lambda a, b: (replaced.append((Path(a), Path(b))), real_replace(a, b))[1])
+    cfg = compose("train", ["debug=smoke", "~logger", f"dataset.cache_dir={tmp_path / 'cache'}", "callbacks.edit_grid=null",
+                            "trainer.limit_val_batches=0", "+trainer.max_steps=2"], output_dir=tmp_path / "run")
+    tasks.train(cfg)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    moves = [(a, b) for a, b in replaced if b == last]
+    assert moves and all(a.parent == last.parent and a.name.startswith(".last.ckpt.") for a, _ in moves), replaced
+    assert [p.name for p in last.parent.iterdir() if p.name.startswith(".")] == []
+    assert torch.load(last, weights_only=True)["global_step"] == 2
+
+
+def test_train_cli_refuses_another_runs_folder_before_hydra_writes(tmp_path):
+    """A train.py run pointed at another training run's folder stops (exit 2, one line) before Hydra rewrites that
+    run's .hydra/ files; overwrite=true is the way to replace it."""
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / tasks.RUN_STAMP).write_text(json.dumps({"task": "train", "fingerprint": "another-run"}))
+    (run_dir / ".hydra" / "config.yaml").write_text("theirs: 1\n")
+    p = run("train.py", "debug=smoke", f"hydra.run.dir={run_dir}", timeout=120)
+    err = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 2 and len(err) == 1 and "already holds the outputs of another training run" in err[0] \
+        and "overwrite=true" in err[0], p.stderr[-2000:]
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == "theirs: 1\n"
+    assert sorted(q.name for q in run_dir.iterdir()) == [".asyrp_run.json", ".hydra"]
 
 
 def test_train_run_dir_belongs_to_one_run(tmp_path):
@@ -451,3 +610,8 @@ def test_redaction_of_configs_logs_and_files(tmp_path, monkeypatch, caplog):
     rec = logging.LogRecord("x", logging.INFO, "f", 1, "using %s", ("tok-abcdefgh",), None)
     secrets.RedactingFilter().filter(rec)
     assert rec.getMessage() == f"using {secrets.REDACTED}"
+    # the command line W&B records: redacted only while wandb.init runs (DDP relaunches with the real one)
+    monkeypatch.setattr(sys, "argv", ["train.py", "logger=wandb", "+wandb_api_key=tok-abcdefgh"])
+    with secrets.redacted_argv():
+        assert sys.argv[1:] == ["logger=wandb", f"+wandb_api_key={secrets.REDACTED}"]
+    assert sys.argv[2] == "+wandb_api_key=tok-abcdefgh"

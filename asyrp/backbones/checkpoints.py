@@ -87,7 +87,8 @@ def load_file(path: str | os.PathLike) -> Any:
     except (RuntimeError, EOFError, IndexError, KeyError, ValueError, TypeError, AttributeError, OSError,
             UnicodeDecodeError, MemoryError) as err:
         # not a torch archive (truncated download, wrong file): torch's legacy unpickler fails in many ways
-        detail = " ".join(str(err).split())[:200] or type(err).__name__
+        detail = " ".join(str(err).split())
+        detail = detail.split(". ", 1)[0][:200] or type(err).__name__  # torch appends paragraphs of advice
         raise CheckpointError(
             f"could not read {path} as a torch checkpoint ({type(err).__name__}: {detail}): the file is truncated, "
             "damaged or not a checkpoint; re-download the file"

@@ -9,16 +9,20 @@ A *secret name* is an environment variable or config key matching ``*_TOKEN``, `
 - ``redact_text(text)``: every secret value in a string replaced.
 - ``RedactingFilter``: a logging filter doing the same to every record (installed on the root handlers).
 - ``scrub_files(paths)``: rewrite text files (Hydra's .hydra/*.yaml) with secret values replaced.
+- ``guard_wandb_init()``: ``wandb.init`` sees a redacted ``sys.argv`` (W&B stores the command line).
 
 Values shorter than ``MIN_LEN`` characters are not treated as secrets (``FOO_KEY=1`` must not blank every "1").
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
+import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 REDACTED = "***REDACTED***"
 MIN_LEN = 6
@@ -144,3 +148,38 @@ def scrub_files(paths: Iterable[str | os.PathLike], extra: Iterable[str] = ()) -
             new = new.replace(v, REDACTED)
         if new != text:
             atomic_write_text(new, p)
+
+
+@contextmanager
+def redacted_argv() -> Iterator[None]:
+    """``sys.argv`` with every secret value replaced, restored on exit.
+
+    W&B records the command line (``sys.argv[1:]``) in the run's metadata when ``wandb.init`` runs, so a key passed
+    as an override (``+logger.wandb.api_key=...``) would reach the W&B run files and server. The real argv is put
+    back at once: DDP relaunches the script with it.
+    """
+    saved = list(sys.argv)
+    sys.argv[:] = [redact_text(a) for a in saved]
+    try:
+        yield
+    finally:
+        sys.argv[:] = saved
+
+
+def guard_wandb_init() -> None:
+    """Make ``wandb.init`` (used by Lightning's WandbLogger) run under ``redacted_argv`` (once per process)."""
+    try:
+        import wandb
+    except ImportError:  # pragma: no cover - no W&B, nothing to guard
+        return
+    init = getattr(wandb, "init", None)
+    if init is None or getattr(init, "_asyrp_redacts_argv", False):
+        return
+
+    @functools.wraps(init)
+    def init_with_redacted_argv(*args: Any, **kwargs: Any) -> Any:
+        with redacted_argv():
+            return init(*args, **kwargs)
+
+    init_with_redacted_argv._asyrp_redacts_argv = True  # type: ignore[attr-defined]
+    wandb.init = init_with_redacted_argv
