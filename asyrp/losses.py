@@ -4,7 +4,9 @@ L = w_clip * L_direction(P_t^edit, y_trg; x0, y_src) + w_recon * c * |P_t^edit -
 with c = cos(E_T(y_src), E_T(y_trg)) when ``recon_scale_by_text_cosine`` (official), else 1.
 
 L_direction uses the official form -log((2 - d) / 2), where d = 1 - cos(E_I(P_t^edit) - E_I(x0), text direction)
-is DiffusionCLIP's directional distance. It is taken per image and then averaged: identical to the official value at
+is DiffusionCLIP's directional distance. The image direction starts from ``clip_reference``: ``x0`` (official,
+the clean source image) or ``P_orig`` (the unedited prediction P_t^orig at the same t, so the blur of P_t at high t
+is in both ends and cancels out of the direction instead of being "corrected" by the h-function). It is taken per image and then averaged: identical to the official value at
 its batch size of 1, and a plain mean over images, so a batch split across DDP ranks (gradients averaged) gives the
 same update as the whole batch in one process.
 """
@@ -45,6 +47,11 @@ class AsyrpLoss:
     w_clip: float = 1.0
     w_recon: float = 3.0
     recon_scale_by_text_cosine: bool = True
+    clip_reference: str = "x0"
+
+    def __post_init__(self) -> None:
+        if self.clip_reference not in ("x0", "P_orig"):
+            raise ValueError(f"model.loss.clip_reference={self.clip_reference!r} must be x0 or P_orig")
 
     @property
     def recon_weight(self) -> float:
@@ -52,6 +59,9 @@ class AsyrpLoss:
 
     def __call__(self, e_x0: torch.Tensor, P_edit: torch.Tensor, P_orig: torch.Tensor) -> dict[str, torch.Tensor]:
         """e_x0: CLIP embeddings of the source images (computed once per batch, no grad)."""
+        if self.clip_reference == "P_orig":
+            with torch.no_grad():
+                e_x0 = self.clip.encode_image(P_orig.to(P_edit))
         clip_term = directional_clip_loss(self.clip.encode_image(P_edit), e_x0, self.text_dir).mean()
         recon_term = recon_loss(P_edit, P_orig)
         loss = self.w_clip * clip_term + self.recon_weight * recon_term

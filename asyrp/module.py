@@ -80,7 +80,8 @@ class AsyrpModule(pl.LightningModule):
         text_dir = clip.text_direction(self.source, self.target)
         self.loss_fn = AsyrpLoss(clip, text_dir, clip.text_cosine(self.source, self.target),
                                  w_clip=float(loss.get("w_clip", 1.0)), w_recon=float(loss.get("w_recon", 3.0)),
-                                 recon_scale_by_text_cosine=bool(loss.get("recon_scale_by_text_cosine", True)))
+                                 recon_scale_by_text_cosine=bool(loss.get("recon_scale_by_text_cosine", True)),
+                                 clip_reference=str(loss.get("clip_reference", "x0")))
         # plain containers only: the Lightning checkpoint must load with weights_only=True
         self.save_hyperparameters({"config": dict(config or {})})
 

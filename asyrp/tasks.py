@@ -175,6 +175,8 @@ def check_train_config(cfg: DictConfig) -> None:
     for k in ("w_clip", "w_recon"):
         if _float(loss.get(k, 0.0), f"model.loss.{k}") < 0:
             raise AsyrpUserError(f"model.loss.{k}={loss.get(k)} must be >= 0")
+    if loss.get("clip_reference", "x0") not in ("x0", "P_orig"):
+        raise AsyrpUserError(f"model.loss.clip_reference={loss.get('clip_reference')!r} must be x0 (official) or P_orig")
     if _float(m.optimizer.get("lr", 1.0), "model.optimizer.lr") <= 0:
         raise AsyrpUserError(f"model.optimizer.lr={m.optimizer.get('lr')} must be > 0")
     _int(m.get("n_iter", 1), "model.n_iter", 1)

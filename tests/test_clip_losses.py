@@ -77,3 +77,19 @@ def test_missing_local_clip_weights_is_one_clear_error(tmp_path):
     missing = tmp_path / "ViT-B-16.pt"
     with pytest.raises(AsyrpUserError, match="CLIP weights file not found.*ViT-B-16.pt.*clip.pretrained"):
         load_clip({"name": "vit_b16", "model": "ViT-B-16", "pretrained": str(missing), "model_config": None})
+
+
+def test_clip_reference_p_orig_starts_the_image_direction_at_p_orig(clip):
+    P_orig = torch.rand(2, 3, 16, 16) * 2 - 1
+    P_edit = (P_orig + 0.1 * torch.randn_like(P_orig)).requires_grad_(True)
+    e_x0 = clip.encode_image(torch.rand(2, 3, 16, 16) * 2 - 1)
+    d = clip.text_direction(["face"], ["smiling face"])
+    official = AsyrpLoss(clip, d, 0.5)(e_x0, P_edit, P_orig)
+    ours = AsyrpLoss(clip, d, 0.5, clip_reference="P_orig")(e_x0, P_edit, P_orig)
+    want = directional_clip_loss(clip.encode_image(P_edit), clip.encode_image(P_orig), d).mean()
+    assert torch.allclose(ours["clip"], want, atol=1e-6)
+    assert not torch.allclose(official["clip"], ours["clip"])  # e_x0 is ignored with P_orig
+    ours["loss"].backward()
+    assert P_edit.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="clip_reference"):
+        AsyrpLoss(clip, d, 0.5, clip_reference="x_t")
