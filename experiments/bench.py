@@ -470,7 +470,8 @@ def main() -> None:
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--timed", default=None,
                     help="workloads to time (default: all but compose and cache); the rest are only counted")
-    ap.add_argument("--fast-only", action="store_true", help="skip the naive (official-structure) runs")
+    ap.add_argument("--naive", action=argparse.BooleanOptionalAction, default=True,
+                    help="also run the same work in the official structure and print fast/naive (--no-naive: asyrp only)")
     ap.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                     help="peak RSS per variant from a fresh process (CPU)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -490,7 +491,7 @@ def main() -> None:
     unknown = set(workloads) - set(WORKLOADS)
     if unknown:
         ap.error(f"unknown workloads {sorted(unknown)}; choose from {WORKLOADS}")
-    variants = ("fast",) if args.fast_only else ("fast", "naive")
+    variants = ("fast", "naive") if args.naive else ("fast",)
     bench = Bench(args)
     if "train" in workloads:
         bench.setup_train()
@@ -597,7 +598,7 @@ def main() -> None:
             phs = " ".join(f"{k}={ph[k]:.2f}" for k in order if k in ph)
             print(f"{w:<12}{v:<7}{wall:>9.2f}{pred:>11.2f}{over:>10}{thr:>20}  {phs}{mem}")
 
-    if not args.fast_only:
+    if args.naive:
         print()
         print("fast/naive: expected from pass costs vs measured (target: measured >= expected - 0.05)")
         for w in timed:
