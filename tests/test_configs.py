@@ -28,7 +28,8 @@ def test_default_train_config_matches_the_schema(tmp_path):
     assert set(cfg.dataset) >= {"name", "kind", "path", "n_images", "image_size", "batch_size", "num_workers", "cache_dir"}
     assert set(cfg.model) >= {"n_inv", "n_gen", "t0", "strength", "mode", "optimizer", "scheduler", "loss", "n_iter"}
     assert (cfg.model.n_inv, cfg.model.n_gen, cfg.model.t0, cfg.model.optimizer.lr) == (40, 40, 999, 0.5)
-    assert cfg.model.loss == {"w_clip": 1.0, "w_recon": 3.0, "recon_scale_by_text_cosine": True}
+    assert cfg.model.loss == {"w_clip": 1.0, "w_recon": 3.0, "recon_scale_by_text_cosine": True,
+                              "clip_reference": "x0"}
     assert cfg.clip.model == "ViT-B-16" and cfg.trainer.max_epochs == cfg.model.n_iter
     assert str(cfg.paths.output_dir) == str(tmp_path)
 
