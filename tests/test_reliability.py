@@ -615,3 +615,21 @@ def test_redaction_of_configs_logs_and_files(tmp_path, monkeypatch, caplog):
     with secrets.redacted_argv():
         assert sys.argv[1:] == ["logger=wandb", f"+wandb_api_key={secrets.REDACTED}"]
     assert sys.argv[2] == "+wandb_api_key=tok-abcdefgh"
+
+
+def test_a_run_stopped_by_a_user_error_leaves_no_run_folder(tmp_path):
+    """No partial output: the folder Hydra made for a run that failed validation is removed again; one that
+    existed before is kept untouched."""
+    p = run("edit.py", "arch=tiny_ddpm", f"checkpoint={tmp_path / 'missing.pt'}", f"input_dir={tmp_path}",
+            f"hydra.run.dir={tmp_path / 'run'}")
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert p.stderr.strip().splitlines()[-1].startswith("error: h-function checkpoint not found")
+    assert "Traceback" not in p.stderr
+    assert not (tmp_path / "run").exists()
+    keep = tmp_path / "old"
+    keep.mkdir()
+    (keep / "mine.txt").write_text("x")
+    p = run("edit.py", "arch=tiny_ddpm", f"checkpoint={tmp_path / 'missing.pt'}", f"input_dir={tmp_path}",
+            f"hydra.run.dir={keep}")
+    assert p.returncode == 2
+    assert (keep / "mine.txt").read_text() == "x"

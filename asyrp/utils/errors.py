@@ -66,8 +66,32 @@ def run_cli(fn: Callable[..., T], *args, **kwargs) -> T:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+_FRESH_RUN_DIR: list = []  # the Hydra run folder when this process created it (set by the Hydra callback)
+
+
+def mark_fresh_run_dir(path) -> None:
+    _FRESH_RUN_DIR[:] = [path]
+
+
+def _remove_fresh_run_dir() -> None:
+    """A run stopped by a user error leaves nothing behind: drop the folder Hydra made for it, if it holds only
+    Hydra's own files (.hydra/, the job log). A folder that existed before, or got real outputs, is kept."""
+    import shutil
+    from pathlib import Path
+
+    if not _FRESH_RUN_DIR:
+        return
+    run_dir = Path(str(_FRESH_RUN_DIR[0]))
+    try:
+        if run_dir.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
+            shutil.rmtree(run_dir)
+    except OSError:
+        pass
+
+
 def _fail(err: BaseException) -> None:
     from .secrets import redact_text
 
     print(f"error: {redact_text(one_line(err))}", file=sys.stderr, flush=True)
+    _remove_fresh_run_dir()
     sys.exit(EXIT_USER_ERROR)

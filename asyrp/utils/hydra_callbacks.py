@@ -19,13 +19,16 @@ from omegaconf import DictConfig, OmegaConf
 
 class AsyrpHydraCallback(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if kwargs.get("config_name") != "train":
-            return
         try:
             run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir")))
         except Exception:  # noqa: BLE001 - an unresolvable run dir is Hydra's error to report
             return
-        if not run_dir.is_dir():
+        if not run_dir.exists():
+            from .errors import mark_fresh_run_dir
+
+            mark_fresh_run_dir(run_dir)  # a user error before any output removes it again
+            return
+        if kwargs.get("config_name") != "train":
             return
         from ..tasks import check_run_dir, run_fingerprint
         from .errors import AsyrpUserError, debug_enabled, one_line
