@@ -390,13 +390,6 @@ def train_hfunction(world: World, attr: str, kind: str = "delta_block") -> Path:
     args, size = world.args, world.size
     import hashlib
 
-    ck = hashlib.sha1(str(world.arch_cfg.get("checkpoint")).encode()).hexdigest()[:6]  # another snapshot: retrain
-    tag = f"{attr}_{kind}_n{size['n_train']}_e{size['epochs']}_s{world.n_steps}_{ck}"
-    run_dir = world.out.parent / "_hfunctions" / str(world.arch_cfg.get("name")) / tag
-    ckpt = run_dir / "checkpoints" / "hfunction.pt"
-    if ckpt.is_file() and not args.retrain:
-        log.info("reusing %s", ckpt)
-        return ckpt
     overrides = [f"arch={args.arch}", f"clip={args.clip}", f"attribute={attr}", f"hfunction={kind}",
                  "hfunction.seed=0", f"seed={args.seed}", f"model.n_inv={world.n_steps}", f"model.n_gen={world.n_steps}",
                  f"model.n_iter={size['epochs']}", f"edit_interval.t_edit={world.t_edit}",
@@ -416,6 +409,15 @@ def train_hfunction(world: World, attr: str, kind: str = "delta_block") -> Path:
         overrides += ["dataset=random_samples", f"dataset.n_images={size['n_train']}",
                       f"dataset.batch_size={min(8, size['n_train'])}", f"dataset.n_val={min(2, size['n_train'])}"]
     overrides += list(args.train_override)
+    # the cache key covers the backbone snapshot and every override (recipe): another recipe never reuses this run
+    key = "\n".join([str(world.arch_cfg.get("checkpoint")), *overrides])
+    ck = hashlib.sha1(key.encode()).hexdigest()[:6]
+    tag = f"{attr}_{kind}_n{size['n_train']}_e{size['epochs']}_s{world.n_steps}_{ck}"
+    run_dir = world.out.parent / "_hfunctions" / str(world.arch_cfg.get("name")) / tag
+    ckpt = run_dir / "checkpoints" / "hfunction.pt"
+    if ckpt.is_file() and not args.retrain:
+        log.info("reusing %s", ckpt)
+        return ckpt
     log.info("training %s (%s): %s", attr, kind, " ".join(overrides))
     t0 = time.time()
     cfg = compose("train", overrides, output_dir=run_dir)
