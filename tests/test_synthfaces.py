@@ -117,3 +117,22 @@ def test_sampler_runs_from_noise():
     x = sample(bb, a, 2, steps=3, seed=1)
     assert x.shape == (2, 3, 32, 32) and torch.isfinite(x).all() and float(x.abs().max()) <= 1
     assert torch.equal(x, sample(bb, a, 2, steps=3, seed=1))
+
+
+def test_ddpm_warm_start_continues_the_shipped_weights(tmp_path):
+    """The resumable state is not committed: --init-from continues from the exported EMA at its recorded step."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from asyrp.synthfaces.ddpm import train_ddpm
+
+    shipped = ASSETS / "ddpm"
+    step0 = json.loads((shipped / "training.json").read_text())["step"]
+    out = train_ddpm(tmp_path / "ddpm", tmp_path / "work", steps=step0 + 2, batch_size=2, n_images=8, threads=1,
+                     init_from=shipped, export_every_min=1e9, save_every_min=1e9)
+    assert json.loads((out / "training.json").read_text())["step"] == step0 + 2
+    a, b = load_file(shipped / "diffusion_pytorch_model.safetensors"), load_file(out / "diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys()
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert 0 < diff < 1e-3  # trained two tiny warm-up steps on top of the shipped weights, not from scratch

@@ -20,6 +20,8 @@ def main(argv=None) -> None:
     p.add_argument("--max-minutes", type=float, default=None, help="stop the DDPM early (then export)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", action="store_true", help="continue the DDPM from <work>/ddpm_state.pt")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="warm-start the DDPM from an exported folder (e.g. assets/synthfaces/ddpm) when no state exists")
     p.add_argument("--work", type=Path, default=WORK, help="resumable training state and loss log (not committed)")
     p.add_argument("--out", type=Path, default=ASSETS, help="where the exported models go (committed)")
     args = p.parse_args(argv)
@@ -33,7 +35,7 @@ def main(argv=None) -> None:
     if args.what in ("ddpm", "all"):
         from .ddpm import train_ddpm
         train_ddpm(args.out / "ddpm", args.work, steps=args.ddpm_steps, max_minutes=args.max_minutes,
-                   threads=args.threads, resume=args.resume)
+                   threads=args.threads, resume=args.resume, init_from=args.init_from)
 
 
 if __name__ == "__main__":

@@ -77,10 +77,12 @@ def export(ema_state: dict, out_dir: Path, meta: dict) -> None:
 def train_ddpm(out_dir: str | Path, work_dir: str | Path, *, steps: int = 6000, batch_size: int = 64,
                lr: float = 5e-4, warmup: int = 200, ema_decay: float = 0.999, n_images: int = 50_000,
                save_every_min: float = 5.0, export_every_min: float = 15.0, max_minutes: float | None = None,
-               seed: int = 0, threads: int = 2, resume: bool = False) -> Path:
+               seed: int = 0, threads: int = 2, resume: bool = False, init_from: str | Path | None = None) -> Path:
     """Train (or with ``resume`` continue) the DDPM; the EMA weights are exported to ``out_dir`` every
     ``export_every_min`` minutes and at the end. ``max_minutes`` is the budget of this invocation (wall clock); the
-    learning rate follows a cosine that ends with the budget or at ``steps``, whichever comes first."""
+    learning rate follows a cosine that ends with the budget or at ``steps``, whichever comes first. ``init_from`` (a
+    fresh run only) warm-starts model and EMA from an exported folder (e.g. the shipped assets/synthfaces/ddpm) at its
+    recorded step, with a fresh optimiser and a new warm-up: training continues when the resumable state is gone."""
     torch.set_num_threads(threads)
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -94,12 +96,23 @@ def train_ddpm(out_dir: str | Path, work_dir: str | Path, *, steps: int = 6000, 
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)
-    step, losses = 0, []
+    step, losses, rewarm = 0, [], None
     if state_path.exists():
         st = torch.load(state_path, map_location="cpu", weights_only=True)
         unet.load_state_dict(st["model"]); ema.load_state_dict(st["ema"]); opt.load_state_dict(st["opt"])
         g.set_state(st["rng"]); step = int(st["step"])
         log.info("resumed at step %d", step)
+    elif init_from is not None:
+        from safetensors.torch import load_file
+
+        init_from = Path(init_from)
+        sd = load_file(init_from / "diffusion_pytorch_model.safetensors")
+        unet.load_state_dict(sd, strict=True)
+        ema.load_state_dict(sd, strict=True)
+        meta_path = init_from / "training.json"
+        step = int(json.loads(meta_path.read_text()).get("step", 0)) if meta_path.is_file() else 0
+        rewarm = step
+        log.info("warm start from %s at step %d (fresh optimiser, %d-step warm-up)", init_from, step, warmup)
     log.info("rendering %d training faces", n_images)
     data = training_images(n_images)
     n_params = sum(p.numel() for p in unet.parameters())
@@ -128,6 +141,8 @@ def train_ddpm(out_dir: str | Path, work_dir: str | Path, *, steps: int = 6000, 
         time_frac = (time.time() - t_start) / (60 * max_minutes) if max_minutes else 0.0
         for group in opt.param_groups:
             group["lr"] = _lr(step, steps, lr, warmup, time_frac)
+            if rewarm is not None and step - rewarm < warmup:  # warm start: Adam's moments start from zero again
+                group["lr"] *= (step - rewarm + 1) / warmup
         loss = F.mse_loss(unet(x_t, t).sample, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
