@@ -290,19 +290,13 @@ def _rel(p: Any) -> str:
 
 # -- loading -----------------------------------------------------------------------------------------------------
 def load_images(folder: Path, size: int, n: int) -> torch.Tensor:
-    from PIL import Image
-    from torchvision.transforms import functional as TF
+    """The first ``n`` images of ``folder``, as experiments/interval.py reads them (one reader for all scripts)."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    from interval import load_images as _load
 
-    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:n]
-    if not paths:
-        raise SystemExit(f"no images in {folder}")
-    out = []
-    for p in paths:
-        img = Image.open(p).convert("RGB")
-        img = TF.center_crop(img, min(img.size))
-        img = TF.resize(img, [size, size], antialias=True)
-        out.append(TF.to_tensor(img) * 2 - 1)
-    return torch.stack(out)
+    return _load(Path(folder), size, n)
 
 
 def random_images(n: int, size: int, seed: int = 0) -> torch.Tensor:

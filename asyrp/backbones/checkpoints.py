@@ -79,10 +79,11 @@ def load_file(path: str | os.PathLike) -> Any:
         refused = m.group(1)
         raise CheckpointError(
             f"{path} contains pickled Python objects besides tensors, and loading them is refused for safety "
-            "(torch.load(weights_only=True) would have to run arbitrary code). If you trust the file, convert it "
-            "once in a separate Python session: `sd = torch.load(path, weights_only=False)`, pick the network's "
-            "state dict, then `safetensors.torch.save_file(sd, 'model.safetensors')` (or `torch.save(sd, 'model.pt')`) "
-            f"and point the arch config at the converted file. Refused object: {refused}"
+            "(loading them could run arbitrary code). If you trust the file, convert it once in a separate Python "
+            "session: allow exactly the refused class with `torch.serialization.add_safe_globals([<that class>])`, "
+            "load the file with torch.load(path, weights_only=True), pick the network's state dict, then "
+            "`safetensors.torch.save_file(sd, 'model.safetensors')` and point the arch config at the converted file. "
+            f"Refused object: {refused}"
         ) from err
     except (RuntimeError, EOFError, IndexError, KeyError, ValueError, TypeError, AttributeError, OSError,
             UnicodeDecodeError, MemoryError) as err:

@@ -1,6 +1,7 @@
 """Atomic file writes and content fingerprints (the inversion cache and the checkpoints rely on both)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -23,16 +24,23 @@ def _tmp_beside(path: Path) -> Path:
     return Path(tmp)
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to a temporary file beside ``path`` then os.replace: readers never see half a file."""
-    path = Path(path)
+@contextlib.contextmanager
+def _atomic(path: Path):
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on failure it is removed."""
     tmp = _tmp_beside(path)
     try:
-        torch.save(obj, tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save to a temporary file beside ``path`` then os.replace: readers never see half a file."""
+    path = Path(path)
+    with _atomic(path) as tmp:
+        torch.save(obj, tmp)
     return path
 
 
@@ -42,29 +50,18 @@ def atomic_write_png(img: torch.Tensor, path: str | os.PathLike) -> Path:
 
     path = Path(path)
     arr = ((img.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    tmp = _tmp_beside(path)
-    try:
+    with _atomic(path) as tmp:
         Image.fromarray(arr).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
     """Write ``data`` to a temporary file beside ``path``, fsync, then os.replace."""
     path = Path(path)
-    tmp = _tmp_beside(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with _atomic(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
     return path
 
 
