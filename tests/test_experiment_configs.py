@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from asyrp.hfunctions import GlobalDirection, build_hfunction
+
 CONF_DIR = (Path(__file__).resolve().parents[1] / "conf").resolve()
 EXPERIMENT_DIR = CONF_DIR / "experiment"
 ATTRIBUTE_DIR = CONF_DIR / "attribute"
@@ -82,6 +84,18 @@ def _compose(name: str):
         return compose("train", overrides=[f"experiment={name}"], return_hydra_config=True)
 
 
+class _StubBackbone:
+    """What build_hfunction reads from a backbone (sizes of a tiny h), without loading weights."""
+
+    h_channels, emb_dim, h_shape = 64, 32, (64, 2, 2)
+
+    def __init__(self, family: str):
+        self.family = family
+
+    def parameters(self):
+        return iter(())
+
+
 def _texts_ok(texts) -> bool:
     return (
         OmegaConf.is_list(texts) or isinstance(texts, list)
@@ -138,7 +152,8 @@ def test_experiment_file_header_and_overrides(name: str):
     assert overrides.get("override /edit_interval") == dataset
     attribute = overrides.get("override /attribute")
     assert (ATTRIBUTE_DIR / f"{attribute}.yaml").is_file(), f"{name}: no conf/attribute/{attribute}.yaml"
-    assert raw.hfunction.layout == DATASET_FAMILY[dataset]
+    # the block layout is not pinned: `auto` follows the backbone family, so hfunction=global composes too
+    assert "layout" not in raw.get("hfunction", {}), f"{name}: pins hfunction.layout (breaks hfunction=global)"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -171,7 +186,8 @@ def test_experiment_composes(name: str):
     assert choices["arch"] == DATASET_ARCH[dataset], f"{name}: arch {choices['arch']} for dataset {dataset}"
     assert cfg.arch.family == family, f"{name}: arch family {cfg.arch.family}, expected {family} for {dataset}"
     layout = "adm" if family == "adm" else "ddpm"  # the DDPM block serves every non-ADM family
-    assert cfg.hfunction.layout == layout, f"{name}: hfunction.layout {cfg.hfunction.layout}, expected {layout}"
+    built = build_hfunction(cfg.hfunction, _StubBackbone(cfg.arch.family))
+    assert built.kind == layout, f"{name}: h-function layout {built.kind}, expected {layout}"
 
     # edit interval
     assert choices["edit_interval"] == dataset
@@ -190,3 +206,16 @@ def test_experiment_composes(name: str):
         assert cfg.model.loss.w_clip == 1.0 and cfg.model.loss.w_recon == 3.0
         assert cfg.model.loss.recon_scale_by_text_cosine is True
         assert cfg.dataset.n_images == 100
+
+
+@pytest.mark.parametrize("kind", ["global", "global_per_t"])
+@pytest.mark.parametrize("name", ["celeba_smiling", "afhq_happy", "synthfaces_smiling"])
+def test_experiment_composes_with_every_hfunction_kind(name: str, kind: str):
+    """The paper's global-direction variant is one override away from any experiment (it once failed on `layout`)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={name}", f"hfunction={kind}"])
+    built = build_hfunction(cfg.hfunction, _StubBackbone(cfg.arch.family))
+    assert sum(p.numel() for p in built.parameters()) > 0
+    assert isinstance(built, GlobalDirection)
