@@ -124,7 +124,8 @@ def train_ddpm(out_dir: str | Path, work_dir: str | Path, *, steps: int = 6000, 
     def meta():
         return {"step": step, "steps": steps, "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay,
                 "n_images": n_images, "train_seed": TRAIN_SEED, "params": n_params,
-                "loss_last_100": float(np.mean(losses[-100:])) if losses else None}
+                "loss_last_100": float(np.mean(losses[-100:])) if losses else None,
+                "warm_start_from_step": rewarm}  # the weights' lineage: None = trained from scratch (or resumed)
 
     def save():
         _save_atomic({"model": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
