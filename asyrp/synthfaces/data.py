@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from ..utils.io import atomic_path, atomic_write_bytes
 from .render import HEADS, render, sample_face
 
 SPLIT_SEEDS = {"train": 1, "test": 2}
@@ -56,13 +56,10 @@ def write_split(folder: str | Path, seed: int, n: int, exclude: dict[str, str] |
         if any(str(getattr(face, k)) == v for k, v in exclude.items()):
             continue
         name = f"face_{len(attrs):04d}.png"
-        tmp = folder / (name + ".tmp")
-        render(face, size).save(tmp, format="PNG")
-        os.replace(tmp, folder / name)
+        with atomic_path(folder / name) as tmp:
+            render(face, size).save(tmp, format="PNG")
         attrs[name] = {**asdict(face), "caption": face.caption()}
-    tmp = folder / "attributes.json.tmp"
-    tmp.write_text(json.dumps(attrs, indent=1))
-    os.replace(tmp, folder / "attributes.json")
+    atomic_write_bytes(json.dumps(attrs, indent=1).encode(), folder / "attributes.json")
     return folder
 
 

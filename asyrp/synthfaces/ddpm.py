@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..schedules import alphas_cumprod, make_betas
+from ..utils.io import atomic_save, atomic_write_bytes
 from .render import render_array
 
 log = logging.getLogger(__name__)
@@ -53,12 +54,6 @@ def _lr(step: int, steps: int, base: float, warmup: int, time_frac: float = 0.0)
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def export(ema_state: dict, out_dir: Path, meta: dict) -> None:
     """Write the EMA weights as a diffusers folder (config.json + safetensors), atomically per file."""
     unet = build_unet()
@@ -68,7 +63,7 @@ def export(ema_state: dict, out_dir: Path, meta: dict) -> None:
     unet.save_pretrained(tmp, safe_serialization=True)
     for name in ("config.json", "diffusion_pytorch_model.safetensors"):
         os.replace(tmp / name, out_dir / name)
-    (out_dir / "training.json").write_text(json.dumps(meta, indent=1))
+    atomic_write_bytes(json.dumps(meta, indent=1).encode(), out_dir / "training.json")
     for p in tmp.iterdir():
         p.unlink()
     tmp.rmdir()
@@ -128,7 +123,7 @@ def train_ddpm(out_dir: str | Path, work_dir: str | Path, *, steps: int = 6000, 
                 "warm_start_from_step": rewarm}  # the weights' lineage: None = trained from scratch (or resumed)
 
     def save():
-        _save_atomic({"model": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+        atomic_save({"model": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                       "rng": g.get_state(), "step": step}, state_path)
 
     unet.train()

@@ -25,8 +25,9 @@ def _tmp_beside(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _atomic(path: Path):
+def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on failure it is removed."""
+    path = Path(path)
     tmp = _tmp_beside(path)
     try:
         yield tmp
@@ -39,7 +40,7 @@ def _atomic(path: Path):
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """torch.save to a temporary file beside ``path`` then os.replace: readers never see half a file."""
     path = Path(path)
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return path
 
@@ -50,7 +51,7 @@ def atomic_write_png(img: torch.Tensor, path: str | os.PathLike) -> Path:
 
     path = Path(path)
     arr = ((img.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         Image.fromarray(arr).save(tmp, format="PNG")
     return path
 
@@ -58,7 +59,7 @@ def atomic_write_png(img: torch.Tensor, path: str | os.PathLike) -> Path:
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
     """Write ``data`` to a temporary file beside ``path``, fsync, then os.replace."""
     path = Path(path)
-    with _atomic(path) as tmp, open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
