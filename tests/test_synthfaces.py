@@ -137,3 +137,7 @@ def test_ddpm_warm_start_continues_the_shipped_weights(tmp_path):
     assert a.keys() == b.keys()
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
     assert 0 < diff < 1e-3  # trained two tiny warm-up steps on top of the shipped weights, not from scratch
+    out = train_ddpm(tmp_path / "ddpm", tmp_path / "work", steps=step0 + 3, batch_size=2, n_images=8, threads=1,
+                     resume=True, export_every_min=1e9, save_every_min=1e9)
+    meta = json.loads((out / "training.json").read_text())
+    assert meta["step"] == step0 + 3 and meta["warm_start_from_step"] == step0  # a resume keeps the lineage

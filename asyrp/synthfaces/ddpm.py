@@ -96,6 +96,8 @@ def train_ddpm(out_dir: str | Path, work_dir: str | Path, *, steps: int = 6000, 
         st = torch.load(state_path, map_location="cpu", weights_only=True)
         unet.load_state_dict(st["model"]); ema.load_state_dict(st["ema"]); opt.load_state_dict(st["opt"])
         g.set_state(st["rng"]); step = int(st["step"])
+        rewarm = st.get("warm_start_from_step")  # lineage (and an unfinished warm-up) survive a resume
+        rewarm = None if rewarm is None else int(rewarm)
         log.info("resumed at step %d", step)
     elif init_from is not None:
         from safetensors.torch import load_file
@@ -120,11 +122,11 @@ def train_ddpm(out_dir: str | Path, work_dir: str | Path, *, steps: int = 6000, 
         return {"step": step, "steps": steps, "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay,
                 "n_images": n_images, "train_seed": TRAIN_SEED, "params": n_params,
                 "loss_last_100": float(np.mean(losses[-100:])) if losses else None,
-                "warm_start_from_step": rewarm}  # the weights' lineage: None = trained from scratch (or resumed)
+                "warm_start_from_step": rewarm}  # the weights' lineage: None = trained from scratch
 
     def save():
         atomic_save({"model": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                      "rng": g.get_state(), "step": step}, state_path)
+                      "rng": g.get_state(), "step": step, "warm_start_from_step": rewarm}, state_path)
 
     unet.train()
     while step < steps:
