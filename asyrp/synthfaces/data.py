@@ -6,13 +6,12 @@ DDPM's, CLIP's and oracle's training faces. ``--exclude mouth=smiling`` keeps on
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from ..utils.io import atomic_path, atomic_write_bytes
+from ..utils.io import atomic_path, atomic_write_json
 from .render import HEADS, render, sample_face
 
 SPLIT_SEEDS = {"train": 1, "test": 2}
@@ -59,7 +58,7 @@ def write_split(folder: str | Path, seed: int, n: int, exclude: dict[str, str] |
         with atomic_path(folder / name) as tmp:
             render(face, size).save(tmp, format="PNG")
         attrs[name] = {**asdict(face), "caption": face.caption()}
-    atomic_write_bytes(json.dumps(attrs, indent=1).encode(), folder / "attributes.json")
+    atomic_write_json(attrs, folder / "attributes.json")
     return folder
 
 

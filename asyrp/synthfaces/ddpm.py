@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..schedules import alphas_cumprod, make_betas
-from ..utils.io import atomic_save, atomic_write_bytes
+from ..utils.io import atomic_save, atomic_write_json
 from .render import render_array
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def export(ema_state: dict, out_dir: Path, meta: dict) -> None:
     unet.save_pretrained(tmp, safe_serialization=True)
     for name in ("config.json", "diffusion_pytorch_model.safetensors"):
         os.replace(tmp / name, out_dir / name)
-    atomic_write_bytes(json.dumps(meta, indent=1).encode(), out_dir / "training.json")
+    atomic_write_json(meta, out_dir / "training.json")
     for p in tmp.iterdir():
         p.unlink()
     tmp.rmdir()
