@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .runs import MANIFEST, claim_edit_dir, claim_train_dir
 from .utils.errors import AsyrpUserError
 
 if TYPE_CHECKING:
@@ -193,66 +193,6 @@ def check_train_config(cfg: DictConfig) -> None:
         from .data.images import list_images
 
         list_images(cfg.dataset.path, cfg.dataset.n_images)
-
-
-# -- run folders: another run's outputs are never overwritten unless asked; the same run resumes ----------------
-RUN_STAMP = ".asyrp_run.json"
-_VOLATILE = ("hydra", "ckpt_path", "overwrite", "progress", "perf")  # perf: how fast, not what is trained
-
-
-def run_fingerprint(cfg: DictConfig) -> str:
-    """Digest of the task config as composed (interpolations unresolved; resume/overwrite switches left out)."""
-    import hashlib
-
-    node = {k: cfg._get_node(k) for k in cfg if k not in _VOLATILE}
-    text = OmegaConf.to_yaml(OmegaConf.create({k: v for k, v in node.items()}), resolve=False)
-    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
-
-
-def check_run_dir(run_dir: str | Path, fingerprint: str, overwrite: bool = False) -> str:
-    """"new" (nothing there), "same" (a previous attempt of this very run: resume) or "overwrite" (another run's
-    outputs, replaced because overwrite=true); another run's outputs without overwrite=true is an error."""
-    import json
-
-    run_dir = Path(run_dir)
-    stamp = run_dir / RUN_STAMP
-    ours = [run_dir / d for d in ("checkpoints", "images")]
-    if stamp.is_file():
-        try:
-            old = json.loads(stamp.read_text()).get("fingerprint")
-        except (OSError, ValueError):
-            old = None
-        if old == fingerprint:
-            return "same"
-    elif not any(d.is_dir() and any(d.iterdir()) for d in ours):
-        return "new"
-    if overwrite:
-        return "overwrite"
-    raise AsyrpUserError(f"{run_dir} already holds the outputs of another training run (other settings): pass "
-                         "overwrite=true to replace them, or choose another hydra.run.dir (rerunning the same command "
-                         "with the same hydra.run.dir resumes it)")
-
-
-def claim_train_dir(cfg: DictConfig, write: bool = True) -> Path | None:
-    """Check the run folder (see ``check_run_dir``), stamp it, and return last.ckpt when the same run resumes.
-    ``write=False`` (DDP ranks > 0 re-running the script) only reads: the launching rank has stamped it already."""
-    out = Path(str(cfg.paths.output_dir))
-    fp = run_fingerprint(cfg)
-    state = check_run_dir(out, fp, bool(cfg.get("overwrite", False)))
-    last = out / "checkpoints" / "last.ckpt"
-    if not write:
-        return last if state == "same" and cfg.get("ckpt_path") is None and last.is_file() else None
-    if state == "overwrite":
-        for d in ("checkpoints", "images", "csv"):
-            shutil.rmtree(out / d, ignore_errors=True)
-        log.warning("overwrite=true: removed the previous run's checkpoints/images/csv in %s", out)
-    from .utils.io import atomic_write_json
-
-    atomic_write_json({"task": "train", "fingerprint": fp}, out / RUN_STAMP)
-    if state == "same" and cfg.get("ckpt_path") is None and last.is_file():
-        log.warning("%s holds an unfinished attempt of this run: resuming from %s", out, last)
-        return last
-    return None
 
 
 def check_resume_checkpoint(path: str | Path, auto: bool = False) -> None:
@@ -689,28 +629,8 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
 
     # claim the output folder: same settings -> resume, another run's outputs -> refuse unless overwrite=true
     out = Path(str(cfg.output_dir)).expanduser()
-    manifest_path = out / "manifest.json"
-    overwrite = bool(cfg.get("overwrite", False))
-    same_run = False
-    if manifest_path.is_file():
-        try:
-            prev = json.loads(manifest_path.read_text())
-        except (OSError, ValueError):
-            prev = {}
-        same_run = prev.get("fingerprint") == fingerprint
-        if not same_run or overwrite:
-            if not overwrite:
-                raise AsyrpUserError(f"{out} holds the outputs of another edit run (other settings or h-functions): "
-                                     "pass overwrite=true to replace them, or choose another output_dir (rerunning "
-                                     "with the same settings resumes)")
-            prev_files = [n for it in prev.get("inputs", []) for n in it.get("outputs", [])] + ["grid.png"]
-            for name in prev_files:
-                (out / str(name)).unlink(missing_ok=True)
-            log.warning("overwrite=true: removed the outputs of the previous run in %s", out)
-            same_run = False
-    elif out.is_dir() and any(p.suffix.lower() == ".png" for p in out.iterdir()) and not overwrite:
-        raise AsyrpUserError(f"{out} already holds PNG files that are not from an edit run: pass overwrite=true to "
-                             "write there anyway, or choose another output_dir")
+    manifest_path = out / MANIFEST
+    same_run = claim_edit_dir(out, fingerprint, bool(cfg.get("overwrite", False)))
     done = {it["id"] for it in inputs if all((out / n).is_file() for n in out_names(it["id"]))} if same_run else set()
     todo = [k for k, it in enumerate(inputs) if it["id"] not in done]
     if done:

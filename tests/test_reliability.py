@@ -14,6 +14,7 @@ import torch
 from helpers import images
 from PIL import Image
 
+import asyrp.runs as runs
 import asyrp.tasks as tasks
 from asyrp.data.images import scan_images
 from asyrp.hfunctions import DeltaBlock, build_hfunction
@@ -164,7 +165,7 @@ def test_resume_checkpoint_faults_one_line_before_any_work(tmp_path, world, no_n
     assert not marker.exists()
     # the run's own last.ckpt, torn (e.g. a kill during a copy-based write): the rerun says which file to delete
     cfg = compose("train", ["debug=smoke"], output_dir=tmp_path / "own")
-    assert tasks.claim_train_dir(cfg) is None  # stamp the folder as this run's
+    assert runs.claim_train_dir(cfg) is None  # stamp the folder as this run's
     (tmp_path / "own" / "checkpoints").mkdir()
     (tmp_path / "own" / "checkpoints" / "last.ckpt").write_bytes(data[: len(data) // 3])
     with pytest.raises(SystemExit):
@@ -304,7 +305,7 @@ def test_bad_train_config_rejected_before_work(override, needle, tmp_path, no_ne
         run_cli(tasks.train, cfg)
     import re
     assert re.search(needle, capsys.readouterr().err)
-    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / tasks.RUN_STAMP).exists()
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / runs.RUN_STAMP).exists()
 
 
 def test_unknown_config_option_is_one_line():
@@ -568,7 +569,7 @@ def test_train_cli_refuses_another_runs_folder_before_hydra_writes(tmp_path):
     run's .hydra/ files; overwrite=true is the way to replace it."""
     run_dir = tmp_path / "run"
     (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / tasks.RUN_STAMP).write_text(json.dumps({"task": "train", "fingerprint": "another-run"}))
+    (run_dir / runs.RUN_STAMP).write_text(json.dumps({"task": "train", "fingerprint": "another-run"}))
     (run_dir / ".hydra" / "config.yaml").write_text("theirs: 1\n")
     p = run("train.py", "debug=smoke", f"hydra.run.dir={run_dir}", timeout=120)
     err = [ln for ln in p.stderr.splitlines() if ln.strip()]
@@ -580,16 +581,16 @@ def test_train_cli_refuses_another_runs_folder_before_hydra_writes(tmp_path):
 
 def test_train_run_dir_belongs_to_one_run(tmp_path):
     cfg = compose("train", ["debug=smoke"], output_dir=tmp_path)
-    assert tasks.claim_train_dir(cfg) is None
+    assert runs.claim_train_dir(cfg) is None
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
-    assert tasks.claim_train_dir(cfg) == tmp_path / "checkpoints" / "last.ckpt"  # the same run: resume
+    assert runs.claim_train_dir(cfg) == tmp_path / "checkpoints" / "last.ckpt"  # the same run: resume
     other = compose("train", ["debug=smoke", "model.optimizer.lr=0.1"], output_dir=tmp_path)
     with pytest.raises(AsyrpUserError, match="another training run.*overwrite=true"):
-        tasks.claim_train_dir(other)
+        runs.claim_train_dir(other)
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
     other = compose("train", ["debug=smoke", "model.optimizer.lr=0.1", "overwrite=true"], output_dir=tmp_path)
-    assert tasks.claim_train_dir(other) is None and not (tmp_path / "checkpoints").exists()
+    assert runs.claim_train_dir(other) is None and not (tmp_path / "checkpoints").exists()
 
 
 # == 6. secrets ====================================================================================================

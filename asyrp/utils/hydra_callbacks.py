@@ -30,7 +30,7 @@ class AsyrpHydraCallback(Callback):
             return
         if kwargs.get("config_name") != "train":
             return
-        from ..tasks import check_run_dir, run_fingerprint
+        from ..runs import check_run_dir, run_fingerprint
         from .errors import AsyrpUserError, debug_enabled, one_line
 
         task_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
