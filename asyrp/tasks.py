@@ -544,15 +544,6 @@ def _unique_ids(files: list[Path]) -> list[str]:
     return ids
 
 
-def _read_png(path: Path) -> torch.Tensor:
-    from .data.images import read_image
-    from PIL import Image
-
-    with Image.open(path) as im:
-        size = im.size[0]
-    return read_image(path, size)[0]
-
-
 def edit(cfg: DictConfig) -> dict[str, Any]:
     """Edit images (a folder or glob, or N random samples) with one or more h-functions; see conf/edit.yaml.
 
@@ -700,7 +691,7 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
         grid_rows = []
         for it in inputs[:n_rows]:
             cols = [] if random_inputs else [read_image(it["source"], size)[0]]
-            cols += [_read_png(out / n) for n in out_names(it["id"])]
+            cols += [read_image(out / n, size)[0] for n in out_names(it["id"])]
             grid_rows.append(torch.stack(cols))
         grid = make_grid(torch.cat(grid_rows).clamp(-1, 1), nrow=grid_rows[0].shape[0], padding=1, pad_value=1.0)
         atomic_write_png(grid, out / "grid.png")

@@ -290,13 +290,10 @@ def _rel(p: Any) -> str:
 
 # -- loading -----------------------------------------------------------------------------------------------------
 def load_images(folder: Path, size: int, n: int) -> torch.Tensor:
-    """The first ``n`` images of ``folder``, as experiments/interval.py reads them (one reader for all scripts)."""
-    here = str(Path(__file__).resolve().parent)
-    if here not in sys.path:
-        sys.path.insert(0, here)
-    from interval import load_images as _load
+    """The first ``n`` images of ``folder`` through the library's one reader (asyrp.data.images)."""
+    from asyrp.data.images import read_images
 
-    return _load(Path(folder), size, n)
+    return read_images(folder, size, n, what="--images")
 
 
 def random_images(n: int, size: int, seed: int = 0) -> torch.Tensor:

@@ -47,12 +47,13 @@ def main() -> None:
     import torch
     from torchvision.utils import save_image
 
-    from asyrp.synthfaces.judge import judge_pairs, read_folder
+    from asyrp.data.images import read_image_files
+    from asyrp.synthfaces.judge import judge_pairs
     from asyrp.synthfaces.oracle import load_oracle
 
     names = sorted(p.name for p in (data / "test").glob("*.png"))
-    x_src = read_folder(data / "test", names)
-    x_edit = read_folder(OUT / "edit" / "edited", names)
+    x_src = read_image_files([data / "test" / n for n in names], 32)
+    x_edit = read_image_files([OUT / "edit" / "edited" / n for n in names], 32)
     res = judge_pairs(load_oracle(), x_src, x_edit, TARGET)
     rows = []
     for i in range(0, min(len(names), 32), 8):  # pairs of rows: 8 sources above their 8 edits

@@ -16,8 +16,6 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from asyrp.interval import (  # noqa: E402
     DEFAULT_THRESHOLDS,
@@ -27,41 +25,21 @@ from asyrp.interval import (  # noqa: E402
     make_distance,
     measure_curves,
 )
+from asyrp.data.images import read_images  # noqa: E402
 from asyrp.schedules import alphas_cumprod, make_betas  # noqa: E402
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
-
-
-def load_images(folder: Path, size: int, n: int | None) -> torch.Tensor:
-    """Images of ``folder`` (sorted by name), centre-cropped and resized to size x size, in [-1, 1]."""
-    from PIL import Image
-    from torchvision.transforms import functional as TF
-
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[: n or None]
-    if not paths:
-        raise SystemExit(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
-    out = []
-    for p in paths:
-        img = Image.open(p).convert("RGB")
-        img = TF.center_crop(img, min(img.size))
-        img = TF.resize(img, [size, size], antialias=True)
-        out.append(TF.to_tensor(img) * 2 - 1)
-    return torch.stack(out)
-
-
 def build_backbone(args) -> tuple[torch.nn.Module, str]:
-    if args.tiny:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from helpers import tiny_backbone
-
-        return tiny_backbone(0, image_size=args.image_size or 16), "linear"
     from omegaconf import OmegaConf
 
     from asyrp.backbones import load_backbone
 
-    arch = OmegaConf.load(ROOT / "conf" / "arch" / f"{args.arch}.yaml")
-    checkpoint = args.checkpoint or OmegaConf.to_container(arch, resolve=True).get("checkpoint")
-    bb = load_backbone(arch.family, OmegaConf.to_container(arch.config, resolve=True), checkpoint, device=args.device)
+    arch = OmegaConf.load(ROOT / "conf" / "arch" / f"{'tiny_ddpm' if args.tiny else args.arch}.yaml")
+    config = OmegaConf.to_container(arch.config, resolve=True)
+    if args.tiny:  # random weights (seeded); the image size follows --image-size
+        torch.manual_seed(0)
+        config["image_size"] = args.image_size or 16
+    checkpoint = None if args.tiny else args.checkpoint or OmegaConf.to_container(arch, resolve=True).get("checkpoint")
+    bb = load_backbone(arch.family, config, checkpoint, device=args.device)
     return bb, str(arch.get("beta_schedule", "linear"))
 
 
@@ -69,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--arch", help="conf/arch/<name>.yaml")
-    src.add_argument("--tiny", action="store_true", help="tiny random backbone (smoke test)")
+    src.add_argument("--tiny", action="store_true", help="conf/arch/tiny_ddpm with random weights (smoke test)")
     ap.add_argument("--checkpoint", help="override the arch's checkpoint path")
     ap.add_argument("--images", type=Path, required=True, help="folder of images")
     ap.add_argument("--n-images", type=int, default=100)
@@ -92,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     backbone, schedule = build_backbone(args)
     backbone = backbone.to(args.device)
     size = args.image_size or backbone.image_size
-    x0 = load_images(args.images, size, args.n_images).to(args.device)
+    x0 = read_images(args.images, size, args.n_images, what="--images").to(args.device)
     a = alphas_cumprod(make_betas(schedule)).to(args.device)
     kw = {"net": args.lpips_net, "backbone_weights": args.lpips_weights} if args.distance == "lpips" else {}
     distance = make_distance(args.distance, **kw).to(args.device)

@@ -6,6 +6,9 @@
 - ``list_images(folder, n_images)``: the usable files only (warnings for the others): training's view.
 - ``read_image(path, size)``: (3, size, size) in [-1, 1] plus notes; any colour mode (RGB, RGBA composited on white,
   grayscale, palette, 16-bit), centre square crop, bicubic resize (up or down) to the backbone's size.
+- ``read_images(source, size, n_images)``: the first usable images of a folder or glob as one (N, 3, size, size)
+  tensor; ``read_image_files(paths, size)``: named files, in order. Training, editing, interval measurement, the
+  experiments and the judge all read through these, so every image is prepared the same way.
 """
 from __future__ import annotations
 
@@ -134,11 +137,11 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
 
 
 def scan_images(source: str | Path, n_images: int | None = None, size: int = 32,
-                what: str = "input_dir") -> tuple[list[Path], list[tuple[Path, str]]]:
+                what: str = "input_dir", at_most: bool = False) -> tuple[list[Path], list[tuple[Path, str]]]:
     """(usable files, [(skipped file, reason)]): the first ``n_images`` usable files of a folder or glob.
 
     Every candidate is decoded once here (cheap next to any network pass), so a damaged file is found before any
-    work starts. Raises one AsyrpUserError when nothing is usable or fewer than ``n_images`` are.
+    work starts. Raises one AsyrpUserError when nothing is usable or (unless ``at_most``) fewer than ``n_images`` are.
     """
     files = candidate_files(source)
     good: list[Path] = []
@@ -157,7 +160,7 @@ def scan_images(source: str | Path, n_images: int | None = None, size: int = 32,
         shown = "; ".join(f"{p.name}: {r}" for p, r in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
         raise AsyrpUserError(f"none of the {len(skipped)} image files of {source} is usable ({shown}): "
                              f"replace the files or point {what} elsewhere")
-    if n_images is not None and n_images > 0 and len(good) < n_images:
+    if n_images is not None and n_images > 0 and len(good) < n_images and not at_most:
         shown = ", ".join(f"{p.name}: {r}" for p, r in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
         extra = f" ({len(skipped)} unusable skipped: {shown})" if skipped else ""
         raise AsyrpUserError(f"n_images={n_images} but {source} holds only {len(good)} usable images{extra}: "
@@ -169,3 +172,14 @@ def list_images(folder: str | Path, n_images: int | None = None, size: int = 32)
     """The first ``n_images`` usable image files of ``folder`` in name order (sorted, so every run sees the same
     set); unusable files are skipped with a warning."""
     return scan_images(folder, n_images, size, what="dataset.path")[0]
+
+
+def read_image_files(paths: list[str | Path], size: int) -> torch.Tensor:
+    """(N, 3, size, size) in [-1, 1] from the named files, in order (``ImageProblem`` for an unusable one)."""
+    return torch.stack([read_image(p, size)[0] for p in paths])
+
+
+def read_images(source: str | Path, size: int, n_images: int | None = None, what: str = "images") -> torch.Tensor:
+    """The first ``n_images`` (at most; None: all) usable images of a folder or glob (name order) as one tensor;
+    unusable files are skipped with a warning."""
+    return read_image_files(scan_images(source, n_images, size, what=what, at_most=True)[0], size)

@@ -5,9 +5,6 @@ truth), so an oracle mistake on a source face does not count against the edit.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import torch
 
 from .render import HEADS
@@ -18,13 +15,6 @@ def parse_target(target: str) -> tuple[str, int]:
     key, value = target.split("=", 1)
     classes = [str(c) for c in HEADS[key]]
     return key, classes.index(value)
-
-
-def read_folder(folder: str | Path, names: list[str]) -> torch.Tensor:
-    from PIL import Image
-
-    arr = np.stack([np.asarray(Image.open(Path(folder) / n).convert("RGB")) for n in names])
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 @torch.no_grad()
