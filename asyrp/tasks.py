@@ -647,6 +647,13 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     a = alphas(cfg.arch)
     dev = next(backbone.parameters()).device
     coeffs = torch.tensor(run_rows, dtype=torch.float64)  # (K, n): K outputs per image, one inversion
+    x_T_cached: dict[str, torch.Tensor] = {}
+    if cfg.get("cache_dir") and not random_inputs and todo:  # invert each image once across runs (sweep trials)
+        from .data.cache import cached_inversions
+
+        entries = cached_inversions(str(cfg.cache_dir), backbone, a, [Path(inputs[k]["source"]) for k in todo],
+                                    n_inv=n_inv, n_gen=n_gen, t0=t0, image_size=size, batch_size=int(cfg.get("batch_size", 4)))
+        x_T_cached = {inputs[k]["id"]: e["x_T"] for k, e in zip(todo, entries)}
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(manifest(False), manifest_path)
@@ -669,7 +676,8 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
                 for it, (_, notes) in zip(batch, loaded):
                     if notes:
                         it["notes"] = notes
-                x0, x_T = torch.stack([x for x, _ in loaded]).to(dev), None
+                x0 = torch.stack([x for x, _ in loaded]).to(dev)
+                x_T = torch.stack([x_T_cached[it["id"]] for it in batch]).to(dev) if x_T_cached else None
             with inference_context(perf, dev):  # inference_mode (auto: on CUDA) or no_grad
                 res = asyrp_edit(backbone, x0, hfunc, a=a.to(dev), n_inv=n_inv, n_gen=n_gen, t_edit=t_edit,
                                  t_boost=t_boost, strength=coeffs, mode=mode, seeds=seeds, t0=t0, x_T=x_T)

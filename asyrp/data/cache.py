@@ -147,6 +147,15 @@ class InversionCache:
         return [self.path_for(s) for s in sources]
 
 
+def cached_inversions(root: str | Path, backbone, a: torch.Tensor, files: Sequence[Path], *, n_inv: int, n_gen: int,
+                      t0: int, image_size: int, batch_size: int = 4) -> list[CacheEntry]:
+    """The cache entries of image ``files`` (computed only where missing): edits of images a run has inverted before
+    (a sweep's trials, a rerun with another strength) start from the stored x_T instead of inverting again."""
+    cache = InversionCache(root, backbone, a, n_inv=n_inv, n_gen=n_gen, t0=t0, image_size=image_size,
+                           batch_size=batch_size)
+    return [load_entry(p) for p in cache.build([Source(id=Path(f).name, path=Path(f)) for f in files])]
+
+
 def load_entry(path: str | Path) -> CacheEntry:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,7 +1,10 @@
 """Write synthfaces image folders with their ground truth: ``python -m asyrp.synthfaces.data --out data/synthfaces``.
 
-train/ (dataset seed 1) is what h-functions train on, test/ (seed 2) what the demo edits; both are held out from the
-DDPM's, CLIP's and oracle's training faces. ``--exclude mouth=smiling`` keeps only faces an edit can change.
+train/ (dataset seed 1) is what h-functions train on, test/ (seed 2) what the demo edits and recipes are reported on,
+select/ (seed 3, ``--n-select``) what a sweep (``hparams_search=edit_quality``) judges trials on, so that a recipe
+chosen by a score is reported on faces the choice never saw. All are held out from the DDPM's, CLIP's and oracle's
+training faces. ``--exclude mouth=smiling`` (the default) keeps only faces an edit can change; ``--only mouth=smiling``
+keeps only faces that have a value (for reverse edits).
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import torch
 from ..utils.io import atomic_path, atomic_write_json
 from .render import HEADS, render, sample_face
 
-SPLIT_SEEDS = {"train": 1, "test": 2}
+SPLIT_SEEDS = {"train": 1, "test": 2, "select": 3}
 
 
 class SynthFaces(torch.utils.data.Dataset):
@@ -43,16 +46,19 @@ class SynthFaces(torch.utils.data.Dataset):
         return img, torch.tensor([labels[k] for k in self.heads])
 
 
-def write_split(folder: str | Path, seed: int, n: int, exclude: dict[str, str] | None = None, size: int = 32) -> Path:
-    """n faces of dataset ``seed`` (skipping those with an excluded attribute value) as PNGs + attributes.json."""
+def write_split(folder: str | Path, seed: int, n: int, exclude: dict[str, str] | None = None, size: int = 32,
+                only: dict[str, str] | None = None) -> Path:
+    """n faces of dataset ``seed`` (skipping those with an excluded attribute value, or without an ``only`` value) as
+    PNGs + attributes.json."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    exclude = exclude or {}
+    exclude, only = exclude or {}, only or {}
     attrs, i = {}, 0
     while len(attrs) < n:
         face = sample_face(seed, i)
         i += 1
-        if any(str(getattr(face, k)) == v for k, v in exclude.items()):
+        if any(str(getattr(face, k)) == v for k, v in exclude.items()) or \
+                any(str(getattr(face, k)) != v for k, v in only.items()):
             continue
         name = f"face_{len(attrs):04d}.png"
         with atomic_path(folder / name) as tmp:
@@ -67,11 +73,16 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="data/synthfaces")
     p.add_argument("--n-train", type=int, default=64)
     p.add_argument("--n-test", type=int, default=64)
-    p.add_argument("--exclude", action="append", default=["mouth=smiling"], help="attr=value to leave out")
+    p.add_argument("--n-select", type=int, default=0, help="faces of the sweep's selection split (0: none)")
+    p.add_argument("--exclude", action="append", default=None,
+                   help="attr=value to leave out (repeatable; default mouth=smiling; --exclude none: nothing)")
+    p.add_argument("--only", action="append", default=[], help="attr=value every face must have (repeatable)")
     args = p.parse_args(argv)
-    exclude = dict(e.split("=", 1) for e in args.exclude if e)
-    for split, n in (("train", args.n_train), ("test", args.n_test)):
-        print(write_split(Path(args.out) / split, SPLIT_SEEDS[split], n, exclude))
+    pairs = lambda items: dict(e.split("=", 1) for e in items if e and e != "none")  # noqa: E731
+    exclude, only = pairs(args.exclude if args.exclude is not None else ["mouth=smiling"]), pairs(args.only)
+    for split, n in (("train", args.n_train), ("test", args.n_test), ("select", args.n_select)):
+        if n > 0:
+            print(write_split(Path(args.out) / split, SPLIT_SEEDS[split], n, exclude, only=only))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,247 @@
+"""The ``hparams_search=edit_quality`` objective: a sweep trial is judged by its edits, not by its training loss.
+
+After a trial has trained its h-function through the normal train path, ``edit_quality`` edits a held-out
+*selection* split through the normal edit path (``asyrp.tasks.edit``, with the inversion cache, so no trial after
+the first inverts an image twice) and measures:
+
+- on any dataset: ``edit/clip_direction`` (directional CLIP score between source and edit), ``edit/psnr_rec``
+  (PSNR of the edit to the unedited reconstruction, dB) and, when LPIPS weights are given, ``edit/lpips_rec``;
+- with an attribute oracle (``attribute.oracle_target``, synthfaces): ``edit/success`` and ``edit/preserved``.
+
+Scalarisation (``edit/objective``, maximised by default):
+- oracle: ``min(success - target.success, preserved - target.preserved)``, the margin of the worse target (> 0 means
+  both met); a recipe is as good as its weaker side;
+- otherwise: ``clip_direction - w_lpips * lpips_rec`` with LPIPS, else
+  ``clip_direction - w_psnr * max(0, psnr_floor - psnr_rec)`` (an edit that drifts from the reconstruction pays).
+For a Pareto front instead: ``optimized_metric=[edit/success,edit/preserved]
+hydra.sweeper.direction=[maximize,maximize]``.
+
+Every trial appends one row (settings, metrics, seconds) to ``edit_quality.csv`` in the sweep folder, logs the same
+to W&B when a W&B logger is configured, and the best trial so far is printed as a ready command line.
+The selection split must be disjoint from the images a recipe is reported on (synthfaces: ``select/``, seed 3).
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from .utils.errors import AsyrpUserError
+
+log = logging.getLogger(__name__)
+
+TABLE = "edit_quality.csv"
+_SKIP_IN_COMMAND = ("hparams_search=", "hydra.", "edit_quality.", "n_trials=")
+
+
+def edit_config(cfg: DictConfig, checkpoint: Path, out_dir: Path) -> DictConfig:
+    """The edit task's config for the selection split, from the trial's train config (conf/edit.yaml's keys)."""
+    eq = cfg.edit_quality
+    return OmegaConf.create({
+        "task_name": "edit", "checkpoint": str(checkpoint), "coeffs": None, "input_dir": str(eq.input_dir),
+        "n_random": None, "output_dir": str(out_dir), "overwrite": True, "n_images": eq.get("n_images"),
+        "batch_size": int(eq.get("batch_size", 32)), "device": "cpu", "seed": 0, "progress": False,
+        "grid_rows": int(eq.get("grid_rows", 8)), "n_inv": None, "n_gen": None, "t0": None, "t_edit": None,
+        "t_boost": None, "mode": None, "strength": float(eq.strength), "sweep": None, "strip": None,
+        "strip_from": None, "cache_dir": str(cfg.dataset.cache_dir),
+        "arch": OmegaConf.to_container(cfg.arch, resolve=True),
+        "edit_interval": OmegaConf.to_container(cfg.edit_interval, resolve=True),
+        "perf": OmegaConf.to_container(cfg.perf, resolve=True) if cfg.get("perf") is not None else None,
+    })
+
+
+def measure(cfg: DictConfig, clip, backbone, res: Mapping[str, Any]) -> dict[str, float]:
+    """The edit metrics of one edit run (``res``: what ``asyrp.tasks.edit`` returned)."""
+    import json
+
+    from .data.cache import cached_inversions
+    from .data.images import load_image
+    from .metrics import DirectionalCLIPSimilarity, LPIPSPreservation, OracleEditScore, PSNRPreservation
+    from .tasks import alphas
+
+    eq, out = cfg.edit_quality, Path(res["output_dir"])
+    man = json.loads(Path(res["manifest"]).read_text())
+    items = man["inputs"]
+    size = int(man["image_size"] or 32)
+    x_src = torch.stack([load_image(it["source"], size) for it in items])
+    x_edit = torch.stack([load_image(out / it["outputs"][0], size) for it in items])
+    # the unedited reconstruction: stored in the inversion cache by the edit run (nothing is computed here)
+    entries = cached_inversions(str(cfg.dataset.cache_dir), backbone, alphas(cfg.arch),
+                                [Path(it["source"]) for it in items], n_inv=man["n_inv"], n_gen=man["n_gen"],
+                                t0=man["t0"], image_size=size)
+    x_rec = torch.stack([e["x_rec"] for e in entries]).float()
+    m: dict[str, float] = {"edit/n": float(len(items))}
+    clip_dir = DirectionalCLIPSimilarity.from_clip(clip, list(cfg.attribute.source), list(cfg.attribute.target))
+    clip_dir.update(x_src, x_edit)
+    m["edit/clip_direction"] = float(clip_dir.compute())
+    psnr = PSNRPreservation()
+    psnr.update(x_rec, x_edit)
+    m["edit/psnr_rec"] = float(psnr.compute())
+    if eq.get("lpips"):
+        lp = LPIPSPreservation(**OmegaConf.to_container(eq.lpips, resolve=True))
+        lp.update(x_rec, x_edit)
+        m["edit/lpips_rec"] = float(lp.compute())
+    target = cfg.attribute.get("oracle_target")
+    if target and eq.get("judge", "auto") in ("auto", "oracle"):
+        from .synthfaces.oracle import load_oracle
+
+        score = OracleEditScore(load_oracle().judge, target)
+        score.update(x_src, x_edit)
+        for k, v in score.compute().items():
+            m[f"edit/{k}"] = float(v)
+    m["edit/objective"] = objective(m, eq)
+    return m
+
+
+def objective(m: Mapping[str, float], eq: Mapping[str, Any]) -> float:
+    """The documented scalarisation (module docstring)."""
+    if "edit/success" in m:
+        tgt = eq.get("target", {})
+        return min(m["edit/success"] - float(tgt.get("success", 0.8)), m["edit/preserved"] - float(tgt.get("preserved", 0.9)))
+    fid = eq.get("fidelity", {})
+    if "edit/lpips_rec" in m:
+        return m["edit/clip_direction"] - float(fid.get("w_lpips", 1.0)) * m["edit/lpips_rec"]
+    short = max(0.0, float(fid.get("psnr_floor", 25.0)) - m["edit/psnr_rec"])
+    return m["edit/clip_direction"] - float(fid.get("w_psnr", 0.02)) * short
+
+
+def _overrides() -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # not inside a Hydra app (called from Python)
+        return []
+
+
+def table_path(cfg: DictConfig) -> Path:
+    if cfg.edit_quality.get("table"):
+        return Path(str(cfg.edit_quality.table))
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:
+            return Path(hc.sweep.dir) / TABLE
+    except ValueError:
+        pass
+    return Path(str(cfg.paths.output_dir)) / TABLE
+
+
+def append_row(path: Path, row: Mapping[str, Any]) -> None:
+    """One row per trial; a column that appears later (e.g. lpips) widens the table (the file is rewritten)."""
+    rows = read_table(path)
+    cols = list(rows[0].keys()) if rows else []
+    cols += [k for k in row if k not in cols]
+    rows.append({k: row.get(k, "") for k in cols})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols)
+        w.writeheader()
+        w.writerows({k: r.get(k, "") for k in cols} for r in rows)
+    tmp.replace(path)
+
+
+def read_table(path: Path) -> list[dict[str, str]]:
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def best_command(path: Path, metric: str = "edit/objective") -> str | None:
+    """The best trial of the table as a ready command: the train overrides, then the edit strength."""
+    rows = [r for r in read_table(path) if r.get(metric) not in (None, "", "nan")]
+    if not rows:
+        return None
+    best = max(rows, key=lambda r: float(r[metric]))
+    over = [o for o in best["overrides"].split(" ") if o and not o.startswith(_SKIP_IN_COMMAND)]
+    return (f"best trial {best['trial']} ({metric}={float(best[metric]):.3f}): python train.py {' '.join(over)}"
+            f"  # then python edit.py checkpoint=<run>/checkpoints/hfunction.pt strength={best['strength']}")
+
+
+def edit_quality(cfg: DictConfig, objects: Mapping[str, Any]) -> dict[str, float]:
+    """Edit the selection split with the trial's h-function, measure, record the trial, print the best so far."""
+    eq = cfg.edit_quality
+    if not eq.get("input_dir") or not Path(str(eq.input_dir)).exists():
+        raise AsyrpUserError(f"edit_quality.input_dir={eq.get('input_dir')} does not exist: write a selection split "
+                             "(python -m asyrp.synthfaces.data --n-select 64) or pass edit_quality.input_dir=<folder>")
+    from .tasks import edit
+
+    t_start = time.time()
+    run_dir = Path(str(cfg.paths.output_dir))
+    ckpt = run_dir / "checkpoints" / "hfunction.pt"
+    res = edit(edit_config(cfg, ckpt, run_dir / "select_edits"))
+    m = measure(cfg, objects["clip"], objects["backbone"].cpu(), res)
+    m["edit/seconds"] = round(time.time() - t_start, 1)
+    overrides = _overrides()
+    row = {"trial": _job_num(), "overrides": " ".join(overrides), "t0": cfg.model.t0,
+           "t_edit": cfg.edit_interval.t_edit, "t_boost": cfg.edit_interval.get("t_boost"),
+           "lr": cfg.model.optimizer.lr, "w_recon": cfg.model.loss.w_recon, "n_iter": cfg.model.n_iter,
+           "strength": float(eq.strength), "seed": cfg.seed, "train_seconds": objects.get("train_seconds", ""),
+           **{k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in m.items()},
+           "run_dir": str(run_dir)}
+    path = table_path(cfg)
+    append_row(path, row)
+    _log_wandb(objects.get("loggers") or [], row, path)
+    log.info("edit_quality: %s", " ".join(f"{k}={v}" for k, v in m.items()))
+    line = best_command(path, str(cfg.get("optimized_metric") or "edit/objective")
+                        if isinstance(cfg.get("optimized_metric"), str) else "edit/objective")
+    if line:
+        print(line, flush=True)
+    return m
+
+
+def _job_num() -> int | str:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return int(HydraConfig.get().job.num)
+    except (ValueError, TypeError, AttributeError):
+        return ""
+
+
+def _log_wandb(loggers: list, row: Mapping[str, Any], path: Path) -> None:
+    """The trial's settings and edit metrics in its W&B run (summary), and the sweep's table so far."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    for lg in loggers:
+        if isinstance(lg, WandbLogger):
+            import wandb
+
+            exp = lg.experiment
+            exp.summary.update({k: v for k, v in row.items() if k not in ("overrides", "run_dir")})
+            rows = read_table(path)
+            exp.log({"edit_quality/trials": wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])})
+
+
+def t_edit_below_t0(cfg: DictConfig, trial) -> None:
+    """Optuna ``custom_search_space``: t_edit is drawn below the trial's t0 (the edit interval is [t0, t_edit]),
+    between ``edit_quality.t_edit_min`` and t0 - ``edit_quality.t_edit_gap``, in steps of 50."""
+    eq = cfg.get("edit_quality") or {}
+    t0 = int(trial.params.get("model.t0", trial.user_attrs.get("model.t0", cfg.model.t0)))
+    if "edit_interval.t_edit" in trial.user_attrs:  # fixed on the command line
+        return
+    gap, lo = int(eq.get("t_edit_gap", 50)), int(eq.get("t_edit_min", 100))
+    hi = max(t0 - gap, 0)
+    lo = min(lo, hi)
+    trial.suggest_int("edit_interval.t_edit", lo, hi, step=50 if (hi - lo) % 50 == 0 else 1)
+
+
+class BestTrialCallback(Callback):
+    """Hydra callback: at the end of a sweep, print the best trial of the table as a ready command."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        path = Path(str(config.hydra.sweep.dir)) / TABLE
+        line = best_command(path)
+        if line:
+            print(f"edit_quality sweep done ({len(read_table(path))} trials, table {path})\n{line}", flush=True)

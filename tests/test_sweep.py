@@ -1,0 +1,85 @@
+"""hparams_search=edit_quality: a tiny sweep trains, edits a selection split, judges, tables and prints the best."""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asyrp.sweep import append_row, best_command, objective, read_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_objective_is_the_margin_of_the_worse_target_or_clip_minus_drift():
+    eq = {"target": {"success": 0.8, "preserved": 0.9}, "fidelity": {"psnr_floor": 25.0, "w_psnr": 0.02, "w_lpips": 1.0}}
+    assert objective({"edit/success": 0.95, "edit/preserved": 0.92}, eq) == pytest.approx(0.02)
+    assert objective({"edit/success": 0.70, "edit/preserved": 0.99}, eq) == pytest.approx(-0.10)
+    assert objective({"edit/clip_direction": 0.3, "edit/psnr_rec": 30.0}, eq) == pytest.approx(0.3)
+    assert objective({"edit/clip_direction": 0.3, "edit/psnr_rec": 20.0}, eq) == pytest.approx(0.2)
+    assert objective({"edit/clip_direction": 0.3, "edit/psnr_rec": 9.0, "edit/lpips_rec": 0.25}, eq) == pytest.approx(0.05)
+
+
+def test_table_widens_and_best_command_drops_sweep_only_overrides(tmp_path):
+    path = tmp_path / "t.csv"
+    append_row(path, {"trial": 0, "overrides": "model.t0=400 hparams_search=edit_quality edit_quality.strength=0.9",
+                      "strength": 0.9, "edit/objective": -0.1})
+    append_row(path, {"trial": 1, "overrides": "model.t0=500 experiment=synthfaces_hat hydra.sweep.dir=x",
+                      "strength": 1.1, "edit/objective": 0.05, "edit/lpips_rec": 0.1})
+    rows = read_table(path)
+    assert [r["trial"] for r in rows] == ["0", "1"] and rows[0]["edit/lpips_rec"] == "" and rows[1]["edit/lpips_rec"] == "0.1"
+    line = best_command(path)
+    assert "best trial 1" in line and "python train.py model.t0=500 experiment=synthfaces_hat " in line
+    assert "hydra.sweep.dir" not in line and "strength=1.1" in line
+
+
+@pytest.mark.slow
+def test_tiny_edit_quality_sweep_tables_every_trial_and_inverts_once(tmp_path):
+    from asyrp.synthfaces.data import write_split
+
+    select = write_split(tmp_path / "data" / "select", seed=3, n=4, exclude={"glasses": "True"})
+    sweep = tmp_path / "sweep"
+    env = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="1")
+    # t0 fixed: the second trial must find every inversion (training and selection images) in the cache
+    proc = subprocess.run([sys.executable, "train.py", "-m", "hparams_search=edit_quality", "experiment=synthfaces_glasses",
+                           "debug=smoke", "model.t0=999", f"edit_quality.input_dir={select}", f"hydra.sweep.dir={sweep}",
+                           f"paths.cache_dir={tmp_path / 'cache'}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(sweep / "edit_quality.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["trial"] for r in rows] == ["0", "1"]
+    for r in rows:
+        assert 0.0 <= float(r["edit/success"]) <= 1.0 and 0.0 <= float(r["edit/preserved"]) <= 1.0
+        assert float(r["edit/objective"]) == pytest.approx(min(float(r["edit/success"]) - 0.8,
+                                                               float(r["edit/preserved"]) - 0.9), abs=1e-3)
+        assert r["t0"] == "999" and 100 <= int(r["t_edit"]) <= 949 and r["edit/psnr_rec"] and r["edit/clip_direction"]
+        assert len(list((Path(r["run_dir"]) / "select_edits").glob("face_*.png"))) == 4
+    # the searched values differ between the trials and each trial trained with its own
+    assert rows[0]["lr"] != rows[1]["lr"]
+    # the best trial, as a ready command line, at the end of the sweep
+    best = max(rows, key=lambda r: float(r["edit/objective"]))
+    out = proc.stdout
+    assert "edit_quality sweep done (2 trials" in out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith(f"best trial {best['trial']} ") and "python train.py " in last
+    assert f"model.optimizer.lr={best['lr']}" in last and f"strength={best['strength']}" in last
+    assert "hparams_search" not in last.split("python train.py", 1)[1]
+    # inversions: trial 0 builds the training images' and the selection split's entries, trial 1 none
+    log = proc.stdout + proc.stderr
+    per_trial = log.split("Launching 1 jobs locally")
+    assert len(per_trial) == 3
+    assert per_trial[1].count("computing") == 2 and per_trial[2].count("computing") == 0
+
+
+def test_edit_quality_composes_with_every_synthfaces_experiment(tmp_path):
+    from asyrp.utils.config import compose
+
+    for attr in ("smiling", "frowning", "glasses", "hat", "blond_hair", "red_hair"):
+        cfg = compose("train", ["hparams_search=edit_quality", f"experiment=synthfaces_{attr}"], output_dir=tmp_path)
+        assert cfg.optimized_metric == "edit/objective" and cfg.attribute.oracle_target
+        assert str(cfg.edit_quality.input_dir).endswith("/select")
+        assert cfg.hydra.sweeper.custom_search_space == "asyrp.sweep.t_edit_below_t0"
+        assert set(cfg.hydra.sweeper.params) >= {"model.t0", "model.optimizer.lr", "model.loss.w_recon", "model.n_iter",
+                                                 "edit_quality.strength"}
