@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from .samplers import P_t, ddim_update
+from .samplers import P_t, WalkStep, ddim_walk, inversion_pairs
 from .schedules import alpha_at
 
 __all__ = [
@@ -272,20 +272,23 @@ def measure_curves(
     D = torch.zeros(len(ts), N, dtype=torch.float64)
     for lo in range(0, N, batch_size):
         x = x0[lo : lo + batch_size]
-        z = z_all[lo : lo + batch_size]
-        x_inv = x
-        for i, t in enumerate(ts):
-            a_t = alpha_at(a, t)
-            tb = torch.full((x.shape[0],), float(t), device=x.device)
-            if process == "forward":
-                x_t = a_t.sqrt().to(x.dtype) * x + (1 - a_t).sqrt().to(x.dtype) * z
-            else:
-                x_t = x_inv
-            eps = backbone.eps(backbone(x_t, tb))
-            S[i, lo : lo + x.shape[0]] = distance(x, P_t(x_t, eps, a_t)).double().cpu()
-            D[i, lo : lo + x.shape[0]] = distance(x, x_t).double().cpu()
-            if process == "inversion" and i + 1 < len(ts):
-                x_inv = ddim_update(x_t, eps, eps, a_t, alpha_at(a, ts[i + 1]))
+        rows = slice(lo, lo + x.shape[0])
+        if process == "forward":
+            for i, t in enumerate(ts):
+                a_t = alpha_at(a, t)
+                x_t = a_t.sqrt().to(x.dtype) * x + (1 - a_t).sqrt().to(x.dtype) * z_all[rows]
+                eps = backbone.eps(backbone(x_t, torch.full((x.shape[0],), float(t), device=x.device)))
+                S[i, rows] = distance(x, P_t(x_t, eps, a_t)).double().cpu()
+                D[i, rows] = distance(x, x_t).double().cpu()
+            continue
+        # inversion: the walk up ts; P_t comes from the call that moves x_t on and is filed under t. The last
+        # pair (t_max, t_max) makes no move (a_next = a_t) but measures the last timestep.
+        def record(s: WalkStep) -> None:
+            i = ts.index(s.t)
+            S[i, rows] = distance(x, s.P_t).double().cpu()
+            D[i, rows] = distance(x, s.x_t).double().cpu()
+
+        ddim_walk(backbone, x, inversion_pairs(ts) + [(ts[-1], ts[-1])], a, callback=record)
     return IntervalCurves(
         t=ts,
         strength=S.mean(1).tolist(),

@@ -24,8 +24,7 @@ from torch import nn
 
 from .clip import FrozenCLIP
 from .losses import AsyrpLoss, direction_cosine
-from .samplers import generation_pairs
-from .schedules import timesteps
+from .samplers import TimestepPlan
 
 
 # Lightning's advice about saving pre-optimisation state does not apply: last.ckpt is meant to hold the stepped
@@ -74,9 +73,10 @@ class AsyrpModule(pl.LightningModule):
         self.t_edit, self.t_boost = int(t_edit), int(t_boost)
         self.mode, self.strength, self.spacing, self.seed = mode, float(strength), spacing, int(seed)
         loss = dict(loss or {})
-        # (index into the cached generation walk, t, t_next) for every training step t >= t_edit, from T down
-        self.train_steps = [(k, t, tn) for k, (t, tn) in enumerate(generation_pairs(timesteps(self.n_gen, self.t0, spacing)))
-                            if t >= self.t_edit]
+        # the grid shared with the inversion cache and edit; training visits (k, t, t_next) for t >= t_edit
+        self.plan = TimestepPlan(n_inv=self.n_inv, n_gen=self.n_gen, t0=self.t0, t_edit=self.t_edit,
+                                 t_boost=self.t_boost, spacing=spacing)
+        self.train_steps = self.plan.edit_steps()
         text_dir = clip.text_direction(self.source, self.target)
         self.loss_fn = AsyrpLoss(clip, text_dir, clip.text_cosine(self.source, self.target),
                                  w_clip=float(loss.get("w_clip", 1.0)), w_recon=float(loss.get("w_recon", 3.0)),
@@ -153,7 +153,7 @@ class AsyrpModule(pl.LightningModule):
         seeds = [self.seed + int(i) for i in batch["index"]]
         res = edit(self.backbone, batch["x0"], self.hfunc, a=self.a.to(self.device), n_inv=self.n_inv,
                    n_gen=self.n_gen, t_edit=self.t_edit, t_boost=self.t_boost, strength=self.strength, mode=self.mode,
-                   seeds=seeds, t0=self.t0, x_T=batch["x_T"])
+                   seeds=seeds, t0=self.t0, x_T=batch["x_T"], spacing=self.spacing)
         return res.x_edit
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

@@ -11,7 +11,7 @@ bottleneck h + delta_h:  x_{t-1} = sqrt(a_{t-1}) P_t(eps_theta(x_t | h + delta_h
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -61,20 +61,109 @@ def _t_batch(t: int, x: torch.Tensor) -> torch.Tensor:
     return torch.full((x.shape[0],), float(t), device=x.device, dtype=torch.float32)
 
 
-def _ddim_step_with_P(
+def inversion_pairs(seq: Sequence[int]) -> list[tuple[int, int]]:
+    """(t, t_next) for deterministic inversion along an increasing sequence: the network is evaluated at t."""
+    return list(zip(seq[:-1], seq[1:]))
+
+
+def generation_pairs(seq: Sequence[int]) -> list[tuple[int, int]]:
+    """(t, t_next) for generation down an increasing sequence, ending with (seq[0], -1)."""
+    down = list(reversed(seq))
+    return list(zip(down, down[1:] + [-1]))
+
+
+@dataclass(frozen=True)
+class TimestepPlan:
+    """The timestep grid of one setting, built once and shared by the inversion cache, the training module and edit.
+
+    Inversion walks up ``seq_inv`` (n_inv steps to t0), generation down ``seq_gen`` (n_gen steps); the h-function
+    acts on generation steps with t >= t_edit (``edit_steps``); below t_boost the walk is stochastic (eta = 1).
+    ``spacing``: 'official' (Asyrp's linspace) or 'uniform' (DDIM's skipping), see ``schedules.timesteps``.
+    """
+
+    n_inv: int = 40
+    n_gen: int = 40
+    t0: int = 999
+    t_edit: int | None = None
+    t_boost: int = 0
+    spacing: str = "official"
+
+    @property
+    def seq_inv(self) -> list[int]:
+        return timesteps(self.n_inv, self.t0, self.spacing)
+
+    @property
+    def seq_gen(self) -> list[int]:
+        return timesteps(self.n_gen, self.t0, self.spacing)
+
+    def inversion(self) -> list[tuple[int, int]]:
+        return inversion_pairs(self.seq_inv)
+
+    def generation(self) -> list[tuple[int, int]]:
+        return generation_pairs(self.seq_gen)
+
+    def edit_steps(self) -> list[tuple[int, int, int]]:
+        """(index into the generation walk, t, t_next) of every step with t >= t_edit, from T down."""
+        if self.t_edit is None:
+            return []
+        return [(k, t, tn) for k, (t, tn) in enumerate(self.generation()) if t >= self.t_edit]
+
+    def eta(self, t: int) -> float:
+        """1 (stochastic quality boosting) while t < t_boost, else 0 (deterministic DDIM)."""
+        return 1.0 if t < self.t_boost else 0.0
+
+
+@dataclass
+class WalkStep:
+    """What one step of ``ddim_walk`` hands its callback: t, t_next, the walk's state x_t, P_t (the prediction that
+    fed the update) and eps (the noise prediction that fed D_t)."""
+
+    t: int
+    t_next: int
+    x_t: torch.Tensor
+    P_t: torch.Tensor
+    eps: torch.Tensor
+
+
+def ddim_walk(
     backbone: Backbone,
-    x_t: torch.Tensor,
-    t: int,
-    t_next: int,
+    x: torch.Tensor,
+    pairs: Sequence[tuple[int, int]],
     a: torch.Tensor,
-    eta: float = 0.0,
-    noise: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``ddim_step`` that also hands back P_t (the edit loop records it in trajectories at no extra cost)."""
-    eps = backbone.eps(backbone(x_t, _t_batch(t, x_t)))
-    a_t = alpha_at(a, t)
-    x_next = ddim_update(x_t, eps, eps, a_t, alpha_at(a, t_next), eta=eta, noise=noise)
-    return x_next, P_t(x_t, eps, a_t)
+    *,
+    eta: float | Callable[[int], float] = 0.0,
+    noise: Callable[[torch.Tensor, int], torch.Tensor | None] | None = None,
+    clip_x0: bool = False,
+    predict: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None,
+    callback: Callable[[WalkStep], None] | None = None,
+) -> torch.Tensor:
+    """The one DDIM walk: x_{t-1} = sqrt(a_{t-1}) P_t(eps_P) + D_t(eps) (+ sigma_t z) over ``pairs`` (up = inversion,
+    down = generation); returns the end point. Every walk of the library (inversion, generation, edit, the cache,
+    interval measurement, the synthfaces sampler) is this loop with its hooks:
+
+    - ``eta``: a number or a function of t (quality boosting); ``noise(x, t)`` gives z when eta > 0 (default randn).
+    - ``clip_x0``: clamp P_t to [-1, 1] and use the eps consistent with it (plain DDIM only; never for inversion).
+    - ``predict(x, t) -> (x_used, eps_P, eps)``: the two noise predictions (Asyrp's edited step); default: one full
+      network pass, eps_P = eps, x_used = x.
+    - ``callback(WalkStep)``: after every step, e.g. to record (t, x_t, P_t).
+    """
+    for t, t_next in pairs:
+        e = float(eta(t)) if callable(eta) else float(eta)
+        if predict is None:
+            eps = backbone.eps(backbone(x, _t_batch(t, x)))
+            x_used, eps_P = x, eps
+        else:
+            x_used, eps_P, eps = predict(x, t)
+        a_t, a_next = alpha_at(a, t), alpha_at(a, t_next)
+        if clip_x0:
+            x0 = P_t(x_used, eps_P, a_t).clamp(-1, 1)
+            eps = eps_P = (x_used - a_t.sqrt().to(x.dtype) * x0) / (1 - a_t).sqrt().to(x.dtype)
+        z = noise(x, t) if (e > 0 and noise is not None) else None
+        x_next = ddim_update(x_used, eps_P, eps, a_t, a_next, eta=e, noise=z)
+        if callback is not None:
+            callback(WalkStep(t, t_next, x, P_t(x_used, eps_P, a_t), eps))
+        x = x_next
+    return x
 
 
 def ddim_step(
@@ -87,27 +176,13 @@ def ddim_step(
     noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One DDIM step from t to t_next (either direction: t_next > t inverts). One full network pass."""
-    return _ddim_step_with_P(backbone, x_t, t, t_next, a, eta=eta, noise=noise)[0]
-
-
-def inversion_pairs(seq: Sequence[int]) -> list[tuple[int, int]]:
-    """(t, t_next) for deterministic inversion along an increasing sequence: the network is evaluated at t."""
-    return list(zip(seq[:-1], seq[1:]))
-
-
-def generation_pairs(seq: Sequence[int]) -> list[tuple[int, int]]:
-    """(t, t_next) for generation down an increasing sequence, ending with (seq[0], -1)."""
-    down = list(reversed(seq))
-    return list(zip(down, down[1:] + [-1]))
+    return ddim_walk(backbone, x_t, [(t, t_next)], a, eta=eta, noise=None if noise is None else lambda *_: noise)
 
 
 @torch.no_grad()
 def ddim_invert(backbone: Backbone, x0: torch.Tensor, seq: Sequence[int], a: torch.Tensor) -> torch.Tensor:
     """Deterministic DDIM inversion x0 -> x_T along ``seq`` (no clipping: clipping would break invertibility)."""
-    x = x0
-    for t, t_next in inversion_pairs(seq):
-        x = ddim_step(backbone, x, t, t_next, a)
-    return x
+    return ddim_walk(backbone, x0, inversion_pairs(seq), a)
 
 
 @torch.no_grad()
@@ -115,10 +190,7 @@ def ddim_generate(
     backbone: Backbone, x_T: torch.Tensor, seq: Sequence[int], a: torch.Tensor, eta: float = 0.0
 ) -> torch.Tensor:
     """DDIM generation x_T -> x0 down ``seq`` (the inverse walk of ``ddim_invert`` when eta = 0)."""
-    x = x_T
-    for t, t_next in generation_pairs(seq):
-        x = ddim_step(backbone, x, t, t_next, a, eta=eta)
-    return x
+    return ddim_walk(backbone, x_T, generation_pairs(seq), a, eta=eta)
 
 
 # ==============================================================================================================
@@ -298,7 +370,7 @@ def _coefficient_rows(hfunc, strength: Coefficients, B: int) -> tuple[int, Any, 
     return K, rows, bool((c != 0).any())
 
 
-def _image_noise(gens: list[torch.Generator], shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+def image_noise(gens: list[torch.Generator], shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
     """One N(0, I) draw per image from that image's own generator (CPU, so results match across devices)."""
     z = torch.stack([torch.randn(tuple(shape), generator=g, dtype=torch.float32) for g in gens])
     return z.to(device=like.device, dtype=like.dtype)
@@ -321,11 +393,12 @@ def edit(
     t0: int = 999,
     x_T: torch.Tensor | None = None,
     return_trajectory: bool = False,
+    spacing: str = "official",
 ) -> EditResult:
     """Edit real images: DDIM inversion, then Asyrp on [T, t_edit], DDIM, and quality boosting below t_boost.
 
-    - Inversion: ``n_inv`` timesteps ``int(linspace(0, 1, n) * t0)``, deterministic, no clipping (skipped if
-      ``x_T`` is given).
+    - Inversion: ``n_inv`` timesteps ``int(linspace(0, 1, n) * t0)`` (``spacing``, see TimestepPlan),
+      deterministic, no clipping (skipped if ``x_T`` is given).
     - Generation down ``n_gen`` timesteps: an Asyrp step (one encode + one decode of 2B rows) while t >= t_edit,
       a plain DDIM step (one full pass) below, with eta = 1 while t < t_boost (stochastic quality boosting;
       ``t_boost=None`` or 0 disables it).
@@ -357,24 +430,28 @@ def edit(
         raise ValueError(f"got {len(seeds)} seeds for {B} images: pass one seed per image")
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
 
+    plan = TimestepPlan(n_inv=int(n_inv), n_gen=int(n_gen), t0=int(t0), t_edit=t_edit, t_boost=t_boost,
+                        spacing=spacing)
     if x_T is None:
-        x_T = ddim_invert(backbone, x0, timesteps(n_inv, t0), a)
-    seq_gen = timesteps(n_gen, t0)
+        x_T = ddim_invert(backbone, x0, plan.seq_inv, a)
     x = x_T.repeat(K, *([1] * (x_T.dim() - 1)))
     trajectory: list[tuple[int, torch.Tensor, torch.Tensor]] | None = [] if return_trajectory else None
-    for t, t_next in generation_pairs(seq_gen):
-        eta = 1.0 if t < t_boost else 0.0
-        noise = _image_noise(gens, x.shape[1:], x).repeat(K, *([1] * (x.dim() - 1))) if eta > 0 else None
-        if editing and t >= t_edit:
-            res = asyrp_step(backbone, x, t, t_next, a, hfunc, mode=mode, strength=coeffs, eta=eta, noise=noise)
-            x_next, P = res.x_next, res.P_edit
-        else:
-            x_next, P = _ddim_step_with_P(backbone, x, t, t_next, a, eta=eta, noise=noise)
-        if trajectory is not None:
-            trajectory.append((t, x, P))
-        x = x_next
+
+    def predict(x_t: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if editing and t >= t_edit:  # Asyrp: the shifted h feeds P_t only
+            ee = edit_eps(backbone, x_t, t, hfunc, mode=mode, strength=coeffs)
+            return (x_t if ee.x_t is None else ee.x_t), ee.eps_edit, ee.eps
+        eps = backbone.eps(backbone(x_t, _t_batch(t, x_t)))
+        return x_t, eps, eps
+
+    def noise(x_t: torch.Tensor, t: int) -> torch.Tensor:  # image b's own generator; its K settings share it
+        return image_noise(gens, x_t.shape[1:], x_t).repeat(K, *([1] * (x_t.dim() - 1)))
+
+    record = None if trajectory is None else (lambda s: trajectory.append((s.t, s.x_t, s.P_t)))
+    x = ddim_walk(backbone, x, plan.generation(), a, eta=plan.eta, noise=noise, predict=predict, callback=record)
     x_edit = x.view(K, B, *x.shape[1:]) if K > 1 or _is_multi(strength, hfunc) else x
-    return EditResult(x_edit=x_edit, x_T=x_T, t_edit=t_edit, t_boost=t_boost, seq_gen=seq_gen, trajectory=trajectory)
+    return EditResult(x_edit=x_edit, x_T=x_T, t_edit=t_edit, t_boost=t_boost, seq_gen=plan.seq_gen,
+                      trajectory=trajectory)
 
 
 def _is_multi(strength: Coefficients, hfunc) -> bool:

@@ -52,7 +52,6 @@ from unittest import mock
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from omegaconf import OmegaConf  # noqa: E402
 
@@ -82,23 +81,20 @@ def naive_pair(bb, x, t, hf, strength, editing: bool):
 
 @torch.no_grad()
 def naive_invert(bb, x0, seq, a):
-    x = x0
-    for t, t_next in inversion_pairs(seq):
-        eps = bb.eps(bb(x, torch.full((x.shape[0],), float(t))))
-        x = ddim_update(x, eps, eps, alpha_at(a, t), alpha_at(a, t_next))
-    return x
+    return samplers.ddim_walk(bb, x0, inversion_pairs(seq), a)
 
 
 @torch.no_grad()
 def naive_generate(bb, x_T, hf, a, *, n_gen, t_edit, t_boost, strength, seeds, t0=999):
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    x = x_T
-    for t, t_next in generation_pairs(timesteps(n_gen, t0)):
-        eta = 1.0 if t < t_boost else 0.0
-        noise = samplers._image_noise(gens, x.shape[1:], x) if eta > 0 else None
+
+    def predict(x, t):  # encoder, then both decoders at every step
         eps, eps_edit = naive_pair(bb, x, t, hf, strength, t >= t_edit)
-        x = ddim_update(x, eps_edit, eps, alpha_at(a, t), alpha_at(a, t_next), eta=eta, noise=noise)
-    return x
+        return x, eps_edit, eps
+
+    return samplers.ddim_walk(bb, x_T, generation_pairs(timesteps(n_gen, t0)), a,
+                              eta=lambda t: 1.0 if t < t_boost else 0.0, predict=predict,
+                              noise=lambda x, t: samplers.image_noise(gens, x.shape[1:], x))
 
 
 def naive_edit(bb, x0, hf, a, *, n_inv, n_gen, t_edit, t_boost, strength, seeds, counter=None, t0=999):
@@ -237,7 +233,7 @@ class Bench:
         cache = InversionCache(self.cache_dir, self.bb, self.a, n_inv=args.n_inv, n_gen=args.n_gen, t0=999,
                                batch_size=args.batch)
         # training items from real images: x0 given, so the cache inverts them (here in memory, as the DataModule does)
-        entries = cache._compute(noise_sources(0, args.batch), self.x0)
+        entries = cache.compute(noise_sources(0, args.batch), self.x0)
         stack = lambda k: torch.stack([e[k] for e in entries]).to(self.dev)  # noqa: E731
         self.batch = {k: stack(k) for k in ("x0", "x_T", "x_rec", "P_orig", "t")}
         self.batch["index"] = torch.arange(args.batch)

@@ -84,7 +84,7 @@ def test_training_step_at_the_floor(bb, tmp_path):
                                        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16,
                                                     "heads": 2, "layers": 1}}})
     cache = InversionCache(tmp_path, bb, A, n_inv=N_INV, n_gen=N_GEN, t0=999)
-    entries = cache._compute(noise_sources(0, B), images(B))
+    entries = cache.compute(noise_sources(0, B), images(B))
     batch = {k: torch.stack([e[k] for e in entries]) for k in ("x0", "x_T", "x_rec", "P_orig", "t")}
     batch["index"] = torch.arange(B)
     m = AsyrpModule(_block(bb), bb, clip, A, source=["face"], target=["smiling face"],

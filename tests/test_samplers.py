@@ -286,3 +286,33 @@ def test_trajectory_and_given_x_T(bb):
     assert torch.equal(again.x_edit, res.x_edit)
     with pytest.raises(ValueError, match="t_edit"):
         edit(bb, x0, hf, a=A, n_inv=6, n_gen=8)
+
+
+@torch.no_grad()
+def test_one_timestep_plan_for_cache_module_and_edit(bb, tmp_path):
+    """spacing='uniform' gives the same grid to the inversion cache, the training module and edit (one plan)."""
+    from functools import partial
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from asyrp.data.cache import InversionCache, noise_sources
+    from asyrp.module import AsyrpModule
+    from asyrp.samplers import TimestepPlan
+    from asyrp.clip import load_clip
+
+    plan = TimestepPlan(n_inv=5, n_gen=6, t0=999, t_edit=500, t_boost=200, spacing="uniform")
+    assert plan.seq_gen == timesteps(6, 999, "uniform") != timesteps(6, 999)
+    cache = InversionCache(tmp_path, bb, A, n_inv=5, n_gen=6, t0=999, spacing="uniform")
+    entry = cache.compute(noise_sources(0, 1), None)[0]
+    assert entry["t"].tolist() == [t for t, _ in plan.generation()]
+    clip = load_clip(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "clip" / "tiny.yaml"))
+    m = AsyrpModule(_block(bb), bb, clip, A, source=["a"], target=["b"], optimizer=partial(torch.optim.SGD, lr=0.1),
+                    n_inv=5, n_gen=6, t0=999, t_edit=500, t_boost=200, spacing="uniform")
+    assert m.train_steps == plan.edit_steps() and all(entry["t"][k] == t for k, t, _ in m.train_steps)
+    res = edit(bb, images(1), _block(bb), a=A, n_inv=5, n_gen=6, t_edit=500, t_boost=200, seeds=[0],
+               spacing="uniform", return_trajectory=True)
+    assert res.seq_gen == plan.seq_gen and [t for t, _, _ in res.trajectory] == [t for t, _ in plan.generation()]
+    # the walk behind edit is the same as ddim_generate when nothing is edited and nothing is stochastic
+    rec = edit(bb, None, None, a=A, n_gen=6, seeds=[0], x_T=res.x_T, spacing="uniform")
+    assert torch.equal(rec.x_edit, ddim_generate(bb, res.x_T, plan.seq_gen, A))

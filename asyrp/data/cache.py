@@ -24,8 +24,7 @@ from typing import Sequence
 
 import torch
 
-from ..samplers import P_t, ddim_invert, ddim_update, generation_pairs
-from ..schedules import alpha_at, timesteps
+from ..samplers import TimestepPlan, WalkStep, ddim_invert, ddim_walk, generation_pairs
 from ..utils.errors import AsyrpUserError
 from ..utils.io import atomic_save, file_digest, module_fingerprint, tensor_digest
 from .images import list_images, load_image
@@ -80,8 +79,8 @@ class InversionCache:
                                   self.n_gen, self.t0, spacing, self.shape)))
         self.spec = hashlib.blake2b(spec.encode(), digest_size=8).hexdigest()
         self.dir = Path(root).expanduser() / self.spec
-        self.seq_inv = timesteps(self.n_inv, self.t0, spacing)
-        self.seq_gen = timesteps(self.n_gen, self.t0, spacing)
+        self.plan = TimestepPlan(n_inv=self.n_inv, n_gen=self.n_gen, t0=self.t0, spacing=spacing)
+        self.seq_inv, self.seq_gen = self.plan.seq_inv, self.plan.seq_gen
 
     def path_for(self, source: Source) -> Path:
         return self.dir / f"{source.digest(self.shape)}.pt"
@@ -93,18 +92,13 @@ class InversionCache:
     @torch.no_grad()
     def _walk(self, x_T: torch.Tensor, seq: list[int]) -> tuple[torch.Tensor, list[torch.Tensor], list[int]]:
         """Unedited DDIM generation from x_T down ``seq``: the end point and P_t at each step."""
-        x, Ps, ts = x_T, [], []
-        for t, t_next in generation_pairs(seq):
-            tt = torch.full((x.shape[0],), float(t), device=x.device)
-            eps = self.backbone.eps(self.backbone(x, tt))
-            a_t, a_next = alpha_at(self.a, t), alpha_at(self.a, t_next)
-            Ps.append(P_t(x, eps, a_t))
-            ts.append(t)
-            x = ddim_update(x, eps, eps, a_t, a_next)
-        return x, Ps, ts
+        steps: list[WalkStep] = []
+        x = ddim_walk(self.backbone, x_T, generation_pairs(seq), self.a, callback=steps.append)
+        return x, [s.P_t for s in steps], [s.t for s in steps]
 
     @torch.no_grad()
-    def _compute(self, sources: Sequence[Source], x0: torch.Tensor | None) -> list[CacheEntry]:
+    def compute(self, sources: Sequence[Source], x0: torch.Tensor | None) -> list[CacheEntry]:
+        """The entries of ``sources`` in memory (x0 given: real images, inverted; None: seeded noise samples)."""
         dev = next(self.backbone.parameters()).device
         if x0 is not None:  # real images: invert, then regenerate without edit
             x0 = x0.to(dev)
@@ -132,7 +126,7 @@ class InversionCache:
             for i in range(0, len(todo), self.batch_size):
                 chunk = todo[i:i + self.batch_size]
                 x0 = torch.stack([imgs[s.id] for s in chunk]) if chunk[0].path is not None else None
-                for s, entry in zip(chunk, self._compute(chunk, x0)):
+                for s, entry in zip(chunk, self.compute(chunk, x0)):
                     atomic_save(entry, self.path_for(s))
         return [self.path_for(s) for s in sources]
 

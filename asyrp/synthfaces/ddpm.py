@@ -179,22 +179,11 @@ def sample(backbone, a: torch.Tensor, n: int, *, steps: int = 100, eta: float = 
     """Faces from pure noise with the DDIM/DDPM family sampler: ``eta`` 0 is deterministic DDIM, 1 the DDPM posterior
     noise; ``clip_x0`` clamps the predicted clean image to [-1, 1] at every step (what makes this small model's samples
     clean: its noise predictions at high t are imprecise). Official (linspace) timesteps from 999."""
-    from ..samplers import P_t, sigma_t
-    from ..schedules import alpha_at, timesteps
+    from ..samplers import ddim_walk, generation_pairs
+    from ..schedules import timesteps
 
     g = torch.Generator().manual_seed(seed)
     x = torch.randn((n, 3, size, size), generator=g)
-    seq = timesteps(steps)
-    down = list(reversed(seq))
-    for t, t_next in zip(down, down[1:] + [-1]):
-        a_t, a_next = alpha_at(a, t).float(), alpha_at(a, t_next).float()
-        eps = backbone.eps(backbone(x, torch.full((n,), float(t))))
-        x0 = P_t(x, eps, a_t)
-        if clip_x0:
-            x0 = x0.clamp(-1, 1)
-            eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()  # the noise consistent with the clipped x0
-        sig = sigma_t(a_t, a_next, eta).float()
-        x = a_next.sqrt() * x0 + (1 - a_next - sig**2).clamp(min=0).sqrt() * eps
-        if eta > 0 and t_next >= 0:
-            x = x + sig * torch.randn(x.shape, generator=g)
+    x = ddim_walk(backbone, x, generation_pairs(timesteps(steps)), a, eta=eta, clip_x0=clip_x0,
+                  noise=lambda x_t, t: torch.randn(x_t.shape, generator=g))
     return x.clamp(-1, 1)
