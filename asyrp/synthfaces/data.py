@@ -4,7 +4,9 @@ train/ (dataset seed 1) is what h-functions train on, test/ (seed 2) what the de
 select/ (seed 3, ``--n-select``) what a sweep (``hparams_search=edit_quality``) judges trials on, so that a recipe
 chosen by a score is reported on faces the choice never saw. All are held out from the DDPM's, CLIP's and oracle's
 training faces. ``--exclude mouth=smiling`` (the default) keeps only faces an edit can change; ``--only mouth=smiling``
-keeps only faces that have a value (for reverse edits).
+keeps only faces that have a value (for reverse edits). labelled/ (seed 4, ``--n-labelled``, nothing excluded) holds faces
+with and without every attribute, with their labels, for the supervised direction finders (discover.py
+method=mean_diff|boundary).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import torch
 from ..utils.io import atomic_path, atomic_write_json
 from .render import HEADS, render, sample_face
 
-SPLIT_SEEDS = {"train": 1, "test": 2, "select": 3}
+SPLIT_SEEDS = {"train": 1, "test": 2, "select": 3, "labelled": 4}
 
 
 class SynthFaces(torch.utils.data.Dataset):
@@ -74,6 +76,7 @@ def main(argv=None) -> None:
     p.add_argument("--n-train", type=int, default=64)
     p.add_argument("--n-test", type=int, default=64)
     p.add_argument("--n-select", type=int, default=0, help="faces of the sweep's selection split (0: none)")
+    p.add_argument("--n-labelled", type=int, default=0, help="faces of every kind in labelled/ (0: none)")
     p.add_argument("--exclude", action="append", default=None,
                    help="attr=value to leave out (repeatable; default mouth=smiling; --exclude none: nothing)")
     p.add_argument("--only", action="append", default=[], help="attr=value every face must have (repeatable)")
@@ -83,6 +86,8 @@ def main(argv=None) -> None:
     for split, n in (("train", args.n_train), ("test", args.n_test), ("select", args.n_select)):
         if n > 0:
             print(write_split(Path(args.out) / split, SPLIT_SEEDS[split], n, exclude, only=only))
+    if args.n_labelled > 0:
+        print(write_split(Path(args.out) / "labelled", SPLIT_SEEDS["labelled"], args.n_labelled, {}))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,250 @@
+"""``discover(cfg)``: find h-space directions on a folder of images and write them as h-function files, a grid
+(rows: directions, columns: strengths) and directions.json (labels from the oracle, cost). See conf/discover.yaml.
+
+Every user-fixable problem is raised as one ``AsyrpUserError`` before any network pass or output file.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from omegaconf import DictConfig
+
+from ..utils.errors import AsyrpUserError
+
+log = logging.getLogger(__name__)
+METHODS = ("pca", "jacobian", "mean_diff", "boundary")
+SUPERVISED = ("mean_diff", "boundary")
+
+
+def _plain(cfg: Any) -> Any:
+    from ..utils.config import plain
+
+    return plain(cfg)
+
+
+def check_discover_config(cfg: DictConfig) -> dict[str, Any]:
+    """The method, step settings, images and (supervised) labels, checked; returns the files and their labels."""
+    from ..data.images import scan_images
+    from ..tasks import _int, check_arch, check_complete, check_schedule
+
+    check_complete(cfg)
+    m = cfg.method
+    if m.get("name") not in METHODS:
+        raise AsyrpUserError(f"method.name={m.get('name')!r} is not one of {', '.join(METHODS)}: pass method=<name>")
+    check_schedule(cfg.n_inv, cfg.n_gen, cfg.t0, cfg.t_edit, cfg.t_boost,
+                   keys={k: k for k in ("n_inv", "n_gen", "t0", "t_edit", "t_boost")})
+    for key in ("k", "n_images", "iters", "n_timesteps"):
+        if m.get(key) is not None:
+            _int(m.get(key), f"method.{key}", 1)
+    n = _int(cfg.n_images, "n_images", 2)
+    if cfg.labels not in ("writer", "oracle"):
+        raise AsyrpUserError(f"labels={cfg.labels!r} must be writer (the data writer's attributes.json) or oracle")
+    if cfg.judge not in ("auto", "none"):
+        raise AsyrpUserError(f"judge={cfg.judge!r} must be auto (the synthfaces oracle when it is there) or none")
+    if m.name == "pca" and int(m.k) > n - 1:
+        raise AsyrpUserError(f"method.k={m.k} principal components need at least {int(m.k) + 1} images: raise "
+                             f"n_images (now {n}) or lower method.k")
+    check_arch(cfg.arch)
+    size = int((cfg.arch.get("config") or {}).get("image_size") or (cfg.arch.get("config") or {}).get("sample_size") or 32)
+    files, skipped = scan_images(cfg.input_dir, n, size, what="input_dir")
+    labels = None
+    if m.name in SUPERVISED:
+        target = cfg.attribute.get("oracle_target")
+        if not target or "=" not in str(target):
+            raise AsyrpUserError(f"method={m.name} needs attribute.oracle_target (head=value, e.g. mouth=smiling) to "
+                                 f"label images; attribute {cfg.attribute.get('name')!r} has none")
+        if cfg.labels == "writer":
+            labels = writer_labels(Path(str(cfg.input_dir)), files, str(target))
+    return {"files": files, "skipped": skipped, "labels": labels, "image_size": size}
+
+
+def writer_labels(folder: Path, files: list[Path], target: str) -> torch.Tensor:
+    """1/0 per file: does the data writer's attributes.json record ``target`` (head=value) for it?"""
+    path = folder / "attributes.json"
+    if not path.is_file():
+        raise AsyrpUserError(f"labels=writer but {path} does not exist: write the folder with python -m "
+                             "asyrp.synthfaces.data (it records every face's attributes), or pass labels=oracle")
+    try:
+        attrs = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise AsyrpUserError(f"{path} is not readable JSON ({err}): rewrite it with python -m asyrp.synthfaces.data") from err
+    head, value = target.split("=", 1)
+    missing = [f.name for f in files if f.name not in attrs or head not in attrs[f.name]]
+    if missing:
+        raise AsyrpUserError(f"{path} has no {head!r} for {len(missing)} images (first: {missing[0]}): rewrite the "
+                             "folder with the data writer, or pass labels=oracle")
+    y = torch.tensor([str(attrs[f.name][head]) == value for f in files])
+    if y.all() or not y.any():
+        raise AsyrpUserError(f"all {len(files)} images of {folder} are {'' if y.all() else 'not '}{target}: "
+                             "a supervised direction needs both; use a folder with both classes "
+                             "(python -m asyrp.synthfaces.data --n-labelled 128 writes data/synthfaces/labelled)")
+    return y
+
+
+def _claim_output(out: Path, overwrite: bool) -> None:
+    old = list(out.glob("*.pt")) + ([out / "directions.json"] if (out / "directions.json").is_file() else [])
+    if old and not overwrite:
+        raise AsyrpUserError(f"{out} already holds directions ({old[0].name}, ...): pass overwrite=true to replace "
+                             "them, or choose another output_dir")
+    for p in old:
+        p.unlink()
+
+
+def _find(cfg: DictConfig, backbone, walk, labels: torch.Tensor | None) -> tuple[list, dict]:
+    from . import boundary_direction, jacobian_directions, mean_diff_direction, pca_directions
+
+    m = cfg.method
+    try:
+        if m.name == "pca":
+            return pca_directions(walk.h, int(m.k), pooled=bool(m.pooled)), {}
+        if m.name == "jacobian":
+            ts = walk.timesteps
+            n_t = min(int(m.n_timesteps), len(ts))
+            pick = sorted({ts[round(i * (len(ts) - 1) / max(n_t - 1, 1))] for i in range(n_t)}, reverse=True)
+            return jacobian_directions(backbone, walk, int(m.k), of=str(m.of), n_images=int(m.n_images),
+                                       timesteps=pick, iters=int(m.iters), tol=float(m.tol), seed=int(cfg.seed))
+        if m.name == "mean_diff":
+            return [mean_diff_direction(walk.h, labels)], {}
+        ts = walk.timesteps
+        t_m = int(m.t_m) if m.get("t_m") is not None else ts[len(ts) // 2]
+        if t_m not in walk.h:
+            t_m = min(ts, key=lambda t: abs(t - t_m))
+        return [boundary_direction(walk.h, labels, t_m, l2=float(m.l2), val_fraction=float(m.val_fraction))], {}
+    except ValueError as err:
+        raise AsyrpUserError(f"method={m.name}: {err}") from err
+
+
+@torch.no_grad()
+def _edit_rows(backbone, a, x_T, d, strengths, cfg) -> torch.Tensor:
+    """(K, M, 3, H, W): the M images edited along direction d at each strength (one inversion, batched)."""
+    from ..samplers import edit
+    from .files import direction_hfunction
+
+    out = edit(backbone, None, direction_hfunction(d), a=a, n_inv=int(cfg.n_inv), n_gen=int(cfg.n_gen),
+               t_edit=int(cfg.t_edit), t_boost=int(cfg.t_boost or 0), strength=list(strengths), mode=str(cfg.mode),
+               seeds=[int(cfg.seed) + i for i in range(x_T.shape[0])], t0=int(cfg.t0), x_T=x_T)
+    return out.x_edit.cpu()
+
+
+def discover(cfg: DictConfig) -> dict[str, Any]:
+    """Find directions with ``cfg.method`` on ``cfg.input_dir``; write <name>.pt, grid.png, directions.json."""
+    from ..data.cache import InversionCache, Source, load_entry
+    from ..perf import PassCounter
+    from ..tasks import alphas, build_backbone
+    from . import record_walk
+    from .files import save_direction
+
+    req = check_discover_config(cfg)
+    out = Path(str(cfg.output_dir)).expanduser()
+    _claim_output(out, bool(cfg.get("overwrite", False)))
+    torch.manual_seed(int(cfg.seed))
+    backbone = build_backbone(cfg.arch).freeze()
+    a = alphas(cfg.arch)
+    oracle = _oracle(cfg)
+    cache = InversionCache(str(cfg.cache_dir), backbone, a, n_inv=int(cfg.n_inv), n_gen=int(cfg.n_gen),
+                           t0=int(cfg.t0), image_size=req["image_size"])
+    sources = [Source(id=p.name, path=p) for p in req["files"]]
+    t_start = time.perf_counter()
+    with PassCounter(backbone) as counter:
+        counter.phase = "invert"
+        cached = len(sources) - len(cache.missing(sources))
+        entries = [load_entry(p) for p in cache.build(sources)]
+        x_T = torch.stack([e["x_T"] for e in entries])
+        counter.phase = "walk"
+        walk = record_walk(backbone, x_T, a, n_gen=int(cfg.n_gen), t0=int(cfg.t0), t_min=int(cfg.t_edit),
+                           batch_size=int(cfg.batch_size))
+        labels = req["labels"]
+        if labels is None and cfg.method.name in SUPERVISED:
+            labels = _oracle_labels_of(cfg, oracle, torch.stack([e["x0"] for e in entries]))
+        counter.phase = "find"
+        directions, extra_cost = _find(cfg, backbone, walk, labels)
+    cost = _cost(counter, t_start, cached, len(sources), extra_cost)
+    log.info("%s: %d direction(s) from %d images in %.1f s (%s)", cfg.method.name, len(directions), len(sources),
+             cost["seconds"], cost["passes"])
+    return _write(cfg, out, backbone, a, x_T, directions, oracle, cost, req)
+
+
+def _cost(counter, t_start: float, cached: int, n: int, extra: Mapping[str, Any]) -> dict[str, Any]:
+    passes = {ph: sum(c.rows for c in counter.calls if c.kind == "decode" and c.phase == ph)
+              for ph in ("invert", "walk", "find")}
+    return {"seconds": time.perf_counter() - t_start, "passes": passes, "inversions_cached": cached,
+            "images": n, **{k: v for k, v in extra.items() if k != "iters"}}
+
+
+def _oracle(cfg: DictConfig):
+    if cfg.judge == "none" or cfg.arch.get("name") != "synthfaces":
+        if cfg.labels == "oracle" and cfg.method.name in SUPERVISED:
+            raise AsyrpUserError("labels=oracle needs the synthfaces oracle (arch=synthfaces, judge=auto): pass "
+                                 "labels=writer")
+        return None
+    from ..synthfaces.oracle import DEFAULT_DIR, load_oracle
+
+    if not (DEFAULT_DIR / "oracle.safetensors").is_file():
+        return None
+    return load_oracle()
+
+
+def _oracle_labels_of(cfg: DictConfig, oracle, x0: torch.Tensor) -> torch.Tensor:
+    from ..synthfaces.judge import parse_target
+
+    key, value = parse_target(str(cfg.attribute.oracle_target))
+    y = oracle.judge(x0)[key] == value
+    if y.all() or not y.any():
+        raise AsyrpUserError(f"the oracle reads {'all' if y.all() else 'none'} of the {len(y)} images as "
+                             f"{cfg.attribute.oracle_target}: a supervised direction needs both classes")
+    return y
+
+
+def _write(cfg: DictConfig, out: Path, backbone, a, x_T, directions, oracle, cost, req) -> dict[str, Any]:
+    """Edit the first images along every direction at each strength (grid + oracle labels), then write the files."""
+    from torchvision.utils import make_grid
+
+    from ..utils.io import atomic_write_json, atomic_write_png
+    from . import oracle_labels
+    from .files import save_direction
+
+    strengths = sorted({0.0, *(float(s) for s in cfg.method.strengths)})
+    n_label = min(int(cfg.label_images), x_T.shape[0]) if oracle is not None else 0
+    n_grid = min(int(cfg.grid_images), x_T.shape[0])
+    edit_settings = {"n_inv": int(cfg.n_inv), "n_gen": int(cfg.n_gen), "t0": int(cfg.t0), "t_edit": int(cfg.t_edit),
+                     "t_boost": int(cfg.t_boost or 0), "mode": str(cfg.mode), "strength": 1.0}
+    rows, records = [], []
+    t_edit_start = time.perf_counter()
+    for d in directions:
+        x = _edit_rows(backbone, a, x_T[:max(n_label, n_grid)], d, strengths, cfg)  # (K, M, 3, H, W)
+        rows += [x[:, i] for i in range(n_grid)]
+        lab = None
+        if n_label:
+            from ..synthfaces.render import HEADS
+
+            ref = x[strengths.index(0.0), :n_label]
+            lab = oracle_labels(oracle.judge, HEADS, ref, {s: x[k, :n_label] for k, s in enumerate(strengths)})
+        extra = {"label": lab["label"] if lab else None, "labels": lab, "cost": cost,
+                 "found_on": {"input_dir": str(cfg.input_dir), "n_images": x_T.shape[0]}}
+        if cfg.method.name in SUPERVISED:
+            extra["attribute"] = str(cfg.attribute.oracle_target)
+            extra["label"] = extra["attribute"]
+        path = save_direction(d, out / f"{d.name}.pt", backbone, arch=_plain(cfg.arch), edit=edit_settings,
+                              extra=extra)
+        records.append({"file": path.name, "name": d.name, "label": extra["label"],
+                        **({k: lab[k] for k in ("main_head", "others_moved", "disentanglement")} if lab else {}),
+                        **{k: v for k, v in d.meta.items() if isinstance(v, (int, float, str, bool))}})
+        log.info("%s: %s", path, extra["label"] or "(no oracle)")
+    grid = make_grid(torch.cat(rows).clamp(-1, 1), nrow=len(strengths), padding=1, pad_value=1.0)
+    atomic_write_png(grid, out / "grid.png")
+    summary = {"method": cfg.method.name, "method_config": _plain(cfg.method), "arch": cfg.arch.get("name"),
+               "input_dir": str(cfg.input_dir), "images": [p.name for p in req["files"]],
+               "skipped": [{"path": str(p), "reason": r} for p, r in req["skipped"]],
+               "labels_from": (cfg.labels if cfg.method.name in SUPERVISED else None),
+               "judge": "synthfaces oracle" if oracle is not None else None, "label_images": n_label,
+               "grid": {"file": "grid.png", "rows": f"{len(directions)} directions x {n_grid} images",
+                        "columns": [f"strength {s:g}" for s in strengths]},
+               "edit": edit_settings, "cost": cost,
+               "label_and_grid_seconds": time.perf_counter() - t_edit_start, "directions": records}
+    atomic_write_json(summary, out / "directions.json")
+    return {"output_dir": out, "files": [out / r["file"] for r in records], "summary": summary}
