@@ -17,7 +17,9 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 
 from .utils.errors import TrainingDiverged
-from .utils.io import HFUNCTION_FORMAT, atomic_save, atomic_write_png
+from .hfunction_file import FORMAT as HFUNCTION_FORMAT
+from .hfunction_file import payload, save_hfunction
+from .utils.io import atomic_write_png
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +31,7 @@ def _all_finite(module: torch.nn.Module) -> bool:
 
 
 def hfunction_payload(pl_module) -> dict[str, Any]:
-    state = {k: v.detach().cpu().clone() for k, v in pl_module.hfunc.state_dict().items()}
-    return {"format": HFUNCTION_FORMAT, "state_dict": state, **pl_module.rebuild_info()}
+    return payload(pl_module.hfunc, pl_module.rebuild_info())
 
 
 class HFunctionCheckpoint(pl.Callback):
@@ -46,10 +47,8 @@ class HFunctionCheckpoint(pl.Callback):
         if not _all_finite(pl_module.hfunc):  # never replace a good hfunction.pt by a diverged one
             log.error("h-function weights are not finite: %s not written", self.dirpath / self.filename)
             return
-        payload = hfunction_payload(pl_module)
-        atomic_save(payload, self.dirpath / self.filename)
-        if self.export_official:
-            atomic_save({"0": payload["state_dict"]}, self.dirpath / self.official_filename)
+        save_hfunction(hfunction_payload(pl_module), self.dirpath / self.filename,
+                       self.dirpath / self.official_filename if self.export_official else None)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._save(pl_module)

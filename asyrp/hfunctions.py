@@ -31,6 +31,15 @@ __all__ = [
     "build_hfunction",
 ]
 
+
+def __getattr__(name: str) -> Any:
+    """The file readers live in asyrp.hfunction_file (the one home of the format); their old names still work here."""
+    if name in ("load_official_hfunction", "load_hfunction_weights"):
+        from . import hfunction_file
+
+        return getattr(hfunction_file, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 Coefficients = float | int | torch.Tensor | Sequence[float] | Sequence[Sequence[float]]
 
 DDPM_KEYS = frozenset(
@@ -262,88 +271,6 @@ def apply_hfunction(
     )
 
 
-# -- checkpoints -------------------------------------------------------------------------------------------------
-def _torch_load(path: str | Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
-
-
-def _delta_block_from_state_dict(sd: Mapping[str, torch.Tensor], source: str) -> DeltaBlock:
-    keys = frozenset(sd)
-    if keys == DDPM_KEYS:
-        width, channels = sd["conv1.weight"].shape[:2]
-        block = DeltaBlock("ddpm", channels, sd["temb_proj.weight"].shape[1], width=width)
-    elif keys == ADM_KEYS:
-        width, channels = sd["in_layers.2.weight"].shape[:2]
-        block = DeltaBlock("adm", channels, sd["emb_layers.1.weight"].shape[1], width=width)
-    else:
-        raise ValueError(
-            f"{source}: not an Asyrp h-function. Expected the DDPM block keys {sorted(DDPM_KEYS)} or the ADM block "
-            f"keys {sorted(ADM_KEYS)}, got {sorted(keys)[:12]}{' ...' if len(keys) > 12 else ''}"
-        )
-    block.load_state_dict(dict(sd), strict=True)
-    return block.eval()
-
-
-def load_official_hfunction(path: str | Path) -> HFunction:
-    """Load an h-function published with the official implementation (or a bare state dict of one).
-
-    The 35 published files hold the block's state dict under key ``"0"`` (plus optimizer/scheduler states);
-    the layout (DDPM or ADM block) is read from the parameter names and loaded strictly. Files of the global
-    variant (``{"<t>": delta_h}``, or ``{"0": delta_h}`` without time dependence) become a ``GlobalDirection``.
-    Returns a module called ``module(h, emb) -> delta_h`` in eval mode.
-    """
-    source = str(path)
-    try:
-        obj = _torch_load(path)
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # unpicklable / not a torch file
-        raise ValueError(f"{source}: cannot be read as a weights-only torch file ({e})") from e
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{source}: expected a dict (official checkpoint or state dict), got {type(obj).__name__}")
-    if isinstance(obj.get("0"), Mapping):
-        return _delta_block_from_state_dict(obj["0"], source)
-    if _is_state_dict(obj) and (frozenset(obj) in (DDPM_KEYS, ADM_KEYS)):
-        return _delta_block_from_state_dict(obj, source)
-    # global delta_h files: numeric keys -> (C, H, W) tensors
-    table = {k: v for k, v in obj.items() if str(k).lstrip("-").isdigit() and isinstance(v, torch.Tensor)}
-    if table and all(v.dim() == 3 for v in table.values()) and len({tuple(v.shape) for v in table.values()}) == 1:
-        shape = next(iter(table.values())).shape
-        if len(table) == 1 and int(next(iter(table))) == 0:
-            g = GlobalDirection(shape)
-            g.delta_h.data.copy_(next(iter(table.values())))
-        else:
-            ts = sorted(int(k) for k in table)
-            g = GlobalDirection(shape, timesteps=ts)
-            g.delta_h.data.copy_(torch.stack([table[k] for k in sorted(table, key=int)]))
-        return g.eval()
-    if _is_state_dict(obj):
-        return _delta_block_from_state_dict(obj, source)  # raises the layout error with the keys it found
-    raise ValueError(
-        f"{source}: unrecognised file. Expected an official Asyrp checkpoint (state dict under key '0'), a bare "
-        f"DeltaBlock state dict, or a global delta_h table; top-level keys: {sorted(map(str, obj))[:12]}"
-    )
-
-
-def load_hfunction_weights(module: nn.Module, path: str | Path) -> nn.Module:
-    """Strictly load weights into an existing h-function: an official file (key "0"), {"state_dict": ...}, or bare."""
-    obj = _torch_load(path)
-    if isinstance(obj, Mapping) and isinstance(obj.get("0"), Mapping):
-        sd = obj["0"]
-    elif isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        sd = obj["state_dict"]
-    elif _is_state_dict(obj):
-        sd = obj
-    else:
-        raise ValueError(f"{path}: no h-function state dict found (keys: {sorted(map(str, obj))[:12]})")
-    module.load_state_dict(dict(sd), strict=True)
-    return module
-
-
 # -- from a config ---------------------------------------------------------------------------------------------
 _KEYS = {
     "delta_block": {"kind", "layout", "width", "zero_init", "use_temb", "dropout", "num_groups", "checkpoint", "seed"},
@@ -405,6 +332,8 @@ def build_hfunction(cfg: Any, backbone) -> HFunction:
                 ts = timesteps(int(cfg.get("n_steps", 40)), int(cfg.get("t0", 999)))
             module = GlobalDirection(backbone.h_shape, timesteps=ts, init_std=float(cfg.get("init_std", 0.2)))
     if cfg.get("checkpoint"):
+        from .hfunction_file import load_hfunction_weights
+
         load_hfunction_weights(module, cfg["checkpoint"])
     p = next(backbone.parameters(), None)
     if p is not None:

@@ -136,3 +136,26 @@ def test_edit_script_exit_code(tmp_path, faces):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "h-function checkpoint not found" in proc.stderr
+
+
+def test_spacing_is_one_grid_for_cache_training_and_edit(faces, tmp_path):
+    """model.spacing=uniform: the inversion cache, the training steps and edit (from the checkpoint) use one grid."""
+    from asyrp.samplers import TimestepPlan
+
+    out = tmp_path / "train"
+    cfg = compose("train", ["debug=smoke", "~logger", f"dataset.cache_dir={tmp_path / 'cache'}", "model.spacing=uniform",
+                            "callbacks.edit_grid=null", "trainer.limit_val_batches=0"], output_dir=out)
+    _, objects = train(cfg)
+    m = cfg.model
+    plan = TimestepPlan(n_inv=m.n_inv, n_gen=m.n_gen, t0=m.t0, t_edit=cfg.edit_interval.t_edit, spacing="uniform")
+    assert plan.seq_gen != TimestepPlan(n_gen=m.n_gen, t0=m.t0).seq_gen  # the grids really differ
+    assert objects["module"].train_steps == plan.edit_steps()
+    assert objects["datamodule"].cache.seq_inv == plan.seq_inv
+    assert objects["datamodule"].train_set[0]["t"].tolist() == [t for t, _ in plan.generation()]
+    ckpt = out / "checkpoints" / "hfunction.pt"
+    assert torch.load(ckpt, weights_only=True)["edit"]["spacing"] == "uniform"
+    edit(edit_cfg(tmp_path, ckpt, faces, "output_dir=" + str(tmp_path / "u")))
+    assert json.loads((tmp_path / "u" / "manifest.json").read_text())["spacing"] == "uniform"
+    edit(edit_cfg(tmp_path, ckpt, faces, "output_dir=" + str(tmp_path / "o"), "spacing=official"))
+    assert "spacing" not in json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert (tmp_path / "u" / "face_0.png").read_bytes() != (tmp_path / "o" / "face_0.png").read_bytes()

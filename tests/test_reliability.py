@@ -22,7 +22,8 @@ from asyrp.utils import secrets
 from asyrp.utils.cli import check_overrides
 from asyrp.utils.config import compose
 from asyrp.utils.errors import AsyrpUserError, TrainingDiverged, run_cli
-from asyrp.utils.io import HFUNCTION_FORMAT, atomic_write_png
+from asyrp.hfunction_file import HFUNCTION_FORMAT
+from asyrp.utils.io import atomic_write_png
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent

@@ -10,8 +10,6 @@ from typing import Any
 
 import torch
 
-#: the ``format`` field of the hfunction.pt files written by asyrp.callbacks.HFunctionCheckpoint
-HFUNCTION_FORMAT = "asyrp-hfunction/1"
 
 
 def _tmp_beside(path: Path) -> Path:
@@ -108,3 +106,12 @@ def module_fingerprint(module: torch.nn.Module) -> str:
     digest = h.hexdigest()
     object.__setattr__(module, "_asyrp_fingerprint", digest)
     return digest
+
+
+def __getattr__(name: str) -> Any:
+    """``HFUNCTION_FORMAT``, the old home of the h-function file format's tag (now asyrp.hfunction_file.FORMAT)."""
+    if name == "HFUNCTION_FORMAT":
+        from ..hfunction_file import FORMAT
+
+        return FORMAT
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,316 @@
+"""Config checks: every problem the user can fix, found before any network pass or output file, raised as ONE
+``AsyrpUserError`` naming the key and the fix (train and edit configs, the step schedule, the arch, the speed
+options, a checkpoint to resume from) and the edit settings turned into one (K, n) coefficient matrix.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .utils.errors import AsyrpUserError
+
+if TYPE_CHECKING:
+    from .perf import PerfConfig
+
+REQUIRED_HINTS = {
+    "checkpoint": "checkpoint=<run>/checkpoints/hfunction.pt (or an official .pth; checkpoint=[a.pt,b.pt] composes)",
+}
+
+
+def check_complete(cfg: DictConfig) -> None:
+    """Every ``???`` set and every interpolation resolvable, each failure naming its key (before any work)."""
+    from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+
+    from .utils.errors import user_error_from
+
+    missing = []
+    for k in cfg:
+        if k == "hydra":
+            continue
+        if OmegaConf.is_missing(cfg, k):
+            missing.append(str(k))
+        elif OmegaConf.is_config(cfg._get_node(k)) and not cfg._get_node(k)._is_interpolation():
+            missing += [f"{k}.{m}" for m in OmegaConf.missing_keys(cfg._get_node(k))]
+    if missing:
+        k = sorted(missing)[0]
+        more = f" (also unset: {', '.join(sorted(missing)[1:])})" if len(missing) > 1 else ""
+        raise AsyrpUserError(f"{k} is required but not set (???): pass {REQUIRED_HINTS.get(k, k + '=<value>')}{more}")
+    for k in cfg:
+        if k == "hydra":
+            continue
+        try:
+            v = cfg._get_node(k)
+            if OmegaConf.is_config(v):
+                OmegaConf.to_container(v, resolve=True)
+            else:
+                cfg[k]
+        except (InterpolationResolutionError, MissingMandatoryValue) as err:
+            raise (user_error_from(err) or AsyrpUserError(str(err))) from err
+
+
+def as_int(value: Any, key: str, lo: int | None = None, hint: str = "") -> int:
+    try:
+        if isinstance(value, bool) or float(value) != int(float(value)):
+            raise ValueError
+        v = int(float(value))
+    except (TypeError, ValueError):
+        raise AsyrpUserError(f"{key}={value!r} must be an integer{hint}") from None
+    if lo is not None and v < lo:
+        raise AsyrpUserError(f"{key}={value} must be >= {lo}{hint}")
+    return v
+
+
+def as_float(value: Any, key: str) -> float:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        v = float(value)
+    except (TypeError, ValueError):
+        raise AsyrpUserError(f"{key}={value!r} must be a number") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise AsyrpUserError(f"{key}={value!r} must be a finite number")
+    return v
+
+
+_TRAIN_KEYS = {"n_inv": "model.n_inv", "n_gen": "model.n_gen", "t0": "model.t0", "t_edit": "edit_interval.t_edit",
+               "t_boost": "edit_interval.t_boost"}
+
+
+def check_schedule(n_inv: int, n_gen: int, t0: int, t_edit: int | None, t_boost: int | None,
+                   keys: Mapping[str, str] | None = None) -> None:
+    """Impossible step settings, caught before anything runs; ``keys`` names the config keys in the messages."""
+    K = dict(_TRAIN_KEYS, **(keys or {}))
+    t0 = as_int(t0, K["t0"])
+    if not (0 < t0 <= 999):
+        raise AsyrpUserError(f"t0={t0} is outside the schedule: it must be in 1..999 (the 1000-step scale): set {K['t0']}")
+    for name, v in (("n_inv", n_inv), ("n_gen", n_gen)):
+        if as_int(v, K[name]) < 2:
+            raise AsyrpUserError(f"n_inv={n_inv} and n_gen={n_gen} must both be >= 2 (a DDIM walk needs two timesteps): "
+                                 f"set {K[name]}")
+    if t_edit is None:
+        raise AsyrpUserError(f"{K['t_edit']} is not set: choose an edit_interval config or pass {K['t_edit']}=<t>")
+    t_edit = as_int(t_edit, K["t_edit"])
+    if not (0 <= t_edit <= t0):
+        raise AsyrpUserError(f"t_edit={t_edit} is outside the schedule [0, t0={t0}]: edits happen while t >= t_edit, "
+                             f"so set {K['t_edit']} <= {K['t0']}")
+    if t_boost is not None:
+        t_boost = as_int(t_boost, K["t_boost"])
+        if not (0 <= t_boost <= t0):
+            raise AsyrpUserError(f"t_boost={t_boost} is outside the schedule [0, t0={t0}]: set {K['t_boost']}")
+        if t_boost > t_edit:
+            raise AsyrpUserError(f"t_boost={t_boost} is above t_edit={t_edit}: quality boosting (t < t_boost) must start "
+                                 f"after the editing interval (t >= t_edit) ends; set {K['t_boost']} <= {K['t_edit']}")
+
+
+def check_file(path: Any, what: str, fix: str) -> None:
+    if path is None:
+        return
+    p = Path(str(path)).expanduser()
+    if not p.exists():
+        raise AsyrpUserError(f"{what} not found: {p}. {fix}")
+
+
+def check_arch(arch: Mapping[str, Any]) -> None:
+    from .backbones import FAMILIES
+
+    name = arch.get("name")
+    if arch.get("family") not in FAMILIES:
+        raise AsyrpUserError(f"arch.family={arch.get('family')!r} (arch {name!r}) is not one of {', '.join(FAMILIES)}: "
+                             f"fix conf/arch/{name}.yaml or pass arch.family=<family>")
+    if arch.get("beta_schedule", "linear") not in ("linear", "cosine"):
+        raise AsyrpUserError(f"arch.beta_schedule={arch.get('beta_schedule')!r} must be linear or cosine")
+    check_file(arch.get("checkpoint"), f"backbone checkpoint of arch {name!r}",
+                "Download it (see the comment in conf/arch/<name>.yaml), or set ASYRP_CHECKPOINTS / arch.checkpoint.")
+
+
+def check_mode(mode: Any, key: str) -> None:
+    from .samplers import MODES
+
+    if mode is not None and mode not in MODES:
+        raise AsyrpUserError(f"{key}={mode!r} is not one of {', '.join(MODES)}")
+
+
+def check_perf(perf: Any) -> PerfConfig:
+    """The speed options (``perf`` group, see asyrp/perf.py): unknown keys and bad autocast values, named."""
+    from .perf import AUTO, PerfConfig, autocast_dtype
+
+    try:
+        p = PerfConfig.from_any(perf)
+        if p.autocast != AUTO:
+            autocast_dtype(p.autocast, torch.device("cpu"))
+    except (ValueError, TypeError) as err:
+        raise AsyrpUserError(f"perf: {err}") from err
+    return p
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    check_complete(cfg)
+    m, ei = cfg.model, cfg.edit_interval
+    check_schedule(m.n_inv, m.n_gen, m.t0, ei.get("t_edit"), ei.get("t_boost"))
+    check_mode(m.get("mode"), "model.mode")
+    if m.get("spacing", "official") not in ("official", "uniform"):
+        raise AsyrpUserError(f"model.spacing={m.get('spacing')!r} must be official (Asyrp's linspace) or uniform")
+    loss = m.get("loss", {})
+    for k in ("w_clip", "w_recon"):
+        if as_float(loss.get(k, 0.0), f"model.loss.{k}") < 0:
+            raise AsyrpUserError(f"model.loss.{k}={loss.get(k)} must be >= 0")
+    if loss.get("clip_reference", "x0") not in ("x0", "P_orig"):
+        raise AsyrpUserError(f"model.loss.clip_reference={loss.get('clip_reference')!r} must be x0 (official) or P_orig")
+    if as_float(m.optimizer.get("lr", 1.0), "model.optimizer.lr") <= 0:
+        raise AsyrpUserError(f"model.optimizer.lr={m.optimizer.get('lr')} must be > 0")
+    as_int(m.get("n_iter", 1), "model.n_iter", 1)
+    as_float(m.get("strength", 1.0), "model.strength")
+    if not list(cfg.attribute.get("source") or []) or not list(cfg.attribute.get("target") or []):
+        raise AsyrpUserError("attribute.source and attribute.target must each list at least one text")
+    check_arch(cfg.arch)
+    check_perf(cfg.get("perf"))
+    check_file(cfg.get("ckpt_path"), "ckpt_path (checkpoint to resume from)",
+                "Pass the last.ckpt of the run to resume (…/checkpoints/last.ckpt) or ckpt_path=null.")
+    as_int(cfg.dataset.get("n_images", 1), "dataset.n_images", 1)
+    as_int(cfg.dataset.get("batch_size", 1), "dataset.batch_size", 1)
+    if cfg.dataset.kind == "folder":
+        from .data.images import list_images
+
+        list_images(cfg.dataset.path, cfg.dataset.n_images)
+
+
+def check_resume_checkpoint(path: str | Path, auto: bool = False) -> None:
+    """The Lightning checkpoint a run resumes from, read safely (tensors only) before any work: one error naming the
+    file and the fix for a truncated/damaged file, pickled code, or a file that is not a training checkpoint.
+    ``auto``: the run's own last.ckpt, found by rerunning the same command (not passed as ckpt_path)."""
+    from collections.abc import Mapping as _Mapping
+
+    from .backbones.checkpoints import CheckpointError, load_file
+
+    path = Path(str(path)).expanduser()
+    fix = (f"delete {path} to start this run again from scratch (or pass ckpt_path=<another last.ckpt>)" if auto
+           else "pass ckpt_path=<run>/checkpoints/last.ckpt of an intact run, or ckpt_path=null to start afresh")
+    try:
+        obj = load_file(path)
+    except CheckpointError as err:
+        msg = str(err)
+        if "refused for safety" in msg:
+            refused = msg.split("Refused object:")[-1].strip()
+            raise AsyrpUserError(f"cannot resume from {path}: it contains pickled Python objects besides tensors "
+                                 f"({refused}); loading it is refused for safety (it could run code): {fix}") from err
+        detail = msg.split(" (", 1)[-1].split("):", 1)[0] if " (" in msg else msg
+        raise AsyrpUserError(f"cannot resume from {path}: the file is truncated, damaged or not a torch checkpoint "
+                             f"({detail}): {fix}") from err
+    if not (isinstance(obj, _Mapping) and "state_dict" in obj and "global_step" in obj and "loops" in obj):
+        raise AsyrpUserError(f"cannot resume from {path}: it is not a Lightning training checkpoint (last.ckpt); "
+                             f"hfunction.pt / .pth files are for edit.py: {fix}")
+
+
+
+# -- edit settings -------------------------------------------------------------------------------------------
+def as_list(v: Any) -> list | None:
+    if v is None:
+        return None
+    if OmegaConf.is_config(v):
+        v = OmegaConf.to_container(v, resolve=True)
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+def _settings_rows(cfg: DictConfig, n: int, base: list[float]) -> tuple[list[list[float]], list[str]]:
+    """Coefficient rows (K, n) of the outputs per image, and a label for each: one edit, a strength sweep
+    (``sweep``), or an interpolation strip of ``strip`` steps from ``strip_from`` to the edit."""
+    sweep, strip = as_list(cfg.get("sweep")), cfg.get("strip")
+    if sweep is not None and strip is not None:
+        raise AsyrpUserError("sweep and strip are both set: choose one (sweep=[0.5,1,1.5] or strip=5)")
+    if sweep is not None:
+        if not sweep:
+            raise AsyrpUserError("sweep=[] lists no strengths: pass e.g. sweep=[0,0.5,1,1.5] or sweep=null")
+        vals = [as_float(v, "sweep") for v in sweep]
+        return [[v * b for b in base] for v in vals], [f"x{v:g}" for v in vals]
+    if strip is not None:
+        k = as_int(strip, "strip", 2, " (an interpolation strip needs at least its two ends)")
+        start = as_list(cfg.get("strip_from"))
+        if start is None:
+            start = [0.0] * n
+        elif len(start) == 1 and n > 1:
+            start = [as_float(start[0], "strip_from") * b for b in base]
+        elif len(start) != n:
+            raise AsyrpUserError(f"strip_from has {len(start)} values for {n} h-functions: pass one number (a fraction "
+                                 f"of the edit) or {n} coefficients")
+        else:
+            start = [as_float(v, "strip_from") * (b if n == 1 else 1.0) for v, b in zip(start, base)]
+        rows = [[s0 + (b - s0) * i / (k - 1) for s0, b in zip(start, base)] for i in range(k)]
+        return rows, [f"{i / (k - 1):.2f}" for i in range(k)]
+    return [list(base)], ["edit"]
+
+
+@dataclass
+class EditSettings:
+    """The outputs per image of an edit run: ``coefficients`` (K, n) float64, row k = one output, column i = the
+    coefficient of h-function i (strength x coeffs x sweep/strip, all applied), and a label per row."""
+
+    coefficients: torch.Tensor
+    labels: list[str]
+
+    @property
+    def rows(self) -> list[list[float]]:
+        return self.coefficients.tolist()
+
+
+def edit_settings(cfg: DictConfig, n: int, stored_strengths: list[float | None] | None = None) -> EditSettings:
+    """The one reading of the edit settings: coeffs (one per h-function, default 1) x strength (``strength``, else
+    the strength stored in each file, else 1), then a sweep of strengths or an interpolation strip over that edit."""
+    coeffs = as_list(cfg.get("coeffs"))
+    if coeffs is not None:
+        if len(coeffs) != n:
+            raise AsyrpUserError(f"coeffs has {len(coeffs)} values for {n} checkpoints: pass one coefficient "
+                                 "per checkpoint (coeffs=[1.0,0.5])")
+        coeffs = [as_float(c, "coeffs") for c in coeffs]
+    if cfg.get("strength") is not None:
+        strengths = [as_float(cfg.strength, "strength")] * n
+    else:
+        strengths = [1.0 if s is None else float(s) for s in (stored_strengths or [None] * n)]
+    base = [(coeffs[i] if coeffs is not None else 1.0) * strengths[i] for i in range(n)]
+    rows, labels = _settings_rows(cfg, n, base)
+    return EditSettings(torch.tensor(rows, dtype=torch.float64), labels)
+
+
+def check_edit_config(cfg: DictConfig) -> list[Path]:
+    """Every user-fixable problem of an edit config (before any image is read or network loaded); the checkpoints."""
+    check_complete(cfg)
+    ckpts = as_list(cfg.checkpoint)
+    if not ckpts or any(c in (None, "") for c in ckpts):
+        raise AsyrpUserError(f"checkpoint is required: pass {REQUIRED_HINTS['checkpoint']}")
+    ckpts = [Path(str(c)).expanduser() for c in ckpts]
+    for c in ckpts:
+        if not c.is_file():
+            raise AsyrpUserError(f"h-function checkpoint not found: {c}. Pass checkpoint=<run>/checkpoints/hfunction.pt "
+                                 "or an official *.pth file.")
+    input_dir, n_random = cfg.get("input_dir"), cfg.get("n_random")
+    if (input_dir is None) == (n_random is None):
+        raise AsyrpUserError("set exactly one input: input_dir=<folder or glob> (your images) or n_random=<N> "
+                             "(the backbone's own samples)")
+    if n_random is not None:
+        as_int(n_random, "n_random", 1)
+    if cfg.get("n_images") is not None:
+        as_int(cfg.n_images, "n_images", 1)
+    as_int(cfg.get("batch_size", 4), "batch_size", 1)
+    as_int(cfg.get("seed", 0), "seed")
+    as_int(cfg.get("grid_rows", 16), "grid_rows", 0)
+    for k in ("n_inv", "n_gen", "t0", "t_edit", "t_boost"):
+        if cfg.get(k) is not None:
+            as_int(cfg.get(k), k)
+    # the step settings given explicitly (the rest come from the checkpoint and are checked once it is read)
+    given = {k: cfg.get(k) for k in ("n_inv", "n_gen", "t0", "t_edit", "t_boost")}
+    t0 = given["t0"] if given["t0"] is not None else 999
+    check_schedule(given["n_inv"] if given["n_inv"] is not None else 40,
+                   given["n_gen"] if given["n_gen"] is not None else 40, t0,
+                   given["t_edit"] if given["t_edit"] is not None else (0 if given["t_boost"] is None else t0),
+                   given["t_boost"], keys={k: k for k in given})
+    check_mode(cfg.get("mode"), "mode")
+    edit_settings(cfg, len(ckpts))  # coeffs, strength, sweep / strip syntax
+    dev = str(cfg.get("device") or "cpu")
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise AsyrpUserError(f"device={dev} but CUDA is not available here: pass device=cpu")
+    check_arch(cfg.arch)
+    check_perf(cfg.get("perf"))
+    return ckpts
