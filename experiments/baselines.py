@@ -16,14 +16,11 @@ Writes baselines.md / .csv, baselines.png (bars) and baselines_grid.png.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import torch  # noqa: E402
-
-import _common as C  # noqa: E402
+from asyrp import experiment as C
 
 COLUMNS = ["method", "space", "norm_matched_to", "mean_delta_norm", "success", "preserved", "clip_dir", "clip_text",
            "psnr", "ssim", "validity"]

@@ -11,12 +11,8 @@ table), curves.csv (summary), interval_curves.csv (the curves) and curves.png.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _common as C  # noqa: E402
+from asyrp import experiment as C
 
 COLUMNS = ["quantity", "value", "detail"]
 STRIDES = {"full": 10, "quick": 50, "smoke": 333}

@@ -14,12 +14,8 @@ variation). Writes global_vs_implicit.md / .csv, global_vs_implicit.png and a gr
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _common as C  # noqa: E402
+from asyrp import experiment as C
 
 COLUMNS = ["hfunction", "params", "provenance", "success", "preserved", "clip_dir", "clip_text", "psnr", "ssim",
            "score_change", "change_std", "change_cv"]

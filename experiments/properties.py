@@ -25,15 +25,11 @@ Writes properties.md / .csv (one table per property, sections in the .md), and P
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-import _common as C  # noqa: E402
+from asyrp import experiment as C
 
 PROPERTIES = ("homogeneity", "linearity", "compositionality", "robustness", "consistency")
 COLUMNS = ["property", "quantity", "value", "detail"]

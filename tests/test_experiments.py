@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ TINY = ["--arch", "tiny_ddpm", "--clip", "tiny", "--smoke", "--threads", "1"]
 
 
 def _script(name: str):
-    sys.path.insert(0, str(EXPERIMENTS))
     spec = importlib.util.spec_from_file_location(f"experiments_{name}", EXPERIMENTS / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -25,10 +23,9 @@ def _script(name: str):
 
 
 def _table(path: Path) -> tuple[list[str], list[list[str]]]:
-    sys.path.insert(0, str(EXPERIMENTS))
-    import _common
+    from asyrp.experiment import read_table
 
-    return _common.read_table(path)
+    return read_table(path)
 
 
 def _finite(cell: str) -> bool:

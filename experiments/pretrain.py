@@ -1,15 +1,11 @@
-"""Train (or find cached) h-functions up front: python experiments/_pretrain.py --train smiling smiling:global ...
+"""Train (or find cached) h-functions up front: python experiments/pretrain.py --train smiling smiling:global ...
 
 Takes the common options (same run size / snapshot as the scripts that will use them) and NAME[:kind] arguments.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _common as C  # noqa: E402
+from asyrp import experiment as C
 
 
 def main(argv=None) -> int:

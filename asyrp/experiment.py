@@ -1,5 +1,5 @@
-"""Shared plumbing of the experiment scripts: load a backbone config, CLIP, oracle, images and h-functions; edit;
-score; write markdown tables and plots.
+"""The experiment world: what the scripts in experiments/ share (a backbone config, CLIP, oracle, images and
+h-functions; editing; scoring; baseline directions trained with the Asyrp loss; markdown tables and plots).
 
 Every script takes the same options (``base_parser``): ``--arch`` / ``--clip`` (conf/arch, conf/clip names, any
 backbone), ``--attribute`` (conf/attribute names), ``--images`` (a folder, or ``random`` for smooth random images),
@@ -25,13 +25,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from .utils.config import CONF_DIR
+
+ROOT = CONF_DIR.parent  # the checkout: conf/, data/, outputs/
 
 log = logging.getLogger("experiments")
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 # run sizes: images edited, DDIM steps (n_inv = n_gen), training images, training epochs
 SIZES = {
@@ -126,12 +124,12 @@ class World:
         if path is None and self.args.train:
             path = train_hfunction(self, key[0], kind)
         if path is not None:
-            from asyrp.tasks import load_hfunction_checkpoint
+            from .tasks import load_hfunction_checkpoint
 
             f, _ = load_hfunction_checkpoint(path, self.backbone, self.arch_cfg.get("name"))
             res = (f.eval().requires_grad_(False), f"trained:{_rel(path)}")
         else:
-            from asyrp.hfunctions import build_hfunction
+            from .hfunctions import build_hfunction
 
             import zlib
 
@@ -151,8 +149,8 @@ class World:
     # -- editing ---------------------------------------------------------------------------------------------
     @torch.no_grad()
     def invert(self, x0: torch.Tensor) -> torch.Tensor:
-        from asyrp.samplers import ddim_invert
-        from asyrp.schedules import timesteps
+        from .samplers import ddim_invert
+        from .schedules import timesteps
 
         return ddim_invert(self.backbone, x0, timesteps(self.n_steps), self.a)
 
@@ -163,7 +161,7 @@ class World:
     def edit(self, x_T: torch.Tensor, hfunc, *, strength: Any = 1.0, mode: str = "asyrp", trajectory: bool = False,
              t_edit: int | None = None, batch_size: int = 64):
         """asyrp.samplers.edit from cached x_T (same seeds for every method), in batches of images."""
-        from asyrp.samplers import edit
+        from .samplers import edit
 
         results = []
         for lo in range(0, x_T.shape[0], batch_size):
@@ -186,7 +184,7 @@ class World:
     def score(self, x_src: torch.Tensor, x_edit: torch.Tensor, attr: str, fid_real: torch.Tensor | None = None) -> dict:
         """success / preserved (oracle, NaN without one), CLIP directional and target similarity, PSNR, SSIM to the
         source, oracle confidence (validity) and, with ``fid_real``, FID (oracle features, else CLIP features)."""
-        from asyrp.metrics import (CLIPTextSimilarity, DirectionalCLIPSimilarity, FrechetDistance, OracleEditScore,
+        from .metrics import (CLIPTextSimilarity, DirectionalCLIPSimilarity, FrechetDistance, OracleEditScore,
                                    PSNRPreservation, SSIMPreservation, clip_features, oracle_features)
 
         at = self.attribute(attr)
@@ -218,7 +216,7 @@ class World:
         logsumexp of the others) when an oracle judges it, else cos(E(x), E_T(target)) - cos(E(x), E_T(source))."""
         at = self.attribute(attr)
         if self.oracle is not None and at["oracle_target"]:
-            from asyrp.metrics import parse_target
+            from .metrics import parse_target
 
             key, value = parse_target(at["oracle_target"])
             logits = self.oracle(x.float())[key].double()
@@ -291,7 +289,7 @@ def _rel(p: Any) -> str:
 # -- loading -----------------------------------------------------------------------------------------------------
 def load_images(folder: Path, size: int, n: int) -> torch.Tensor:
     """The first ``n`` images of ``folder`` through the library's one reader (asyrp.data.images)."""
-    from asyrp.data.images import read_images
+    from .data.images import read_images
 
     return read_images(folder, size, n, what="--images")
 
@@ -306,8 +304,8 @@ def random_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
 def setup(args: argparse.Namespace) -> World:
     from omegaconf import OmegaConf
 
-    from asyrp.clip import load_clip
-    from asyrp.tasks import alphas, build_backbone
+    from .clip import load_clip
+    from .tasks import alphas, build_backbone
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("asyrp.backbones").setLevel(logging.ERROR)
@@ -339,7 +337,7 @@ def setup(args: argparse.Namespace) -> World:
 
     oracle = None
     if args.oracle != "none":
-        from asyrp.synthfaces.oracle import DEFAULT_DIR, load_oracle
+        from .synthfaces.oracle import DEFAULT_DIR, load_oracle
 
         folder = DEFAULT_DIR if args.oracle == "auto" else Path(args.oracle)
         if (args.oracle != "auto" or synth) and (folder / "oracle.safetensors").is_file():
@@ -375,8 +373,8 @@ def train_hfunction(world: World, attr: str, kind: str = "delta_block") -> Path:
     script writing next to it, unless --retrain); a training run of an arch checkpoint snapshot should get its own
     --out parent.
     """
-    from asyrp.tasks import train
-    from asyrp.utils.config import compose
+    from .tasks import train
+    from .utils.config import compose
 
     args, size = world.args, world.size
     import hashlib
@@ -432,10 +430,10 @@ def train_direction(world: World, attr: str, mode: str, x0: torch.Tensor, *, epo
     task builds, so this is a plain loop with the same pieces (asyrp_step, AsyrpLoss, truncated gradients). Adam
     instead of the SGD recipe: the baselines are compared at matched norms, so only the learnt direction matters.
     """
-    from asyrp.hfunctions import GlobalDirection
-    from asyrp.losses import AsyrpLoss
-    from asyrp.samplers import asyrp_step, generation_pairs
-    from asyrp.schedules import timesteps
+    from .hfunctions import GlobalDirection
+    from .losses import AsyrpLoss
+    from .samplers import asyrp_step, generation_pairs
+    from .schedules import timesteps
 
     at = world.attribute(attr)
     seq = timesteps(world.n_steps)
@@ -480,8 +478,8 @@ def step_norms(world: World, x_T: torch.Tensor, hfunc, strength: float = 1.0) ->
     """Along the Asyrp trajectory from x_T: per editing step t, the mean over images of ||delta_h||,
     ||eps_edit - eps|| (what the shift does to P_t's noise) and of the resulting change of x_{t-1}
     sqrt(a_{t-1}) * sqrt(1 - a_t) / sqrt(a_t) * ||eps_edit - eps||."""
-    from asyrp.samplers import edit_eps
-    from asyrp.schedules import alpha_at
+    from .samplers import edit_eps
+    from .schedules import alpha_at
 
     res = world.edit(x_T, hfunc, strength=strength, trajectory=True, batch_size=x_T.shape[0])
     seq = res.seq_gen
