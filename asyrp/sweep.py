@@ -57,45 +57,54 @@ def edit_config(cfg: DictConfig, checkpoint: Path, out_dir: Path) -> DictConfig:
     })
 
 
+def edit_metrics(x_src: torch.Tensor, x_edit: torch.Tensor, x_rec: torch.Tensor, clip, source, target,
+                 oracle_target: str | None = None, lpips: Mapping[str, Any] | None = None) -> dict[str, float]:
+    """The edit metrics of a set of edits (images in [-1, 1]): CLIP direction (source -> edit), PSNR / LPIPS of the
+    edit to the unedited reconstruction ``x_rec``, and the oracle's success / preserved when ``oracle_target``."""
+    from .metrics import DirectionalCLIPSimilarity, LPIPSPreservation, OracleEditScore, PSNRPreservation
+
+    m: dict[str, float] = {"edit/n": float(x_src.shape[0])}
+    clip_dir = DirectionalCLIPSimilarity.from_clip(clip, list(source), list(target))
+    clip_dir.update(x_src, x_edit)
+    m["edit/clip_direction"] = float(clip_dir.compute())
+    psnr = PSNRPreservation()
+    psnr.update(x_rec, x_edit)
+    m["edit/psnr_rec"] = float(psnr.compute())
+    if lpips:
+        lp = LPIPSPreservation(**dict(lpips))
+        lp.update(x_rec, x_edit)
+        m["edit/lpips_rec"] = float(lp.compute())
+    if oracle_target:
+        from .synthfaces.oracle import load_oracle
+
+        score = OracleEditScore(load_oracle().judge, oracle_target)
+        score.update(x_src, x_edit)
+        m.update({f"edit/{k}": float(v) for k, v in score.compute().items()})
+    return m
+
+
 def measure(cfg: DictConfig, clip, backbone, res: Mapping[str, Any]) -> dict[str, float]:
-    """The edit metrics of one edit run (``res``: what ``asyrp.tasks.edit`` returned)."""
+    """The edit metrics of one edit run (``res``: what ``asyrp.tasks.edit`` returned) and its objective."""
     import json
 
     from .data.cache import cached_inversions
-    from .data.images import load_image
-    from .metrics import DirectionalCLIPSimilarity, LPIPSPreservation, OracleEditScore, PSNRPreservation
+    from .data.images import read_image_files
     from .tasks import alphas
 
     eq, out = cfg.edit_quality, Path(res["output_dir"])
     man = json.loads(Path(res["manifest"]).read_text())
     items = man["inputs"]
     size = int(man["image_size"] or 32)
-    x_src = torch.stack([load_image(it["source"], size) for it in items])
-    x_edit = torch.stack([load_image(out / it["outputs"][0], size) for it in items])
+    x_src = read_image_files([it["source"] for it in items], size)
+    x_edit = read_image_files([out / it["outputs"][0] for it in items], size)
     # the unedited reconstruction: stored in the inversion cache by the edit run (nothing is computed here)
     entries = cached_inversions(str(cfg.dataset.cache_dir), backbone, alphas(cfg.arch),
                                 [Path(it["source"]) for it in items], n_inv=man["n_inv"], n_gen=man["n_gen"],
                                 t0=man["t0"], image_size=size)
     x_rec = torch.stack([e["x_rec"] for e in entries]).float()
-    m: dict[str, float] = {"edit/n": float(len(items))}
-    clip_dir = DirectionalCLIPSimilarity.from_clip(clip, list(cfg.attribute.source), list(cfg.attribute.target))
-    clip_dir.update(x_src, x_edit)
-    m["edit/clip_direction"] = float(clip_dir.compute())
-    psnr = PSNRPreservation()
-    psnr.update(x_rec, x_edit)
-    m["edit/psnr_rec"] = float(psnr.compute())
-    if eq.get("lpips"):
-        lp = LPIPSPreservation(**OmegaConf.to_container(eq.lpips, resolve=True))
-        lp.update(x_rec, x_edit)
-        m["edit/lpips_rec"] = float(lp.compute())
-    target = cfg.attribute.get("oracle_target")
-    if target and eq.get("judge", "auto") in ("auto", "oracle"):
-        from .synthfaces.oracle import load_oracle
-
-        score = OracleEditScore(load_oracle().judge, target)
-        score.update(x_src, x_edit)
-        for k, v in score.compute().items():
-            m[f"edit/{k}"] = float(v)
+    target = cfg.attribute.get("oracle_target") if eq.get("judge", "auto") in ("auto", "oracle") else None
+    lp = OmegaConf.to_container(eq.lpips, resolve=True) if eq.get("lpips") else None
+    m = edit_metrics(x_src, x_edit, x_rec, clip, cfg.attribute.source, cfg.attribute.target, target, lp)
     m["edit/objective"] = objective(m, eq)
     return m
 

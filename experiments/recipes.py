@@ -1,0 +1,150 @@
+"""A synthfaces recipe at several training seeds: strength chosen on the selection split, numbers reported on test.
+
+    python -m asyrp.synthfaces.data --out data/synthfaces_hat --exclude hat=True --n-select 64
+    python experiments/recipes.py --experiment synthfaces_hat --data data/synthfaces_hat --out outputs/recipes/hat \\
+        --seeds 0 1 2 --strengths 0.8 1.0 1.2 [train.py overrides ...]
+
+Per seed: ``python train.py experiment=<E> seed=s hfunction.seed=s`` (skipped when that run has finished), then
+``python edit.py ... sweep=[strengths] cache_dir=...`` on select/ and on test/ (one inversion per image for every seed
+and strength: the inversion cache). The oracle, the CLIP direction score and the PSNR to the unedited reconstruction
+(``asyrp.sweep.edit_metrics``) judge every (split, seed, strength). The strength is the one whose worst seed has the
+largest margin min(success - 0.80, preserved - 0.90) on select/; test/ at that strength is the reported result
+(``--reverse``: success = the oracle no longer reads the experiment's source value, for negative strengths).
+Writes <out>/summary.json and prints one line per seed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from asyrp.clip import load_clip
+from asyrp.data.cache import cached_inversions
+from asyrp.data.images import read_image_files
+from asyrp.sweep import edit_metrics
+from asyrp.tasks import alphas, build_backbone
+from asyrp.utils.config import compose, plain
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(args: list[str], log: Path) -> None:
+    print("$ python", " ".join(args), flush=True)
+    with open(log, "w") as fh:
+        if subprocess.run([sys.executable, *args], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT).returncode != 0:
+            sys.exit(f"recipes: failed: python {' '.join(args)} (log: {log})")
+
+
+def train_seed(a, seed: int, out: Path) -> float:
+    """Train (or find the finished run of) one seed; returns the training seconds (as measured when it ran)."""
+    run_dir = out / f"s{seed}" / "train"
+    done = run_dir / "train_seconds.json"
+    if done.is_file():
+        return json.loads(done.read_text())["seconds"]
+    t = time.time()
+    run(["train.py", f"experiment={a.experiment}", f"seed={seed}", f"hfunction.seed={seed}",
+         f"dataset.path={a.data}/train", f"dataset.cache_dir={a.cache}", "logger=csv", "callbacks.edit_grid=null",
+         f"hydra.run.dir={run_dir}", *a.overrides], out / f"s{seed}_train.log")
+    seconds = round(time.time() - t, 1)
+    done.write_text(json.dumps({"seconds": seconds}))
+    return seconds
+
+
+def edit_split(a, seed: int, split: str, out: Path) -> Path:
+    ckpt = out / f"s{seed}" / "train" / "checkpoints" / "hfunction.pt"
+    dst = out / f"s{seed}" / split
+    sweep = "[" + ",".join(str(s) for s in a.strengths) + "]"
+    run(["edit.py", "arch=synthfaces", "edit_interval=synthfaces", f"checkpoint={ckpt}", f"input_dir={a.data}/{split}",
+         f"sweep={sweep}", f"cache_dir={a.cache}", "batch_size=32", "progress=false", "grid_rows=8",
+         f"hydra.run.dir={dst}", "overwrite=true"], out / f"s{seed}_{split}_edit.log")
+    return dst / "edited"
+
+
+def judge(a, cfg, clip, backbone, edited: Path, split: str) -> list[dict]:
+    man = json.loads((edited / "manifest.json").read_text())
+    items = man["inputs"]
+    srcs = [Path(it["source"]) for it in items]
+    x_src = read_image_files(srcs, 32)
+    entries = cached_inversions(a.cache, backbone, alphas(cfg.arch), srcs, n_inv=man["n_inv"], n_gen=man["n_gen"],
+                                t0=man["t0"], image_size=32)
+    x_rec = torch.stack([e["x_rec"] for e in entries]).float()
+    target = cfg.attribute.oracle_target
+    if a.reverse:  # success = the source value is gone: judged per class, summed over the other classes
+        key, value = target.split("=", 1)
+        from asyrp.synthfaces.render import HEADS
+
+        others = [str(v) for v in HEADS[key] if str(v) != value]
+    rows = []
+    for k, strength in enumerate(a.strengths):
+        x_edit = read_image_files([edited / it["outputs"][k] for it in items], 32)
+        if not a.reverse:
+            m = edit_metrics(x_src, x_edit, x_rec, clip, cfg.attribute.source, cfg.attribute.target, target)
+        else:
+            m = edit_metrics(x_src, x_edit, x_rec, clip, cfg.attribute.target, cfg.attribute.source, None)
+            m.update(reverse_oracle(x_src, x_edit, key, others))
+        m.update(split=split, strength=strength)
+        m["margin"] = min(m["edit/success"] - 0.8, m["edit/preserved"] - 0.9)
+        rows.append(m)
+    return rows
+
+
+def reverse_oracle(x_src, x_edit, key: str, others: list[str]) -> dict[str, float]:
+    """Reverse edit: success = the edit reads as any other class of ``key``; preserved = every other head kept."""
+    from asyrp.synthfaces.oracle import load_oracle
+    from asyrp.synthfaces.render import HEADS
+
+    oracle = load_oracle()
+    src, edt = oracle.judge(x_src), oracle.judge(x_edit)
+    classes = [str(v) for v in HEADS[key]]
+    success = torch.zeros(x_src.shape[0], dtype=torch.bool)
+    for o in others:
+        success |= edt[key] == classes.index(o)
+    kept = torch.stack([edt[h] == src[h] for h in HEADS if h != key], 1).all(1)
+    return {"edit/success": float(success.float().mean()), "edit/preserved": float(kept.float().mean())}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--data", required=True, help="folder with train/, select/, test/ (python -m asyrp.synthfaces.data)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--cache", default=None, help="inversion cache folder (default: <out>/../cache)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--strengths", type=float, nargs="+", default=[1.0])
+    p.add_argument("--reverse", action="store_true", help="negative strengths: success = the source value is gone")
+    p.add_argument("overrides", nargs="*", help="train.py overrides (the recipe)")
+    a = p.parse_args(argv)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    a.cache = a.cache or str(out.parent / "cache")
+    cfg = compose("train", [f"experiment={a.experiment}", *a.overrides])
+    clip = load_clip(plain(cfg.clip))
+    backbone = build_backbone(cfg.arch)
+    results = {"experiment": a.experiment, "overrides": a.overrides, "strengths": a.strengths, "reverse": a.reverse,
+               "t0": cfg.model.t0, "t_edit": cfg.edit_interval.t_edit, "t_boost": cfg.edit_interval.t_boost, "seeds": {}}
+    for seed in a.seeds:
+        secs = train_seed(a, seed, out)
+        rows = [r for split in ("select", "test") for r in judge(a, cfg, clip, backbone, edit_split(a, seed, split, out), split)]
+        results["seeds"][str(seed)] = {"train_seconds": secs, "rows": rows}
+        (out / "summary.json").write_text(json.dumps(results, indent=1))
+    worst = {s: min(next(r["margin"] for r in v["rows"] if r["split"] == "select" and r["strength"] == s)
+                    for v in results["seeds"].values()) for s in a.strengths}
+    best = max(a.strengths, key=lambda s: worst[s])
+    results.update(chosen_strength=best, select_worst_margin=worst)
+    report = {seed: next(r for r in v["rows"] if r["split"] == "test" and r["strength"] == best)
+              for seed, v in results["seeds"].items()}
+    results["test_at_chosen"] = report
+    (out / "summary.json").write_text(json.dumps(results, indent=1))
+    for seed, r in report.items():
+        print(f"recipes: {a.experiment} seed={seed} strength={best} test: success={r['edit/success']:.2f} "
+              f"preserved={r['edit/preserved']:.2f} clip_direction={r['edit/clip_direction']:.3f} "
+              f"psnr_rec={r['edit/psnr_rec']:.1f} dB train_seconds={results['seeds'][seed]['train_seconds']}")
+
+
+if __name__ == "__main__":
+    main()
