@@ -2,7 +2,7 @@
 
     python -m asyrp.synthfaces.data --out data/synthfaces_hat --exclude hat=True --n-select 64
     python experiments/recipes.py --experiment synthfaces_hat --data data/synthfaces_hat --out outputs/recipes/hat \\
-        --seeds 0 1 2 --strengths 0.8 1.0 1.2 [train.py overrides ...]
+        --seeds 0 1 2 --strengths 0.8 1.0 1.2 -- [train.py overrides ...]
 
 Per seed: ``python train.py experiment=<E> seed=s hfunction.seed=s`` (skipped when that run has finished), then
 ``python edit.py ... sweep=[strengths] cache_dir=...`` on select/ and on test/ (one inversion per image for every seed

@@ -83,3 +83,32 @@ def test_edit_quality_composes_with_every_synthfaces_experiment(tmp_path):
         assert cfg.hydra.sweeper.custom_search_space == "asyrp.sweep.t_edit_below_t0"
         assert set(cfg.hydra.sweeper.params) >= {"model.t0", "model.optimizer.lr", "model.loss.w_recon", "model.n_iter",
                                                  "edit_quality.strength"}
+
+
+@pytest.mark.slow
+def test_recipes_script_chooses_strength_on_select_and_reports_test(tmp_path):
+    """experiments/recipes.py on the shipped synthfaces models, shrunk (2 faces, 4 steps, 1 epoch): the strength is the
+    one with the best worst-seed margin on select/, the reported rows are test/ at that strength."""
+    import json
+
+    from asyrp.synthfaces.data import write_split
+
+    data = tmp_path / "data"
+    for split, seed in (("train", 1), ("select", 3), ("test", 2)):
+        write_split(data / split, seed=seed, n=2, exclude={"mouth": "smiling"})
+    out = tmp_path / "rec" / "smiling"
+    env = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "experiments/recipes.py", "--experiment", "synthfaces_smiling", "--data", str(data),
+                           "--out", str(out), "--seeds", "0", "1", "--strengths", "0.5", "1.0", "--", "dataset.n_images=2",
+                           "model.n_inv=4", "model.n_gen=4", "model.n_iter=1", "model.t0=400", "edit_interval.t_edit=200"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    s = json.loads((out / "summary.json").read_text())
+    worst = {st: min(next(r["margin"] for r in v["rows"] if r["split"] == "select" and r["strength"] == st)
+                     for v in s["seeds"].values()) for st in (0.5, 1.0)}
+    assert s["chosen_strength"] == max(worst, key=worst.get)
+    for seed in ("0", "1"):
+        r = s["test_at_chosen"][seed]
+        assert r["split"] == "test" and r["strength"] == s["chosen_strength"] and r["edit/n"] == 2.0
+        assert 0 <= r["edit/success"] <= 1 and r["edit/psnr_rec"] > 0
+    assert proc.stdout.count("recipes: synthfaces_smiling seed=") == 2
