@@ -197,7 +197,7 @@ class World:
             out[k] = float(m.compute())
         out["success"] = out["preserved"] = out["validity"] = math.nan
         if self.oracle is not None and at["oracle_target"]:
-            om = OracleEditScore(self.oracle.judge, at["oracle_target"])
+            om = OracleEditScore.from_oracle(self.oracle, at["oracle_target"])
             om.update(x_src, x_edit)
             r = om.compute()
             out["success"], out["preserved"] = float(r["success"]), float(r["preserved"])
@@ -218,7 +218,7 @@ class World:
         if self.oracle is not None and at["oracle_target"]:
             from .metrics import parse_target
 
-            key, value = parse_target(at["oracle_target"])
+            key, value = parse_target(at["oracle_target"], self.oracle.classes)
             logits = self.oracle(x.float())[key].double()
             others = torch.cat([logits[:, :value], logits[:, value + 1:]], 1)
             return logits[:, value] - torch.logsumexp(others, 1)

@@ -6,10 +6,11 @@ exactly the value of one pass over all their data (``Metric.merge_state`` does t
 Images are tensors in [-1, 1], (B, C, H, W). Networks are passed in as callables and never downloaded:
 
 - semantics:   ``DirectionalCLIPSimilarity`` (cos(E(x_edit) - E(x_src), text direction)), ``CLIPTextSimilarity``
-               (cos(E(x_edit), E_T(target))), ``OracleEditScore`` (synthfaces oracle: success and preservation,
-               judged by any ``judge(images) -> {attribute: class index}`` callable);
-- preservation: ``LPIPSPreservation`` (the user's weights through ``asyrp.interval.LPIPSDistance``, a clear error when
-               they are missing), ``SSIMPreservation``, ``PSNRPreservation`` (torchmetrics.functional, offline),
+               (cos(E(x_edit), E_T(target))), ``OracleEditScore`` (the one oracle scorer: success and preservation,
+               judged by any ``judge(images) -> {attribute: class index}`` callable with its class names passed in;
+               ``OracleEditScore.from_oracle`` for an oracle object with ``judge`` and ``classes``);
+- preservation: ``LPIPSPreservation`` (the user's weights through ``LPIPSDistance``, a clear error when they are
+               missing; ``RMSEDistance`` is its offline stand-in), ``SSIMPreservation``, ``PSNRPreservation``,
                ``SegmentationConsistency`` (mean IoU of a segmentation model's maps of source and edit);
 - quality:     ``FrechetDistance`` (FID with an injectable feature network; ``oracle_features`` and ``clip_features``
                make offline ones).
@@ -17,10 +18,12 @@ Images are tensors in [-1, 1], (B, C, H, W). Networks are passed in as callables
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torchmetrics import Metric
 
 __all__ = [
@@ -37,6 +40,10 @@ __all__ = [
     "clip_features",
     "frechet_distance",
     "parse_target",
+    "RMSEDistance",
+    "LPIPSDistance",
+    "LPIPSWeightsMissing",
+    "make_distance",
 ]
 
 
@@ -148,8 +155,6 @@ class LPIPSPreservation(_MeanMetric):
                  lin_weights: Any = None, **kwargs: Any):
         super().__init__(**kwargs)
         if distance is None:
-            from .interval import LPIPSDistance
-
             distance = LPIPSDistance(net, backbone_weights=backbone_weights, lin_weights=lin_weights)
         self.distance = _Callable(distance)
 
@@ -236,9 +241,104 @@ class SegmentationConsistency(_MeanMetric):
         self._add(self.miou(self._labels(x_src), self._labels(x_edit), self.ignore_index))
 
 
+# -- distances (LPIPS and its offline stand-in) ---------------------------------------------------------------------------------------------------
+class RMSEDistance(nn.Module):
+    """Root-mean-square pixel difference per image on the [-1, 1] scale (offline, no weights).
+
+    Monotone in PSNR (PSNR = 20 log10(2 / d)); it measures pixel energy, not perception, so it is NOT LPIPS and
+    its thresholds differ. Default boost threshold 0.5: under the forward process with the linear schedule,
+    d(x, x_t) ~ sqrt((1 - sqrt(a_t))^2 E[x^2] + 1 - a_t), which reaches 0.5 near t ~ 160, close to the
+    paper's t_boost for its linear-schedule models. The edit threshold 0.35 is a rough guess: measure and set it.
+    """
+
+    name = "rmse"
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (x.float() - y.float()).pow(2).flatten(1).mean(1).sqrt()
+
+
+class LPIPSWeightsMissing(FileNotFoundError):
+    """LPIPS needs the ImageNet backbone weights on disk; nothing is ever downloaded."""
+
+
+_TV_NAMES = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
+_TV_WEIGHTS = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights", "squeeze": "SqueezeNet1_1_Weights"}
+
+
+def _default_backbone_weights(net: str) -> Path:
+    import torchvision
+
+    url = getattr(torchvision.models, _TV_WEIGHTS[net]).DEFAULT.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+class LPIPSDistance(nn.Module):
+    """LPIPS (Zhang et al. 2018) per image, images in [-1, 1]: torchmetrics' implementation, loaded offline.
+
+    ``backbone_weights``: the torchvision ImageNet weights file of the feature net (e.g. alexnet-owt-7be5be79.pth);
+    default: torch hub's checkpoint cache, where torchvision would have saved it. ``lin_weights``: the LPIPS
+    linear layers (default: the copy shipped inside torchmetrics). If a file is absent this raises
+    ``LPIPSWeightsMissing`` with one message; it never attempts a download.
+    """
+
+    name = "lpips"
+
+    def __init__(self, net: str = "alex", *, backbone_weights: str | Path | None = None, lin_weights: str | Path | None = None):
+        super().__init__()
+        if net not in _TV_NAMES:
+            raise ValueError(f"unknown LPIPS net {net!r}: use one of {sorted(_TV_NAMES)}")
+        path = Path(backbone_weights) if backbone_weights else _default_backbone_weights(net)
+        if not path.is_file():
+            raise LPIPSWeightsMissing(
+                f"LPIPS({net}) needs the torchvision ImageNet weights of {_TV_NAMES[net]} at {path} (not found). "
+                "Copy the file there or pass backbone_weights=<path> (experiments/interval.py: --lpips-weights); "
+                "or use the offline distance 'rmse' with its own thresholds."
+            )
+        try:
+            from torchmetrics.functional.image.lpips import _LPIPS
+        except ImportError as e:  # pragma: no cover
+            raise ImportError("LPIPSDistance needs torchmetrics (pip install torchmetrics)") from e
+        if lin_weights is not None and not Path(lin_weights).is_file():
+            raise LPIPSWeightsMissing(f"LPIPS linear-layer weights not found at {lin_weights}")
+        # pnet_rand=True builds the feature net without touching the network; its weights come from `path`
+        lp = _LPIPS(pretrained=True, net=net, pnet_rand=True, model_path=str(lin_weights) if lin_weights else None)
+        import torchvision
+
+        tv = getattr(torchvision.models, _TV_NAMES[net])(weights=None)
+        tv.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        # torchmetrics keeps torchvision's `features` layers in slices, child names = indices into `features`
+        loaded: set[int] = set()
+        for m in lp.net.modules():
+            if isinstance(m, nn.Sequential) and all(name.isdigit() for name, _ in m.named_children()):
+                for idx, layer in m.named_children():
+                    layer.load_state_dict(tv.features[int(idx)].state_dict(), strict=True)
+                    loaded.update(id(p) for p in layer.parameters())
+        if loaded != {id(p) for p in lp.net.parameters()}:  # pragma: no cover - torchmetrics layout changed
+            raise RuntimeError(f"could not map the {net} weights onto torchmetrics' LPIPS feature net")
+        self.lpips = lp.eval()
+        for p in self.lpips.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "LPIPSDistance":
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.lpips(x.float(), y.float()).flatten()
+
+
+def make_distance(name: str = "lpips", **kw) -> nn.Module:
+    """'lpips' (kw: net, backbone_weights, lin_weights) or 'rmse'."""
+    if name == "lpips":
+        return LPIPSDistance(**kw)
+    if name == "rmse":
+        return RMSEDistance()
+    raise ValueError(f"unknown distance {name!r}: use 'lpips' or 'rmse'")
+
+
 # -- oracle ------------------------------------------------------------------------------------------------------
 def parse_target(target: str | tuple[str, int], classes: Mapping[str, Sequence[Any]] | None = None) -> tuple[str, int]:
-    """'mouth=smiling' -> ('mouth', class index) using ``classes`` (default: the synthfaces oracle's heads)."""
+    """'mouth=smiling' -> ('mouth', class index) using ``classes`` ({attribute: class names}, e.g. ``oracle.classes``;
+    needed for a 'attr=value' string)."""
     if not isinstance(target, str):
         key, value = target
         return str(key), int(value)
@@ -246,7 +346,7 @@ def parse_target(target: str | tuple[str, int], classes: Mapping[str, Sequence[A
         raise ValueError(f"oracle target {target!r}: write attribute=value, e.g. mouth=smiling")
     key, value = target.split("=", 1)
     if classes is None:
-        from .synthfaces.render import HEADS as classes  # noqa: N811
+        raise ValueError(f"oracle target {target!r}: pass the oracle's class names (classes=oracle.classes)")
     if key not in classes:
         raise ValueError(f"oracle target {target!r}: unknown attribute {key!r} (known: {sorted(classes)})")
     names = [str(c) for c in classes[key]]
@@ -260,11 +360,11 @@ class OracleEditScore(Metric):
     every other attribute reads as in the source (oracle vs oracle, so an oracle mistake on a source is not
     counted against the edit).
 
-    ``judge``: images -> {attribute: (B,) class indices} (e.g. ``asyrp.synthfaces.oracle.load_oracle().judge``);
-    ``target``: 'attr=value' or (attr, class index); ``heads``: the attributes judged (default: every key the
-    judge returns on the first batch except 'confidence'; give them explicitly under DDP so every rank has the same
-    states before any update). compute() -> dict with success, preserved, already_target (the source already had
-    it) and preserved/<attr> per other attribute.
+    ``judge``: images -> {attribute: (B,) class indices}; ``target``: 'attr=value' or (attr, class index);
+    ``classes``: {attribute: class names} (the attributes judged are its keys), or ``heads``: the attribute names.
+    ``from_oracle(oracle, target)`` takes both from an oracle object (``oracle.judge``, ``oracle.classes``).
+    compute() -> dict with success, preserved, already_target (the source already had it) and preserved/<attr> per
+    other attribute; ``verdicts`` gives the per-image success and kept-attribute flags behind them.
     """
 
     full_state_update = False
@@ -279,21 +379,20 @@ class OracleEditScore(Metric):
         if heads is None and classes is not None:
             heads = list(classes)
         if heads is None:
-            try:
-                from .synthfaces.render import HEADS
-
-                heads = list(HEADS) if self.key in HEADS else None
-            except ImportError:  # pragma: no cover
-                heads = None
-        if heads is None:
             raise ValueError("OracleEditScore: pass heads=[...] (the attributes the judge reads)")
         self.others = [h for h in heads if h != self.key]
         for name in ("n", "success", "preserved", "already_target"):
             self.add_state(name, default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("kept", default=torch.zeros(len(self.others), dtype=torch.long), dist_reduce_fx="sum")
 
+    @classmethod
+    def from_oracle(cls, oracle, target: str | tuple[str, int], **kwargs: Any) -> "OracleEditScore":
+        """The score of an oracle object that has ``judge(images)`` and ``classes`` ({attribute: class names})."""
+        return cls(oracle.judge, target, classes=oracle.classes, **kwargs)
+
     @torch.no_grad()
-    def update(self, x_src: torch.Tensor, x_edit: torch.Tensor) -> None:
+    def verdicts(self, x_src: torch.Tensor, x_edit: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per image: success (B,), kept (B, other attributes), already_target (B,) (bool tensors)."""
         _pairs(x_src, x_edit)
         src, edt = self.judge(x_src), self.judge(x_edit)
         missing = [k for k in [self.key, *self.others] if k not in src or k not in edt]
@@ -301,11 +400,17 @@ class OracleEditScore(Metric):
             raise KeyError(f"the judge returned no verdict for {missing}")
         kept = torch.stack([(edt[k] == src[k]).to(self.kept.device) for k in self.others], 1) if self.others else \
             torch.ones(x_src.shape[0], 0, dtype=torch.bool, device=self.kept.device)
+        return {"success": (edt[self.key] == self.value).to(self.n.device), "kept": kept,
+                "already_target": (src[self.key] == self.value).to(self.n.device)}
+
+    @torch.no_grad()
+    def update(self, x_src: torch.Tensor, x_edit: torch.Tensor) -> None:
+        v = self.verdicts(x_src, x_edit)
         self.n = self.n + x_src.shape[0]
-        self.success = self.success + (edt[self.key] == self.value).sum().to(self.n.device)
-        self.already_target = self.already_target + (src[self.key] == self.value).sum().to(self.n.device)
-        self.preserved = self.preserved + kept.all(1).sum()
-        self.kept = self.kept + kept.sum(0)
+        self.success = self.success + v["success"].sum()
+        self.already_target = self.already_target + v["already_target"].sum()
+        self.preserved = self.preserved + v["kept"].all(1).sum()
+        self.kept = self.kept + v["kept"].sum(0)
 
     def compute(self) -> dict[str, torch.Tensor]:
         n = self.n.double().clamp(min=1) if int(self.n) else torch.tensor(float("nan"), dtype=torch.float64)

@@ -77,7 +77,7 @@ def edit_metrics(x_src: torch.Tensor, x_edit: torch.Tensor, x_rec: torch.Tensor,
     if oracle_target:
         from .synthfaces.oracle import load_oracle
 
-        score = OracleEditScore(load_oracle().judge, oracle_target)
+        score = OracleEditScore.from_oracle(load_oracle(), oracle_target)
         score.update(x_src, x_edit)
         m.update({f"edit/{k}": float(v) for k, v in score.compute().items()})
     return m

@@ -154,13 +154,13 @@ def test_oracle_score_with_synthfaces_oracle_on_identical_images():
         pytest.skip("synthfaces oracle not built")
     oracle = load_oracle()
     x = images(4, size=32)
-    m = OracleEditScore(oracle.judge, "mouth=smiling")
+    m = OracleEditScore.from_oracle(oracle, "mouth=smiling")
     m.update(x, x.clone())
     assert float(m.compute()["preserved"]) == 1.0
 
 
 def test_lpips_missing_weights_is_a_clear_error(tmp_path):
-    from asyrp.interval import LPIPSWeightsMissing
+    from asyrp.metrics import LPIPSWeightsMissing
 
     with pytest.raises(LPIPSWeightsMissing, match="not found"):
         LPIPSPreservation(backbone_weights=tmp_path / "absent.pth")

@@ -44,6 +44,11 @@ class Oracle(nn.Module):
         z = self.features(x)
         return {k: head(z) for k, head in self.heads.items()}
 
+    @property
+    def classes(self) -> dict[str, list[str]]:
+        """The class names of every head (what asyrp.metrics.OracleEditScore.from_oracle reads targets against)."""
+        return {k: [str(c) for c in v] for k, v in HEADS.items()}
+
     @torch.no_grad()
     def judge(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Predicted class index per head, and the minimum confidence over heads under key 'confidence'."""
