@@ -17,7 +17,6 @@ Images are tensors in [-1, 1], (B, C, H, W). Networks are passed in as callables
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -517,10 +516,3 @@ class FrechetDistance(Metric):
         if isinstance(self.features.fn, torch.nn.Module):
             self.features.fn._apply(fn)
         return out
-
-
-def finite_or_nan(v: Any) -> float:
-    """A float for tables: tensors / numbers, NaN for None."""
-    if v is None:
-        return math.nan
-    return float(v)

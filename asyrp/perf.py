@@ -26,7 +26,7 @@ import contextlib
 import functools
 import time
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -266,9 +266,3 @@ class PassCounter:
 
     def seconds(self, kind: str | None = None) -> float:
         return sum(c.end - c.start for c in self.calls if kind is None or c.kind == kind)
-
-
-@contextlib.contextmanager
-def count_passes(backbone: Backbone, sync: bool = False) -> Iterator[PassCounter]:
-    with PassCounter(backbone, sync=sync) as c:
-        yield c

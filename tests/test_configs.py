@@ -37,7 +37,19 @@ def test_default_train_config_matches_the_schema(tmp_path):
 @pytest.mark.parametrize("dataset", names("dataset"))
 def test_dataset_configs(dataset, tmp_path):
     cfg = compose("train", [f"dataset={dataset}"], output_dir=tmp_path)
-    AsyrpDataModule(**OmegaConf.to_container(cfg.dataset, resolve=True))
+    dm = AsyrpDataModule(**OmegaConf.to_container(cfg.dataset, resolve=True))
+    # every key of the config reaches the DataModule (an unknown key is an error, not swallowed)
+    assert (dm.kind, dm.path, dm.n_images, dm.batch_size) == (cfg.dataset.kind, cfg.dataset.path, cfg.dataset.n_images,
+                                                              cfg.dataset.batch_size)
+    assert (dm.cache_dir, dm.n_val, dm.seed) == (cfg.dataset.cache_dir, cfg.dataset.n_val, cfg.dataset.seed)
+
+
+def test_unknown_dataset_key_is_an_error(tmp_path):
+    from asyrp.utils.errors import AsyrpUserError
+
+    cfg = compose("train", ["+dataset.n_imgaes=3"], output_dir=tmp_path)
+    with pytest.raises(AsyrpUserError, match="dataset.n_imgaes is not a dataset option"):
+        AsyrpDataModule(**OmegaConf.to_container(cfg.dataset, resolve=True))
 
 
 @pytest.mark.parametrize("trainer", names("trainer"))
@@ -45,7 +57,8 @@ def test_trainer_configs(trainer, tmp_path):
     cfg = compose("train", [f"trainer={trainer}"], output_dir=tmp_path)
     assert cfg.trainer.use_distributed_sampler is False
     if cfg.trainer.accelerator == "cpu":
-        instantiate(cfg.trainer, logger=False)
+        trainer = instantiate(cfg.trainer, logger=False)
+        assert trainer.max_epochs == cfg.trainer.max_epochs and trainer.world_size >= 1
 
 
 @pytest.mark.parametrize("logger", names("logger"))
@@ -57,8 +70,12 @@ def test_logger_configs(logger, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("callbacks", names("callbacks") + ["default"])
 def test_callback_configs(callbacks, tmp_path):
+    import pytorch_lightning as pl
+
     cfg = compose("train", [f"callbacks={callbacks}"], output_dir=tmp_path)
-    instantiate_list(cfg.get("callbacks"))
+    made = instantiate_list(cfg.get("callbacks"))
+    wanted = [c for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
+    assert len(made) == len(wanted) and all(isinstance(c, pl.Callback) for c in made)
 
 
 @pytest.mark.parametrize("clip", names("clip"))

@@ -7,6 +7,7 @@ batch N * batch_size.
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Callable
 
@@ -67,8 +68,12 @@ class AsyrpDataModule(pl.LightningDataModule):
     def __init__(self, name: str = "images", kind: str = "folder", path: str | None = None, n_images: int = 100,
                  image_size: int | None = None, batch_size: int = 1, num_workers: int = 0,
                  cache_dir: str = ".cache/asyrp", seed: int = 0, n_val: int = 4, shuffle: bool = False,
-                 cache_dtype: str = "float32", in_memory: bool = False, pin_memory: bool | str = "auto", **_: Any):
+                 cache_dtype: str = "float32", in_memory: bool = False, pin_memory: bool | str = "auto", **unknown: Any):
         super().__init__()
+        if unknown:  # a typo (dataset.n_imgaes=...) must not be silently ignored
+            known = [k for k in inspect.signature(AsyrpDataModule.__init__).parameters if k not in ("self", "unknown")]
+            raise AsyrpUserError(f"dataset.{sorted(unknown)[0]} is not a dataset option (known: {', '.join(known)}): "
+                                 "fix the key")
         if kind not in KINDS:
             raise AsyrpUserError(f"dataset.kind={kind!r} is not one of {KINDS}")
         if kind == "folder" and not path:
