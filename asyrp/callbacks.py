@@ -14,16 +14,17 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
-from .utils.errors import TrainingDiverged
 from .hfunction_file import FORMAT as HFUNCTION_FORMAT
 from .hfunction_file import payload, save_hfunction
-from .utils.io import atomic_write_png
+from .utils.errors import TrainingDiverged
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HFUNCTION_FORMAT", "ApplyPerf", "HFunctionCheckpoint", "EditGrid", "FiniteGuard", "hfunction_payload"]
+__all__ = ["HFUNCTION_FORMAT", "ApplyPerf", "HFunctionCheckpoint", "EditGrid", "FiniteGuard", "ProgressLog",
+           "hfunction_payload"]
 
 
 def _all_finite(module: torch.nn.Module) -> bool:
@@ -57,17 +58,10 @@ class HFunctionCheckpoint(pl.Callback):
         self._save(pl_module)
 
 
-def _grid(rows: list[torch.Tensor], pad: int = 1) -> torch.Tensor:
-    """Stack rows of (B, 3, H, W) images into one (3, H', W') image in [-1, 1] (one column per image)."""
-    from torchvision.utils import make_grid
-
-    x = torch.cat([r.detach().float().cpu().clamp(-1, 1) for r in rows])
-    return make_grid(x, nrow=rows[0].shape[0], padding=pad, pad_value=1.0)
-
-
 class EditGrid(pl.Callback):
     """Every ``every_n_steps`` optimiser steps (and at the end), edit a few cached images with the current
-    h-function and save a grid (rows: source | reconstruction | edited) as PNG and to W&B if that logger is used."""
+    h-function and save a labelled grid (columns: source | reconstruction | edit with its attribute and strength; one
+    row per image) as PNG, and the same PNG to W&B if that logger is used."""
 
     def __init__(self, dirpath: str, every_n_steps: int = 200, n_images: int = 4, at_train_end: bool = True):
         self.dirpath = Path(dirpath)
@@ -95,13 +89,21 @@ class EditGrid(pl.Callback):
             x_edit = pl_module.edit_batch(batch)
         finally:
             pl_module.train(was_training)
-        grid = _grid([batch["x0"], batch["x_rec"], x_edit])
-        path = atomic_write_png(grid, self.dirpath / f"{tag}.png")
+        from .grid import columns_grid, save_grid, strength_label
+
+        info = pl_module.rebuild_info()
+        name = (info.get("attribute") or {}).get("name") or "edit"
+        target = "; ".join(getattr(pl_module, "target", []) or [])
+        title = (f"step {trainer.global_step}: {name} ('{target}'), strength {pl_module.strength:g}, t_edit "
+                 f"{pl_module.t_edit}; columns: source, reconstruction (no edit), edit")
+        grid = columns_grid([("source", batch["x0"]), ("reconstruction", batch["x_rec"]),
+                             (f"edit: {strength_label([name], [pl_module.strength])}", x_edit)],
+                            [f"image {int(i)}" for i in batch["index"]], title)
+        path = save_grid(self.dirpath / f"{tag}.png", grid)
         self.saved.append(path)
         for lg in trainer.loggers:
             if isinstance(lg, pl.loggers.WandbLogger):
-                lg.log_image(key="edit_grid", images=[str(path)], step=trainer.global_step,
-                             caption=["rows: source | reconstruction | edited"])
+                lg.log_image(key="edit_grid", images=[str(path)], step=trainer.global_step, caption=[title])
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -166,3 +168,45 @@ class ApplyPerf(pl.Callback):
         from .perf import apply_perf
 
         apply_perf(pl_module.backbone, self.perf)
+
+
+class ProgressLog(TQDMProgressBar):
+    """Lightning's bar on a terminal; in a log file or pipe, a line every few seconds instead (asyrp.utils.progress):
+    the batch and epoch, the optimiser step, the rate, the ETA and the training loss, so ``make demo 2>&1 | cat``
+    shows what training is doing."""
+
+    def __init__(self, every: float | None = None):
+        from .utils.progress import modes
+
+        super().__init__()
+        bar, self.lines = modes()
+        if not bar:
+            self.disable()
+        self.every = every
+        self._ticker = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        if self.lines and trainer.is_global_zero:
+            from .utils.progress import LineTicker
+
+            per_epoch = self.total_train_batches
+            epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+            total = per_epoch * epochs if epochs and per_epoch and math.isfinite(per_epoch) else None
+            self._ticker = LineTicker(total, "train", "batch", self.every)
+            self._ticker.n = int(trainer.current_epoch * (per_epoch or 0))  # a resumed run starts where it was
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self._ticker is not None:
+            per_epoch = self.total_train_batches if math.isfinite(self.total_train_batches) else 0
+            metrics = {k: v for k, v in self.get_metrics(trainer, pl_module).items() if k != "v_num"}
+            self._ticker.set(trainer.current_epoch * per_epoch + batch_idx + 1,
+                             {"epoch": f"{trainer.current_epoch + 1}/{trainer.max_epochs}",
+                              "step": trainer.global_step, **metrics})
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self._ticker is not None:
+            self._ticker.close()
+            self._ticker = None

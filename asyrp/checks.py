@@ -147,7 +147,8 @@ def check_perf(perf: Any) -> PerfConfig:
     return p
 
 
-def check_train_config(cfg: DictConfig) -> None:
+def check_train_config(cfg: DictConfig) -> tuple[list[Path], list[tuple[Path, str]]] | None:
+    """Every user-fixable problem of a training config; for an image folder, (used files, [(skipped, reason)])."""
     check_complete(cfg)
     m, ei = cfg.model, cfg.edit_interval
     check_schedule(m.n_inv, m.n_gen, m.t0, ei.get("t_edit"), ei.get("t_boost"))
@@ -172,10 +173,11 @@ def check_train_config(cfg: DictConfig) -> None:
                 "Pass the last.ckpt of the run to resume (…/checkpoints/last.ckpt) or ckpt_path=null.")
     as_int(cfg.dataset.get("n_images", 1), "dataset.n_images", 1)
     as_int(cfg.dataset.get("batch_size", 1), "dataset.batch_size", 1)
-    if cfg.dataset.kind == "folder":
-        from .data.images import list_images
+    if cfg.dataset.kind == "folder":  # every file of the folder: used, or skipped with its reason
+        from .data.images import scan_images
 
-        list_images(cfg.dataset.path, cfg.dataset.n_images)
+        return scan_images(cfg.dataset.path, cfg.dataset.n_images, what="dataset.path")
+    return None
 
 
 def check_resume_checkpoint(path: str | Path, auto: bool = False) -> None:

@@ -555,10 +555,11 @@ def plt():
     return pyplot
 
 
-def save_grid(path: Path, rows: Sequence[torch.Tensor], n: int = 8) -> Path:
-    """Rows of images (each (B, 3, H, W) in [-1, 1], first n) as one PNG."""
-    from torchvision.utils import save_image
+def save_grid(path: Path, columns: Sequence[torch.Tensor], labels: Sequence[str], n: int = 8,
+              title: str | None = None) -> Path:
+    """Kinds of images (each (B, 3, H, W) in [-1, 1]) as labelled columns, the first n images as rows
+    (asyrp.grid: upscaled to readable cells)."""
+    from asyrp.grid import columns_grid, save_grid as write
 
-    imgs = torch.cat([r[:n].detach().cpu().float() for r in rows])
-    save_image((imgs.clamp(-1, 1) + 1) / 2, path, nrow=min(n, rows[0].shape[0]), padding=1)
-    return path
+    cols = [(str(lab), x[:n].detach().cpu().float()) for lab, x in zip(labels, columns, strict=True)]
+    return write(path, columns_grid(cols, [f"image {i}" for i in range(min(n, columns[0].shape[0]))], title))

@@ -106,7 +106,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from .perf import apply_perf
     from .utils import secrets
 
-    check_train_config(cfg)  # every user-fixable problem, before any network is loaded or file written
+    accounted = check_train_config(cfg)  # every user-fixable problem, before any network is loaded or file written
     secrets.register(secrets.collect_config_secrets(cfg))
     secrets.install_log_filter()
     ckpt_path = cfg.get("ckpt_path")
@@ -117,6 +117,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if resume_own is not None:
         check_resume_checkpoint(resume_own, auto=True)  # e.g. torn by a kill during a copy-based write
     ckpt_path = resume_own or ckpt_path
+    if accounted is not None and rank0:  # the run records which files of dataset.path it used and which it skipped
+        from .utils.io import atomic_write_json
+
+        atomic_write_json({"source": str(cfg.dataset.path), "used": [str(f) for f in accounted[0]],
+                           "skipped": [{"path": str(f), "reason": r} for f, r in accounted[1]]},
+                          Path(str(cfg.paths.output_dir)) / "inputs.json")
     pl.seed_everything(int(cfg.seed), workers=True)
 
     perf = check_perf(cfg.get("perf"))
@@ -186,7 +192,7 @@ def _trainer(cfg: DictConfig, perf: PerfConfig) -> tuple[Any, list, list]:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from .callbacks import ApplyPerf, FiniteGuard
+    from .callbacks import ApplyPerf, FiniteGuard, ProgressLog
     from .utils import secrets
     from .utils.checkpoint_io import AtomicCheckpointIO
 
@@ -197,6 +203,8 @@ def _trainer(cfg: DictConfig, perf: PerfConfig) -> tuple[Any, list, list]:
     if not any(isinstance(c, FiniteGuard) for c in callbacks):
         callbacks.append(FiniteGuard())  # NaN/inf stops the run before a bad checkpoint is written
     callbacks.append(ApplyPerf(perf))
+    if cfg.trainer.get("enable_progress_bar", True) and not any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks):
+        callbacks.append(ProgressLog())  # a bar on a terminal, timed lines in a log or pipe
     for lg in loggers:
         if isinstance(lg, pl.loggers.WandbLogger) and lg.save_dir and "WANDB_DIR" not in os.environ:
             # spawned ranks attach to the launcher's run but resolve media paths from WANDB_DIR (default: cwd)
@@ -258,8 +266,8 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     job.write_grid(out)
     atomic_write_json(job.manifest(True), out / MANIFEST)
     skipped = job.skipped
-    log.info("edited %d images (%d already done, %d skipped as unusable) -> %s", len(todo), len(job.inputs) - len(todo),
-             len(skipped), out)
+    log.info("edited %d images (%d already done, %d files skipped, reasons in manifest.json) -> %s", len(todo),
+             len(job.inputs) - len(todo), len(skipped), out)
     return {"written": written, "output_dir": out, "manifest": out / MANIFEST, "t_edit": job.plan.t_edit,
             "t_boost": job.t_boost, "n_gen": job.plan.n_gen, "n_inv": job.plan.n_inv,
             "done_before": len(job.inputs) - len(todo), "edited": len(todo),
@@ -397,15 +405,14 @@ class _EditJob:
 
     def run(self, todo: list[dict[str, Any]], out: Path) -> list[Path]:
         """Edit ``todo`` in batches; every finished image is on disk and in the manifest before the next batch."""
-        from tqdm.auto import tqdm
-
         from .perf import inference_context
         from .samplers import edit as asyrp_edit
         from .utils.io import atomic_write_json, atomic_write_png
+        from .utils.progress import Progress
 
         p, bs, written = self.plan, int(self.cfg.get("batch_size", 4)), []
         x_T_cached = self._x_T_cache(todo)
-        bar = tqdm(total=len(todo), desc="edit", unit="img", disable=(not self.cfg.get("progress", True)) or None)
+        bar = Progress(len(todo), "edit", "img", enabled=bool(self.cfg.get("progress", True)))  # or lines in a log
         try:
             for i in range(0, len(todo), bs):
                 batch = todo[i:i + bs]
@@ -425,19 +432,28 @@ class _EditJob:
         return written
 
     def write_grid(self, out: Path) -> None:
-        """grid.png: the first grid_rows inputs; columns: the input, then every output."""
-        from torchvision.utils import make_grid
-
+        """grid.png: the first grid_rows inputs as named rows; columns: the input, then every output labelled with
+        its attribute(s) and strength (asyrp.grid: cells upscaled to >= 128 px)."""
         from .data.images import read_image
-        from .utils.io import atomic_write_png
+        from .grid import columns_grid, save_grid, strength_label
 
         n_rows = min(int(self.cfg.get("grid_rows", 16)), len(self.inputs))
         if n_rows <= 0:
             return
-        rows = []
+        names = [(m.get("attribute") or {}).get("name") or c.stem for c, m in zip(self.ckpts, self.metas)]
+        strip = self.cfg.get("strip") is not None  # strip columns: also how far along the strip
+        heads = ["sample (unedited)"] if self.random_inputs else ["input"]
+        heads += [strength_label(names, r) + (f" (strip {lab})" if strip else "")
+                  for r, lab in zip(self.settings.rows, self.settings.labels)]
+        cols: list[list[torch.Tensor]] = [[] for _ in heads]
         for it in self.inputs[:n_rows]:
-            cols = [] if self.random_inputs else [read_image(it["source"], self.size)[0]]
-            cols += [read_image(out / n, self.size)[0] for n in self.out_names(it["id"])]
-            rows.append(torch.stack(cols))
-        grid = make_grid(torch.cat(rows).clamp(-1, 1), nrow=rows[0].shape[0], padding=1, pad_value=1.0)
-        atomic_write_png(grid, out / "grid.png")
+            cells = [] if self.random_inputs else [read_image(it["source"], self.size)[0]]
+            cells += [read_image(out / n, self.size)[0] for n in self.out_names(it["id"])]
+            for col, x in zip(cols, cells):
+                col.append(x)
+        p = self.plan
+        title = (f"edit.py: {', '.join(c.name for c in self.ckpts)} on {self.cfg.arch.get('name')}; rows: inputs, "
+                 f"columns: input and edits (attribute x strength); t_edit={p.t_edit}, t_boost={self.t_boost}, "
+                 f"n_gen={p.n_gen}")
+        save_grid(out / "grid.png", columns_grid(list(zip(heads, map(torch.stack, cols))),
+                                                 [it["id"] for it in self.inputs[:n_rows]], title))

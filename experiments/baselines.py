@@ -86,9 +86,11 @@ def main(argv=None) -> int:
              f"Asyrp per-step norms (mean over editing steps): delta_h {mean('h'):.4g}, eps_edit - eps "
              f"{mean('eps'):.4g}, x_(t-1) move {mean('x'):.4g}",
              f"eps/x directions: Adam lr {args.baseline_lr}, {n_train} training images, {epochs} epoch(s)",
-             "grid rows: source, reconstruction, asyrp, symmetric, eps_shift (matched), x_shift (matched)"]
+             "grid columns: source, reconstruction, asyrp, symmetric, eps_shift (matched), x_shift (matched)"]
     C.write_table(w, "baselines", rows, COLUMNS, title=f"Asyrp vs. other editing spaces: {attr}", notes=notes)
-    C.save_grid(w.out / "baselines_grid.png", grid)
+    C.save_grid(w.out / "baselines_grid.png", grid, ["source", "reconstruction", "asyrp", "symmetric",
+                                                     "eps_shift (matched)", "x_shift (matched)"],
+                title=f"Asyrp vs. other editing spaces: {attr}")
     _plot(w, rows)
     return 0
 

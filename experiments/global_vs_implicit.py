@@ -48,10 +48,11 @@ def main(argv=None) -> int:
         grid.append(xe)
     notes = [f"score_change: mean over images of the change of the attribute score ({w.score_name(attr)}) from the "
              "reconstruction; change_cv = std / abs(mean)",
-             f"grid rows: source, reconstruction, {', '.join(kinds)}"]
+             f"grid columns: source, reconstruction, {', '.join(kinds)}"]
     C.write_table(w, "global_vs_implicit", rows, COLUMNS, title=f"Global direction vs implicit function: {attr}",
                   notes=notes)
-    C.save_grid(w.out / "global_vs_implicit_grid.png", grid)
+    C.save_grid(w.out / "global_vs_implicit_grid.png", grid, ["source", "reconstruction", *kinds],
+                title=f"global direction vs implicit function: {attr} at strength 1")
     plt = C.plt()
     keys = [k for k in ("success", "preserved", "clip_dir", "score_change") if any(r[k] == r[k] for r in rows)]
     fig, axes = plt.subplots(1, len(keys), figsize=(3 * len(keys), 3.2))

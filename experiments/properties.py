@@ -139,7 +139,8 @@ def main(argv=None) -> int:
         fig.tight_layout()
         fig.savefig(w.out / "linearity.png", dpi=110)
         plt.close(fig)
-        C.save_grid(w.out / "linearity_grid.png", [x0, *xs])
+        C.save_grid(w.out / "linearity_grid.png", [x0, *xs], ["source", *[f"{attr} x{ck:g}" for ck in coeffs]],
+                    title=f"linearity: {attr} at coefficients {coeffs}")
 
     if "compositionality" in only:
         from asyrp.hfunctions import Composition
@@ -165,7 +166,9 @@ def main(argv=None) -> int:
                 succ = [w.score(x0, xk, a_)["success"] for xk in xc]
                 rows.append({"property": "compositionality", "quantity": f"{a_}: oracle success none/f1/f2/f1+f2",
                              "value": succ[3], "detail": " / ".join(f"{v:.3g}" for v in succ)})
-        C.save_grid(w.out / "compositionality_grid.png", [x0, *xc])
+        C.save_grid(w.out / "compositionality_grid.png", [x0, *xc],
+                    ["source", "reconstruction", f"{attr} x1", f"{attr2} x1", f"{attr} x1 + {attr2} x1"],
+                    title=f"compositionality: {attr} and {attr2}")
 
     if "robustness" in only:
         norms = C.step_norms(w, x_T, f)
@@ -187,7 +190,9 @@ def main(argv=None) -> int:
                      f"(small-sample FID, biased upwards; compare rows, not to published FIDs); random shifts matched "
                      f"per t to mean norms: delta_h {sum(v['h'] for v in norms.values()) / len(norms):.4g}, "
                      f"eps {sum(v['eps'] for v in norms.values()) / len(norms):.4g}")
-        C.save_grid(w.out / "robustness_grid.png", [x0, rec, edit1, x_rh, x_re])
+        C.save_grid(w.out / "robustness_grid.png", [x0, rec, edit1, x_rh, x_re],
+                    ["source", "reconstruction", f"{attr} x1 (trained delta_h)", "random delta_h", "random eps"],
+                    title=f"robustness: {attr} edit vs random shifts of the same norm")
 
     if "consistency" in only:
         from asyrp.samplers import edit_eps

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from asyrp.grid import grid_layout
 from helpers import images
 from PIL import Image
 
@@ -71,7 +72,7 @@ def test_missing_checkpoint_and_unusable_images(trained, faces, tmp_path):
     assert man["skipped"] == [{"path": str(faces / "face_1.png"), "reason": "not an image (Pillow cannot identify it)"}]
     for f in faces.iterdir():
         f.write_bytes(b"")
-    with pytest.raises(AsyrpUserError, match="none of the 3 image files"):  # nothing usable: one error, no output
+    with pytest.raises(AsyrpUserError, match="none of the 3 files"):  # nothing usable: one error, no output
         edit(edit_cfg(tmp_path / "b", trained / "hfunction.pt", faces))
     assert not (tmp_path / "b" / "run" / "edited").exists()
 
@@ -104,8 +105,9 @@ def test_composition_sweep_and_strip_share_one_inversion(trained, faces, tmp_pat
     a = np.asarray(Image.open(tmp_path / "comp" / "face_1_00.png"), dtype=np.int16)
     c = np.asarray(Image.open(tmp_path / "comp" / "face_1_02.png"), dtype=np.int16)
     assert np.abs(a - c).max() <= 2  # the two functions are the same weights
-    with Image.open(tmp_path / "comp" / "grid.png") as im:
-        assert im.size == (4 * 33 + 1, 3 * 33 + 1)  # rows: 3 images; columns: input + 3 settings
+    lay = grid_layout(tmp_path / "comp" / "grid.png")  # rows: 3 images; columns: input + 3 settings, 32 px x4
+    assert (lay["rows"], lay["columns"], lay["cell"]) == (3, 4, [128, 128]) and lay["row_labels"] == ["face_0", "face_1", "face_2"]
+    assert lay["column_labels"][0] == "input" and all("(strip " in c for c in lay["column_labels"][1:])
 
 
 def test_random_samples(trained, tmp_path):

@@ -202,10 +202,15 @@ def _zoo(folder: Path) -> dict[str, str | None]:
     import zlib
     raw[29:33] = zlib.crc32(bytes(raw[12:29])).to_bytes(4, "big")
     (folder / "j_bomb.png").write_bytes(bytes(raw))
-    (folder / "readme.txt").write_text("ignored: no image suffix")
-    return {"a_rgb.png": None, "b_rgba.png": None, "c_gray.jpg": None, "d_16bit.png": None, "e_large.jpg": None,
+    (folder / "readme.txt").write_text("not an image, reported as such")
+    frames = [Image.fromarray(np.roll(rgb, 8 * i, 1)) for i in range(3)]
+    frames[0].save(folder / "l_anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    (folder / "m_photo.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))
+    (folder / ".hidden.png").write_bytes(full)
+    return {".hidden.png": "hidden file","a_rgb.png": None, "b_rgba.png": None, "c_gray.jpg": None, "d_16bit.png": None, "e_large.jpg": None,
             "f_tiny.png": None, "g_truncated.png": "truncated", "h_empty.png": "empty file", "i_text.jpg": "not an image",
-            "j_bomb.png": "(too large|decompression bomb)", "k_damaged.png": "damaged or truncated"}
+            "j_bomb.png": "(too large|decompression bomb)", "k_damaged.png": "damaged or truncated",
+            "l_anim.gif": None, "m_photo.heic": "unsupported image format .heic.*convert", "readme.txt": "not an image"}
 
 
 def test_image_zoo_valid_processed_bad_skipped_and_listed(tmp_path, world):
@@ -220,20 +225,25 @@ def test_image_zoo_valid_processed_bad_skipped_and_listed(tmp_path, world):
     from asyrp.data.images import read_image
     x, notes = read_image(tmp_path / "zoo" / "d_16bit.png", 32)
     assert x.shape == (3, 32, 32) and -0.9 < float(x.mean()) < 0.9 and any("16" in n for n in notes)
-    # end to end: six images edited (centre-crop + resize to 32), five skipped and listed in the manifest
+    # end to end: seven images edited (centre-crop + resize to 32), the other files skipped and listed in the manifest
     res = tasks.edit(edit_cfg(tmp_path / "run", f"checkpoint={world['hf']}", f"input_dir={tmp_path / 'zoo'}",
                               "grid_rows=3"))
     out = tmp_path / "run" / "edited"
-    assert res["edited"] == 6
+    assert res["edited"] == 7
     man = json.loads((out / "manifest.json").read_text())
-    assert man["complete"] and len(man["inputs"]) == 6 and {Path(s["path"]).name for s in man["skipped"]} == \
+    assert man["complete"] and len(man["inputs"]) == 7 and {Path(s["path"]).name for s in man["skipped"]} == \
         {k for k, v in expected.items() if v is not None}
-    assert man["t_edit"] == 500 and man["t_boost"] == 200 and [i["seed"] for i in man["inputs"]] == list(range(6))
+    assert man["t_edit"] == 500 and man["t_boost"] == 200 and [i["seed"] for i in man["inputs"]] == list(range(7))
     for it in man["inputs"]:
         with Image.open(out / it["outputs"][0]) as im:
             assert im.size == (32, 32) and im.mode == "RGB"
-    with Image.open(out / "grid.png") as im:
-        assert im.size == (2 * 33 + 1, 3 * 33 + 1)  # 3 rows (grid_rows) x (input, edit)
+    from asyrp.grid import grid_layout
+    lay = grid_layout(out / "grid.png")  # 3 rows (grid_rows) x (input, edit), 32 px cells upscaled to 128
+    assert (lay["rows"], lay["columns"], lay["cell"]) == (3, 2, [128, 128])
+    assert lay["row_labels"] == [it["id"] for it in man["inputs"][:3]] and lay["column_labels"][0] == "input"
+    # the animated GIF: its first frame, and the manifest says so
+    gif = next(it for it in man["inputs"] if it["source"].endswith("l_anim.gif"))
+    assert any("first frame" in n for n in gif["notes"])
 
 
 def test_empty_or_unusable_folder_is_one_error_and_no_output(tmp_path, world):
@@ -243,7 +253,7 @@ def test_empty_or_unusable_folder_is_one_error_and_no_output(tmp_path, world):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.png").write_bytes(b"")
     (tmp_path / "bad" / "y.png").write_bytes(b"junk")
-    with pytest.raises(AsyrpUserError, match=r"none of the 2 image files .*x.png: empty file"):
+    with pytest.raises(AsyrpUserError, match=r"none of the 2 files .*x.png: empty file"):
         tasks.edit(edit_cfg(tmp_path / "r", f"checkpoint={world['hf']}", f"input_dir={tmp_path / 'bad'}"))
     with pytest.raises(AsyrpUserError, match="no files match"):
         tasks.edit(edit_cfg(tmp_path / "r", f"checkpoint={world['hf']}", f"input_dir={tmp_path / 'bad'}/*.jpg"))

@@ -33,9 +33,38 @@ def test_smoke_run_from_the_command_line(tmp_path, cache_dir):
     payload = torch.load(ck / "hfunction.pt", weights_only=True)
     assert payload["edit"]["t_edit"] == 500 and payload["arch"]["name"] == "tiny_ddpm"
     assert payload["h_shape"] and payload["emb_dim"] and payload["attribute"]["target"] == ["smiling face"]
-    assert list((out / "images").glob("*.png"))
+    from asyrp.grid import grid_layout
+    lay = grid_layout(sorted((out / "images").glob("*.png"))[-1])  # source | reconstruction | edit, 32 px -> 128
+    assert lay["columns"] == 3 and lay["column_labels"][:2] == ["source", "reconstruction"] and lay["cell"] == [128, 128]
+    assert lay["column_labels"][2].startswith("edit: ") and " x1" in lay["column_labels"][2] and "step" in lay["title"]
     metrics = (out / "csv" / "metrics.csv").read_text()
     assert "train/loss_step" in metrics and "train/lr" in metrics and "val/clip_direction" in metrics
+
+
+def test_training_folder_accounts_for_every_file(tmp_path, cache_dir):
+    """inputs.json of the run lists every file of dataset.path: used (an animated GIF too) or skipped, with a reason."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    data = tmp_path / "faces"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(data / f"{i}.png")
+    frames = [Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)) for _ in range(2)]
+    frames[0].save(data / "2.gif", save_all=True, append_images=frames[1:])
+    (data / "00_notes.txt").write_text("hello")
+    Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(data / "3.png")
+    cfg = compose("train", ["debug=smoke", "~logger", "dataset.kind=folder", f"dataset.path={data}", "dataset.n_images=3",
+                            f"dataset.cache_dir={cache_dir}", "++train=false"], output_dir=tmp_path / "run")
+    train(cfg)
+    acc = json.loads((tmp_path / "run" / "inputs.json").read_text())
+    assert [Path(p).name for p in acc["used"]] == ["0.png", "1.png", "2.gif"]
+    assert [(Path(s["path"]).name, s["reason"]) for s in acc["skipped"]] == [
+        ("00_notes.txt", "not an image (Pillow cannot identify it)"),
+        ("3.png", "not needed: n_images=3 usable images come before it")]
 
 
 def test_bad_config_is_one_line_exit_2_no_output(tmp_path):

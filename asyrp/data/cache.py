@@ -27,6 +27,7 @@ import torch
 from ..samplers import TimestepPlan, WalkStep, ddim_invert, ddim_walk, generation_pairs
 from ..utils.errors import AsyrpUserError
 from ..utils.io import atomic_save, file_digest, module_fingerprint, tensor_digest
+from ..utils.progress import Progress
 from .images import list_images, load_image
 
 log = logging.getLogger(__name__)
@@ -123,11 +124,13 @@ class InversionCache:
             # read every image first: a corrupt file fails before any network pass or write
             imgs = {s.id: load_image(s.path, self.image_size) for s in todo if s.path is not None}
             log.info("inversion cache %s: computing %d of %d entries", self.dir, len(todo), len(sources))
-            for i in range(0, len(todo), self.batch_size):
-                chunk = todo[i:i + self.batch_size]
-                x0 = torch.stack([imgs[s.id] for s in chunk]) if chunk[0].path is not None else None
-                for s, entry in zip(chunk, self.compute(chunk, x0)):
-                    atomic_save(entry, self.path_for(s))
+            with Progress(len(todo), "inversion cache", "img") as bar:  # a bar, or timed lines in a log/pipe
+                for i in range(0, len(todo), self.batch_size):
+                    chunk = todo[i:i + self.batch_size]
+                    x0 = torch.stack([imgs[s.id] for s in chunk]) if chunk[0].path is not None else None
+                    for s, entry in zip(chunk, self.compute(chunk, x0)):
+                        atomic_save(entry, self.path_for(s))
+                    bar.update(len(chunk))
         return [self.path_for(s) for s in sources]
 
     def paths(self, sources: Sequence[Source]) -> list[Path]:

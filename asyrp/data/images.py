@@ -1,7 +1,9 @@
 """Reading image folders into [-1, 1] tensors; unusable files are skipped with a reason, never fatal on their own.
 
-- ``scan_images(source, n_images, size)``: the usable image files of a folder (name order) or a glob, and the
-  skipped ones with their reason (zero bytes, not an image, truncated, a decompression bomb, ...). Raises ONE
+- ``scan_images(source, n_images, size)``: the usable image files of a folder (name order) or a glob, and every
+  other file with the reason it is skipped (zero bytes, not an image, a format Pillow cannot decode such as .heic,
+  truncated, a decompression bomb, hidden, beyond n_images, ...): every file is accounted for. Any format Pillow
+  reads is used (.gif, .ico, .ppm, ...; an animated GIF or multi-page TIFF gives its first frame, noted). Raises ONE
   ``AsyrpUserError`` for a missing folder, an empty folder, or a folder where nothing is usable.
 - ``list_images(folder, n_images)``: the usable files only (warnings for the others): training's view.
 - ``read_image(path, size)``: (3, size, size) in [-1, 1] plus notes; any colour mode (RGB, RGBA composited on white,
@@ -23,7 +25,10 @@ from ..utils.errors import AsyrpUserError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+#: image formats Pillow cannot decode (without plug-ins): named in the skip reason, with the fix
+UNSUPPORTED_SUFFIXES = (".heic", ".heif", ".avif", ".svg", ".psd", ".raw", ".cr2", ".nef", ".arw", ".dng", ".exr",
+                        ".jxl")
 #: larger images are refused (decompression bombs; Pillow's own limit is 89.5 Mpx for a warning, 179 Mpx for an error)
 MAX_PIXELS = 8192 * 8192
 #: a side shorter than this is upscaled by more than 8x for a 256px backbone: processed, but noted
@@ -43,7 +48,8 @@ def _is_glob(source: str) -> bool:
 
 
 def candidate_files(source: str | Path) -> list[Path]:
-    """Files of a folder with an image suffix (sorted by name), or the files a glob matches (sorted)."""
+    """Every file of a folder (sorted by name; each is then used or skipped with a reason), or the files a glob
+    matches (sorted)."""
     s = str(source)
     if _is_glob(s):
         files = sorted(Path(p) for p in _glob.glob(str(Path(s).expanduser()), recursive=True) if Path(p).is_file())
@@ -55,7 +61,7 @@ def candidate_files(source: str | Path) -> list[Path]:
         raise AsyrpUserError(f"image folder not found: {folder}. Set dataset.path / input_dir to a folder of images.")
     if folder.is_file():
         return [folder]
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.is_file())
     if not files:
         raise AsyrpUserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}. Put the images there or fix the path.")
     return files
@@ -106,15 +112,21 @@ def read_image(path: str | Path, size: int) -> tuple[torch.Tensor, list[str]]:
                 raise ImageProblem(path, f"degenerate size {w}x{h}")
             if w * h > MAX_PIXELS:
                 raise ImageProblem(path, f"too large ({w}x{h} = {w * h / 1e6:.0f} Mpx > {MAX_PIXELS / 1e6:.0f} Mpx)")
-            if getattr(im, "n_frames", 1) > 1:
+            frames, fmt = getattr(im, "n_frames", 1), im.format or path.suffix.lstrip(".").upper()
+            if frames > 1:
                 im.seek(0)  # animated / multi-page: the first frame
             im.load()
             im, notes = _to_rgb(im)
+            if frames > 1:
+                notes.insert(0, f"{fmt} with {frames} frames: the first frame used")
     except ImageProblem:
         raise
     except Image.DecompressionBombError as err:
         raise ImageProblem(path, f"refused as a decompression bomb ({err})") from err
     except UnidentifiedImageError:
+        if path.suffix.lower() in UNSUPPORTED_SUFFIXES:
+            raise ImageProblem(path, f"unsupported image format {path.suffix} (Pillow cannot decode it): convert it "
+                                     "to PNG or JPEG") from None
         raise ImageProblem(path, "not an image (Pillow cannot identify it)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:  # truncated / damaged data
         raise ImageProblem(path, f"damaged or truncated ({type(err).__name__}: {err})") from err
@@ -148,17 +160,28 @@ def scan_images(source: str | Path, n_images: int | None = None, size: int = 32,
     skipped: list[tuple[Path, str]] = []
     for f in files:
         if n_images is not None and n_images > 0 and len(good) >= n_images:
-            break
+            skipped.append((f, f"not needed: n_images={n_images} usable images come before it"))
+            continue
+        if f.name.startswith("."):
+            skipped.append((f, "hidden file"))
+            continue
         try:
-            read_image(f, size)
+            _, notes = read_image(f, size)
         except ImageProblem as err:
             skipped.append((f, err.reason))
-            log.warning("skipping %s: %s", f, err.reason)
+            # a side file (attributes.json, notes.txt) is expected in a folder: said, not warned about
+            side = f.suffix.lower() not in IMAGE_SUFFIXES + UNSUPPORTED_SUFFIXES and err.reason.startswith("not an image")
+            log.log(logging.INFO if side else logging.WARNING, "skipping %s: %s", f, err.reason)
             continue
+        if any("first frame" in n for n in notes):
+            log.info("%s: %s", f, "; ".join(notes))
         good.append(f)
+    log.info("%s: %d of %d files used, %d skipped%s", source, len(good), len(files), len(skipped),
+             "" if not skipped else " (" + "; ".join(f"{p.name}: {r}" for p, r in skipped[:8])
+             + (" ..." if len(skipped) > 8 else "") + ")")
     if not good:
         shown = "; ".join(f"{p.name}: {r}" for p, r in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
-        raise AsyrpUserError(f"none of the {len(skipped)} image files of {source} is usable ({shown}): "
+        raise AsyrpUserError(f"none of the {len(skipped)} files of {source} is a usable image ({shown}): "
                              f"replace the files or point {what} elsewhere")
     if n_images is not None and n_images > 0 and len(good) < n_images and not at_most:
         shown = ", ".join(f"{p.name}: {r}" for p, r in skipped[:5]) + (" ..." if len(skipped) > 5 else "")

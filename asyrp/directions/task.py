@@ -202,9 +202,8 @@ def _oracle_labels_of(cfg: DictConfig, oracle, x0: torch.Tensor) -> torch.Tensor
 
 def _write(cfg: DictConfig, out: Path, backbone, a, x_T, directions, oracle, cost, req) -> dict[str, Any]:
     """Edit the first images along every direction at each strength (grid + oracle labels), then write the files."""
-    from torchvision.utils import make_grid
-
-    from ..utils.io import atomic_write_json, atomic_write_png
+    from ..grid import save_grid, table_grid
+    from ..utils.io import atomic_write_json
     from . import oracle_labels
     from .files import save_direction
 
@@ -213,11 +212,12 @@ def _write(cfg: DictConfig, out: Path, backbone, a, x_T, directions, oracle, cos
     n_grid = min(int(cfg.grid_images), x_T.shape[0])
     edit_settings = {"n_inv": int(cfg.n_inv), "n_gen": int(cfg.n_gen), "t0": int(cfg.t0), "t_edit": int(cfg.t_edit),
                      "t_boost": int(cfg.t_boost or 0), "mode": str(cfg.mode), "strength": 1.0}
-    rows, records = [], []
+    rows, row_labels, records = [], [], []
     t_edit_start = time.perf_counter()
     for d in directions:
         x = _edit_rows(backbone, a, x_T[:max(n_label, n_grid)], d, strengths, cfg)  # (K, M, 3, H, W)
         rows += [x[:, i] for i in range(n_grid)]
+        row_labels += [f"{d.name}, image {i}" for i in range(n_grid)]
         lab = None
         if n_label:
             from ..synthfaces.render import HEADS
@@ -235,8 +235,9 @@ def _write(cfg: DictConfig, out: Path, backbone, a, x_T, directions, oracle, cos
                         **({k: lab[k] for k in ("main_head", "others_moved", "disentanglement")} if lab else {}),
                         **{k: v for k, v in d.meta.items() if isinstance(v, (int, float, str, bool))}})
         log.info("%s: %s", path, extra["label"] or "(no oracle)")
-    grid = make_grid(torch.cat(rows).clamp(-1, 1), nrow=len(strengths), padding=1, pad_value=1.0)
-    atomic_write_png(grid, out / "grid.png")
+    save_grid(out / "grid.png", table_grid([list(r) for r in rows], [f"strength {s:g}" for s in strengths], row_labels,
+                                           title=f"discover.py {cfg.method.name}: rows = direction, image; columns = "
+                                                 "strength along the direction (0 = reconstruction)"))
     summary = {"method": cfg.method.name, "method_config": _plain(cfg.method), "arch": cfg.arch.get("name"),
                "input_dir": str(cfg.input_dir), "images": [p.name for p in req["files"]],
                "skipped": [{"path": str(p), "reason": r} for p, r in req["skipped"]],

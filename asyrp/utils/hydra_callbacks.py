@@ -6,6 +6,8 @@
 - ``on_job_start`` (right after Hydra saved ``.hydra/config.yaml``, ``hydra.yaml``, ``overrides.yaml``): secret
   values (``*_TOKEN``, ``*_KEY``, ``*SECRET*``, ``password`` in the environment or the config) are redacted from
   those files and from every log record.
+- ``on_multirun_start`` / ``on_job_end`` (sweeps): one progress line per finished trial (trial k of N, its value,
+  elapsed time and ETA), so a sweep's log or pipe says how far it is.
 """
 from __future__ import annotations
 
@@ -18,6 +20,33 @@ from omegaconf import DictConfig, OmegaConf
 
 
 class AsyrpHydraCallback(Callback):
+    _sweep: dict | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import time
+
+        n = OmegaConf.select(config, "hydra.sweeper.n_trials", default=None)
+        self._sweep = {"t0": time.monotonic(), "done": 0, "total": n if isinstance(n, int) else None}
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if self._sweep is None:
+            return
+        import time
+
+        from .progress import format_seconds
+
+        s = self._sweep
+        s["done"] += 1
+        el = time.monotonic() - s["t0"]
+        total = s["total"]
+        eta = f", ETA {format_seconds(el / s['done'] * (total - s['done']))}" if total else ""
+        try:
+            value = job_return.return_value
+        except Exception:  # noqa: BLE001 - a failed trial has no value
+            value = "failed"
+        print(f"sweep: trial {s['done']}{f'/{total}' if total else ''} done (value {value}), elapsed "
+              f"{format_seconds(el)}{eta}", file=sys.stderr, flush=True)
+
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir")))
