@@ -200,7 +200,9 @@ class ProgressLog(TQDMProgressBar):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         if self._ticker is not None:
             per_epoch = self.total_train_batches if math.isfinite(self.total_train_batches) else 0
-            metrics = {k: v for k, v in self.get_metrics(trainer, pl_module).items() if k != "v_num"}
+            # the key metrics only: the training loss and the validation scores (not every logged term)
+            metrics = {k: v for k, v in self.get_metrics(trainer, pl_module).items()
+                       if not k.endswith("_epoch") and ("loss" in k or k.startswith("val/"))}
             self._ticker.set(trainer.current_epoch * per_epoch + batch_idx + 1,
                              {"epoch": f"{trainer.current_epoch + 1}/{trainer.max_epochs}",
                               "step": trainer.global_step, **metrics})
@@ -208,5 +210,10 @@ class ProgressLog(TQDMProgressBar):
     def on_train_end(self, trainer, pl_module) -> None:
         super().on_train_end(trainer, pl_module)
         if self._ticker is not None:
+            self._ticker.close()
+            self._ticker = None
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        if self._ticker is not None:  # its last line says where training stopped
             self._ticker.close()
             self._ticker = None

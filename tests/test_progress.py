@@ -62,3 +62,16 @@ def test_train_and_edit_print_progress_lines_into_a_pipe(tmp_path):
     assert p.returncode == 0, p.stdout[-3000:]
     edit = [s for s in p.stdout.splitlines() if "edit: " in s and " img" in s]
     assert edit and edit[0].split("edit: ")[1].startswith("1/2 img") and edit[-1].endswith("(done)")
+
+
+def test_a_long_first_step_is_not_silent(caplog):
+    """The ticker's own thread writes a line every `every` seconds even while no step finishes."""
+    import time
+
+    with caplog.at_level(logging.INFO, logger="asyrp.progress"):
+        t = LineTicker(10, "edit", "img", every=0.2)
+        time.sleep(1.0)
+        t.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "asyrp.progress"]
+    assert len(lines) >= 3 and all(s.startswith("edit: 0/10 img (0%)") for s in lines)
+    assert "elapsed" in lines[-2] and lines[-1].endswith("(stopped)")

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -78,8 +79,8 @@ def _emit(text: str) -> None:
 
 
 class LineTicker:
-    """Writes '<desc>: 12/64 step (19%), 2.1 s/step, elapsed 25s, ETA 1m41s, loss=0.12' at most every ``every``
-    seconds, and a last line at ``close``."""
+    """Writes '<desc>: 12/64 step (19%), 2.1 s/step, elapsed 25s, ETA 1m41s, loss=0.12' every ``every`` seconds
+    (from a daemon thread too, so a long first step is not silent), and a last line at ``close``."""
 
     def __init__(self, total: float | None, desc: str, unit: str = "it", every: float | None = None):
         self.total = total if total is not None and math.isfinite(float(total)) and total > 0 else None
@@ -89,6 +90,15 @@ class LineTicker:
         self.n = 0
         self.metrics: Mapping[str, Any] | None = None
         self.closed = False
+        self._stop = threading.Event()
+        if self.every > 0:
+            threading.Thread(target=self._beat, name=f"progress-{desc}", daemon=True).start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            if time.monotonic() - self.last >= self.every:
+                self.last = time.monotonic()
+                _emit(self.line())
 
     def line(self) -> str:
         el = time.monotonic() - self.t0
@@ -110,6 +120,7 @@ class LineTicker:
             _emit(self.line())
 
     def close(self) -> None:
+        self._stop.set()
         if not self.closed:
             self.closed = True
             _emit(self.line().replace(", ETA 0s", "") + " (done)" if self.total and self.n >= self.total
