@@ -1,0 +1,209 @@
+"""The interactive editor (``python app.py``, conf/app.yaml): a Gradio page over ``asyrp.editor.Editor``.
+
+Pick or upload an image, move one strength slider per h-function (several compose), and see the input, its
+reconstruction (the inversion, cached per image) and the edit side by side, plus a labelled strip of strengths.
+A slider move re-runs only the generation from the cached x_T. Offline: no analytics, no share link, localhost.
+
+``serve(cfg)`` is the task function; ``build_app(editor, examples)`` returns the ``gr.Blocks`` (tests launch it on a
+free port and drive it with gradio_client through the named endpoints ``/load``, ``/edit`` and ``/strip``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from omegaconf import DictConfig
+
+from .utils.errors import AsyrpUserError
+
+log = logging.getLogger(__name__)
+
+DEMO_HFUNCTION = "outputs/demo/train/checkpoints/hfunction.pt"
+HOW_TO_MAKE = ("make it with `make demo` (trains the smiling h-function on synthfaces, a few minutes on 2 CPU cores) "
+               "or `python train.py experiment=synthfaces_smiling`, or pass checkpoint=<hfunction.pt | official .pth>")
+
+
+def _gradio():
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry calls
+    try:
+        import gradio as gr
+    except ImportError as err:
+        raise AsyrpUserError("the editor needs Gradio, which is not installed: pip install -e '.[app]' "
+                             "(or pip install gradio)") from err
+    return gr
+
+
+class EditorView:
+    """What the page shows for an image and the slider values (plain functions: the endpoints call them)."""
+
+    def __init__(self, editor, strip: Sequence[float]):
+        self.editor, self.strip_scales = editor, [float(s) for s in strip]
+
+    def _read(self, path: str | None):
+        from .data.images import ImageProblem, read_image
+
+        if not path:
+            raise ValueError("no image: upload one or pick an example")
+        try:
+            x0, notes = read_image(path, self.editor.image_size)
+        except ImageProblem as err:
+            raise ValueError(err.reason) from None
+        return self.editor.invert(x0), notes
+
+    @staticmethod
+    def _show(x: torch.Tensor):
+        from .grid import MIN_CELL, to_pil, upscale_factor
+
+        return to_pil(x, upscale_factor(min(x.shape[-2:]), 2 * MIN_CELL))
+
+    def _strip(self, inv, coeffs: Sequence[float]):
+        from .grid import strength_label, table_grid
+
+        xs = self.editor.strip(inv, coeffs, self.strip_scales)
+        labels = [strength_label(self.editor.names, [s * c for c in coeffs]) for s in self.strip_scales]
+        return table_grid([list(xs)], labels, title="strip: the edit at " + ", ".join(f"{s:g}x" for s in
+                                                                                    self.strip_scales))
+
+    def _edit(self, inv, coeffs: Sequence[float]):
+        t = time.perf_counter()
+        x = self.editor.generate(inv, [list(coeffs)])[0]
+        dt = time.perf_counter() - t
+        how = f"inversion cached, computed once in {inv.seconds:.2f} s" if inv.hits else f"inverted in {inv.seconds:.2f} s"
+        return self._show(x), f"edit {self._label(coeffs)}: generated in {dt:.2f} s ({how})"
+
+    def edit(self, path: str | None, *coeffs: float):
+        """The slider endpoint: the edit at these strengths (generation only when the image is cached)."""
+        inv, _ = self._read(path)
+        return self._edit(inv, coeffs)
+
+    def load(self, path: str | None, *coeffs: float):
+        """A new image: invert (once), show input, reconstruction, edit and the strip."""
+        inv, notes = self._read(path)
+        edit, status = self._edit(inv, coeffs)
+        note = f"; input: {', '.join(notes)}" if notes else ""
+        return self._show(inv.x0), self._show(inv.x_rec), edit, self._strip(inv, coeffs), status + note
+
+    def strip(self, path: str | None, *coeffs: float):
+        inv, _ = self._read(path)
+        return self._strip(inv, coeffs)
+
+    def _label(self, coeffs: Sequence[float]) -> str:
+        from .grid import strength_label
+
+        return strength_label(self.editor.names, coeffs)
+
+
+def _guard(fn):
+    """One clear message in the page for a bad input (not a traceback)."""
+    gr = _gradio()
+
+    def run(*args):
+        try:
+            return fn(*args)
+        except (ValueError, AsyrpUserError) as err:
+            raise gr.Error(str(err)) from None
+    run.__name__ = fn.__name__
+    return run
+
+
+def build_app(editor, examples: Sequence[str | Path] = (), strip: Sequence[float] = (-1, -0.5, 0, 0.5, 1, 1.5),
+              max_strength: float = 2.0):
+    """The page: image in, one slider per h-function, input | reconstruction | edit, and the strip."""
+    gr = _gradio()
+    view = EditorView(editor, strip)
+    s = editor.settings
+    with gr.Blocks(title="asyrp editor", analytics_enabled=False) as app:
+        gr.Markdown(f"## asyrp: edit in h-space\nh-functions: {', '.join(editor.names)} · {s.n_inv} inversion / "
+                    f"{s.n_gen} generation steps to t0={s.t0}, edit while t >= {s.t_edit}, boost below {s.t_boost}. "
+                    "The inversion of an image is computed once; a slider move re-runs only the generation.")
+        with gr.Row():
+            image = gr.Image(value=str(examples[0]) if examples else None, type="filepath",
+                             label="image (upload or pick below)", height=256)
+            with gr.Column():
+                sliders = [gr.Slider(-max_strength, max_strength, value=d, step=0.05, label=f"{n} strength")
+                           for n, d in zip(editor.names, editor.defaults)]
+                status = gr.Markdown("pick an image")
+        with gr.Row():
+            shown = gr.Image(type="pil", label="input", format="png")
+            rec = gr.Image(type="pil", label="reconstruction (inversion, no edit)", format="png")
+            out = gr.Image(type="pil", label="edit", format="png")
+        strip_img = gr.Image(type="pil", label="strip of strengths", format="png")
+        strip_btn = gr.Button("redraw the strip at these strengths")
+        if examples:
+            gr.Examples([[str(e)] for e in examples], inputs=[image], label="examples")
+        image.change(_guard(view.load), [image, *sliders], [shown, rec, out, strip_img, status], api_name="load")
+        for sl in sliders:
+            sl.release(_guard(view.edit), [image, *sliders], [out, status], api_name="edit")
+        strip_btn.click(_guard(view.strip), [image, *sliders], [strip_img], api_name="strip")
+        if examples:  # the page opens with the first example edited
+            app.load(_guard(view.load), [image, *sliders], [shown, rec, out, strip_img, status], api_name=False)
+    app.view = view  # for callers that want the plain functions
+    return app
+
+
+def example_images(cfg: DictConfig, out: Path) -> list[Path]:
+    """The images offered to pick: ``examples`` (a folder or glob, every file accounted for in the log), or for the
+    synthfaces world eight rendered faces that do not smile yet (dataset seed 11, not a training split)."""
+    from .data.images import scan_images
+
+    if cfg.get("examples"):
+        return scan_images(cfg.examples, int(cfg.get("n_examples") or 8), what="examples")[0]
+    if cfg.arch.get("name") != "synthfaces":
+        return []
+    from .synthfaces.render import render, sample_face
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths, i = [], 0
+    while len(paths) < int(cfg.get("n_examples") or 8):
+        face, i = sample_face(11, i), i + 1
+        if face.mouth != "smiling":
+            paths.append(out / f"face_{i - 1}.png")
+            render(face).save(paths[-1])
+    return paths
+
+
+def resolve_checkpoints(cfg: DictConfig) -> list[Path]:
+    """The h-function files; the default (the demo's) missing gets one message saying how to make it."""
+    from omegaconf import OmegaConf
+
+    ck = cfg.get("checkpoint")
+    ck = OmegaConf.to_container(ck, resolve=True) if OmegaConf.is_config(ck) else ck
+    files = [Path(str(c)).expanduser() for c in (ck if isinstance(ck, list) else [ck]) if c not in (None, "")]
+    if not files:
+        raise AsyrpUserError(f"checkpoint is not set: {HOW_TO_MAKE}")
+    for f in files:
+        if not f.is_file():
+            if f.as_posix().endswith(DEMO_HFUNCTION):
+                raise AsyrpUserError(f"the demo's h-function {f} does not exist yet: {HOW_TO_MAKE}")
+            raise AsyrpUserError(f"h-function checkpoint not found: {f}. Pass checkpoint=<hfunction.pt | official .pth> "
+                                 f"(checkpoint=[a.pt,b.pt] composes), or {HOW_TO_MAKE}")
+    return files
+
+
+def make_editor(cfg: DictConfig):
+    from .checks import check_arch
+    from .editor import load_editor
+
+    files = resolve_checkpoints(cfg)
+    check_arch(cfg.arch)
+    keys = ("n_inv", "n_gen", "t0", "t_edit", "t_boost", "mode", "seed")
+    return load_editor(cfg.arch, files, {k: cfg.get(k) for k in keys},
+                       fallback={"t_edit": cfg.edit_interval.get("t_edit"), "t_boost": cfg.edit_interval.get("t_boost")},
+                       device=str(cfg.get("device") or "cpu"), perf=cfg.get("perf"))
+
+
+def serve(cfg: DictConfig) -> Any:
+    """Load the backbone and h-functions, then serve the page on ``host:port`` until interrupted."""
+    resolve_checkpoints(cfg)  # the demo's h-function not made yet: say how, before anything loads
+    _gradio()  # missing package: one line before the networks load
+    editor = make_editor(cfg)
+    out = Path(str(cfg.paths.output_dir))
+    app = build_app(editor, example_images(cfg, out / "examples"), list(cfg.strip), float(cfg.max_strength))
+    log.info("asyrp editor: http://%s:%s (Ctrl-C to stop)", cfg.host, cfg.port)
+    app.launch(server_name=str(cfg.host), server_port=int(cfg.port), share=False, inbrowser=False,
+               prevent_thread_lock=bool(cfg.get("background", False)), show_error=True)
+    return app

@@ -1,0 +1,158 @@
+"""Interactive editing: one inversion per image, then any number of generations with other strengths.
+
+``Editor`` holds a frozen backbone and one or more h-functions (a ``Composition`` when there are several). An image
+is inverted once (deterministic DDIM, ``asyrp.samplers.ddim_invert``); x_T and the reconstruction are cached under a
+digest of the image and the step settings, so moving a strength slider re-runs only the generation
+(``asyrp.samplers.edit`` from the cached x_T). The Gradio app (``asyrp.app``) is a thin view over it.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+
+@dataclass
+class EditorSettings:
+    """The walk of every edit (as edit.py resolves it: config, else the first h-function file, else defaults)."""
+
+    n_inv: int = 40
+    n_gen: int = 40
+    t0: int = 999
+    t_edit: int = 500
+    t_boost: int | None = None
+    mode: str = "asyrp"
+    seed: int = 0
+    spacing: str = "official"
+
+
+@dataclass
+class Inverted:
+    """What one image costs once: x0 as the backbone sees it, x_T and the reconstruction (no edit)."""
+
+    key: str
+    x0: torch.Tensor
+    x_T: torch.Tensor
+    x_rec: torch.Tensor
+    seconds: float = 0.0
+    hits: int = 0  # how often it was found in the cache
+
+
+@dataclass
+class Editor:
+    backbone: Any
+    hfunctions: list
+    names: list[str]
+    a: torch.Tensor
+    settings: EditorSettings
+    defaults: list[float] = field(default_factory=list)  # the strength each h-function was trained with
+    cache_size: int = 64
+
+    def __post_init__(self):
+        from .hfunctions import Composition
+
+        self.hfunc = self.hfunctions[0] if len(self.hfunctions) == 1 else Composition(self.hfunctions)
+        self._cache: OrderedDict[str, Inverted] = OrderedDict()
+        self.stats = {"inversions": 0, "generations": 0}
+        if not self.defaults:
+            self.defaults = [1.0] * len(self.hfunctions)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    @property
+    def image_size(self) -> int:
+        return int(self.backbone.image_size)
+
+    def key(self, x0: torch.Tensor) -> str:
+        s = self.settings
+        h = hashlib.blake2b(digest_size=12)
+        h.update(x0.detach().float().cpu().contiguous().numpy().tobytes())
+        h.update(f"{s.n_inv}|{s.n_gen}|{s.t0}|{s.t_boost}|{s.seed}|{s.spacing}".encode())
+        return h.hexdigest()
+
+    @torch.no_grad()
+    def invert(self, x0: torch.Tensor) -> Inverted:
+        """x0 (3, H, W) in [-1, 1] at the backbone's size -> its cached inversion (computed on first use)."""
+        from .samplers import ddim_invert, edit
+        from .schedules import timesteps
+
+        k = self.key(x0)
+        if k in self._cache:
+            self._cache.move_to_end(k)
+            self._cache[k].hits += 1
+            return self._cache[k]
+        s, t = self.settings, time.perf_counter()
+        x = x0[None].to(self.device)
+        x_T = ddim_invert(self.backbone, x, timesteps(s.n_inv, s.t0, s.spacing), self.a)
+        x_rec = edit(self.backbone, None, None, a=self.a, n_gen=s.n_gen, t_boost=s.t_boost, seeds=[s.seed], t0=s.t0,
+                     x_T=x_T, spacing=s.spacing).x_edit
+        inv = Inverted(k, x0.cpu(), x_T, x_rec[0].cpu(), time.perf_counter() - t)
+        self.stats["inversions"] += 1
+        self._cache[k] = inv
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return inv
+
+    @torch.no_grad()
+    def generate(self, inv: Inverted, coeffs: Sequence[Sequence[float]]) -> torch.Tensor:
+        """(K, 3, H, W): one edit per row of coefficients (one per h-function), from the cached x_T, in one batch."""
+        from .samplers import edit
+
+        s = self.settings
+        c = torch.tensor([[float(v) for v in row] for row in coeffs], dtype=torch.float64)
+        if c.shape[1] != len(self.hfunctions):
+            raise ValueError(f"{c.shape[1]} coefficients for {len(self.hfunctions)} h-functions")
+        out = edit(self.backbone, None, self.hfunc, a=self.a, n_gen=s.n_gen, t_edit=s.t_edit, t_boost=s.t_boost,
+                   strength=c, mode=s.mode, seeds=[s.seed], t0=s.t0, x_T=inv.x_T, spacing=s.spacing).x_edit
+        self.stats["generations"] += 1
+        return out[:, 0].cpu()
+
+    def strip(self, inv: Inverted, coeffs: Sequence[float], scales: Sequence[float]) -> torch.Tensor:
+        """(K, 3, H, W): the edit at ``scale * coeffs`` for every scale (0 = the reconstruction)."""
+        return self.generate(inv, [[float(sc) * float(v) for v in coeffs] for sc in scales])
+
+
+def load_editor(arch: Any, checkpoints: Sequence[str | Path], overrides: dict[str, Any],
+                fallback: dict[str, Any] | None = None, device: str = "cpu", perf: Any = None) -> Editor:
+    """Backbone + h-functions (our hfunction.pt or official .pth, through the same loaders as edit.py), with the walk
+    settings resolved like edit.py does: explicit ``overrides``, else the first file's, else ``fallback`` (the
+    edit_interval config: t_edit, t_boost)."""
+    from .checks import check_perf, check_schedule
+    from .hfunction_file import hfunction_from_payload, read_hfunction_file
+    from .perf import apply_perf
+    from .tasks import alphas, build_backbone
+
+    payloads = [read_hfunction_file(c) for c in checkpoints]
+    torch.manual_seed(int(overrides.get("seed") or 0))  # a random test backbone comes out the same every time
+    backbone = build_backbone(arch, device=device)
+    apply_perf(backbone, check_perf(perf))
+    fns, names, defaults, stored = [], [], [], {}
+    for i, (p, c) in enumerate(zip(payloads, checkpoints)):
+        fn, meta = hfunction_from_payload(p, c, backbone, arch.get("name"))
+        fns.append(fn)
+        names.append((meta.get("attribute") or {}).get("name") or Path(str(c)).stem)
+        defaults.append(float((meta.get("edit") or {}).get("strength", 1.0)))
+        if i == 0:
+            stored = dict(meta.get("edit") or {})
+    fallback = fallback or {}
+
+    def pick(k: str, default: Any) -> Any:
+        for src in (overrides, stored, fallback):
+            if src.get(k) is not None:
+                return src[k]
+        return default
+
+    s = EditorSettings(n_inv=int(pick("n_inv", 40)), n_gen=int(pick("n_gen", 40)), t0=int(pick("t0", 999)),
+                       t_edit=pick("t_edit", None), t_boost=pick("t_boost", None), mode=str(pick("mode", "asyrp")),
+                       seed=int(overrides.get("seed") or 0), spacing=str(pick("spacing", "official")))
+    keys = {k: k for k in ("n_inv", "n_gen", "t0", "t_edit", "t_boost")}
+    check_schedule(s.n_inv, s.n_gen, s.t0, s.t_edit, s.t_boost, keys=keys)
+    s.t_edit, s.t_boost = int(s.t_edit), (None if s.t_boost is None else int(s.t_boost))
+    return Editor(backbone, fns, names, alphas(arch).to(next(backbone.parameters()).device), s, defaults)
