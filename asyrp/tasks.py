@@ -36,7 +36,7 @@ from .checks import (  # noqa: F401 - check_* are also used through this module 
     edit_settings,
 )
 from .hfunction_file import hfunction_from_payload, load_hfunction_checkpoint, read_hfunction_file  # noqa: F401
-from .runs import MANIFEST, claim_edit_dir, claim_train_dir
+from .runs import MANIFEST, claim_edit_dir, claim_train_dir, holds_claims
 from .utils.errors import AsyrpUserError
 
 if TYPE_CHECKING:
@@ -100,6 +100,7 @@ def _device(cfg: DictConfig) -> str:
 
 
 # -- train -----------------------------------------------------------------------------------------------------
+@holds_claims  # the run folder is this run's until train returns
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     import pytorch_lightning as pl
 
@@ -235,6 +236,7 @@ def _unique_ids(files: list[Path]) -> list[str]:
     return ids
 
 
+@holds_claims  # output_dir is this run's until edit returns
 def edit(cfg: DictConfig) -> dict[str, Any]:
     """Edit images (a folder or glob, or N random samples) with one or more h-functions; see conf/edit.yaml.
 

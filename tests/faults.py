@@ -61,8 +61,13 @@ def _kill_cache_build(root: str, k: int) -> None:
         if calls[0] == k:  # killed while writing this file: only half of it reaches the disk
             buf = io.BytesIO()
             real_save(obj, buf, *a, **kw)
-            with open(f, "wb") as fh:
-                fh.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+            half = buf.getvalue()[: len(buf.getvalue()) // 2]
+            if hasattr(f, "write"):  # an open file (asyrp.utils.io.atomic_save)
+                f.write(half)
+                f.flush()
+            else:
+                with open(f, "wb") as fh:
+                    fh.write(half)
             die()
         return real_save(obj, f, *a, **kw)
 

@@ -543,8 +543,8 @@ def test_atomic_writes_show_the_old_file_or_the_new_never_half(writer, tmp_path,
         and src.suffix == ".tmp"
     old = target.read_bytes()
 
-    def half_then_fail(path):  # some bytes reach the temporary file, then the disk is "full"
-        Path(path).write_bytes(b"partial")
+    def half_then_fail(f):  # some bytes reach the temporary file (a path or an open file), then the disk is "full"
+        f.write(b"partial") if hasattr(f, "write") else Path(f).write_bytes(b"partial")
         raise OSError(28, "No space left on device")
 
     if writer == "png":

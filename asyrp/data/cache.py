@@ -12,7 +12,8 @@ here it is read from disk). The edited x_t cannot be cached because it depends o
 
 Entries are keyed by a digest of (backbone weights, alpha schedule, n_inv, n_gen, t0, spacing) for the folder and of
 (image file content, image size) or (seed, index, shape) per item, written atomically (tmp + os.replace), one file
-per item, so runs and sweep trials share them and adding images only computes the new ones.
+per item, so runs and sweep trials share them and adding images only computes the new ones. Concurrent builders
+of one cache folder take turns on its lock (``build``), so each entry is computed and written once.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from typing import Sequence
 import torch
 
 from ..samplers import TimestepPlan, WalkStep, ddim_invert, ddim_walk, generation_pairs
+from ..utils import locks
 from ..utils.errors import AsyrpUserError
 from ..utils.io import atomic_save, file_digest, module_fingerprint, tensor_digest
 from ..utils.progress import Progress
@@ -118,20 +120,32 @@ class InversionCache:
         ]
 
     def build(self, sources: Sequence[Source]) -> list[Path]:
-        """Compute the entries that are not on disk yet; return the paths of all ``sources`` in order."""
+        """Compute the entries that are not on disk yet; return the paths of all ``sources`` in order.
+
+        Builders of one cache folder (two trainings on the same images, parallel sweep trials) take turns on its
+        lock and look again for what is missing once they hold it: each entry is computed and written once."""
         todo = self.missing(sources)
         if todo:
-            # read every image first: a corrupt file fails before any network pass or write
+            # read every image first: a corrupt file fails before any network pass, lock or write
             imgs = {s.id: load_image(s.path, self.image_size) for s in todo if s.path is not None}
-            log.info("inversion cache %s: computing %d of %d entries", self.dir, len(todo), len(sources))
-            with Progress(len(todo), "inversion cache", "img") as bar:  # a bar, or timed lines in a log/pipe
-                for i in range(0, len(todo), self.batch_size):
-                    chunk = todo[i:i + self.batch_size]
-                    x0 = torch.stack([imgs[s.id] for s in chunk]) if chunk[0].path is not None else None
-                    for s, entry in zip(chunk, self.compute(chunk, x0)):
-                        atomic_save(entry, self.path_for(s))
-                    bar.update(len(chunk))
+            with locks.acquire(self.dir / ".lock", {"task": "inversion cache"}, wait=True, on_wait=self._waiting):
+                self._build(self.missing(todo), imgs, len(sources))
         return [self.path_for(s) for s in sources]
+
+    def _waiting(self, holder: dict) -> None:
+        log.info("inversion cache %s: waiting for another process that builds it (%s)", self.dir, locks.describe(holder))
+
+    def _build(self, todo: Sequence[Source], imgs: dict[str, torch.Tensor], n_total: int) -> None:
+        if not todo:
+            return
+        log.info("inversion cache %s: computing %d of %d entries", self.dir, len(todo), n_total)
+        with Progress(len(todo), "inversion cache", "img") as bar:  # a bar, or timed lines in a log/pipe
+            for i in range(0, len(todo), self.batch_size):
+                chunk = todo[i:i + self.batch_size]
+                x0 = torch.stack([imgs[s.id] for s in chunk]) if chunk[0].path is not None else None
+                for s, entry in zip(chunk, self.compute(chunk, x0)):
+                    atomic_save(entry, self.path_for(s))
+                bar.update(len(chunk))
 
     def paths(self, sources: Sequence[Source]) -> list[Path]:
         """Paths of entries that must already exist (after ``build``)."""
@@ -153,8 +167,19 @@ def cached_inversions(root: str | Path, backbone, a: torch.Tensor, files: Sequen
     return [load_entry(p) for p in cache.build([Source(id=Path(f).name, path=Path(f)) for f in files])]
 
 
+_ENTRY_KEYS = ("id", "x0", "x_T", "x_rec", "P_orig", "t")
+
+
 def load_entry(path: str | Path) -> CacheEntry:
+    """An entry, read safely and checked whole (every field present, one P_orig per step): entries are renamed into
+    place complete, so a failure here means the disk damaged the file."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        entry = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(entry, dict) or any(k not in entry for k in _ENTRY_KEYS):
+            raise ValueError(f"fields {sorted(entry) if isinstance(entry, dict) else type(entry).__name__}, "
+                             f"expected {list(_ENTRY_KEYS)}")
+        if entry["P_orig"].shape[0] != entry["t"].shape[0] or entry["x0"].shape != entry["x_T"].shape:
+            raise ValueError("inconsistent shapes")
     except Exception as err:  # truncated by a disk problem: tell the user how to recover
         raise AsyrpUserError(f"inversion-cache entry {path} is unreadable ({err}); delete it to recompute.") from err
+    return entry

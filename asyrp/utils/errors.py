@@ -83,7 +83,8 @@ def _remove_fresh_run_dir() -> None:
         return
     run_dir = Path(str(_FRESH_RUN_DIR[0]))
     try:
-        if run_dir.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
+        own = (".hydra", ".asyrp.lock")  # Hydra's saved config; the run's claim on the folder (asyrp/runs.py)
+        if run_dir.is_dir() and all(p.name in own or p.suffix == ".log" for p in run_dir.iterdir()):
             shutil.rmtree(run_dir)
     except OSError:
         pass

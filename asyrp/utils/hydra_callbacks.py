@@ -1,8 +1,10 @@
 """Hydra callbacks (registered in conf/hydra/default.yaml) for what must happen outside the task function.
 
-- ``on_run_start`` (before Hydra writes anything into the run folder): a ``train`` run whose ``hydra.run.dir`` holds
-  another training run stops with one error line unless ``overwrite=true`` (Hydra would otherwise replace that
-  run's ``.hydra/`` files before the task could object). Rerunning the same command in the same folder resumes.
+- ``on_run_start`` (before Hydra writes anything into the run folder): a ``train`` run claims its ``hydra.run.dir``
+  (asyrp/runs.py: an OS lock held until the run ends) and stops with one error line when another run is in
+  progress there, or when the folder holds another training run and ``overwrite=true`` is not given (Hydra would
+  otherwise replace that run's ``.hydra/`` files before the task could object). Rerunning the same command in
+  the same folder resumes. ``on_run_end`` lets go.
 - ``on_job_start`` (right after Hydra saved ``.hydra/config.yaml``, ``hydra.yaml``, ``overrides.yaml``): secret
   values (``*_TOKEN``, ``*_KEY``, ``*SECRET*``, ``password`` in the environment or the config) are redacted from
   those files and from every log record.
@@ -56,20 +58,26 @@ class AsyrpHydraCallback(Callback):
             from .errors import mark_fresh_run_dir
 
             mark_fresh_run_dir(run_dir)  # a user error before any output removes it again
-            return
         if kwargs.get("config_name") != "train":
             return
-        from ..runs import check_run_dir, run_fingerprint
+        from ..runs import hold_run_dir, launching_rank, run_fingerprint
         from .errors import AsyrpUserError, debug_enabled, one_line
 
+        if not launching_rank():  # DDP ranks > 0 rerun the script inside the folder rank 0 holds
+            return
         task_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
-        try:
-            check_run_dir(run_dir, run_fingerprint(task_cfg), bool(config.get("overwrite", False)))
+        try:  # held until the process ends (or on_run_end): the task's own claim finds it held by this thread
+            hold_run_dir(run_dir, run_fingerprint(task_cfg), bool(config.get("overwrite", False)))
         except AsyrpUserError as err:
             if debug_enabled():
                 raise
             print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
             sys.exit(2)
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from ..runs import release_all
+
+        release_all()
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         from . import secrets

@@ -36,10 +36,14 @@ def atomic_path(path: str | os.PathLike):
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to a temporary file beside ``path`` then os.replace: readers never see half a file."""
+    """torch.save to a temporary file beside ``path`` then os.replace: readers never see half a file. Saved through
+    a file object, the archive inside is named "archive" whatever the temporary name, so the same object gives the
+    same bytes every time (two processes that write one cache entry write identical files)."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
     return path
 
 
