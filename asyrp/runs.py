@@ -45,6 +45,7 @@ RUN_STAMP = ".asyrp_run.json"
 MANIFEST = "manifest.json"
 LOCK = ".asyrp.lock"
 _NOUN = {"train": "training run", "edit": "edit run"}
+_A = {"train": "a", "edit": "an"}
 _WHERE = {"train": "hydra.run.dir", "edit": "output_dir"}
 
 
@@ -128,7 +129,7 @@ def claim_folder(folder: str | Path, task: str, fingerprint: str) -> tuple[Claim
 def _busy_error(folder: Path, task: str, fingerprint: str, holder: dict[str, Any]) -> AsyrpUserError:
     who, where = locks.describe(holder), _WHERE.get(task, "folder")
     if holder.get("task") == task and holder.get("fingerprint") == fingerprint:
-        return AsyrpUserError(f"{folder} is in use: a {_NOUN.get(task, task)} with the same settings is in progress "
+        return AsyrpUserError(f"{folder} is in use: {_A.get(task, 'a')} {_NOUN.get(task, task)} with the same settings is in progress "
                               f"there ({who}); wait for it to end (rerunning then resumes it or finds it done), or "
                               f"choose another {where}")
     other = _NOUN.get(str(holder.get("task")), "run")

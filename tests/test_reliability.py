@@ -418,6 +418,8 @@ def test_sigkill_during_training_then_resume_matches_uninterrupted(killed_and_re
     assert k["step_at_kill"] == 4
     assert k["resumed"].returncode == 0, k["resumed"].stderr[-3000:]
     assert "resuming from" in k["resumed"].stderr + k["resumed"].stdout
+    # the killed run still held the run folder: the kernel dropped its lock, the rerun takes the claim over
+    assert "taking over a claim left by a process that ended" in k["resumed"].stderr + k["resumed"].stdout
     args = [a for a in TRAIN_ARGS if "killer" not in a]
     _, ref = tasks.train(compose("train", args + [f"dataset.cache_dir={k['dir'] / 'cache'}"], output_dir=tmp_path / "ref"))
     assert ref["trainer"].global_step == 16
