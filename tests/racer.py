@@ -44,8 +44,8 @@ def build_cache(root: str) -> None:
     from faults import tiny_cache
 
     cache, sources = tiny_cache(root)
-    computed, compute = [], cache._compute
-    cache._compute = lambda chunk, x0: (computed.extend(s.id for s in chunk), compute(chunk, x0))[1]
+    computed, compute = [], cache.compute
+    cache.compute = lambda chunk, x0: (computed.extend(s.id for s in chunk), compute(chunk, x0))[1]
     wait_for(sys.argv[1])
     cache.build(sources)
     print(json.dumps({"computed": computed}))
