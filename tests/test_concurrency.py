@@ -24,7 +24,6 @@ from asyrp.utils.io import HFUNCTION_FORMAT, atomic_write_png
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 N = 4
-pytestmark = pytest.mark.slow
 
 
 def env() -> dict:
@@ -66,6 +65,42 @@ def check_outcome(procs: list[subprocess.CompletedProcess], key=lambda p: p.args
     # they overlapped: the folder was held while at least one other contender arrived
     assert any("in progress" in e for p in procs for e in error_lines(p)), [error_lines(p) for p in procs]
     return ok
+
+
+# -- the lock and the cache reader, in one process ------------------------------------------------------------------
+def test_lock_is_exclusive_and_a_dead_holders_record_is_reported(tmp_path, caplog):
+    from asyrp.utils import locks
+
+    path = tmp_path / "f" / runs.LOCK
+    held = locks.acquire(path, {"task": "edit", "fingerprint": "a"})
+    with pytest.raises(locks.LockBusy) as busy:  # a second descriptor, even in this process, is refused
+        locks.acquire(path, {"task": "edit", "fingerprint": "b"})
+    assert busy.value.holder["pid"] == os.getpid() and busy.value.holder["fingerprint"] == "a"
+    held.release()
+    assert not path.exists()
+    with caplog.at_level("WARNING"):
+        locks.acquire(path).release()  # a clean release leaves nothing to take over
+        assert "taking over" not in caplog.text
+        path.write_text(json.dumps({"pid": 999999999, "host": "gone", "since": "then", "task": "train"}))
+        again = locks.acquire(path)  # a record without a lock: its process died holding the claim
+    assert "taking over a claim left by a process that ended without releasing it (pid 999999999 on gone" in caplog.text
+    assert json.loads(path.read_text())["pid"] == os.getpid()
+    again.release()
+
+
+def test_a_cache_entry_is_checked_whole_on_read(tmp_path):
+    from asyrp.utils.errors import AsyrpUserError
+    from asyrp.utils.io import atomic_save
+
+    entry = {"id": "a", "x0": torch.zeros(3, 4, 4), "x_T": torch.zeros(3, 4, 4), "x_rec": torch.zeros(3, 4, 4),
+             "P_orig": torch.zeros(2, 3, 4, 4), "t": torch.tensor([999, 500])}
+    atomic_save(entry, tmp_path / "ok.pt")
+    assert load_entry(tmp_path / "ok.pt")["id"] == "a"
+    atomic_save({k: v for k, v in entry.items() if k != "P_orig"}, tmp_path / "bad.pt")
+    with pytest.raises(AsyrpUserError, match="bad.pt is unreadable .*P_orig.*delete it to recompute"):
+        load_entry(tmp_path / "bad.pt")
+    atomic_save(entry, tmp_path / "again.pt")  # the same object, the same bytes (whatever the temporary name)
+    assert (tmp_path / "again.pt").read_bytes() == (tmp_path / "ok.pt").read_bytes()
 
 
 # -- edit: one output_dir ---------------------------------------------------------------------------------------------
@@ -110,6 +145,7 @@ def _check_edit_folder(out: Path, refs: dict[str, Path]) -> str:
     return setting
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strengths", [["1.0", "0.5", "1.0", "0.5"], ["0.5"] * N], ids=["mixed", "same"])
 def test_edit_runs_started_together_on_one_output_dir(strengths, world, tmp_path):
     out = tmp_path / "out"
@@ -123,6 +159,7 @@ def test_edit_runs_started_together_on_one_output_dir(strengths, world, tmp_path
             assert "another edit run" in error_lines(p)[0]
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_holder_lets_the_next_run_proceed(world, tmp_path):
     out, marker = tmp_path / "out", tmp_path / "holding"
     args = [*world["args"], "strength=1.0", f"output_dir={out}"]
@@ -135,9 +172,12 @@ def test_kill_9_of_the_holder_lets_the_next_run_proceed(world, tmp_path):
             time.sleep(0.05)
         (rec,) = [json.loads((out / runs.LOCK).read_text())]
         assert rec["pid"] == holder.pid and rec["task"] == "edit"
-        refused = race(tmp_path, [["edit", *args, f"hydra.run.dir={tmp_path / 'h1'}"]])[0]
+        first = sorted(p.name for p in out.glob("*.png"))
+        # overwrite=true does not reach a folder in use: refused, the holder's PNG stays
+        refused = race(tmp_path, [["edit", *args, "overwrite=true", f"hydra.run.dir={tmp_path / 'h1'}"]])[0]
         assert refused.returncode == 2 and "in progress" in error_lines(refused)[0] \
             and f"pid {holder.pid}" in error_lines(refused)[0], refused.stderr[-2000:]
+        assert first == ["face_0.png"] and sorted(p.name for p in out.glob("*.png")) == first
     finally:
         holder.kill()  # SIGKILL: no cleanup runs, the kernel drops the lock
         holder.wait()
@@ -152,6 +192,7 @@ def test_kill_9_of_the_holder_lets_the_next_run_proceed(world, tmp_path):
 TRAIN = ["debug=smoke", "~logger", "callbacks.edit_grid=null", "trainer.limit_val_batches=0", "model.n_iter=2"]
 
 
+@pytest.mark.slow
 def test_train_runs_started_together_on_one_run_dir(tmp_path):
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
     lrs = ["0.1", "0.2", "0.1", "0.2"]
@@ -178,6 +219,7 @@ def test_train_runs_started_together_on_one_run_dir(tmp_path):
 
 
 # -- the inversion cache: one folder, four builders -------------------------------------------------------------------
+@pytest.mark.slow
 def test_cache_builders_started_together_write_each_entry_once(tmp_path):
     from faults import tiny_cache
 
