@@ -66,7 +66,7 @@ class Claim:
                 self.folder.rmdir()  # only when empty: a run refused or stopped before writing leaves nothing
 
 
-_HELD: dict[str, Claim] = {}  # folder -> claim, every claim this process holds
+_HELD: dict[str, Claim] = {}  # (thread, folder) -> claim: every claim this process holds
 _SCOPES = threading.local()  # per thread: a stack of lists, the claims taken inside each @holds_claims call
 
 
@@ -129,9 +129,9 @@ def claim_folder(folder: str | Path, task: str, fingerprint: str) -> tuple[Claim
 def _busy_error(folder: Path, task: str, fingerprint: str, holder: dict[str, Any]) -> AsyrpUserError:
     who, where = locks.describe(holder), _WHERE.get(task, "folder")
     if holder.get("task") == task and holder.get("fingerprint") == fingerprint:
-        return AsyrpUserError(f"{folder} is in use: {_A.get(task, 'a')} {_NOUN.get(task, task)} with the same settings is in progress "
-                              f"there ({who}); wait for it to end (rerunning then resumes it or finds it done), or "
-                              f"choose another {where}")
+        run = f"{_A.get(task, 'a')} {_NOUN.get(task, task)}"
+        return AsyrpUserError(f"{folder} is in use: {run} with the same settings is in progress there ({who}); wait "
+                              f"for it to end (rerunning then resumes it or finds it done), or choose another {where}")
     other = _NOUN.get(str(holder.get("task")), "run")
     return AsyrpUserError(f"{folder} holds the outputs of another {other} (other settings), in progress there ({who}): "
                           f"choose another {where}")

@@ -111,8 +111,9 @@ def world(tmp_path_factory):
     torch.manual_seed(0)
     bb = tasks.build_backbone(cfg.arch)
     hf = build_hfunction({"kind": "delta_block", "layout": "ddpm", "seed": 0}, bb)
-    torch.save({"format": HFUNCTION_FORMAT, "state_dict": hf.state_dict(), "hfunction": {"kind": "delta_block", "layout": "ddpm"},
-                "arch": {"name": "tiny_ddpm"}, "h_shape": list(bb.h_shape), "emb_dim": int(bb.emb_dim),
+    torch.save({"format": HFUNCTION_FORMAT, "state_dict": hf.state_dict(),
+                "hfunction": {"kind": "delta_block", "layout": "ddpm"}, "arch": {"name": "tiny_ddpm"},
+                "h_shape": list(bb.h_shape), "emb_dim": int(bb.emb_dim),
                 "edit": {"t_edit": 500, "t_boost": 200, "n_inv": 8, "n_gen": 8, "t0": 999, "mode": "asyrp"}},
                d / "hf.pt")
     (d / "faces").mkdir()
@@ -164,7 +165,8 @@ def test_kill_9_of_the_holder_lets_the_next_run_proceed(world, tmp_path):
     out, marker = tmp_path / "out", tmp_path / "holding"
     args = [*world["args"], "strength=1.0", f"output_dir={out}"]
     holder = subprocess.Popen([sys.executable, str(TESTS / "racer.py"), "-", "hold", str(marker), *args,
-                               f"hydra.run.dir={tmp_path / 'h0'}"], cwd=ROOT, env=env(), stderr=subprocess.PIPE, text=True)
+                               f"hydra.run.dir={tmp_path / 'h0'}"], cwd=ROOT, env=env(), stderr=subprocess.PIPE,
+                              text=True)
     try:
         deadline = time.monotonic() + 120
         while not marker.exists():

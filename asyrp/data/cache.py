@@ -133,7 +133,8 @@ class InversionCache:
         return [self.path_for(s) for s in sources]
 
     def _waiting(self, holder: dict) -> None:
-        log.info("inversion cache %s: waiting for another process that builds it (%s)", self.dir, locks.describe(holder))
+        log.info("inversion cache %s: waiting for another process that builds it (%s)", self.dir,
+                 locks.describe(holder))
 
     def _build(self, todo: Sequence[Source], imgs: dict[str, torch.Tensor], n_total: int) -> None:
         if not todo:
