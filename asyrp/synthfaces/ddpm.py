@@ -69,6 +69,51 @@ def export(ema_state: dict, out_dir: Path, meta: dict) -> None:
     tmp.rmdir()
 
 
+def _start(unet, ema, opt, g: torch.Generator, state_path: Path, init_from: str | Path | None,
+           warmup: int) -> tuple[int, int | None]:
+    """(step, warm_start_from_step): the resumable state if there is one, else a warm start from an exported folder
+    (fresh optimiser, a new warm-up), else step 0 from scratch."""
+    if state_path.exists():
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        unet.load_state_dict(st["model"]); ema.load_state_dict(st["ema"]); opt.load_state_dict(st["opt"])
+        g.set_state(st["rng"])
+        rewarm = st.get("warm_start_from_step")  # lineage (and an unfinished warm-up) survive a resume
+        log.info("resumed at step %d", int(st["step"]))
+        return int(st["step"]), None if rewarm is None else int(rewarm)
+    if init_from is None:
+        return 0, None
+    from safetensors.torch import load_file
+
+    init_from = Path(init_from)
+    sd = load_file(init_from / "diffusion_pytorch_model.safetensors")
+    unet.load_state_dict(sd, strict=True)
+    ema.load_state_dict(sd, strict=True)
+    meta_path = init_from / "training.json"
+    step = int(json.loads(meta_path.read_text()).get("step", 0)) if meta_path.is_file() else 0
+    log.info("warm start from %s at step %d (fresh optimiser, %d-step warm-up)", init_from, step, warmup)
+    return step, step
+
+
+def _step(unet, ema, opt, g: torch.Generator, data: torch.Tensor, a: torch.Tensor, batch_size: int,
+          decay: float) -> float:
+    """One optimiser step of the eps-prediction loss on a random batch at random t, then the EMA update."""
+    idx = torch.randint(0, data.shape[0], (batch_size,), generator=g)
+    x0 = data[idx].float() / 127.5 - 1
+    t = torch.randint(0, 1000, (batch_size,), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    at = a[t].view(-1, 1, 1, 1)
+    x_t = at.sqrt() * x0 + (1 - at).sqrt() * noise
+    loss = F.mse_loss(unet(x_t, t).sample, noise)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+    opt.step()
+    with torch.no_grad():
+        for pe, p in zip(ema.parameters(), unet.parameters()):
+            pe.lerp_(p, 1 - decay)
+    return loss.item()
+
+
 def train_ddpm(out_dir: str | Path, work_dir: str | Path, *, steps: int = 6000, batch_size: int = 64,
                lr: float = 5e-4, warmup: int = 200, ema_decay: float = 0.999, n_images: int = 50_000,
                save_every_min: float = 5.0, export_every_min: float = 15.0, max_minutes: float | None = None,
@@ -91,25 +136,8 @@ def train_ddpm(out_dir: str | Path, work_dir: str | Path, *, steps: int = 6000, 
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)
-    step, losses, rewarm = 0, [], None
-    if state_path.exists():
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
-        unet.load_state_dict(st["model"]); ema.load_state_dict(st["ema"]); opt.load_state_dict(st["opt"])
-        g.set_state(st["rng"]); step = int(st["step"])
-        rewarm = st.get("warm_start_from_step")  # lineage (and an unfinished warm-up) survive a resume
-        rewarm = None if rewarm is None else int(rewarm)
-        log.info("resumed at step %d", step)
-    elif init_from is not None:
-        from safetensors.torch import load_file
-
-        init_from = Path(init_from)
-        sd = load_file(init_from / "diffusion_pytorch_model.safetensors")
-        unet.load_state_dict(sd, strict=True)
-        ema.load_state_dict(sd, strict=True)
-        meta_path = init_from / "training.json"
-        step = int(json.loads(meta_path.read_text()).get("step", 0)) if meta_path.is_file() else 0
-        rewarm = step
-        log.info("warm start from %s at step %d (fresh optimiser, %d-step warm-up)", init_from, step, warmup)
+    losses: list[float] = []
+    step, rewarm = _start(unet, ema, opt, g, state_path, init_from, warmup)
     log.info("rendering %d training faces", n_images)
     data = training_images(n_images)
     n_params = sum(p.numel() for p in unet.parameters())
@@ -130,28 +158,13 @@ def train_ddpm(out_dir: str | Path, work_dir: str | Path, *, steps: int = 6000, 
 
     unet.train()
     while step < steps:
-        idx = torch.randint(0, n_images, (batch_size,), generator=g)
-        x0 = data[idx].float() / 127.5 - 1
-        t = torch.randint(0, 1000, (batch_size,), generator=g)
-        noise = torch.randn(x0.shape, generator=g)
-        at = a[t].view(-1, 1, 1, 1)
-        x_t = at.sqrt() * x0 + (1 - at).sqrt() * noise
         time_frac = (time.time() - t_start) / (60 * max_minutes) if max_minutes else 0.0
         for group in opt.param_groups:
             group["lr"] = _lr(step, steps, lr, warmup, time_frac)
             if rewarm is not None and step - rewarm < warmup:  # warm start: Adam's moments start from zero again
                 group["lr"] *= (step - rewarm + 1) / warmup
-        loss = F.mse_loss(unet(x_t, t).sample, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            d = min(ema_decay, (1 + step) / (10 + step))
-            for pe, p in zip(ema.parameters(), unet.parameters()):
-                pe.lerp_(p, 1 - d)
+        losses.append(_step(unet, ema, opt, g, data, a, batch_size, min(ema_decay, (1 + step) / (10 + step))))
         step += 1
-        losses.append(loss.item())
         now = time.time()
         if step % 50 == 0:
             loss_csv.write(f"{step},{np.mean(losses[-50:]):.6f},{opt.param_groups[0]['lr']:.3e},{now - t_start:.0f}\n")
