@@ -68,10 +68,15 @@ def test_a_long_first_step_is_not_silent(caplog):
     """The ticker's own thread writes a line every `every` seconds even while no step finishes."""
     import time
 
+    def lines():
+        return [r.getMessage() for r in caplog.records if r.name == "asyrp.progress"]
+
     with caplog.at_level(logging.INFO, logger="asyrp.progress"):
-        t = LineTicker(10, "edit", "img", every=0.2)
-        time.sleep(1.0)
+        t = LineTicker(10, "edit", "img", every=0.05)
+        deadline = time.monotonic() + 60  # a loaded machine may wake the thread late: wait for the lines, not a time
+        while len(lines()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
         t.close()
-    lines = [r.getMessage() for r in caplog.records if r.name == "asyrp.progress"]
+    lines = lines()
     assert len(lines) >= 3 and all(s.startswith("edit: 0/10 img (0%)") for s in lines)
     assert "elapsed" in lines[-2] and lines[-1].endswith("(stopped)")

@@ -118,3 +118,7 @@ def test_optuna_sweep_runs_two_trials(tmp_path, cache_dir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "optimization_results.yaml").is_file()
     assert len(list(out.glob("*/checkpoints/hfunction.pt"))) == 2
+    # a progress line per finished trial (the output is a pipe here): trial k of n, its value, elapsed, ETA
+    trials = [s for s in proc.stderr.splitlines() if s.startswith("sweep: trial ")]
+    assert [s.split(" done")[0] for s in trials] == ["sweep: trial 1/2", "sweep: trial 2/2"], proc.stderr[-2000:]
+    assert "ETA" in trials[0] and "(value " in trials[0]
