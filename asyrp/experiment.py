@@ -383,7 +383,8 @@ def train_hfunction(world: World, attr: str, kind: str = "delta_block") -> Path:
                  "hfunction.seed=0", f"seed={args.seed}", f"model.n_inv={world.n_steps}", f"model.n_gen={world.n_steps}",
                  f"model.n_iter={size['epochs']}", f"edit_interval.t_edit={world.t_edit}",
                  f"edit_interval.t_boost={world.t_boost}", "logger=csv", "~callbacks.edit_grid",
-                 "++trainer.enable_progress_bar=false", "++trainer.enable_model_summary=false",
+                 # progress: a bar on a terminal, timed lines (step, ETA, loss) in a log or pipe (asyrp.callbacks.ProgressLog)
+                 "++trainer.enable_progress_bar=true", "++trainer.enable_model_summary=false",
                  f"dataset.cache_dir={world.out.parent / '_cache'}"]
     if args.checkpoint:
         overrides.append(f"arch.checkpoint={Path(args.checkpoint).resolve()}")
