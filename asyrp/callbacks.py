@@ -24,7 +24,7 @@ from .utils.errors import TrainingDiverged
 log = logging.getLogger(__name__)
 
 __all__ = ["HFUNCTION_FORMAT", "ApplyPerf", "HFunctionCheckpoint", "EditGrid", "FiniteGuard", "ProgressLog",
-           "hfunction_payload"]
+           "StopOnSignal", "hfunction_payload"]
 
 
 def _all_finite(module: torch.nn.Module) -> bool:
@@ -151,6 +151,38 @@ class FiniteGuard(pl.Callback):
             f"{bad}. The run stopped without saving this state; {keep} after lowering model.optimizer.lr "
             f"(now {lr}) or model.loss weights"
         )
+
+
+class StopOnSignal(pl.Callback):
+    """Ctrl-C / SIGTERM during training (asyrp.utils.envfaults): at the end of the running batch, write last.ckpt
+    (the same mid-epoch checkpoint ModelCheckpoint writes, which a rerun resumes from exactly) and raise
+    ``Interrupted``; the entry point prints one line and exits 130 / 143. The last batch of an epoch is not a stop:
+    a run resumed after it would skip the epoch's validation and epoch-end files, so the stop comes one batch
+    later (or training simply ends); validation is not cut either. A second signal stops at once."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        from .utils import envfaults
+
+        # one process: SIGTERM is ours alone. Lightning's own handler would stop right after the batch it came in,
+        # without a checkpoint of that batch when it came after this callback ran (DDP keeps Lightning's, which
+        # tells the other ranks)
+        if trainer.world_size == 1 and envfaults.stop_requested() is None:
+            envfaults.install_stop_handlers()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        from .utils import envfaults
+
+        if envfaults.stop_requested() is None:
+            return
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # let the epoch end (validation, epoch-end checkpoints): a resume would skip them
+        ckpt = trainer.checkpoint_callback
+        done = "no checkpoint could be written (no ModelCheckpoint callback)"
+        if ckpt is not None and ckpt.dirpath and _all_finite(pl_module.hfunc):
+            last = Path(ckpt.dirpath) / "last.ckpt"
+            trainer.save_checkpoint(last, weights_only=False)  # optimiser and loop state too: it resumes
+            done = f"{last} holds step {trainer.global_step}"
+        envfaults.check_stop(done)
 
 
 class ApplyPerf(pl.Callback):

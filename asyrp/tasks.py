@@ -37,6 +37,7 @@ from .checks import (  # noqa: F401 - check_* are also used through this module 
 )
 from .hfunction_file import hfunction_from_payload, load_hfunction_checkpoint, read_hfunction_file  # noqa: F401
 from .runs import MANIFEST, claim_edit_dir, claim_train_dir, holds_claims
+from .utils import envfaults
 from .utils.errors import AsyrpUserError
 
 if TYPE_CHECKING:
@@ -108,6 +109,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from .utils import secrets
 
     accounted = check_train_config(cfg)  # every user-fixable problem, before any network is loaded or file written
+    envfaults.require_logger_packages(cfg.get("logger"))  # logger=wandb without wandb: which extra to install
+    _train_folders(cfg)  # unwritable run / cache folders fail here; how to resume, for the fault messages
     secrets.register(secrets.collect_config_secrets(cfg))
     secrets.install_log_filter()
     ckpt_path = cfg.get("ckpt_path")
@@ -133,10 +136,40 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         # spawned processes (ddp_spawn) get the module pickled, and the encode/decode wrappers of the perf options
         # are closures: they come off here; ApplyPerf puts the options back on in every process at fit start
         apply_perf(parts["backbone"], dataclasses.replace(perf, autocast=None, channels_last=False, compile=False))
-        trainer.fit(parts["module"], datamodule=parts["datamodule"], ckpt_path=str(ckpt_path) if ckpt_path else None)
+        with envfaults.doing("training", "dataset.batch_size", int(cfg.dataset.get("batch_size", 1))):
+            trainer.fit(parts["module"], datamodule=parts["datamodule"], ckpt_path=str(ckpt_path) if ckpt_path else None)
     metric_dict = {k: float(v) for k, v in trainer.callback_metrics.items()}
     objects = {"cfg": cfg, **parts, "trainer": trainer, "callbacks": callbacks, "loggers": loggers}
     return metric_dict, objects
+
+
+def _sweep_info() -> tuple[str, str] | None:
+    """(sweep dir, trial number) inside a Hydra multirun, else None."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        return (str(hc.sweep.dir), str(hc.job.num)) if hc.mode == RunMode.MULTIRUN else None
+    except Exception:  # noqa: BLE001 - not under Hydra (tests, notebooks)
+        return None
+
+
+def _train_folders(cfg: DictConfig) -> None:
+    """Check that the run and cache folders can be written (before any work) and say how a stopped run resumes."""
+    out = Path(str(cfg.paths.output_dir))
+    envfaults.check_writable(out, "hydra.run.dir")
+    if cfg.dataset.get("cache_dir"):
+        envfaults.check_writable(cfg.dataset.cache_dir, "dataset.cache_dir")
+    sweep = _sweep_info()
+    if sweep is not None:
+        storage = OmegaConf.select(cfg, "hydra.sweeper.storage", default=None)
+        hint = (f"rerun the same command with hydra.sweep.dir={sweep[0]} (trial {sweep[1]} stopped): "
+                + ("the study in its storage continues" if storage else "the study was in memory and starts anew")
+                + "; a trial with the same settings as before (a seeded sampler repeats them) resumes from its folder")
+    else:
+        hint = f"rerun the same command with hydra.run.dir={out}: it resumes from {out / 'checkpoints' / 'last.ckpt'}"
+    envfaults.set_resume(hint + " (the inversion cache keeps every finished entry)")
 
 
 def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
@@ -171,7 +204,8 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
         # build the cache here, in the launching process: bad images fail with our error before fit starts;
         # prepare_data inside fit then finds every entry and computes nothing
-        datamodule.prepare_data()
+        with envfaults.doing("building the inversion cache", "dataset.batch_size", int(cfg.dataset.get("batch_size", 1))):
+            datamodule.prepare_data()
 
     # everything saved (hparams.yaml, last.ckpt, hfunction.pt) goes through redact: no credentials in outputs
     module = AsyrpModule(
@@ -193,7 +227,7 @@ def _trainer(cfg: DictConfig, perf: PerfConfig) -> tuple[Any, list, list]:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from .callbacks import ApplyPerf, FiniteGuard, ProgressLog
+    from .callbacks import ApplyPerf, FiniteGuard, ProgressLog, StopOnSignal
     from .utils import secrets
     from .utils.checkpoint_io import AtomicCheckpointIO
 
@@ -203,6 +237,7 @@ def _trainer(cfg: DictConfig, perf: PerfConfig) -> tuple[Any, list, list]:
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     if not any(isinstance(c, FiniteGuard) for c in callbacks):
         callbacks.append(FiniteGuard())  # NaN/inf stops the run before a bad checkpoint is written
+    callbacks.append(StopOnSignal())  # Ctrl-C / SIGTERM: last.ckpt at the end of the batch, one line, 130 / 143
     callbacks.append(ApplyPerf(perf))
     if cfg.trainer.get("enable_progress_bar", True) and not any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks):
         callbacks.append(ProgressLog())  # a bar on a terminal, timed lines in a log or pipe
@@ -252,6 +287,8 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     secrets.install_log_filter()
     job = _EditJob(cfg, ckpts)
     out = Path(str(cfg.output_dir)).expanduser()
+    envfaults.check_writable(out, "output_dir")  # a read-only or foreign folder fails here, before any network
+    envfaults.set_resume(f"rerun the same command with output_dir={out}: it edits only the images not done yet")
     # claim the output folder: same settings -> resume, another run's outputs -> refuse unless overwrite=true
     same_run = claim_edit_dir(out, job.fingerprint, bool(cfg.get("overwrite", False)))
     if same_run:
@@ -405,30 +442,53 @@ class _EditJob:
         x_T = torch.stack([x_T_cached[it["id"]] for it in batch]).to(self.dev) if x_T_cached else None
         return torch.stack([x for x, _ in loaded]).to(self.dev), x_T
 
-    def run(self, todo: list[dict[str, Any]], out: Path) -> list[Path]:
-        """Edit ``todo`` in batches; every finished image is on disk and in the manifest before the next batch."""
+    def _edit_batch(self, batch: list[dict[str, Any]], x_T_cached: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The edited images of a batch, (K, B, C, H, W)."""
         from .perf import inference_context
         from .samplers import edit as asyrp_edit
+
+        p = self.plan
+        x0, x_T = self._batch_start(batch, x_T_cached)
+        with inference_context(self.perf, self.dev):  # inference_mode (auto: on CUDA) or no_grad
+            return asyrp_edit(self.backbone, x0, self.hfunc, a=self.a.to(self.dev), n_inv=p.n_inv, n_gen=p.n_gen,
+                              t_edit=p.t_edit, t_boost=self.t_boost, strength=self.coeffs, mode=self.mode,
+                              seeds=[it["seed"] for it in batch], t0=p.t0, x_T=x_T, spacing=p.spacing).x_edit
+
+    def run(self, todo: list[dict[str, Any]], out: Path) -> list[Path]:
+        """Edit ``todo`` in batches; every finished image is on disk and in the manifest before the next batch.
+        Ctrl-C / SIGTERM stop between batches; a device out of memory retries the batch at half size, once."""
         from .utils.io import atomic_write_json, atomic_write_png
         from .utils.progress import Progress
 
-        p, bs, written = self.plan, int(self.cfg.get("batch_size", 4)), []
+        bs, written, halved, i = int(self.cfg.get("batch_size", 4)), [], False, 0
         x_T_cached = self._x_T_cache(todo)
         bar = Progress(len(todo), "edit", "img", enabled=bool(self.cfg.get("progress", True)))  # or lines in a log
         try:
-            for i in range(0, len(todo), bs):
+            while i < len(todo):
+                envfaults.check_stop(f"{len(self.done)} of {len(self.inputs)} images are finished in {out} "
+                                     "(manifest.json lists them)")
                 batch = todo[i:i + bs]
-                x0, x_T = self._batch_start(batch, x_T_cached)
-                with inference_context(self.perf, self.dev):  # inference_mode (auto: on CUDA) or no_grad
-                    res = asyrp_edit(self.backbone, x0, self.hfunc, a=self.a.to(self.dev), n_inv=p.n_inv, n_gen=p.n_gen,
-                                     t_edit=p.t_edit, t_boost=self.t_boost, strength=self.coeffs, mode=self.mode,
-                                     seeds=[it["seed"] for it in batch], t0=p.t0, x_T=x_T, spacing=p.spacing)
-                for b, it in enumerate(batch):  # res.x_edit: (K, B, C, H, W)
+                what = f"editing images {i + 1}-{i + len(batch)} of the {len(todo)} to do" + \
+                    (" (retried at half the batch size)" if halved else "")
+                try:
+                    with envfaults.doing(what, "batch_size", bs):
+                        x_edit = self._edit_batch(batch, x_T_cached)
+                except torch.OutOfMemoryError:  # what CUDA raises (torch's CPU allocator raises RuntimeError)
+                    if halved or bs == 1:
+                        raise  # one line: out of memory, which batch_size to lower
+                    halved, bs = True, max(1, bs // 2)
+                    if self.dev.type == "cuda":
+                        torch.cuda.empty_cache()
+                    log.warning("out of memory on %s %s: retrying at batch_size=%d (once; pass batch_size=%d to "
+                                "start there)", self.dev, what, bs, bs)
+                    continue
+                for b, it in enumerate(batch):
                     for k, name in enumerate(self.out_names(it["id"])):
-                        written.append(atomic_write_png(res.x_edit[k, b], out / name))
+                        written.append(atomic_write_png(x_edit[k, b], out / name))
                     self.done.add(it["id"])
                 atomic_write_json(self.manifest(False), out / MANIFEST)  # a kill from here on loses no finished image
                 bar.update(len(batch))
+                i += len(batch)
         finally:
             bar.close()
         return written

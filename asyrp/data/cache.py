@@ -27,6 +27,7 @@ import torch
 
 from ..samplers import TimestepPlan, WalkStep, ddim_invert, ddim_walk, generation_pairs
 from ..utils import locks
+from ..utils import envfaults
 from ..utils.errors import AsyrpUserError
 from ..utils.io import atomic_save, file_digest, module_fingerprint, tensor_digest
 from ..utils.progress import Progress
@@ -142,10 +143,15 @@ class InversionCache:
         log.info("inversion cache %s: computing %d of %d entries", self.dir, len(todo), n_total)
         with Progress(len(todo), "inversion cache", "img") as bar:  # a bar, or timed lines in a log/pipe
             for i in range(0, len(todo), self.batch_size):
+                # Ctrl-C / SIGTERM: stop between batches; every entry written is complete and is reused
+                envfaults.check_stop(f"{i} of the {len(todo)} new inversion-cache entries are in {self.dir} "
+                                     "(kept for the next run)")
                 chunk = todo[i:i + self.batch_size]
                 x0 = torch.stack([imgs[s.id] for s in chunk]) if chunk[0].path is not None else None
-                for s, entry in zip(chunk, self.compute(chunk, x0)):
-                    atomic_save(entry, self.path_for(s))
+                with envfaults.doing(f"building the inversion cache (entries {i + 1}-{i + len(chunk)} of {len(todo)}, "
+                                     f"in {self.dir})"):
+                    for s, entry in zip(chunk, self.compute(chunk, x0)):
+                        atomic_save(entry, self.path_for(s))
                 bar.update(len(chunk))
 
     def paths(self, sources: Sequence[Source]) -> list[Path]:

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import torch
 from omegaconf import DictConfig
 
+from ..utils import envfaults
 from ..utils.errors import AsyrpUserError
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,9 @@ def discover(cfg: DictConfig) -> dict[str, Any]:
 
     req = check_discover_config(cfg)
     out = Path(str(cfg.output_dir)).expanduser()
+    envfaults.check_writable(out, "output_dir")  # read-only / unwritable folders: one line, exit 4, before any work
+    envfaults.check_writable(cfg.cache_dir, "cache_dir")
+    envfaults.set_resume("rerun the same command: finished inversion-cache entries are reused")
     _claim_output(out, bool(cfg.get("overwrite", False)))
     torch.manual_seed(int(cfg.seed))
     backbone = build_backbone(cfg.arch).freeze()

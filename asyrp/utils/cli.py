@@ -36,9 +36,33 @@ def check_overrides(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> str | Non
     return None
 
 
+def check_plugins(argv: Sequence[str]) -> str | None:
+    """The error message when the command line asks for a sweep (``hparams_search=...``) and the Optuna sweeper
+    plugin is not installed (Hydra would fail to compose with a multi-line report), else None."""
+    from .envfaults import MissingPackage, require
+
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") == "hparams_search" and value and value != "null":
+            try:
+                require("hydra_plugins.hydra_optuna_sweeper", f"hparams_search={value} (the Optuna sweeper plugin)")
+                require("optuna", f"hparams_search={value} (the Optuna sweeper plugin)")
+            except MissingPackage as err:
+                return str(err)
+    return None
+
+
 def precheck(argv: Sequence[str] | None = None) -> None:
-    """Exit 2 with one ``error:`` line if the command line names a config that does not exist."""
-    msg = check_overrides(sys.argv[1:] if argv is None else argv)
+    """Exit with one ``error:`` line if the command line names a config that does not exist (2) or needs an
+    optional package that is not installed (6, see asyrp/utils/envfaults.py)."""
+    from .envfaults import EXIT_PACKAGE
+
+    argv = sys.argv[1:] if argv is None else argv
+    msg = check_overrides(argv)
     if msg is not None:
         print(f"error: {msg}", file=sys.stderr, flush=True)
         sys.exit(2)
+    msg = check_plugins(argv)
+    if msg is not None:
+        print(f"error: {msg}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_PACKAGE)

@@ -1,9 +1,11 @@
 """One exception class for problems the user can fix (bad path, corrupt image, impossible config).
 
-The entry points (train.py, edit.py) catch exactly this class (and OmegaConf's "missing value" / "bad interpolation"
-errors, which are user errors too), print ONE line ``error: <problem and fix>`` to stderr and exit with status 2;
-anything else is a bug and keeps its traceback. ``ASYRP_DEBUG=1`` (or Hydra's ``HYDRA_FULL_ERROR=1``) re-raises
-user errors too, with the full traceback.
+The entry points (train.py, edit.py, and any other) run their task through ``run_cli``, which catches exactly this
+class (and OmegaConf's "missing value" / "bad interpolation" errors, which are user errors too), prints ONE line
+``error: <problem and fix>`` to stderr and exits with status 2. Faults of the environment (full disk, permission,
+out of memory, Ctrl-C / SIGTERM, a missing optional package) get one line too, with their own exit codes
+(asyrp/utils/envfaults.py). Anything else is a bug and keeps its traceback. ``ASYRP_DEBUG=1`` (or Hydra's
+``HYDRA_FULL_ERROR=1``) re-raises all of these, with the full traceback.
 """
 from __future__ import annotations
 
@@ -51,15 +53,24 @@ def user_error_from(err: BaseException) -> AsyrpUserError | None:
 
 
 def run_cli(fn: Callable[..., T], *args, **kwargs) -> T:
-    """Run ``fn``; on a user error print one line to stderr and exit 2 (no traceback wall)."""
+    """Run ``fn`` as an entry point's task. A user error prints one line to stderr and exits 2; a fault of the
+    environment (disk full, permission, out of memory, Ctrl-C / SIGTERM, a missing optional package) prints one
+    line and exits with its code (asyrp/utils/envfaults.py); anything else is a bug and keeps its traceback.
+    Installs the stop handlers first: Ctrl-C / SIGTERM stop at the next safe point, a second one at once."""
+    from . import envfaults
+
     try:
-        return fn(*args, **kwargs)
+        with envfaults.installed():
+            return fn(*args, **kwargs)
     except AsyrpUserError as err:
         if debug_enabled():
             raise
         _fail(err)
-    except Exception as err:  # noqa: BLE001 - only the OmegaConf user errors are turned into one line
-        user = user_error_from(err)
+    except BaseException as err:  # noqa: BLE001 - env faults and OmegaConf's user errors become one line
+        fault = envfaults.describe(err)
+        if fault is not None and not debug_enabled():
+            _fail(fault[1], fault[0], remove_run_dir=fault[0] in (envfaults.EXIT_PACKAGE, envfaults.EXIT_PERMISSION))
+        user = user_error_from(err) if isinstance(err, Exception) else None
         if user is None or debug_enabled():
             raise
         _fail(user)
@@ -90,9 +101,13 @@ def _remove_fresh_run_dir() -> None:
         pass
 
 
-def _fail(err: BaseException) -> None:
+def _fail(err: BaseException | str, code: int = EXIT_USER_ERROR, remove_run_dir: bool = True) -> None:
+    """Print ``error: <one line>`` and exit with ``code``. The fresh run folder goes only when nothing ran yet
+    (user errors, missing packages, unwritable folders); after a disk-full, OOM or interruption it holds the
+    finished work that a rerun resumes from."""
     from .secrets import redact_text
 
     print(f"error: {redact_text(one_line(err))}", file=sys.stderr, flush=True)
-    _remove_fresh_run_dir()
-    sys.exit(EXIT_USER_ERROR)
+    if remove_run_dir:
+        _remove_fresh_run_dir()
+    sys.exit(code)

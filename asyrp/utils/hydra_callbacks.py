@@ -1,5 +1,8 @@
 """Hydra callbacks (registered in conf/hydra/default.yaml) for what must happen outside the task function.
 
+- ``on_run_start`` / ``on_multirun_start`` (before Hydra writes anything): a run or sweep folder that cannot be
+  written (read-only disk, no permission: exit 4; not 64 KB free: exit 3) stops with one line
+  (asyrp/utils/envfaults.py).
 - ``on_run_start`` (before Hydra writes anything into the run folder): a ``train`` run claims its ``hydra.run.dir``
   (asyrp/runs.py: an OS lock held until the run ends) and stops with one error line when another run is in
   progress there, or when the folder holds another training run and ``overwrite=true`` is not given (Hydra would
@@ -27,6 +30,12 @@ class AsyrpHydraCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         import time
 
+        try:
+            sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
+        except Exception:  # noqa: BLE001 - Hydra reports an unresolvable sweep dir itself
+            sweep_dir = None
+        if sweep_dir is not None:
+            _check_writable_or_exit(sweep_dir, "hydra.sweep.dir")
         n = OmegaConf.select(config, "hydra.sweeper.n_trials", default=None)
         self._sweep = {"t0": time.monotonic(), "done": 0, "total": n if isinstance(n, int) else None}
 
@@ -54,6 +63,7 @@ class AsyrpHydraCallback(Callback):
             run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir")))
         except Exception:  # noqa: BLE001 - an unresolvable run dir is Hydra's error to report
             return
+        _check_writable_or_exit(run_dir, "hydra.run.dir")
         if not run_dir.exists():
             from .errors import mark_fresh_run_dir
 
@@ -92,3 +102,22 @@ class AsyrpHydraCallback(Callback):
         if sub is None:
             return
         secrets.scrub_files([out / sub / n for n in ("config.yaml", "hydra.yaml", "overrides.yaml")])
+
+
+def _check_writable_or_exit(folder: Path, key: str) -> None:
+    """A run folder on a read-only disk, without write permission (exit 4) or on a full disk (exit 3): one line,
+    before Hydra writes its config files into it (its own error would be a traceback)."""
+    from . import envfaults
+    from .errors import debug_enabled, one_line
+
+    try:
+        envfaults.check_writable(folder, key, room=RUN_DIR_ROOM)
+    except (envfaults.PermissionFault, OSError) as err:
+        fault = envfaults.describe(err)
+        if fault is None or debug_enabled():
+            raise
+        print(f"error: {one_line(fault[1])}", file=sys.stderr, flush=True)
+        sys.exit(fault[0])
+
+
+RUN_DIR_ROOM = 64 * 1024  # Hydra's .hydra/*.yaml and the job log's first lines need a few KB

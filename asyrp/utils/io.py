@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -23,45 +24,52 @@ def _tmp_beside(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside ``path``; on success it replaces ``path``, on failure it is removed."""
+def atomic_path(path: str | os.PathLike, size: int | None = None):
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on failure it is removed.
+
+    An ``OSError`` on the way (a full disk, a quota, no permission) leaves no temporary file and carries the final
+    path and ``size`` (bytes being written) for the one-line message (asyrp/utils/envfaults.py)."""
+    from .envfaults import annotate
+
     path = Path(path)
-    tmp = _tmp_beside(path)
+    tmp = None
     try:
+        tmp = _tmp_beside(path)
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        raise annotate(err, path, size)
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
 
 
+def _serialized(save, *args, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    save(*args, buf, **kwargs)
+    return buf.getvalue()
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to a temporary file beside ``path`` then os.replace: readers never see half a file. Saved through
-    a file object, the archive inside is named "archive" whatever the temporary name, so the same object gives the
-    same bytes every time (two processes that write one cache entry write identical files)."""
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    return path
+    """torch.save to a temporary file beside ``path`` then os.replace: readers never see half a file. Serialised in
+    memory first (a write that fails can then say how many bytes it needed); through a file object the archive
+    inside is named "archive" whatever the temporary name, so the same object gives the same bytes every time (two
+    processes that write one cache entry write identical files)."""
+    return atomic_write_bytes(_serialized(torch.save, obj), path)
 
 
 def atomic_write_png(img: torch.Tensor, path: str | os.PathLike) -> Path:
     """Write a (3, H, W) image in [-1, 1] as PNG, atomically."""
     from PIL import Image
 
-    path = Path(path)
     arr = ((img.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    with atomic_path(path) as tmp:
-        Image.fromarray(arr).save(tmp, format="PNG")
-    return path
+    return atomic_write_bytes(_serialized(lambda f: Image.fromarray(arr).save(f, format="PNG")), path)
 
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
     """Write ``data`` to a temporary file beside ``path``, fsync, then os.replace."""
     path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with atomic_path(path, size=len(data)) as tmp, open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
