@@ -1,10 +1,13 @@
 """`make demo`: Asyrp on the shipped synthfaces world, through the normal train.py and edit.py.
 
 1. writes held-out faces (train: 64 non-smiling, test: 64 non-smiling) with python -m asyrp.synthfaces.data;
-2. trains the "smiling" h-function: python train.py experiment=synthfaces_smiling (shipped DDPM and CLIP);
-3. edits the test faces: python edit.py with that checkpoint;
+2. trains the "smiling" h-function at three training seeds: python train.py experiment=synthfaces_smiling seed=s
+   hfunction.seed=s (shipped DDPM and CLIP), and the second attribute's h-function once;
+3. edits the test faces: python edit.py with each checkpoint (one inversion per face: the inversion cache), and with
+   smiling + the second attribute composed;
 4. the oracle (never used in training) judges: success = the edited face smiles, preserved = all its other
-   attributes are as in the source. Writes a before/after grid and a metrics JSON; the last line is the summary.
+   attributes are as in the source, per seed against the targets 0.80 / 0.90. Writes a grid (rows of sources, then
+   smiling, the second attribute, both) and a metrics JSON; the last line is the summary (the worst seed).
 """
 from __future__ import annotations
 
@@ -19,9 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "outputs" / "demo"
 TARGET = "mouth=smiling"
-# Edit strength (the official hs_coeff): 0.9 balances success against preservation; at 1 the demo's h-function keeps
-# the other attributes on fewer faces (0.88). The sweeps are in conf/experiment/synthfaces_smiling.yaml.
-STRENGTH = 0.9
+TARGETS = {"success": 0.80, "preserved": 0.90}
+SEEDS = (0, 1, 2)
+# Edit strength (the official hs_coeff), chosen on the selection split select/ (seed 3), never on the test faces judged
+# here: at training seed 0, 0.8 gave 0.78 / 0.81 there, 0.9 0.83 / 0.78, 1.0 0.88 / 0.77 (docs/results.md).
+STRENGTH = 0.8
+SECOND, SECOND_TARGET, SECOND_STRENGTH = "synthfaces_glasses", "glasses=True", 1.0  # shown in the grid, and composed
 
 
 def run(*args: str) -> None:
@@ -31,6 +37,37 @@ def run(*args: str) -> None:
         sys.exit(f"demo: failed: python {' '.join(args)}")
 
 
+def train(name: str, data: Path, *overrides: str) -> Path:
+    run("train.py", *overrides, f"dataset.path={data / 'train'}", "logger=csv", f"hydra.run.dir={OUT / name}",
+        f"dataset.cache_dir={OUT / 'cache'}")
+    return OUT / name / "checkpoints" / "hfunction.pt"
+
+
+def edit(name: str, data: Path, checkpoint: str, *overrides: str) -> Path:
+    run("edit.py", "arch=synthfaces", "edit_interval=synthfaces", f"checkpoint={checkpoint}",
+        f"input_dir={data / 'test'}", "batch_size=32", f"cache_dir={OUT / 'cache'}", *overrides,
+        f"hydra.run.dir={OUT / name}")
+    return OUT / name / "edited"
+
+
+def judge_second(oracle, x_src, x_second, x_both) -> dict:
+    """The second attribute on the test faces that lack it; the composition: both targets hold, the rest kept."""
+    import torch
+
+    from asyrp.synthfaces.judge import judge_pairs, parse_target
+
+    key, value = parse_target(SECOND_TARGET)
+    lack = oracle.judge(x_src)[key] != value
+    second = judge_pairs(oracle, x_src[lack], x_second[lack], SECOND_TARGET)
+    second.pop("per_image")
+    m_key, m_value = parse_target(TARGET)
+    src, both = oracle.judge(x_src[lack]), oracle.judge(x_both[lack])
+    ok = (both[key] == value) & (both[m_key] == m_value)
+    kept = torch.stack([both[h] == src[h] for h in src if h not in (key, m_key, "confidence")], 1).all(1)
+    return {"second": second, "both": {"n": int(lack.sum()), "success": float(ok.float().mean()),
+                                       "preserved": float(kept.float().mean())}}
+
+
 def main() -> None:
     t_start = time.time()
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -38,11 +75,13 @@ def main() -> None:
         shutil.rmtree(OUT)
     data = OUT / "data"
     run("-m", "asyrp.synthfaces.data", "--out", str(data), "--n-train", "64", "--n-test", "64")
-    run("train.py", "experiment=synthfaces_smiling", f"dataset.path={data / 'train'}", "logger=csv",
-        f"hydra.run.dir={OUT / 'train'}", f"dataset.cache_dir={OUT / 'cache'}")
-    ckpt = OUT / "train" / "checkpoints" / "hfunction.pt"
-    run("edit.py", "arch=synthfaces", "edit_interval=synthfaces", f"checkpoint={ckpt}",
-        f"input_dir={data / 'test'}", "batch_size=32", f"strength={STRENGTH}", f"hydra.run.dir={OUT / 'edit'}")
+    # seed 0 in outputs/demo/train: the h-function app.py opens with
+    ckpts = {s: train("train" if s == SEEDS[0] else f"train_s{s}", data, "experiment=synthfaces_smiling", f"seed={s}",
+                      f"hfunction.seed={s}") for s in SEEDS}
+    edited = {s: edit(f"edit_s{s}", data, str(ckpts[s]), f"strength={STRENGTH}") for s in SEEDS}
+    second = train("train_second", data, f"experiment={SECOND}")
+    edited_second = edit("edit_second", data, str(second), f"strength={SECOND_STRENGTH}")
+    edited_both = edit("edit_both", data, f"[{ckpts[SEEDS[0]]},{second}]", f"coeffs=[{STRENGTH},{SECOND_STRENGTH}]")
 
     import torch
 
@@ -53,23 +92,46 @@ def main() -> None:
 
     names = sorted(p.name for p in (data / "test").glob("*.png"))
     x_src = read_image_files([data / "test" / n for n in names], 32)
-    x_edit = read_image_files([OUT / "edit" / "edited" / n for n in names], 32)
-    res = judge_pairs(load_oracle(), x_src, x_edit, TARGET)
-    n = min(len(names), 32)  # 32 held-out faces in 4 panels; each row says how the oracle judged that edit
+    oracle = load_oracle()
+    per_seed, verdicts = {}, {}
+    for s in SEEDS:
+        r = judge_pairs(oracle, x_src, read_image_files([edited[s] / n for n in names], 32), TARGET)
+        verdicts[s] = r.pop("per_image")
+        r["met"] = r["success"] >= TARGETS["success"] and r["preserved"] >= TARGETS["preserved"]
+        per_seed[s] = r
+        print(f"demo: seed {s}: success={r['success']:.2f} preserved={r['preserved']:.2f} "
+              f"(targets {TARGETS['success']:.2f} / {TARGETS['preserved']:.2f}: {'met' if r['met'] else 'NOT met'})")
+    x_smile = read_image_files([edited[SEEDS[0]] / n for n in names], 32)
+    x_second = read_image_files([edited_second / n for n in names], 32)
+    x_both = read_image_files([edited_both / n for n in names], 32)
+    extra = judge_second(oracle, x_src, x_second, x_both)
+    print(f"demo: {SECOND} (seed 0, {extra['second']['n']} faces without it): success={extra['second']['success']:.2f} "
+          f"preserved={extra['second']['preserved']:.2f}; smiling + {SECOND}: both={extra['both']['success']:.2f} "
+          f"others kept={extra['both']['preserved']:.2f}")
+    worst = {k: min(r[k] for r in per_seed.values()) for k in ("success", "preserved")}
+    n = min(len(names), 32)  # 32 held-out faces in 4 panels; each row says how the oracle judged the smiling edit
     verdict = [f"{Path(k).stem}: {'smiles' if v['success'] else 'no smile'}, {'kept' if v['preserved'] else 'changed'}"
-               for k, v in zip(names[:n], res["per_image"][:n])]
-    title = (f"make demo: 'smiling' h-function (train.py experiment=synthfaces_smiling), held-out faces edited at "
-             f"strength {STRENGTH:g}. success={res['success']:.2f}: share of the {res['n']} edits the oracle reads as "
-             f"smiling; preserved={res['preserved']:.2f}: share whose other attributes the oracle reads as in the "
-             f"input. Rows: 'smiles' / 'kept' per face.")
+               for k, v in zip(names[:n], verdicts[SEEDS[0]][:n])]
+    scores = ", ".join(f"{r['success']:.2f} / {r['preserved']:.2f}" for r in per_seed.values())
+    title = (f"make demo: 'smiling' h-function (train.py experiment=synthfaces_smiling, seed {SEEDS[0]}), held-out "
+             f"faces edited at strength {STRENGTH:g}; then {SECOND} x{SECOND_STRENGTH:g}, and both composed. "
+             f"success / preserved per seed {scores}"
+             f" (targets {TARGETS['success']:.2f} / {TARGETS['preserved']:.2f}): share of the {len(names)} edits the "
+             f"oracle reads as smiling / with every other attribute as in the input. Rows: 'smiles' / 'kept' per face "
+             f"(smiling column).")
     grid = OUT / "grid.png"
-    save_grid(grid, columns_grid([("input", x_src[:n]), (f"edit: smiling x{STRENGTH:g}", x_edit[:n])], verdict,
-                                 title, blocks=4))
+    save_grid(grid, columns_grid([("input", x_src[:n]), (f"smiling x{STRENGTH:g}", x_smile[:n]),
+                                  (f"{SECOND.removeprefix('synthfaces_')} x{SECOND_STRENGTH:g}", x_second[:n]),
+                                  ("both", x_both[:n])], verdict, title, blocks=4))
     metrics = OUT / "metrics.json"
-    res.update({"target": TARGET, "strength": STRENGTH, "checkpoint": str(ckpt), "seconds": round(time.time() - t_start, 1),
-                "psnr_db_to_source": float(10 * torch.log10(4 / ((x_edit - x_src) ** 2).mean()))})
+    res = {"target": TARGET, "strength": STRENGTH, "targets": TARGETS, "seeds": per_seed, "worst_seed": worst,
+           "all_seeds_met": all(r["met"] for r in per_seed.values()),
+           "second": {"experiment": SECOND, "strength": SECOND_STRENGTH, **extra},
+           "grid_columns": ["source", f"smiling (seed {SEEDS[0]})", SECOND, "smiling + " + SECOND],
+           "seconds": round(time.time() - t_start, 1)}
     metrics.write_text(json.dumps(res, indent=1))
-    print(f"demo: success={res['success']:.2f} preserved={res['preserved']:.2f} grid={grid.relative_to(ROOT)} "
+    print(f"demo: success={worst['success']:.2f} preserved={worst['preserved']:.2f} (worst of seeds {list(SEEDS)}; "
+          f"targets met at every seed: {res['all_seeds_met']}) grid={grid.relative_to(ROOT)} "
           f"metrics={metrics.relative_to(ROOT)}")
 
 
