@@ -51,7 +51,7 @@ def error_lines(p: subprocess.CompletedProcess) -> list[str]:
     return [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
 
 
-def check_outcome(procs: list[subprocess.CompletedProcess], key=lambda p: p.args) -> list[subprocess.CompletedProcess]:
+def check_outcome(procs: list[subprocess.CompletedProcess], key=lambda p: tuple(p.args)) -> list[subprocess.CompletedProcess]:
     """No traceback anywhere; every failure is one error line with exit 2 (another run there, or a run in
     progress); the runs that succeeded all had the same settings. Returns the successful ones."""
     for p in procs:
@@ -61,7 +61,7 @@ def check_outcome(procs: list[subprocess.CompletedProcess], key=lambda p: p.args
             assert p.returncode == 2 and len(errs) == 1, (p.returncode, p.stderr[-3000:])
             assert "in progress" in errs[0] or "another" in errs[0], errs[0]
     ok = [p for p in procs if p.returncode == 0]
-    assert ok and len({tuple(key(p)) for p in ok}) == 1, [(p.returncode, p.args) for p in procs]
+    assert ok and len({key(p) for p in ok}) == 1, [(p.returncode, p.args) for p in procs]
     # they overlapped: the folder was held while at least one other contender arrived
     assert any("in progress" in e for p in procs for e in error_lines(p)), [error_lines(p) for p in procs]
     return ok
