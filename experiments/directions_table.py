@@ -1,6 +1,8 @@
-"""The markdown table of docs/results.md "Directions without CLIP" from compare_directions.py's JSON files.
+"""The markdown tables of docs/results.md "Directions without CLIP": the comparison from compare_directions.py's JSON
+files, and the oracle's labels of the directions of discover.py run folders.
 
     python experiments/directions_table.py outputs/cmp/results/smiling.json outputs/cmp/results/glasses.json ...
+    python experiments/directions_table.py outputs/cmp/discover/pca_smiling outputs/cmp/discover/jacobian_smiling
 """
 from __future__ import annotations
 
@@ -32,7 +34,23 @@ def rows(result: dict) -> list[str]:
     return out
 
 
+def label_rows(run: Path) -> list[str]:
+    d = json.loads((run / "directions.json").read_text())
+    iv = f"[{d['edit']['t0']}, {d['edit']['t_edit']}]"
+    return [f"| {run.name} | {iv} | {r['name']} | {r['label']} | {r.get('others_moved', '')} | "
+            f"{r.get('disentanglement', float('nan')):.2f} |" for r in d["directions"]]
+
+
 def main(paths: list[str]) -> None:
+    runs = [Path(p) for p in paths if Path(p).is_dir()]
+    if runs:
+        print("| run | interval | direction | oracle label (head that flips most, sign) | other heads moved | "
+              "disentanglement |")
+        print("|---|---|---|---|---|---|")
+        for run in runs:
+            for line in label_rows(run):
+                print(line)
+        return
     print("| attribute | direction | strength | success | preserved | PSNR to recon. (dB) | to obtain: time, passes "
           "| per edit: time, passes |")
     print("|---|---|---|---|---|---|---|---|")
