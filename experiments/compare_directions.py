@@ -42,6 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--row", action="append", default=[], metavar="NAME=PATH", help="h-function file or discover run")
     ap.add_argument("--train-log", action="append", default=[], metavar="NAME=LOG",
                     help="/usr/bin/time -v log of the train.py run behind a row (its wall time)")
+    ap.add_argument("--select-asyrp", action="store_true",
+                    help="choose the strength of Asyrp rows on the selection faces too (0.5, 1, 1.5)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, required=True)
     return ap.parse_args(argv)
@@ -148,8 +150,9 @@ def row(ctx, name: str, path: Path, train_logs: dict) -> dict:
     settings = {k: meta["edit"][k] for k in ("n_inv", "n_gen", "t0", "t_edit", "t_boost")}
     settings["mode"] = meta["edit"].get("mode") or "asyrp"
     method = (meta.get("direction") or {}).get("method", "asyrp")
-    if method in MAGNITUDES:
-        strength, sel = choose_strength(ctx, hfunc, settings, [sign * m for m in MAGNITUDES[method]])
+    if method in MAGNITUDES or ctx["select_asyrp"]:
+        mags = MAGNITUDES.get(method, [0.5, 1.0, 1.5])
+        strength, sel = choose_strength(ctx, hfunc, settings, [sign * m for m in mags])
     else:
         strength, sel = float(meta["edit"].get("strength") or 1.0), "recipe"
     res = held_out(ctx, hfunc, settings, strength)
@@ -187,7 +190,8 @@ def main(argv=None) -> None:
     sel_files = [Path(args.select) / n for n in sorted(labels) if str(labels[n][head]) != value][:args.n_select]
     ctx = {"backbone": build_backbone(arch).freeze(), "a": alphas(arch), "oracle": load_oracle(), "target": target,
            "test": read_images(args.test, 32, args.n_test), "select": read_image_files(sel_files, 32),
-           "seeds": [args.seed + i for i in range(max(args.n_test, args.n_select))], "inversions": {}, "recon": {}}
+           "seeds": [args.seed + i for i in range(max(args.n_test, args.n_select))], "inversions": {}, "recon": {},
+           "select_asyrp": args.select_asyrp}
     train_logs = dict(item.split("=", 1) for item in args.train_log)
     rows = []
     for item in args.row:

@@ -26,6 +26,8 @@ def rows(result: dict) -> list[str]:
     out = []
     for r in result["rows"]:
         what = NAMES.get(r["row"], r["row"])
+        if r["row"].startswith("asyrp"):
+            what += ", recipe strength" if r.get("selection") == "recipe" else ", strength chosen on selection faces"
         if r.get("direction") and r["row"] in ("pca", "jacobian"):
             what += f": {r['direction']} (labelled {r['label']})"
         out.append(f"| {attr} | {what} | {r['strength']:g} | {r['success']:.3f} | {r['preserved']:.3f} | "
