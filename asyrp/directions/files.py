@@ -1,5 +1,5 @@
 """Directions as h-function files: the ``global`` / ``global_per_t`` kinds of asyrp.hfunctions in the project's
-``hfunction.pt`` format, so edit.py, ``load_hfunction_checkpoint``, ``Composition`` and ``strength`` take them as
+``hfunction.pt`` format (asyrp.hfunction_file), so edit.py, ``load_hfunction_checkpoint``, ``Composition`` and ``strength`` take them as
 they take a trained h-function. The file also carries ``direction``: method, index, timesteps, labels, cost."""
 from __future__ import annotations
 
@@ -24,15 +24,13 @@ def direction_hfunction(d: Direction) -> GlobalDirection:
 
 def direction_payload(d: Direction, backbone, *, arch: Mapping[str, Any], edit: Mapping[str, Any],
                       extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    from ..utils.io import HFUNCTION_FORMAT
+    from ..hfunction_file import payload
 
     g = direction_hfunction(d)
     hf = {"kind": "global", "init_std": 0.0} if d.timesteps is None else \
         {"kind": "global_per_t", "timesteps": sorted(int(t) for t in d.timesteps), "init_std": 0.0}
     label = (extra or {}).get("label")
-    return {
-        "format": HFUNCTION_FORMAT,
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in g.state_dict().items()},
+    return payload(g, {
         "hfunction": hf,
         "arch": {k: arch.get(k) for k in ("name", "family", "beta_schedule")},
         "h_shape": [int(v) for v in backbone.h_shape],
@@ -42,17 +40,17 @@ def direction_payload(d: Direction, backbone, *, arch: Mapping[str, Any], edit: 
         "direction": {"method": d.method, "index": d.index, "name": d.name,
                       "timesteps": None if d.timesteps is None else [int(t) for t in d.timesteps],
                       **_plain(d.meta), **_plain(dict(extra or {}))},
-    }
+    })
 
 
 def save_direction(d: Direction, path: str | Path, backbone, *, arch: Mapping[str, Any], edit: Mapping[str, Any],
                    extra: Mapping[str, Any] | None = None) -> Path:
     """Write the direction as an h-function file (atomically); ``edit`` holds the step settings edit.py reuses."""
-    from ..utils.io import atomic_save
+    from ..hfunction_file import save_hfunction
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save(direction_payload(d, backbone, arch=arch, edit=edit, extra=extra), path)
+    save_hfunction(direction_payload(d, backbone, arch=arch, edit=edit, extra=extra), path)
     return path
 
 
