@@ -8,8 +8,7 @@ Per seed: ``python train.py experiment=<E> seed=s hfunction.seed=s`` (skipped wh
 ``python edit.py ... sweep=[strengths] cache_dir=...`` on select/ and on test/ (one inversion per image for every seed
 and strength: the inversion cache). The oracle, the CLIP direction score and the PSNR to the unedited reconstruction
 (``asyrp.sweep.edit_metrics``) judge every (split, seed, strength). The strength is the one whose worst seed has the
-largest margin min(success - 0.80, preserved - 0.90) on select/; test/ at that strength is the reported result
-(``--reverse``: success = the oracle no longer reads the experiment's source value, for negative strengths).
+largest margin min(success - 0.80, preserved - 0.90) on select/; test/ at that strength is the reported result.
 Writes <out>/summary.json and prints one line per seed.
 """
 from __future__ import annotations
@@ -74,38 +73,14 @@ def judge(a, cfg, clip, backbone, edited: Path, split: str) -> list[dict]:
                                 t0=man["t0"], image_size=32)
     x_rec = torch.stack([e["x_rec"] for e in entries]).float()
     target = cfg.attribute.oracle_target
-    if a.reverse:  # success = the source value is gone: judged per class, summed over the other classes
-        key, value = target.split("=", 1)
-        from asyrp.synthfaces.render import HEADS
-
-        others = [str(v) for v in HEADS[key] if str(v) != value]
     rows = []
     for k, strength in enumerate(a.strengths):
         x_edit = read_image_files([edited / it["outputs"][k] for it in items], 32)
-        if not a.reverse:
-            m = edit_metrics(x_src, x_edit, x_rec, clip, cfg.attribute.source, cfg.attribute.target, target)
-        else:
-            m = edit_metrics(x_src, x_edit, x_rec, clip, cfg.attribute.target, cfg.attribute.source, None)
-            m.update(reverse_oracle(x_src, x_edit, key, others))
+        m = edit_metrics(x_src, x_edit, x_rec, clip, cfg.attribute.source, cfg.attribute.target, target)
         m.update(split=split, strength=strength)
         m["margin"] = min(m["edit/success"] - 0.8, m["edit/preserved"] - 0.9)
         rows.append(m)
     return rows
-
-
-def reverse_oracle(x_src, x_edit, key: str, others: list[str]) -> dict[str, float]:
-    """Reverse edit: success = the edit reads as any other class of ``key``; preserved = every other head kept."""
-    from asyrp.synthfaces.oracle import load_oracle
-    from asyrp.synthfaces.render import HEADS
-
-    oracle = load_oracle()
-    src, edt = oracle.judge(x_src), oracle.judge(x_edit)
-    classes = [str(v) for v in HEADS[key]]
-    success = torch.zeros(x_src.shape[0], dtype=torch.bool)
-    for o in others:
-        success |= edt[key] == classes.index(o)
-    kept = torch.stack([edt[h] == src[h] for h in HEADS if h != key], 1).all(1)
-    return {"edit/success": float(success.float().mean()), "edit/preserved": float(kept.float().mean())}
 
 
 def main(argv=None) -> None:
@@ -116,7 +91,6 @@ def main(argv=None) -> None:
     p.add_argument("--cache", default=None, help="inversion cache folder (default: <out>/../cache)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--strengths", type=float, nargs="+", default=[1.0])
-    p.add_argument("--reverse", action="store_true", help="negative strengths: success = the source value is gone")
     p.add_argument("overrides", nargs="*", help="train.py overrides (the recipe)")
     a = p.parse_args(argv)
     out = Path(a.out)
@@ -125,7 +99,7 @@ def main(argv=None) -> None:
     cfg = compose("train", [f"experiment={a.experiment}", *a.overrides])
     clip = load_clip(plain(cfg.clip))
     backbone = build_backbone(cfg.arch)
-    results = {"experiment": a.experiment, "overrides": a.overrides, "strengths": a.strengths, "reverse": a.reverse,
+    results = {"experiment": a.experiment, "overrides": a.overrides, "strengths": a.strengths,
                "t0": cfg.model.t0, "t_edit": cfg.edit_interval.t_edit, "t_boost": cfg.edit_interval.t_boost, "seeds": {}}
     for seed in a.seeds:
         secs = train_seed(a, seed, out)
