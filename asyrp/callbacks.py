@@ -23,7 +23,7 @@ from .utils.errors import TrainingDiverged
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HFUNCTION_FORMAT", "ApplyPerf", "HFunctionCheckpoint", "EditGrid", "FiniteGuard", "ProgressLog",
+__all__ = ["HFUNCTION_FORMAT", "HFunctionCheckpoint", "EditGrid", "FiniteGuard", "ProgressLog",
            "StopOnSignal", "hfunction_payload"]
 
 
@@ -183,23 +183,6 @@ class StopOnSignal(pl.Callback):
             trainer.save_checkpoint(last, weights_only=False)  # optimiser and loop state too: it resumes
             done = f"{last} holds step {trainer.global_step}"
         envfaults.check_stop(done)
-
-
-class ApplyPerf(pl.Callback):
-    """Apply the speed options (``asyrp.perf.apply_perf``) to the frozen backbone once it sits on its training device.
-
-    ``train()`` loads the backbone on the CPU (where the inversion cache is built) and Lightning moves it to the
-    training device at fit start; ``auto`` options (on for CUDA) and the autocast device are resolved from where the
-    backbone is, so they are applied again here, on every process. Training never runs under inference_mode.
-    """
-
-    def __init__(self, perf: Any = None):
-        self.perf = perf
-
-    def on_fit_start(self, trainer, pl_module) -> None:
-        from .perf import apply_perf
-
-        apply_perf(pl_module.backbone, self.perf)
 
 
 class ProgressLog(TQDMProgressBar):

@@ -126,13 +126,12 @@ def load_editor(arch: Any, checkpoints: Sequence[str | Path], overrides: dict[st
     edit_interval config: t_edit, t_boost)."""
     from .checks import check_perf, check_schedule
     from .hfunction_file import hfunction_from_payload, read_hfunction_file
-    from .perf import apply_perf
+    from .perf import with_perf
     from .tasks import alphas, build_backbone
 
     payloads = [read_hfunction_file(c) for c in checkpoints]
     torch.manual_seed(int(overrides.get("seed") or 0))  # a random test backbone comes out the same every time
-    backbone = build_backbone(arch, device=device)
-    apply_perf(backbone, check_perf(perf))
+    backbone = with_perf(build_backbone(arch, device=device), check_perf(perf))
     fns, names, defaults, stored = [], [], [], {}
     for i, (p, c) in enumerate(zip(payloads, checkpoints)):
         fn, meta = hfunction_from_payload(p, c, backbone, arch.get("name"))

@@ -1,7 +1,7 @@
 """Speed options for the frozen backbone (GPU-oriented, off on CPU by default) and a pass counter.
 
-``PerfConfig`` (``conf/perf/default.yaml``) holds the options; ``apply_perf(backbone, cfg)`` applies them to a
-Backbone in place, ``inference_context(cfg, device)`` is the context editing runs under and ``loader_kwargs`` the
+``PerfConfig`` (``conf/perf/default.yaml``) holds the options; ``with_perf(backbone, cfg)`` puts a Backbone behind
+them (a ``PerfBackbone``: the same call), ``inference_context(cfg, device)`` is the context editing runs under and ``loader_kwargs`` the
 DataLoader options. ``"auto"`` means: on when the backbone sits on a CUDA device, off otherwise.
 
   autocast        bf16 / fp16 autocast inside ``encode`` and ``decode`` only: the DDIM arithmetic, the h-function and
@@ -23,7 +23,6 @@ batch rows, timestep and wall time: the bench and the tests count network passes
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
@@ -114,59 +113,102 @@ def _cast_encoding(enc: Encoding, dtype: torch.dtype) -> Encoding:
     return Encoding(h=enc.h.to(dtype), skips=enc.skips, emb=enc.emb.to(dtype), extra=enc.extra)
 
 
-def apply_perf(backbone: Backbone, cfg: "PerfConfig | Mapping[str, Any] | None" = None) -> Backbone:
-    """Apply the options to ``backbone`` in place (idempotent: re-applying starts from the original methods)."""
-    cfg = PerfConfig.from_any(cfg)
-    dev = _device_of(backbone)
-    orig = backbone.__dict__.get("_asyrp_perf_orig")
-    if orig is None:
-        orig = {"encode": type(backbone).encode.__get__(backbone), "decode": type(backbone).decode.__get__(backbone)}
-        object.__setattr__(backbone, "_asyrp_perf_orig", orig)
-    for name in ("encode", "decode"):
-        backbone.__dict__.pop(name, None)
-    encode: Callable[..., Encoding] = orig["encode"]
-    decode: Callable[..., torch.Tensor] = orig["decode"]
+class PerfBackbone(Backbone):
+    """A backbone behind the speed options: the same call (``encode`` / ``decode`` / ``backbone(x, t)``, ``h_shape``,
+    ``eps`` ...), wrapped once where the backbone is built, like the per-family wrappers wrap their nets.
 
-    sdpa = cfg.sdpa
-    set_sdpa(backbone, None if sdpa == AUTO and dev.type != "cuda" else _on(sdpa, dev))
+    ``auto`` options, the autocast device and the weights' layout (sdpa, channels_last) follow the device of the
+    input, resolved at the first call on each device type: a wrapper built on the CPU (where the inversion cache is
+    built) and moved by Lightning to its training device needs nothing re-applied, and it pickles (no closures; the
+    ``torch.compile`` results are rebuilt in the receiving process).
+    """
 
-    channels_last = _on(cfg.channels_last, dev)
-    backbone.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    def __init__(self, backbone: Backbone, cfg: "PerfConfig | Mapping[str, Any] | None" = None):
+        super().__init__(backbone.config, out_channels=backbone.out_channels, eps_channels=backbone.eps_channels)
+        self.inner = backbone
+        self.family = backbone.family
+        self.perf = PerfConfig.from_any(cfg)
+        self._set_for: str | None = None  # device type the options were last resolved for
+        self._compiled: dict[str, Callable] = {}
 
-    amp = autocast_dtype(cfg.autocast, dev)
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_set_for"], state["_compiled"] = None, {}  # resolved again (and compiled again) where it lands
+        return state
 
-    if cfg.compile:
-        kw = {"backend": cfg.compile_backend}
-        if cfg.compile_mode:
-            kw["mode"] = cfg.compile_mode
-        encode, decode = torch.compile(encode, **kw), torch.compile(decode, **kw)
+    @property
+    def image_size(self) -> int:
+        return self.inner.image_size
 
-    if channels_last or amp is not None or cfg.compile:
-        inner_encode, inner_decode = encode, decode
+    @property
+    def h_shape(self) -> tuple[int, int, int]:
+        return self.inner.h_shape
 
-        @functools.wraps(inner_encode)
-        def encode(x: torch.Tensor, t: Any, *args: Any, **kw: Any) -> Encoding:
-            if channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            if amp is None:
-                return inner_encode(x, t, *args, **kw)
-            with torch.autocast(dev.type, dtype=amp):
-                enc = inner_encode(x, t, *args, **kw)
-            return _cast_encoding(enc, x.dtype)
+    @property
+    def emb_dim(self) -> int:
+        return self.inner.emb_dim
 
-        @functools.wraps(inner_decode)
-        def decode(enc: Encoding, h: torch.Tensor | None = None) -> torch.Tensor:
-            if amp is None:
-                return inner_decode(enc, h)
-            dtype = (h if h is not None else enc.h).dtype
-            with torch.autocast(dev.type, dtype=amp):
-                out = inner_decode(enc, h)
-            return out.to(dtype)
+    @property
+    def in_channels(self) -> int:
+        return self.inner.in_channels
 
-        object.__setattr__(backbone, "encode", encode)
-        object.__setattr__(backbone, "decode", decode)
-    object.__setattr__(backbone, "_asyrp_perf", cfg)
-    return backbone
+    def eps(self, out: torch.Tensor) -> torch.Tensor:
+        return self.inner.eps(out)
+
+    def options(self, device: torch.device | str) -> dict[str, Any]:
+        """The options in effect on ``device``: sdpa (None = each family's default), channels_last, autocast dtype,
+        compile."""
+        dev, cfg = torch.device(device), self.perf
+        sdpa = None if cfg.sdpa == AUTO and dev.type != "cuda" else _on(cfg.sdpa, dev)
+        return {"sdpa": sdpa, "channels_last": _on(cfg.channels_last, dev),
+                "autocast": autocast_dtype(cfg.autocast, dev), "compile": bool(cfg.compile)}
+
+    def _resolve(self, device: torch.device) -> dict[str, Any]:
+        opts = self.options(device)
+        if self._set_for != device.type:
+            set_sdpa(self.inner, opts["sdpa"])
+            fmt = torch.channels_last if opts["channels_last"] else torch.contiguous_format
+            self.inner.to(memory_format=fmt)
+            self._set_for = device.type
+        return opts
+
+    def _fn(self, name: str) -> Callable:
+        fn = getattr(self.inner, name)
+        if not self.perf.compile:
+            return fn
+        if name not in self._compiled:
+            kw = {"backend": self.perf.compile_backend}
+            if self.perf.compile_mode:
+                kw["mode"] = self.perf.compile_mode
+            self._compiled[name] = torch.compile(fn, **kw)
+        return self._compiled[name]
+
+    def encode(self, x: torch.Tensor, t: Any, *args: Any, **kw: Any) -> Encoding:
+        opts = self._resolve(x.device)
+        if opts["channels_last"] and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        amp = opts["autocast"]
+        if amp is None:
+            return self._fn("encode")(x, t, *args, **kw)
+        with torch.autocast(x.device.type, dtype=amp):
+            enc = self._fn("encode")(x, t, *args, **kw)
+        return _cast_encoding(enc, x.dtype)
+
+    def decode(self, enc: Encoding, h: torch.Tensor | None = None) -> torch.Tensor:
+        ref = h if h is not None else enc.h
+        amp = self._resolve(ref.device)["autocast"]
+        if amp is None:
+            return self._fn("decode")(enc, h)
+        with torch.autocast(ref.device.type, dtype=amp):
+            out = self._fn("decode")(enc, h)
+        return out.to(ref.dtype)
+
+
+def with_perf(backbone: Backbone, cfg: "PerfConfig | Mapping[str, Any] | None" = None) -> PerfBackbone:
+    """``backbone`` behind the speed options ``cfg`` (a wrapped backbone is re-wrapped from its inner one)."""
+    while isinstance(backbone, PerfBackbone):
+        backbone = backbone.inner
+    return PerfBackbone(backbone, cfg)
 
 
 def inference_context(cfg: "PerfConfig | Mapping[str, Any] | None" = None,

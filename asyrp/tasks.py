@@ -105,7 +105,6 @@ def _device(cfg: DictConfig) -> str:
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     import pytorch_lightning as pl
 
-    from .perf import apply_perf
     from .utils import secrets
 
     accounted = check_train_config(cfg)  # every user-fixable problem, before any network is loaded or file written
@@ -131,11 +130,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     perf = check_perf(cfg.get("perf"))
     parts = _training_parts(cfg, perf)
-    trainer, callbacks, loggers = _trainer(cfg, perf)
+    trainer, callbacks, loggers = _trainer(cfg)
     if cfg.get("train", True):
-        # spawned processes (ddp_spawn) get the module pickled, and the encode/decode wrappers of the perf options
-        # are closures: they come off here; ApplyPerf puts the options back on in every process at fit start
-        apply_perf(parts["backbone"], dataclasses.replace(perf, autocast=None, channels_last=False, compile=False))
         with envfaults.doing("training", "dataset.batch_size", int(cfg.dataset.get("batch_size", 1))):
             trainer.fit(parts["module"], datamodule=parts["datamodule"], ckpt_path=str(ckpt_path) if ckpt_path else None)
     metric_dict = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -181,13 +177,12 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
     from .data import AsyrpDataModule
     from .hfunctions import build_hfunction
     from .module import AsyrpModule
-    from .perf import apply_perf, loader_kwargs
+    from .perf import loader_kwargs, with_perf
     from .utils import secrets
 
-    backbone = build_backbone(cfg.arch)
-    # speed options (asyrp.perf; auto = on for CUDA). The backbone is on the CPU here, where the inversion cache is
-    # built; ApplyPerf applies them again once Lightning has moved it to the training device (fit start).
-    apply_perf(backbone, perf)
+    # speed options (asyrp.perf; auto = on for CUDA), resolved on the device of each input: on the CPU while the
+    # inversion cache is built here, on the training device once Lightning has moved the module
+    backbone = with_perf(build_backbone(cfg.arch), perf)
     a = alphas(cfg.arch)
     clip = load_clip(cfg.clip)
     hf_cfg = _plain(cfg.hfunction)
@@ -222,12 +217,12 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
     return {"module": module, "datamodule": datamodule, "backbone": backbone, "clip": clip}
 
 
-def _trainer(cfg: DictConfig, perf: PerfConfig) -> tuple[Any, list, list]:
+def _trainer(cfg: DictConfig) -> tuple[Any, list, list]:
     """The Lightning Trainer with the configured callbacks and loggers, plus the ones every run needs."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from .callbacks import ApplyPerf, FiniteGuard, ProgressLog, StopOnSignal
+    from .callbacks import FiniteGuard, ProgressLog, StopOnSignal
     from .utils import secrets
     from .utils.checkpoint_io import AtomicCheckpointIO
 
@@ -238,7 +233,6 @@ def _trainer(cfg: DictConfig, perf: PerfConfig) -> tuple[Any, list, list]:
     if not any(isinstance(c, FiniteGuard) for c in callbacks):
         callbacks.append(FiniteGuard())  # NaN/inf stops the run before a bad checkpoint is written
     callbacks.append(StopOnSignal())  # Ctrl-C / SIGTERM: last.ckpt at the end of the batch, one line, 130 / 143
-    callbacks.append(ApplyPerf(perf))
     if cfg.trainer.get("enable_progress_bar", True) and not any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks):
         callbacks.append(ProgressLog())  # a bar on a terminal, timed lines in a log or pipe
     for lg in loggers:
@@ -398,13 +392,13 @@ class _EditJob:
 
     def load_networks(self) -> None:
         from .hfunctions import Composition
-        from .perf import apply_perf
+        from .perf import with_perf
 
         cfg = self.cfg
         torch.manual_seed(self.seed)  # random test backbones (checkpoint: null) come out the same every run
-        self.backbone = build_backbone(cfg.arch, device=cfg.get("device") or "cpu")
         self.perf = check_perf(cfg.get("perf"))
-        apply_perf(self.backbone, self.perf)  # speed options: auto = on when the backbone is on CUDA (off on CPU)
+        # speed options: auto = on when the backbone is on CUDA (off on CPU)
+        self.backbone = with_perf(build_backbone(cfg.arch, device=cfg.get("device") or "cpu"), self.perf)
         self.size = int(self.backbone.image_size)
         self.dev = next(self.backbone.parameters()).device
         fns = [hfunction_from_payload(p, c, self.backbone, cfg.arch.get("name"))[0]

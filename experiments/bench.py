@@ -58,7 +58,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from asyrp import samplers  # noqa: E402
 from asyrp.backbones import load_backbone  # noqa: E402
 from asyrp.hfunctions import Composition, DeltaBlock, apply_hfunction  # noqa: E402
-from asyrp.perf import PassCounter, apply_perf  # noqa: E402
+from asyrp.perf import PassCounter, with_perf  # noqa: E402
 from asyrp.samplers import P_t, ddim_update, generation_pairs, inversion_pairs  # noqa: E402
 from asyrp.schedules import alpha_at, alphas_cumprod, make_betas, timesteps  # noqa: E402
 
@@ -206,7 +206,7 @@ class Bench:
         self.dev = args.device
         self.arch, self.bb, self.a, self.random = load_arch(args.arch, self.dev)
         if args.perf:
-            apply_perf(self.bb, json.loads(args.perf))
+            self.bb = with_perf(self.bb, json.loads(args.perf))
         self.family = self.arch["family"]
         self.bb.h_shape  # probe once, before counting
         B, size = args.batch, self.bb.image_size

@@ -1,7 +1,6 @@
 """Performance behaviour (never wall time): pass counts at the floor, the cache's second run, the speed options' tolerance."""
 from __future__ import annotations
 
-import copy
 import functools
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ import torch
 from helpers import images, tiny_backbone
 
 from asyrp.hfunctions import Composition, DeltaBlock
-from asyrp.perf import PassCounter, PerfConfig, apply_perf, inference_context, loader_kwargs, set_sdpa
+from asyrp.perf import PassCounter, PerfBackbone, PerfConfig, inference_context, loader_kwargs, set_sdpa, with_perf
 from asyrp.samplers import asyrp_step, edit, edit_eps
 from asyrp.schedules import alphas_cumprod, make_betas, timesteps
 
@@ -198,26 +197,38 @@ def test_perf_option_within_tolerance(arch_bb, option):
     t = torch.tensor([700.0, 30.0])
     cfg = {"channels_last": {"channels_last": True}, "sdpa_on": {"sdpa": True}, "sdpa_off": {"sdpa": False},
            "bf16": {"autocast": "bf16"}}[option]
+    fast = with_perf(bb, cfg)
     with torch.no_grad():
-        apply_perf(bb, {"sdpa": False})
-        ref = bb(x, t)
+        ref = with_perf(bb, {"sdpa": False})(x, t)
         try:
-            apply_perf(bb, cfg)
-            out = bb(x, t)
-            enc = bb.encode(x, t)
-            h_out = bb.decode(enc, torch.cat([enc.h, enc.h]))
+            out = fast(x, t)
+            enc = fast.encode(x, t)
+            h_out = fast.decode(enc, torch.cat([enc.h, enc.h]))
+            on = fast.options(x.device)
         finally:
-            apply_perf(bb, {"sdpa": False})
-            apply_perf(bb, None)  # back to the defaults (auto: off on CPU)
+            with_perf(bb, {"sdpa": False})(x, t)
+            with_perf(bb, None)(x, t)  # back to the defaults (auto: off on CPU)
+    assert {"channels_last": on["channels_last"], "sdpa_on": on["sdpa"] is True, "sdpa_off": on["sdpa"] is False,
+            "bf16": on["autocast"] == torch.bfloat16}[option]  # the wrapper's option is the one in effect
     assert out.dtype == x.dtype and enc.h.dtype == x.dtype  # the h-function and DDIM see the input dtype
     assert _rel(out, ref) < TOLERANCE[option]
     assert _rel(h_out[2:], ref) < TOLERANCE[option]
 
 
 def test_perf_defaults_are_off_on_cpu(arch_bb):
-    bb = apply_perf(arch_bb, None)
-    assert "encode" not in bb.__dict__ and "decode" not in bb.__dict__  # nothing wrapped
+    bb = with_perf(arch_bb, None)
+    assert bb.options("cpu") == {"sdpa": None, "channels_last": False, "autocast": None, "compile": False}
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    t = torch.tensor([700.0, 30.0])
+    with torch.no_grad():
+        out, ref = bb(x, t), arch_bb(x, t)
+        enc = bb.encode(x, t)
+    assert torch.equal(out, ref) and torch.equal(bb.eps(out), arch_bb.eps(ref))  # bit for bit the unwrapped net
+    assert (bb.h_shape, bb.emb_dim, bb.image_size, bb.family) == (arch_bb.h_shape, arch_bb.emb_dim,
+                                                                  arch_bb.image_size, arch_bb.family)
+    assert tuple(enc.h.shape[1:]) == bb.h_shape
     assert all(not getattr(m, "use_sdpa", False) for m in bb.modules())
+    assert with_perf(bb, {"channels_last": True}).inner is arch_bb  # re-wrapping starts from the inner backbone
     assert loader_kwargs(None, "cpu") == {"pin_memory": False}
     assert isinstance(inference_context(None, "cpu"), torch.no_grad)
     assert loader_kwargs({"pin_memory": True, "num_workers": 2}) == {"pin_memory": True, "num_workers": 2}
@@ -249,8 +260,7 @@ def test_edit_under_inference_mode_and_autocast(bb):
     with inference_context({"inference_mode": True}):
         got = edit(bb, x0, hf, **KW, seeds=[0, 1]).x_edit
     assert got.is_inference() and torch.equal(got, ref)
-    b16 = copy.deepcopy(bb)
-    apply_perf(b16, {"autocast": "bf16"})
+    b16 = with_perf(bb, {"autocast": "bf16"})
     x_t = torch.randn(B, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         r32, r16 = asyrp_step(bb, x_t, 713, 570, A, hf), asyrp_step(b16, x_t, 713, 570, A, hf)
@@ -273,13 +283,14 @@ def test_torch_compile_within_tolerance():
     code generation, which takes minutes on this 2-core CPU machine; on GPU the default backend is inductor)."""
     bb = tiny_backbone(0)
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([700.0, 30.0])
+    fast = with_perf(bb, {"compile": True, "compile_backend": "aot_eager"})
     with torch.no_grad():
         ref = bb(x, t)
-        apply_perf(bb, {"compile": True, "compile_backend": "aot_eager"})
         t0 = time.perf_counter()
-        out = bb(x, t)
-        enc = bb.encode(x, t)
-        pair = bb.decode(enc, torch.cat([enc.h, enc.h]))
+        out = fast(x, t)
+        enc = fast.encode(x, t)
+        pair = fast.decode(enc, torch.cat([enc.h, enc.h]))
+    assert set(fast._compiled) == {"encode", "decode"}
     assert _rel(out, ref) < 1e-4 and _rel(pair[2:], ref) < 1e-4, time.perf_counter() - t0
 
 
@@ -296,13 +307,13 @@ def _task_overrides(task: str) -> list[str]:
 
 
 def _unwired(monkeypatch) -> None:
-    """The tasks as they were before the perf options were wired in: no apply_perf, no extra context, no loader
-    options (the tasks and ApplyPerf look these up in asyrp.perf at call time)."""
+    """The tasks as they were before the perf options were wired in: no wrapper, no extra context, no loader
+    options (the tasks look these up in asyrp.perf at call time)."""
     import contextlib
 
     import asyrp.perf
 
-    monkeypatch.setattr(asyrp.perf, "apply_perf", lambda backbone, cfg=None: backbone)
+    monkeypatch.setattr(asyrp.perf, "with_perf", lambda backbone, cfg=None: backbone)
     monkeypatch.setattr(asyrp.perf, "inference_context", lambda *a, **k: contextlib.nullcontext())
     monkeypatch.setattr(asyrp.perf, "loader_kwargs", lambda *a, **k: {})
 
@@ -343,13 +354,13 @@ def smoke_run(tmp_path_factory):
 
 
 def test_train_with_perf_defaults_is_unchanged_on_cpu(smoke_run, tmp_path, monkeypatch):
-    from asyrp.callbacks import ApplyPerf
     from asyrp.tasks import train
     from asyrp.utils.config import compose
 
     out, objects = smoke_run
-    assert "encode" not in objects["backbone"].__dict__ and objects["datamodule"].pin_memory is False
-    assert any(isinstance(c, ApplyPerf) for c in objects["callbacks"])
+    bb = objects["backbone"]
+    assert isinstance(bb, PerfBackbone) and bb.perf == PerfConfig() and objects["datamodule"].pin_memory is False
+    assert objects["module"].backbone is bb  # the one wrapper built with the backbone is the one that trains
     _unwired(monkeypatch)
     train(compose("train", SMOKE + [f"dataset.cache_dir={tmp_path / 'cache'}"], output_dir=tmp_path))
     ref = torch.load(tmp_path / "checkpoints" / "hfunction.pt", weights_only=True)["state_dict"]
@@ -358,8 +369,8 @@ def test_train_with_perf_defaults_is_unchanged_on_cpu(smoke_run, tmp_path, monke
 
 
 def test_train_channels_last_reaches_the_backbone(tmp_path, monkeypatch):
-    """perf.channels_last=true reaches the backbone that trains (applied again by ApplyPerf at fit start); the module
-    handed to fit pickles (ddp_spawn sends it to its processes that way: the perf wrappers are closures)."""
+    """perf.channels_last=true reaches the backbone that trains; the module handed to fit pickles (ddp_spawn sends
+    it to its processes that way) and its unpickled backbone computes what the original does."""
     import pickle
 
     import pytorch_lightning as pl
@@ -370,14 +381,20 @@ def test_train_channels_last_reaches_the_backbone(tmp_path, monkeypatch):
     real_fit, pickled = pl.Trainer.fit, []
 
     def fit(self, model, *a, **k):
-        pickled.append(len(pickle.dumps(model)))
+        pickled.append(pickle.dumps(model))
         return real_fit(self, model, *a, **k)
 
     monkeypatch.setattr(pl.Trainer, "fit", fit)
     _, objects = train(compose("train", SMOKE + [f"dataset.cache_dir={tmp_path / 'cache'}",
                                                  "perf.channels_last=true", "perf.num_workers=0"],
                                output_dir=tmp_path))
-    assert pickled and _conv_channels_last(objects["backbone"]) and "encode" in objects["backbone"].__dict__
+    bb = objects["backbone"]
+    assert pickled and _conv_channels_last(bb) and bb.options("cpu")["channels_last"]
+    copy_ = pickle.loads(pickled[0]).backbone
+    x, t = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)), torch.tensor([700.0, 30.0])
+    with torch.no_grad():
+        assert torch.equal(copy_(x, t), bb(x, t))
+    assert _conv_channels_last(copy_)
     assert objects["datamodule"].num_workers == 0
     hf = torch.load(tmp_path / "checkpoints" / "hfunction.pt", weights_only=True)["state_dict"]
     assert all(torch.isfinite(v).all() for v in hf.values())
@@ -443,7 +460,8 @@ def test_edit_with_perf_defaults_is_unchanged_on_cpu(smoke_run, tmp_path, spy_ed
     and as the task before perf was wired in; inference_mode forced on changes nothing either."""
     x_def, png_def, calls = _edit(smoke_run, tmp_path, "defaults", spy_edit)
     assert all(not c["inference"] and not c["grad"] for c in calls)  # no_grad, as before
-    assert "encode" not in calls[0]["backbone"].__dict__  # nothing wrapped on CPU
+    assert calls[0]["backbone"].options("cpu") == {"sdpa": None, "channels_last": False, "autocast": None,
+                                                   "compile": False}  # every option off on CPU
     x_off, png_off, _ = _edit(smoke_run, tmp_path, "off", spy_edit, *FORCED_OFF)
     assert torch.equal(x_def, x_off) and png_def == png_off
     with monkeypatch.context() as m:  # the task as it was before perf was wired in
@@ -465,14 +483,13 @@ def test_edit_channels_last_reaches_the_backbone(smoke_run, tmp_path, spy_edit):
     assert not any(w.is_contiguous(memory_format=torch.channels_last) for w in _convs(calls[0]["backbone"]))
     x_cl, png_cl, calls = _edit(smoke_run, tmp_path, "channels_last", spy_edit, "perf.channels_last=true")
     bb = calls[0]["backbone"]
-    assert _conv_channels_last(bb) and "encode" in bb.__dict__
+    assert _conv_channels_last(bb) and bb.options("cpu")["channels_last"]
     # one pass of the backbone the task configured, against the same weights with the option off
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     t = torch.tensor([700.0, 30.0])
     with torch.no_grad():
         out = bb(x, t)
-        apply_perf(bb, {"channels_last": False})
-        ref = bb(x, t)
+        ref = with_perf(bb, {"channels_last": False})(x, t)
     assert _rel(out, ref) < TOLERANCE["channels_last"]
     # a whole edit (4 inversion + 4 generation steps of a random net, no denoiser): DDIM amplifies the round-off
     # (about 6e-5 here); the 8-bit images then differ by at most 2 levels (the bound tests/test_edit_task.py uses)

@@ -172,7 +172,7 @@ class ResBlock(nn.Module):
 class AttnBlock(nn.Module):
     """Single-head self-attention over all pixels; q, k, v and the output projection are per-pixel linear maps.
 
-    ``use_sdpa`` (off by default; ``asyrp.perf.apply_perf`` sets it) computes the same attention with
+    ``use_sdpa`` (off by default; ``asyrp.perf.PerfBackbone`` sets it) computes the same attention with
     ``F.scaled_dot_product_attention`` (fused kernels on GPU) instead of the explicit softmax of q^T k.
     """
 

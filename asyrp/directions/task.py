@@ -30,10 +30,12 @@ def _plain(cfg: Any) -> Any:
 
 def check_discover_config(cfg: DictConfig) -> dict[str, Any]:
     """The method, step settings, images and (supervised) labels, checked; returns the files and their labels."""
+    from ..checks import check_perf
     from ..data.images import scan_images
     from ..tasks import _int, check_arch, check_complete, check_schedule
 
     check_complete(cfg)
+    check_perf(cfg.get("perf"))
     m = cfg.method
     if m.get("name") not in METHODS:
         raise AsyrpUserError(f"method.name={m.get('name')!r} is not one of {', '.join(METHODS)}: pass method=<name>")
@@ -134,8 +136,9 @@ def _edit_rows(backbone, a, x_T, d, strengths, cfg) -> torch.Tensor:
 
 def discover(cfg: DictConfig) -> dict[str, Any]:
     """Find directions with ``cfg.method`` on ``cfg.input_dir``; write <name>.pt, grid.png, directions.json."""
+    from ..checks import check_perf
     from ..data.cache import InversionCache, Source, load_entry
-    from ..perf import PassCounter
+    from ..perf import PassCounter, with_perf
     from ..tasks import alphas, build_backbone
     from . import record_walk
     from .files import save_direction
@@ -147,7 +150,7 @@ def discover(cfg: DictConfig) -> dict[str, Any]:
     envfaults.set_resume("rerun the same command: finished inversion-cache entries are reused")
     _claim_output(out, bool(cfg.get("overwrite", False)))
     torch.manual_seed(int(cfg.seed))
-    backbone = build_backbone(cfg.arch).freeze()
+    backbone = with_perf(build_backbone(cfg.arch).freeze(), check_perf(cfg.get("perf")))
     a = alphas(cfg.arch)
     oracle = _oracle(cfg)
     cache = InversionCache(str(cfg.cache_dir), backbone, a, n_inv=int(cfg.n_inv), n_gen=int(cfg.n_gen),
