@@ -124,7 +124,7 @@ class World:
         if path is None and self.args.train:
             path = train_hfunction(self, key[0], kind)
         if path is not None:
-            from .tasks import load_hfunction_checkpoint
+            from .hfunction_file import load_hfunction_checkpoint
 
             f, _ = load_hfunction_checkpoint(path, self.backbone, self.arch_cfg.get("name"))
             res = (f.eval().requires_grad_(False), f"trained:{_rel(path)}")

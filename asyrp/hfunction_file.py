@@ -25,7 +25,6 @@ from .utils.io import atomic_save
 log = logging.getLogger(__name__)
 
 FORMAT = "asyrp-hfunction/1"
-HFUNCTION_FORMAT = FORMAT
 
 
 def payload(hfunc: nn.Module, rebuild_info: Mapping[str, Any]) -> dict[str, Any]:
@@ -176,7 +175,7 @@ def hfunction_from_payload(obj: Any, path: str | Path, backbone, arch_name: str 
     path = Path(str(path)).expanduser()
     meta: dict[str, Any] = {}
     try:
-        if isinstance(obj, Mapping) and obj.get("format") == HFUNCTION_FORMAT:
+        if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
             arch = (obj.get("arch") or {}).get("name")
             if arch and arch_name and arch != arch_name:  # same shapes, another network: allowed, but say so
                 log.warning("%s was trained with arch %r, editing with arch %r", path, arch, arch_name)

@@ -26,19 +26,9 @@ __all__ = [
     "Composition",
     "apply_hfunction",
     "n_components",
-    "load_official_hfunction",
-    "load_hfunction_weights",
     "build_hfunction",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    """The file readers live in asyrp.hfunction_file (the one home of the format); their old names still work here."""
-    if name in ("load_official_hfunction", "load_hfunction_weights"):
-        from . import hfunction_file
-
-        return getattr(hfunction_file, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 Coefficients = float | int | torch.Tensor | Sequence[float] | Sequence[Sequence[float]]
 

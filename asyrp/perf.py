@@ -1,8 +1,9 @@
 """Speed options for the frozen backbone (GPU-oriented, off on CPU by default) and a pass counter.
 
-``PerfConfig`` (``conf/perf/default.yaml``) holds the options; ``with_perf(backbone, cfg)`` puts a Backbone behind
-them (a ``PerfBackbone``: the same call), ``inference_context(cfg, device)`` is the context editing runs under and ``loader_kwargs`` the
-DataLoader options. ``"auto"`` means: on when the backbone sits on a CUDA device, off otherwise.
+``PerfConfig`` (``conf/perf/default.yaml``) holds the options; ``with_perf(backbone, cfg)`` puts a Backbone
+behind them (a ``PerfBackbone``: the same call), ``inference_context(cfg, device)`` is the context editing
+runs under and ``loader_kwargs`` the DataLoader options. ``"auto"`` means: on when the input sits on a CUDA
+device, off otherwise.
 
   autocast        bf16 / fp16 autocast inside ``encode`` and ``decode`` only: the DDIM arithmetic, the h-function and
                   the CLIP loss keep the input dtype (h, emb and the output are cast back to it).

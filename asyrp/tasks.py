@@ -10,7 +10,6 @@ format (asyrp.hfunction_file), the timestep plan and the walk (asyrp.samplers), 
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -21,12 +20,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .checks import (  # noqa: F401 - check_* are also used through this module by callers and tests
+from .checks import (
     EditSettings,
-    as_float,
-    as_int,
-    check_arch,
-    check_complete,
     check_edit_config,
     check_mode,
     check_perf,
@@ -35,15 +30,13 @@ from .checks import (  # noqa: F401 - check_* are also used through this module 
     check_train_config,
     edit_settings,
 )
-from .hfunction_file import hfunction_from_payload, load_hfunction_checkpoint, read_hfunction_file  # noqa: F401
+from .hfunction_file import hfunction_from_payload, read_hfunction_file
 from .runs import MANIFEST, claim_edit_dir, claim_train_dir, holds_claims
 from .utils import envfaults
 from .utils.errors import AsyrpUserError
 
 if TYPE_CHECKING:
     from .perf import PerfConfig
-
-_int, _float = as_int, as_float  # the names these had here before asyrp.checks (asyrp.directions used them)
 
 log = logging.getLogger(__name__)
 

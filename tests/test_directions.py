@@ -14,10 +14,11 @@ from asyrp.directions import (boundary_direction, direction_hfunction, jacobian_
                               oracle_labels, pca_directions, record_walk, save_direction, target_gain,
                               top_singular_vectors)
 from asyrp.directions.task import discover
+from asyrp.hfunction_file import load_hfunction_checkpoint
 from asyrp.hfunctions import Composition
 from asyrp.samplers import ddim_invert, edit as asyrp_edit
 from asyrp.schedules import alphas_cumprod, make_betas, timesteps
-from asyrp.tasks import edit, load_hfunction_checkpoint
+from asyrp.tasks import edit
 from asyrp.utils.config import compose
 from asyrp.utils.errors import AsyrpUserError
 from asyrp.utils.io import atomic_write_png

@@ -13,7 +13,7 @@ from asyrp.grid import grid_layout
 from helpers import images
 from PIL import Image
 
-from asyrp.hfunctions import load_official_hfunction
+from asyrp.hfunction_file import load_official_hfunction
 from asyrp.tasks import edit, train
 from asyrp.utils.config import compose
 from asyrp.utils.errors import AsyrpUserError

@@ -25,7 +25,8 @@ from asyrp.hfunctions import build_hfunction
 from asyrp.utils import envfaults
 from asyrp.utils.config import compose
 from asyrp.utils.errors import run_cli
-from asyrp.utils.io import HFUNCTION_FORMAT, atomic_write_png
+from asyrp.hfunction_file import FORMAT as HFUNCTION_FORMAT
+from asyrp.utils.io import atomic_write_png
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent

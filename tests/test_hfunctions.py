@@ -7,6 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from asyrp.hfunction_file import load_hfunction_weights, load_official_hfunction
 from asyrp.hfunctions import (
     ADM_KEYS,
     DDPM_KEYS,
@@ -15,8 +16,6 @@ from asyrp.hfunctions import (
     GlobalDirection,
     apply_hfunction,
     build_hfunction,
-    load_hfunction_weights,
-    load_official_hfunction,
 )
 from conftest import ASYRP_OFFICIAL
 from helpers import tiny_backbone

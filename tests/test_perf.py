@@ -323,7 +323,7 @@ def test_perf_composes_in_the_task_configs(task, tmp_path):
     from hydra.errors import ConfigCompositionException
 
     from asyrp.runs import run_fingerprint
-    from asyrp.tasks import check_perf
+    from asyrp.checks import check_perf
     from asyrp.utils.config import compose
     from asyrp.utils.errors import AsyrpUserError
 

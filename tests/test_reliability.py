@@ -16,13 +16,15 @@ from PIL import Image
 
 import asyrp.runs as runs
 import asyrp.tasks as tasks
+from asyrp.checks import check_arch
 from asyrp.data.images import scan_images
+from asyrp.hfunction_file import FORMAT as HFUNCTION_FORMAT
+from asyrp.hfunction_file import load_hfunction_checkpoint
 from asyrp.hfunctions import DeltaBlock, build_hfunction
 from asyrp.utils import secrets
 from asyrp.utils.cli import check_overrides
 from asyrp.utils.config import compose
 from asyrp.utils.errors import AsyrpUserError, TrainingDiverged, run_cli
-from asyrp.hfunction_file import HFUNCTION_FORMAT
 from asyrp.utils.io import atomic_write_png
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +85,7 @@ def _tiny_arch(path):
 def test_backbone_checkpoint_faults_name_the_file_and_the_fix(tmp_path):
     arch, tiny = _tiny_arch(tmp_path / "missing.ckpt")
     with pytest.raises(AsyrpUserError, match=r"missing.ckpt.*(Download|ASYRP_CHECKPOINTS)"):
-        tasks.check_arch(arch)  # before any network: the config check
+        check_arch(arch)  # before any network: the config check
     good = tmp_path / "good.ckpt"
     torch.save(tiny["state_dict"], good)
     data = good.read_bytes()
@@ -114,32 +116,32 @@ def test_pickled_code_in_checkpoints_is_refused_never_run(tmp_path, world):
     torch.save({"0": torch.load(world["official"], weights_only=True)["0"], "hook": _Payload(str(marker))},
                tmp_path / "evil.pth")
     with pytest.raises(AsyrpUserError, match=r"evil.pth.*refused for safety.*re-save its tensors only"):
-        tasks.load_hfunction_checkpoint(tmp_path / "evil.pth", world["backbone"], "tiny_ddpm")
+        load_hfunction_checkpoint(tmp_path / "evil.pth", world["backbone"], "tiny_ddpm")
     assert not marker.exists()
 
 
 def test_hfunction_checkpoint_faults(tmp_path, world):
     bb = world["backbone"]
     with pytest.raises(AsyrpUserError, match=r"not found: .*nope.pt\. Pass checkpoint="):
-        tasks.load_hfunction_checkpoint(tmp_path / "nope.pt", bb)
+        load_hfunction_checkpoint(tmp_path / "nope.pt", bb)
     data = world["hf"].read_bytes()
     (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 3])
     with pytest.raises(AsyrpUserError, match=r"trunc.pt: the file is truncated.*re-download"):
-        tasks.load_hfunction_checkpoint(tmp_path / "trunc.pt", bb)
+        load_hfunction_checkpoint(tmp_path / "trunc.pt", bb)
     # an official block for a 512-channel bottleneck on the 64-channel tiny backbone: refused before editing
     torch.save({"0": DeltaBlock("ddpm", 512, 512).state_dict()}, tmp_path / "big.pth")
     with pytest.raises(AsyrpUserError, match=r"big.pth does not fit the bottleneck of arch 'tiny_ddpm'.*trained for"):
-        tasks.load_hfunction_checkpoint(tmp_path / "big.pth", bb, "tiny_ddpm")
+        load_hfunction_checkpoint(tmp_path / "big.pth", bb, "tiny_ddpm")
     # a backbone checkpoint passed as the h-function
     torch.save(torch.load(REF / "ddpm_tiny.pt", weights_only=True)["state_dict"], tmp_path / "backbone.pt")
     with pytest.raises(AsyrpUserError, match=r"backbone.pt does not fit.*not a backbone checkpoint"):
-        tasks.load_hfunction_checkpoint(tmp_path / "backbone.pt", bb)
+        load_hfunction_checkpoint(tmp_path / "backbone.pt", bb)
     # ours, for another bottleneck shape
     payload = torch.load(world["hf"], weights_only=True)
     payload["h_shape"] = [512, 8, 8]
     torch.save(payload, tmp_path / "other.pt")
     with pytest.raises(AsyrpUserError, match=r"other.pt was trained for h of shape \[512, 8, 8\].*pass arch=tiny_ddpm"):
-        tasks.load_hfunction_checkpoint(tmp_path / "other.pt", bb, "tiny_ddpm")
+        load_hfunction_checkpoint(tmp_path / "other.pt", bb, "tiny_ddpm")
 
 
 def test_resume_checkpoint_faults_one_line_before_any_work(tmp_path, world, no_networks, capsys):

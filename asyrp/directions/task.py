@@ -30,9 +30,8 @@ def _plain(cfg: Any) -> Any:
 
 def check_discover_config(cfg: DictConfig) -> dict[str, Any]:
     """The method, step settings, images and (supervised) labels, checked; returns the files and their labels."""
-    from ..checks import check_perf
+    from ..checks import as_int, check_arch, check_complete, check_perf, check_schedule
     from ..data.images import scan_images
-    from ..tasks import _int, check_arch, check_complete, check_schedule
 
     check_complete(cfg)
     check_perf(cfg.get("perf"))
@@ -43,8 +42,8 @@ def check_discover_config(cfg: DictConfig) -> dict[str, Any]:
                    keys={k: k for k in ("n_inv", "n_gen", "t0", "t_edit", "t_boost")})
     for key in ("k", "n_images", "iters", "n_timesteps"):
         if m.get(key) is not None:
-            _int(m.get(key), f"method.{key}", 1)
-    n = _int(cfg.n_images, "n_images", 2)
+            as_int(m.get(key), f"method.{key}", 1)
+    n = as_int(cfg.n_images, "n_images", 2)
     if cfg.labels not in ("writer", "oracle"):
         raise AsyrpUserError(f"labels={cfg.labels!r} must be writer (the data writer's attributes.json) or oracle")
     if cfg.judge not in ("auto", "none"):

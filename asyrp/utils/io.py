@@ -119,11 +119,3 @@ def module_fingerprint(module: torch.nn.Module) -> str:
     object.__setattr__(module, "_asyrp_fingerprint", digest)
     return digest
 
-
-def __getattr__(name: str) -> Any:
-    """``HFUNCTION_FORMAT``, the old home of the h-function file format's tag (now asyrp.hfunction_file.FORMAT)."""
-    if name == "HFUNCTION_FORMAT":
-        from ..hfunction_file import FORMAT
-
-        return FORMAT
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
