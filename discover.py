@@ -8,7 +8,16 @@ def main(cfg: DictConfig) -> None:
     from asyrp.directions.task import discover
     from asyrp.utils.errors import run_cli
 
-    run_cli(discover, cfg)
+    run_cli(discover, cfg, oracle=_oracle(cfg))
+
+
+def _oracle(cfg: DictConfig):
+    """The synthfaces attribute oracle, when the backbone is the synthfaces DDPM, judging is on and it is built."""
+    if cfg.judge == "none" or cfg.arch.get("name") != "synthfaces":
+        return None
+    from asyrp.synthfaces.oracle import DEFAULT_DIR, load_oracle
+
+    return load_oracle() if (DEFAULT_DIR / "oracle.safetensors").is_file() else None
 
 
 if __name__ == "__main__":

@@ -184,3 +184,30 @@ def test_discover_errors_are_one_line(folder, tmp_path):
 def test_every_method_config_composes(method, tmp_path):
     cfg = compose("discover", [f"method={method}"], output_dir=tmp_path)
     assert cfg.method.name == method and cfg.arch.name == "synthfaces" and cfg.t_edit == cfg.edit_interval.t_edit
+
+
+class _ToyOracle:
+    """An attribute oracle of the shape discover takes: brighter than the batch's median image or not."""
+
+    classes = {"bright": ["dark", "light"]}
+
+    def judge(self, x):
+        m = x.mean((1, 2, 3))
+        return {"bright": (m > m.median()).long()}
+
+
+def test_discover_labels_with_the_oracle_passed_in(folder, tmp_path):
+    """The oracle comes from the caller (discover.py passes the synthfaces one): a toy oracle passed in labels every
+    direction by its own heads; without one nothing is labelled, and labels=oracle is refused."""
+    over = ["arch=tiny_ddpm", "method=pca", "method.k=2", f"input_dir={folder}", "n_images=6", "n_inv=4", "n_gen=4",
+            "t_edit=500", "t_boost=0", f"cache_dir={tmp_path / 'cache'}", "judge=auto"]
+    res = discover(compose("discover", over, output_dir=tmp_path / "with"), oracle=_ToyOracle())
+    recs = json.loads((Path(res["output_dir"]) / "directions.json").read_text())["directions"]
+    assert len(recs) == 2 and all(r["main_head"] in ("bright", None) and r["label"] for r in recs)
+    assert all(r["label"] == "nothing flips" or r["label"].startswith("bright=") for r in recs)
+    res = discover(compose("discover", over, output_dir=tmp_path / "without"))
+    recs = json.loads((Path(res["output_dir"]) / "directions.json").read_text())["directions"]
+    assert all(r["label"] is None and "main_head" not in r for r in recs)
+    with pytest.raises(AsyrpUserError, match="labels=oracle needs"):
+        discover(compose("discover", [*over[:1], "method=mean_diff", *over[3:], "labels=oracle"],
+                         output_dir=tmp_path / "sup"))

@@ -133,8 +133,13 @@ def _edit_rows(backbone, a, x_T, d, strengths, cfg) -> torch.Tensor:
     return out.x_edit.cpu()
 
 
-def discover(cfg: DictConfig) -> dict[str, Any]:
-    """Find directions with ``cfg.method`` on ``cfg.input_dir``; write <name>.pt, grid.png, directions.json."""
+def discover(cfg: DictConfig, oracle: Any = None) -> dict[str, Any]:
+    """Find directions with ``cfg.method`` on ``cfg.input_dir``; write <name>.pt, grid.png, directions.json.
+
+    ``oracle``: an attribute oracle (``judge(images)`` -> class index per head, ``classes`` -> class names per head)
+    that labels what each direction changes and, with labels=oracle, labels the images; the entry point passes the
+    synthfaces one (discover.py), so this module does not depend on the toy world.
+    """
     from ..checks import check_perf
     from ..data.cache import InversionCache, Source, load_entry
     from ..perf import PassCounter, with_perf
@@ -151,7 +156,7 @@ def discover(cfg: DictConfig) -> dict[str, Any]:
     torch.manual_seed(int(cfg.seed))
     backbone = with_perf(build_backbone(cfg.arch).freeze(), check_perf(cfg.get("perf")))
     a = alphas(cfg.arch)
-    oracle = _oracle(cfg)
+    oracle = _oracle(cfg, oracle)
     cache = InversionCache(str(cfg.cache_dir), backbone, a, n_inv=int(cfg.n_inv), n_gen=int(cfg.n_gen),
                            t0=int(cfg.t0), image_size=req["image_size"])
     sources = [Source(id=p.name, path=p) for p in req["files"]]
@@ -182,23 +187,20 @@ def _cost(counter, t_start: float, cached: int, n: int, extra: Mapping[str, Any]
             "images": n, **{k: v for k, v in extra.items() if k != "iters"}}
 
 
-def _oracle(cfg: DictConfig):
-    if cfg.judge == "none" or cfg.arch.get("name") != "synthfaces":
-        if cfg.labels == "oracle" and cfg.method.name in SUPERVISED:
-            raise AsyrpUserError("labels=oracle needs the synthfaces oracle (arch=synthfaces, judge=auto): pass "
-                                 "labels=writer")
-        return None
-    from ..synthfaces.oracle import DEFAULT_DIR, load_oracle
-
-    if not (DEFAULT_DIR / "oracle.safetensors").is_file():
-        return None
-    return load_oracle()
+def _oracle(cfg: DictConfig, oracle: Any):
+    """The oracle passed in, unless judge=none; labels=oracle without one is an error."""
+    if cfg.judge == "none":
+        oracle = None
+    if oracle is None and cfg.labels == "oracle" and cfg.method.name in SUPERVISED:
+        raise AsyrpUserError("labels=oracle needs the synthfaces oracle (arch=synthfaces, judge=auto): pass "
+                             "labels=writer")
+    return oracle
 
 
 def _oracle_labels_of(cfg: DictConfig, oracle, x0: torch.Tensor) -> torch.Tensor:
-    from ..synthfaces.judge import parse_target
+    from ..metrics import parse_target
 
-    key, value = parse_target(str(cfg.attribute.oracle_target))
+    key, value = parse_target(str(cfg.attribute.oracle_target), oracle.classes)
     y = oracle.judge(x0)[key] == value
     if y.all() or not y.any():
         raise AsyrpUserError(f"the oracle reads {'all' if y.all() else 'none'} of the {len(y)} images as "
@@ -226,10 +228,8 @@ def _write(cfg: DictConfig, out: Path, backbone, a, x_T, directions, oracle, cos
         row_labels += [f"{d.name}, image {i}" for i in range(n_grid)]
         lab = None
         if n_label:
-            from ..synthfaces.render import HEADS
-
             ref = x[strengths.index(0.0), :n_label]
-            lab = oracle_labels(oracle.judge, HEADS, ref, {s: x[k, :n_label] for k, s in enumerate(strengths)})
+            lab = oracle_labels(oracle.judge, oracle.classes, ref, {s: x[k, :n_label] for k, s in enumerate(strengths)})
         extra = {"label": lab["label"] if lab else None, "labels": lab, "cost": cost,
                  "found_on": {"input_dir": str(cfg.input_dir), "n_images": x_T.shape[0]}}
         if cfg.method.name in SUPERVISED:
