@@ -15,9 +15,9 @@ def _oracle(cfg: DictConfig):
     """The synthfaces attribute oracle, when the backbone is the synthfaces DDPM, judging is on and it is built."""
     if cfg.judge == "none" or cfg.arch.get("name") != "synthfaces":
         return None
-    from asyrp.synthfaces.oracle import DEFAULT_DIR, load_oracle
+    from asyrp.synthfaces.oracle import find_oracle
 
-    return load_oracle() if (DEFAULT_DIR / "oracle.safetensors").is_file() else None
+    return find_oracle()
 
 
 if __name__ == "__main__":

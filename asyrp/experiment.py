@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -301,7 +301,10 @@ def random_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
     return torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False).clamp(-1, 1)
 
 
-def setup(args: argparse.Namespace) -> World:
+def setup(args: argparse.Namespace, find_oracle: Callable[[Path | None], Any] | None = None) -> World:
+    """The experiment world from the script's arguments. ``find_oracle(folder)`` (None: the default one) returns an
+    attribute oracle or None; the script passes it (asyrp.synthfaces.oracle.find_oracle), so this module does not
+    import the toy world."""
     from omegaconf import OmegaConf
 
     from .clip import load_clip
@@ -336,14 +339,12 @@ def setup(args: argparse.Namespace) -> World:
     a = alphas(arch_cfg).to(args.device)
 
     oracle = None
-    if args.oracle != "none":
-        from .synthfaces.oracle import DEFAULT_DIR, load_oracle
-
-        folder = DEFAULT_DIR if args.oracle == "auto" else Path(args.oracle)
-        if (args.oracle != "auto" or synth) and (folder / "oracle.safetensors").is_file():
-            oracle = load_oracle(folder).to(args.device)
+    if args.oracle != "none" and (args.oracle != "auto" or synth):
+        oracle = find_oracle(None if args.oracle == "auto" else Path(args.oracle)) if find_oracle else None
+        if oracle is not None:
+            oracle = oracle.to(args.device)
         elif args.oracle != "auto":
-            raise SystemExit(f"--oracle {folder}: no oracle.safetensors there")
+            raise SystemExit(f"--oracle {args.oracle}: no oracle.safetensors there")
 
     interval_name = args.edit_interval or ("synthfaces" if synth else "fixed")
     ei = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "edit_interval" / f"{interval_name}.yaml"), resolve=True)

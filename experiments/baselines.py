@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from asyrp import experiment as C
+from asyrp.synthfaces.oracle import find_oracle
 
 COLUMNS = ["method", "space", "norm_matched_to", "mean_delta_norm", "success", "preserved", "clip_dir", "clip_text",
            "psnr", "ssim", "validity"]
@@ -34,7 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline-epochs", type=int, default=None,
                     help="epochs of the eps/x directions (default: the run size's, at most 2)")
     args = ap.parse_args(argv)
-    w = C.setup(args)
+    w = C.setup(args, find_oracle)
     attr = C.resolve_attribute(args.attribute)
     f, prov = w.hfunction(attr)
     x0 = w.x

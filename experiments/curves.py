@@ -13,6 +13,7 @@ from __future__ import annotations
 
 
 from asyrp import experiment as C
+from asyrp.synthfaces.oracle import find_oracle
 
 COLUMNS = ["quantity", "value", "detail"]
 STRIDES = {"full": 10, "quick": 50, "smoke": 333}
@@ -29,7 +30,7 @@ def main(argv=None) -> int:
                     help="comma list of attribute configs for per-attribute t_edit (default: all synthfaces_* for "
                          "synthfaces, else --attribute)")
     args = ap.parse_args(argv)
-    w = C.setup(args)
+    w = C.setup(args, find_oracle)
 
     from asyrp.interval import DEFAULT_THRESHOLDS, NoCrossingError, choose_t_boost, choose_t_edit, make_distance, measure_curves
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 from asyrp import experiment as C
+from asyrp.synthfaces.oracle import find_oracle
 
 COLUMNS = ["hfunction", "params", "provenance", "success", "preserved", "clip_dir", "clip_text", "psnr", "ssim",
            "score_change", "change_std", "change_cv"]
@@ -29,7 +30,7 @@ def main(argv=None) -> int:
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     if set(kinds) - set(KINDS):
         raise SystemExit(f"--kinds: unknown {sorted(set(kinds) - set(KINDS))}")
-    w = C.setup(args)
+    w = C.setup(args, find_oracle)
     attr = C.resolve_attribute(args.attribute)
     x0 = w.x
     x_T = w.invert(x0)

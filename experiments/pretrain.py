@@ -6,6 +6,7 @@ from __future__ import annotations
 
 
 from asyrp import experiment as C
+from asyrp.synthfaces.oracle import find_oracle
 
 
 def main(argv=None) -> int:
@@ -15,7 +16,7 @@ def main(argv=None) -> int:
     args.train = True
     if args.out is None:
         args.out = C.ROOT / "outputs" / "experiments" / "_pretrain"
-    w = C.setup(args)
+    w = C.setup(args, find_oracle)
     for item in args.names:
         name, _, kind = item.partition(":")
         f, prov = w.hfunction(name, kind or "delta_block")

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from asyrp import experiment as C
+from asyrp.synthfaces.oracle import find_oracle
 
 PROPERTIES = ("homogeneity", "linearity", "compositionality", "robustness", "consistency")
 COLUMNS = ["property", "quantity", "value", "detail"]
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
     bad = set(only) - set(PROPERTIES)
     if bad:
         raise SystemExit(f"--only: unknown {sorted(bad)}")
-    w = C.setup(args)
+    w = C.setup(args, find_oracle)
     attr = C.resolve_attribute(args.attribute)
     f, prov = w.hfunction(attr)
     x0 = w.x

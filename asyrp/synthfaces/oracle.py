@@ -137,6 +137,13 @@ def load_oracle(path: str | Path = DEFAULT_DIR) -> Oracle:
     return model.eval().requires_grad_(False)
 
 
+def find_oracle(folder: str | Path | None = None) -> Oracle | None:
+    """The oracle built in ``folder`` (None: the shipped one), or None when it is not there: what entry points pass
+    to the library (discover.py, the experiments), which itself does not import the toy world."""
+    folder = DEFAULT_DIR if folder is None else Path(folder)
+    return load_oracle(folder) if (folder / "oracle.safetensors").is_file() else None
+
+
 def judge(images: torch.Tensor, oracle: Oracle | None = None) -> dict[str, torch.Tensor]:
     """Oracle readings of images in [-1, 1] (B, 3, H, W): class index per head (see ``HEADS``) and 'confidence' (the
     minimum over heads of the top softmax probability). Loads the shipped oracle unless one is given."""
