@@ -17,8 +17,11 @@ def main(cfg: DictConfig) -> float | None:
     metric_dict, objects = run_cli(train, cfg)
     if cfg.get("edit_quality") and cfg.get("train", True):  # hparams_search=edit_quality: judge the trial by its edits
         from asyrp.sweep import edit_quality
+        from asyrp.synthfaces.oracle import find_oracle
 
-        metric_dict.update(run_cli(edit_quality, cfg, {**objects, "train_seconds": round(time.time() - t_start, 1)}))
+        oracle = find_oracle() if cfg.attribute.get("oracle_target") else None  # the synthfaces attribute oracle
+        metric_dict.update(run_cli(edit_quality, cfg, {**objects, "train_seconds": round(time.time() - t_start, 1)},
+                                   oracle))
     # a sweep (hparams_search=...) optimises this value; a single run does not need it
     sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     name = cfg.get("optimized_metric")

@@ -58,9 +58,11 @@ def edit_config(cfg: DictConfig, checkpoint: Path, out_dir: Path) -> DictConfig:
 
 
 def edit_metrics(x_src: torch.Tensor, x_edit: torch.Tensor, x_rec: torch.Tensor, clip, source, target,
-                 oracle_target: str | None = None, lpips: Mapping[str, Any] | None = None) -> dict[str, float]:
+                 oracle_target: str | None = None, lpips: Mapping[str, Any] | None = None,
+                 oracle: Any = None) -> dict[str, float]:
     """The edit metrics of a set of edits (images in [-1, 1]): CLIP direction (source -> edit), PSNR / LPIPS of the
-    edit to the unedited reconstruction ``x_rec``, and the oracle's success / preserved when ``oracle_target``."""
+    edit to the unedited reconstruction ``x_rec``, and the oracle's success / preserved when ``oracle_target``
+    (``oracle``: an object with ``judge`` and ``classes``, passed in by the entry point)."""
     from .metrics import DirectionalCLIPSimilarity, LPIPSPreservation, OracleEditScore, PSNRPreservation
 
     m: dict[str, float] = {"edit/n": float(x_src.shape[0])}
@@ -75,15 +77,16 @@ def edit_metrics(x_src: torch.Tensor, x_edit: torch.Tensor, x_rec: torch.Tensor,
         lp.update(x_rec, x_edit)
         m["edit/lpips_rec"] = float(lp.compute())
     if oracle_target:
-        from .synthfaces.oracle import load_oracle
-
-        score = OracleEditScore.from_oracle(load_oracle(), oracle_target)
+        if oracle is None:
+            raise AsyrpUserError(f"oracle target {oracle_target}: no attribute oracle was passed; build the synthfaces "
+                                 "one (python -m asyrp.synthfaces.build oracle) or set edit_quality.judge=clip")
+        score = OracleEditScore.from_oracle(oracle, oracle_target)
         score.update(x_src, x_edit)
         m.update({f"edit/{k}": float(v) for k, v in score.compute().items()})
     return m
 
 
-def measure(cfg: DictConfig, clip, backbone, res: Mapping[str, Any]) -> dict[str, float]:
+def measure(cfg: DictConfig, clip, backbone, res: Mapping[str, Any], oracle: Any = None) -> dict[str, float]:
     """The edit metrics of one edit run (``res``: what ``asyrp.tasks.edit`` returned) and its objective."""
     import json
 
@@ -104,7 +107,7 @@ def measure(cfg: DictConfig, clip, backbone, res: Mapping[str, Any]) -> dict[str
     x_rec = torch.stack([e["x_rec"] for e in entries]).float()
     target = cfg.attribute.get("oracle_target") if eq.get("judge", "auto") in ("auto", "oracle") else None
     lp = OmegaConf.to_container(eq.lpips, resolve=True) if eq.get("lpips") else None
-    m = edit_metrics(x_src, x_edit, x_rec, clip, cfg.attribute.source, cfg.attribute.target, target, lp)
+    m = edit_metrics(x_src, x_edit, x_rec, clip, cfg.attribute.source, cfg.attribute.target, target, lp, oracle)
     m["edit/objective"] = objective(m, eq)
     return m
 
@@ -178,8 +181,9 @@ def best_command(path: Path, metric: str = "edit/objective") -> str | None:
             f"  # then python edit.py checkpoint=<run>/checkpoints/hfunction.pt strength={best['strength']}")
 
 
-def edit_quality(cfg: DictConfig, objects: Mapping[str, Any]) -> dict[str, float]:
-    """Edit the selection split with the trial's h-function, measure, record the trial, print the best so far."""
+def edit_quality(cfg: DictConfig, objects: Mapping[str, Any], oracle: Any = None) -> dict[str, float]:
+    """Edit the selection split with the trial's h-function, measure (``oracle``: the attribute oracle train.py
+    passes in), record the trial, print the best so far."""
     eq = cfg.edit_quality
     if not eq.get("input_dir") or not Path(str(eq.input_dir)).exists():
         raise AsyrpUserError(f"edit_quality.input_dir={eq.get('input_dir')} does not exist: write a selection split "
@@ -190,7 +194,7 @@ def edit_quality(cfg: DictConfig, objects: Mapping[str, Any]) -> dict[str, float
     run_dir = Path(str(cfg.paths.output_dir))
     ckpt = run_dir / "checkpoints" / "hfunction.pt"
     res = edit(edit_config(cfg, ckpt, run_dir / "select_edits"))
-    m = measure(cfg, objects["clip"], objects["backbone"].cpu(), res)
+    m = measure(cfg, objects["clip"], objects["backbone"].cpu(), res, oracle)
     m["edit/seconds"] = round(time.time() - t_start, 1)
     overrides = _overrides()
     row = {"trial": _job_num(), "overrides": " ".join(overrides), "t0": cfg.model.t0,

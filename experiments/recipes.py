@@ -26,6 +26,7 @@ from asyrp.clip import load_clip
 from asyrp.data.cache import cached_inversions
 from asyrp.data.images import read_image_files
 from asyrp.sweep import edit_metrics
+from asyrp.synthfaces.oracle import load_oracle
 from asyrp.tasks import alphas, build_backbone
 from asyrp.utils.config import compose, plain
 
@@ -64,7 +65,7 @@ def edit_split(a, seed: int, split: str, out: Path) -> Path:
     return dst / "edited"
 
 
-def judge(a, cfg, clip, backbone, edited: Path, split: str) -> list[dict]:
+def judge(a, cfg, clip, backbone, oracle, edited: Path, split: str) -> list[dict]:
     man = json.loads((edited / "manifest.json").read_text())
     items = man["inputs"]
     srcs = [Path(it["source"]) for it in items]
@@ -76,7 +77,7 @@ def judge(a, cfg, clip, backbone, edited: Path, split: str) -> list[dict]:
     rows = []
     for k, strength in enumerate(a.strengths):
         x_edit = read_image_files([edited / it["outputs"][k] for it in items], 32)
-        m = edit_metrics(x_src, x_edit, x_rec, clip, cfg.attribute.source, cfg.attribute.target, target)
+        m = edit_metrics(x_src, x_edit, x_rec, clip, cfg.attribute.source, cfg.attribute.target, target, oracle=oracle)
         m.update(split=split, strength=strength)
         m["margin"] = min(m["edit/success"] - 0.8, m["edit/preserved"] - 0.9)
         rows.append(m)
@@ -99,11 +100,13 @@ def main(argv=None) -> None:
     cfg = compose("train", [f"experiment={a.experiment}", *a.overrides])
     clip = load_clip(plain(cfg.clip))
     backbone = build_backbone(cfg.arch)
+    oracle = load_oracle()
     results = {"experiment": a.experiment, "overrides": a.overrides, "strengths": a.strengths,
                "t0": cfg.model.t0, "t_edit": cfg.edit_interval.t_edit, "t_boost": cfg.edit_interval.t_boost, "seeds": {}}
     for seed in a.seeds:
         secs = train_seed(a, seed, out)
-        rows = [r for split in ("select", "test") for r in judge(a, cfg, clip, backbone, edit_split(a, seed, split, out), split)]
+        rows = [r for split in ("select", "test")
+                for r in judge(a, cfg, clip, backbone, oracle, edit_split(a, seed, split, out), split)]
         results["seeds"][str(seed)] = {"train_seconds": secs, "rows": rows}
         (out / "summary.json").write_text(json.dumps(results, indent=1))
     worst = {s: min(next(r["margin"] for r in v["rows"] if r["split"] == "select" and r["strength"] == s)
