@@ -8,7 +8,10 @@ def main(cfg: DictConfig) -> None:
     from asyrp.app import serve
     from asyrp.utils.errors import run_cli
 
-    run_cli(serve, cfg)
+    world_examples = None
+    if cfg.arch.get("name") == "synthfaces":  # the toy world's example faces come from its own package
+        from asyrp.synthfaces.render import write_example_faces as world_examples
+    run_cli(serve, cfg, world_examples)
 
 
 if __name__ == "__main__":

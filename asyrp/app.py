@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from omegaconf import DictConfig
@@ -145,25 +145,18 @@ def build_app(editor, examples: Sequence[str | Path] = (), strip: Sequence[float
     return app
 
 
-def example_images(cfg: DictConfig, out: Path) -> list[Path]:
-    """The images offered to pick: ``examples`` (a folder or glob, every file accounted for in the log), or for the
-    synthfaces world eight rendered faces that do not smile yet (dataset seed 11, not a training split)."""
+def example_images(cfg: DictConfig, out: Path, world_examples: Callable[[Path, int], list[Path]] | None = None,
+                   ) -> list[Path]:
+    """The images offered to pick: ``examples`` (a folder or glob, every file accounted for in the log), or the
+    world's own example faces that the entry point passes in (synthfaces: faces that do not smile yet)."""
     from .data.images import scan_images
 
+    n = int(cfg.get("n_examples") or 8)
     if cfg.get("examples"):
-        return scan_images(cfg.examples, int(cfg.get("n_examples") or 8), what="examples")[0]
-    if cfg.arch.get("name") != "synthfaces":
+        return scan_images(cfg.examples, n, what="examples")[0]
+    if world_examples is None:
         return []
-    from .synthfaces.render import render, sample_face
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths, i = [], 0
-    while len(paths) < int(cfg.get("n_examples") or 8):
-        face, i = sample_face(11, i), i + 1
-        if face.mouth != "smiling":
-            paths.append(out / f"face_{i - 1}.png")
-            render(face).save(paths[-1])
-    return paths
+    return world_examples(out, n)
 
 
 def resolve_checkpoints(cfg: DictConfig) -> list[Path]:
@@ -196,13 +189,14 @@ def make_editor(cfg: DictConfig):
                        device=str(cfg.get("device") or "cpu"), perf=cfg.get("perf"))
 
 
-def serve(cfg: DictConfig) -> Any:
+def serve(cfg: DictConfig, world_examples: Callable[[Path, int], list[Path]] | None = None) -> Any:
     """Load the backbone and h-functions, then serve the page on ``host:port`` until interrupted."""
     resolve_checkpoints(cfg)  # the demo's h-function not made yet: say how, before anything loads
     _gradio()  # missing package: one line before the networks load
     editor = make_editor(cfg)
     out = Path(str(cfg.paths.output_dir))
-    app = build_app(editor, example_images(cfg, out / "examples"), list(cfg.strip), float(cfg.max_strength))
+    examples = example_images(cfg, out / "examples", world_examples)
+    app = build_app(editor, examples, list(cfg.strip), float(cfg.max_strength))
     log.info("asyrp editor: http://%s:%s (Ctrl-C to stop)", cfg.host, cfg.port)
     envfaults.stop_at_once()  # a server has no safe point to wait for: Ctrl-C stops it at once, as Gradio expects
     app.launch(server_name=str(cfg.host), server_port=int(cfg.port), share=False, inbrowser=False,

@@ -33,11 +33,12 @@ def main() -> None:
     from gradio_client import Client, handle_file
 
     from asyrp.app import build_app, example_images, make_editor
+    from asyrp.synthfaces.render import write_example_faces
     from asyrp.utils.config import compose
 
     cfg = compose("app", list(args.overrides), output_dir=ROOT / "outputs" / "editor_latency")
     editor = make_editor(cfg)
-    examples = example_images(cfg, ROOT / "outputs" / "editor_latency" / "examples")[: args.images]
+    examples = example_images(cfg, ROOT / "outputs" / "editor_latency" / "examples", write_example_faces)[: args.images]
     app = build_app(editor, examples, list(cfg.strip), float(cfg.max_strength))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -14,6 +14,7 @@ gradio = pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from asyrp.app import build_app, example_images, make_editor  # noqa: E402
+from asyrp.synthfaces.render import write_example_faces  # noqa: E402
 from asyrp.hfunctions import build_hfunction  # noqa: E402
 from asyrp.utils.config import compose  # noqa: E402
 from asyrp.hfunction_file import FORMAT as HFUNCTION_FORMAT  # noqa: E402
@@ -49,7 +50,7 @@ def served(tmp_path_factory):
     files = [_hfunction(d / "a.pt", bb, 0, "smiling"), _hfunction(d / "b.pt", bb, 1, "glasses")]
     cfg = compose("app", [f"checkpoint=[{files[0]},{files[1]}]", "strip=[0,1,2]"] + STEPS, output_dir=d / "run")
     editor = make_editor(cfg)
-    examples = example_images(cfg, d / "examples")
+    examples = example_images(cfg, d / "examples", write_example_faces)
     app = build_app(editor, examples, list(cfg.strip), float(cfg.max_strength))
     port = _free_port()
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, share=False, show_error=True)

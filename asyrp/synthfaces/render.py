@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -109,3 +110,15 @@ def render_array(seed: int, start: int, count: int, size: int = 32) -> tuple[np.
     faces = [sample_face(seed, i) for i in range(start, start + count)]
     arr = np.stack([np.asarray(render(f, size)) for f in faces])
     return arr, faces
+
+
+def write_example_faces(out: Path, n: int, seed: int = 11) -> list[Path]:
+    """``n`` rendered faces that do not smile yet (dataset seed 11, not a training split): the editor's examples."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths, i = [], 0
+    while len(paths) < n:
+        face, i = sample_face(seed, i), i + 1
+        if face.mouth != "smiling":
+            paths.append(out / f"face_{i - 1}.png")
+            render(face).save(paths[-1])
+    return paths
