@@ -24,6 +24,7 @@ __all__ = [
     "DeltaBlock",
     "GlobalDirection",
     "Composition",
+    "TimeWindow",
     "apply_hfunction",
     "n_components",
     "build_hfunction",
@@ -225,6 +226,24 @@ class Composition(HFunction):
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor | None = None, t: Any = None) -> torch.Tensor:
         return self.combine(self.components(h, emb, t))
+
+
+class TimeWindow(HFunction):
+    """f restricted to the timesteps t_lo <= t <= t_hi (zero elsewhere): an h-function that acts in one part of the
+    edit interval only, e.g. to measure what delta_h at a given t moves (experiments/locality.py)."""
+
+    def __init__(self, fn: nn.Module, t_hi: int, t_lo: int):
+        super().__init__()
+        if t_lo > t_hi:
+            raise ValueError(f"TimeWindow: t_lo={t_lo} is above t_hi={t_hi}")
+        self.fn, self.t_hi, self.t_lo = fn, int(t_hi), int(t_lo)
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor | None = None, t: Any = None) -> torch.Tensor:
+        if t is None:
+            raise ValueError("TimeWindow needs the timestep t")
+        tv = torch.as_tensor(t, device=h.device).reshape(-1)
+        inside = ((tv >= self.t_lo) & (tv <= self.t_hi)).to(h.dtype).reshape(-1, *[1] * (h.dim() - 1))
+        return self.fn(h, emb, t) * inside
 
 
 def n_components(hfunc: nn.Module | None) -> int:

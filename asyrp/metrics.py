@@ -359,7 +359,8 @@ class OracleEditScore(Metric):
     every other attribute reads as in the source (oracle vs oracle, so an oracle mistake on a source is not
     counted against the edit).
 
-    ``judge``: images -> {attribute: (B,) class indices}; ``target``: 'attr=value' or (attr, class index);
+    ``judge``: images -> {attribute: (B,) class indices}; ``target``: 'attr=value' or (attr, class index), or
+    'attr!=value' for a removal (success = the attribute no longer reads as value, e.g. a reversed edit);
     ``classes``: {attribute: class names} (the attributes judged are its keys), or ``heads``: the attribute names.
     ``from_oracle(oracle, target)`` takes both from an oracle object (``oracle.judge``, ``oracle.classes``).
     compute() -> dict with success, preserved, already_target (the source already had it) and preserved/<attr> per
@@ -374,7 +375,8 @@ class OracleEditScore(Metric):
                  heads: Sequence[str] | None = None, classes: Mapping[str, Sequence[Any]] | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.judge = _Callable(judge)
-        self.key, self.value = parse_target(target, classes)
+        self.negate = isinstance(target, str) and "!=" in target
+        self.key, self.value = parse_target(target.replace("!=", "=") if self.negate else target, classes)
         if heads is None and classes is not None:
             heads = list(classes)
         if heads is None:
@@ -399,8 +401,9 @@ class OracleEditScore(Metric):
             raise KeyError(f"the judge returned no verdict for {missing}")
         kept = torch.stack([(edt[k] == src[k]).to(self.kept.device) for k in self.others], 1) if self.others else \
             torch.ones(x_src.shape[0], 0, dtype=torch.bool, device=self.kept.device)
-        return {"success": (edt[self.key] == self.value).to(self.n.device), "kept": kept,
-                "already_target": (src[self.key] == self.value).to(self.n.device)}
+        hit = (lambda v: v != self.value) if self.negate else (lambda v: v == self.value)
+        return {"success": hit(edt[self.key]).to(self.n.device), "kept": kept,
+                "already_target": hit(src[self.key]).to(self.n.device)}
 
     @torch.no_grad()
     def update(self, x_src: torch.Tensor, x_edit: torch.Tensor) -> None:

@@ -49,12 +49,19 @@ def edit_config(cfg: DictConfig, checkpoint: Path, out_dir: Path) -> DictConfig:
         "n_random": None, "output_dir": str(out_dir), "overwrite": True, "n_images": eq.get("n_images"),
         "batch_size": int(eq.get("batch_size", 32)), "device": "cpu", "seed": 0, "progress": False,
         "grid_rows": int(eq.get("grid_rows", 8)), "n_inv": None, "n_gen": None, "t0": None, "t_edit": None,
-        "t_boost": None, "mode": None, "strength": float(eq.strength), "sweep": None, "strip": None,
+        "t_boost": None, "mode": None, "strength": float(eq.strength), "sweep": strengths(eq), "strip": None,
         "strip_from": None, "cache_dir": str(cfg.dataset.cache_dir),
         "arch": OmegaConf.to_container(cfg.arch, resolve=True),
         "edit_interval": OmegaConf.to_container(cfg.edit_interval, resolve=True),
         "perf": OmegaConf.to_container(cfg.perf, resolve=True) if cfg.get("perf") is not None else None,
     })
+
+
+def strengths(eq: Mapping[str, Any]) -> list[float] | None:
+    """``edit_quality.strengths``: the edit strengths every trial is measured at (one training, one inversion, several
+    cheap edits; the trial keeps the best), or None for the single ``edit_quality.strength``."""
+    s = eq.get("strengths")
+    return [float(v) for v in s] if s else None
 
 
 def edit_metrics(x_src: torch.Tensor, x_edit: torch.Tensor, x_rec: torch.Tensor, clip, source, target,
@@ -86,8 +93,9 @@ def edit_metrics(x_src: torch.Tensor, x_edit: torch.Tensor, x_rec: torch.Tensor,
     return m
 
 
-def measure(cfg: DictConfig, clip, backbone, res: Mapping[str, Any], oracle: Any = None) -> dict[str, float]:
-    """The edit metrics of one edit run (``res``: what ``asyrp.tasks.edit`` returned) and its objective."""
+def measure(cfg: DictConfig, clip, backbone, res: Mapping[str, Any], oracle: Any = None) -> list[dict[str, float]]:
+    """The edit metrics and objective of one edit run (``res``: what ``asyrp.tasks.edit`` returned), one dict per
+    edit strength of the run (``edit/strength``)."""
     import json
 
     from .data.cache import cached_inversions
@@ -99,7 +107,6 @@ def measure(cfg: DictConfig, clip, backbone, res: Mapping[str, Any], oracle: Any
     items = man["inputs"]
     size = int(man["image_size"] or 32)
     x_src = read_image_files([it["source"] for it in items], size)
-    x_edit = read_image_files([out / it["outputs"][0] for it in items], size)
     # the unedited reconstruction: stored in the inversion cache by the edit run (nothing is computed here)
     entries = cached_inversions(str(cfg.dataset.cache_dir), backbone, alphas(cfg.arch),
                                 [Path(it["source"]) for it in items], n_inv=man["n_inv"], n_gen=man["n_gen"],
@@ -107,9 +114,13 @@ def measure(cfg: DictConfig, clip, backbone, res: Mapping[str, Any], oracle: Any
     x_rec = torch.stack([e["x_rec"] for e in entries]).float()
     target = cfg.attribute.get("oracle_target") if eq.get("judge", "auto") in ("auto", "oracle") else None
     lp = OmegaConf.to_container(eq.lpips, resolve=True) if eq.get("lpips") else None
-    m = edit_metrics(x_src, x_edit, x_rec, clip, cfg.attribute.source, cfg.attribute.target, target, lp, oracle)
-    m["edit/objective"] = objective(m, eq)
-    return m
+    rows = []
+    for k, strength in enumerate(strengths(eq) or [float(eq.strength)]):
+        x_edit = read_image_files([out / it["outputs"][k] for it in items], size)
+        m = edit_metrics(x_src, x_edit, x_rec, clip, cfg.attribute.source, cfg.attribute.target, target, lp, oracle)
+        m["edit/objective"] = objective(m, eq)
+        rows.append({"edit/strength": strength, **m})
+    return rows
 
 
 def objective(m: Mapping[str, float], eq: Mapping[str, Any]) -> float:
@@ -194,18 +205,25 @@ def edit_quality(cfg: DictConfig, objects: Mapping[str, Any], oracle: Any = None
     run_dir = Path(str(cfg.paths.output_dir))
     ckpt = run_dir / "checkpoints" / "hfunction.pt"
     res = edit(edit_config(cfg, ckpt, run_dir / "select_edits"))
-    m = measure(cfg, objects["clip"], objects["backbone"].cpu(), res, oracle)
-    m["edit/seconds"] = round(time.time() - t_start, 1)
+    measured = measure(cfg, objects["clip"], objects["backbone"].cpu(), res, oracle)
+    best = max(measured, key=lambda r: r["edit/objective"])
+    seconds = round(time.time() - t_start, 1)
     overrides = _overrides()
-    row = {"trial": _job_num(), "overrides": " ".join(overrides), "t0": cfg.model.t0,
-           "t_edit": cfg.edit_interval.t_edit, "t_boost": cfg.edit_interval.get("t_boost"),
-           "lr": cfg.model.optimizer.lr, "w_recon": cfg.model.loss.w_recon, "n_iter": cfg.model.n_iter,
-           "strength": float(eq.strength), "seed": cfg.seed, "train_seconds": objects.get("train_seconds", ""),
-           **{k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in m.items()},
-           "run_dir": str(run_dir)}
     path = table_path(cfg)
-    append_row(path, row)
-    _log_wandb(objects.get("loggers") or [], row, path)
+    for r in measured:  # one row per edit strength; the trial's value is its best strength's
+        m = {k: v for k, v in r.items() if k != "edit/strength"}
+        row = {"trial": _job_num(), "overrides": " ".join(overrides), "t0": cfg.model.t0,
+               "t_edit": cfg.edit_interval.t_edit, "t_boost": cfg.edit_interval.get("t_boost"),
+               "lr": cfg.model.optimizer.lr, "w_recon": cfg.model.loss.w_recon, "n_iter": cfg.model.n_iter,
+               "n_images": cfg.dataset.get("n_images"), "strength": r["edit/strength"], "chosen": r is best,
+               "seed": cfg.seed, "train_seconds": objects.get("train_seconds", ""), "edit/seconds": seconds,
+               **{k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in m.items()},
+               "run_dir": str(run_dir)}
+        append_row(path, row)
+        if r is best:
+            _log_wandb(objects.get("loggers") or [], row, path)
+    m = {k: v for k, v in best.items()}
+    m["edit/seconds"] = seconds
     log.info("edit_quality: %s", " ".join(f"{k}={v}" for k, v in m.items()))
     line = best_command(path, str(cfg.get("optimized_metric") or "edit/objective")
                         if isinstance(cfg.get("optimized_metric"), str) else "edit/objective")
@@ -257,4 +275,5 @@ class BestTrialCallback(Callback):
         path = Path(str(config.hydra.sweep.dir)) / TABLE
         line = best_command(path)
         if line:
-            print(f"edit_quality sweep done ({len(read_table(path))} trials, table {path})\n{line}", flush=True)
+            n = len({r.get("trial") for r in read_table(path)})
+            print(f"edit_quality sweep done ({n} trials, table {path})\n{line}", flush=True)

@@ -332,6 +332,8 @@ class _EditJob:
         }
         if self.plan.spacing != "official":  # recorded only when set, so earlier runs' fingerprints still match
             self.record["spacing"] = self.plan.spacing
+        if self.windows:
+            self.record["intervals"] = [{k: w[k] for k in ("t0", "t_edit", "step_scale")} for w in self.windows]
         text = json.dumps(self.record, sort_keys=True, default=str).encode()
         self.fingerprint = hashlib.blake2b(text, digest_size=12).hexdigest()
 
@@ -347,15 +349,15 @@ class _EditJob:
         return [{"id": i, "source": str(f), "seed": seed + k} for k, (i, f) in enumerate(zip(ids, files))], skipped
 
     def _schedule(self):
-        """The timestep plan: the config's values, else those stored in the first file, else the edit_interval's."""
+        """The timestep plan: the config's values, else those stored in the first file, else the edit_interval's.
+        A composition of files trained on different intervals keeps each function in its own (``_windows``)."""
         from .samplers import TimestepPlan
 
         cfg, stored = self.cfg, dict(self.metas[0].get("edit") or {})
-        for c, m in zip(self.ckpts[1:], self.metas[1:]):
-            other = m.get("edit") or {}
-            if other and other.get("t_edit") != stored.get("t_edit"):
-                log.warning("%s was trained with t_edit=%s, %s with %s: using %s", c, other.get("t_edit"),
-                            self.ckpts[0], stored.get("t_edit"), stored.get("t_edit"))
+        self.windows = self._windows()
+        if self.windows:
+            stored.update(t0=max(w["t0"] for w in self.windows), t_edit=min(w["t_edit"] for w in self.windows))
+            stored["n_gen"] = stored["n_inv"] = max(w["n_needed"] for w in self.windows)
         pick = lambda k, default: cfg.get(k) if cfg.get(k) is not None else stored.get(k, default)  # noqa: E731
         n_inv, n_gen, t0 = int(pick("n_inv", 40)), int(pick("n_gen", 40)), int(pick("t0", 999))
         t_edit = pick("t_edit", cfg.edit_interval.get("t_edit"))
@@ -366,7 +368,31 @@ class _EditJob:
         t_boost = None if t_boost is None else int(t_boost)
         plan = TimestepPlan(n_inv=n_inv, n_gen=n_gen, t0=t0, t_edit=int(t_edit), t_boost=t_boost or 0,
                             spacing=str(pick("spacing", "official")))
+        if self.windows:
+            for w in self.windows:  # delta_h acts once per step: keep each function's effect per unit of t
+                w["step_scale"] = (t0 / n_gen) / (w["t0"] / w["n_gen"])  # new t per step / trained t per step
+            log.info("composition: each h-function in its own interval, %s; one walk from t0=%d (%d steps)",
+                     ", ".join(f"{Path(w['path']).name} [{w['t0']}, {w['t_edit']}]" for w in self.windows), t0, n_gen)
         return plan, t_boost, mode
+
+    def _windows(self) -> list[dict[str, Any]] | None:
+        """Several files whose stored intervals [t0, t_edit] differ, and no t0 / t_edit on the command line: one
+        interval per function (each acts where it was trained), walked at the densest function's steps per t."""
+        cfg = self.cfg
+        edits = [dict(m.get("edit") or {}) for m in self.metas]
+        if len(edits) < 2 or cfg.get("t0") is not None or cfg.get("t_edit") is not None or \
+                any(e.get("t_edit") is None for e in edits):
+            return None
+        spans = {(int(e.get("t0", 999)), int(e["t_edit"])) for e in edits}
+        if len(spans) == 1:
+            return None
+        t0_max = max(t0 for t0, _ in spans)
+        out = []
+        for c, e in zip(self.ckpts, edits):
+            t0, n = int(e.get("t0", 999)), int(e.get("n_gen", 40))
+            out.append({"path": str(c), "t0": t0, "t_edit": int(e["t_edit"]), "n_gen": n,
+                        "n_needed": -(-n * t0_max // t0)})
+        return out
 
     def out_names(self, item_id: str) -> list[str]:
         k = len(self.settings.labels)
@@ -384,7 +410,7 @@ class _EditJob:
         })
 
     def load_networks(self) -> None:
-        from .hfunctions import Composition
+        from .hfunctions import Composition, TimeWindow
         from .perf import with_perf
 
         cfg = self.cfg
@@ -396,10 +422,13 @@ class _EditJob:
         self.dev = next(self.backbone.parameters()).device
         fns = [hfunction_from_payload(p, c, self.backbone, cfg.arch.get("name"))[0]
                for p, c in zip(self.payloads, self.ckpts)]
+        c = self.settings.coefficients
+        if self.windows:  # each function in its own interval, at its trained effect per unit of t
+            fns = [TimeWindow(f, w["t0"], w["t_edit"]) for f, w in zip(fns, self.windows)]
+            c = c * torch.tensor([w["step_scale"] for w in self.windows], dtype=c.dtype)
         self.hfunc = fns[0] if len(fns) == 1 else Composition(fns).to(self.dev)
         self.a = alphas(cfg.arch)
         # (K, n): K outputs per image from one inversion; random inputs also give the unedited sample (row 0)
-        c = self.settings.coefficients
         self.coeffs = torch.cat([c.new_zeros(1, c.shape[1]), c]) if self.random_inputs else c
 
     def _x_T_cache(self, todo: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

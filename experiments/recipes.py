@@ -9,7 +9,9 @@ Per seed: ``python train.py experiment=<E> seed=s hfunction.seed=s`` (skipped wh
 and strength: the inversion cache). The oracle, the CLIP direction score and the PSNR to the unedited reconstruction
 (``asyrp.sweep.edit_metrics``) judge every (split, seed, strength). The strength is the one whose worst seed has the
 largest margin min(success - 0.80, preserved - 0.90) on select/; test/ at that strength is the reported result.
-Writes <out>/summary.json and prints one line per seed.
+With --reverse-data / --reverse-target the same h-functions also edit faces that HAVE the attribute at negative
+strengths (the reverse edit), judged on the reverse target, the strength again chosen on select/.
+Writes <out>/summary.json and prints one line per seed (and per seed reversed).
 """
 from __future__ import annotations
 
@@ -55,17 +57,19 @@ def train_seed(a, seed: int, out: Path) -> float:
     return seconds
 
 
-def edit_split(a, seed: int, split: str, out: Path) -> Path:
-    ckpt = out / f"s{seed}" / "train" / "checkpoints" / "hfunction.pt"
-    dst = out / f"s{seed}" / split
-    sweep = "[" + ",".join(str(s) for s in a.strengths) + "]"
-    run(["edit.py", "arch=synthfaces", "edit_interval=synthfaces", f"checkpoint={ckpt}", f"input_dir={a.data}/{split}",
+def edit_split(a, seed: int, data: str, split: str, strengths: list[float], dst: Path, log: Path) -> Path:
+    ckpt = a.out / f"s{seed}" / "train" / "checkpoints" / "hfunction.pt"
+    sweep = "[" + ",".join(str(s) for s in strengths) + "]"
+    run(["edit.py", "arch=synthfaces", "edit_interval=synthfaces", f"checkpoint={ckpt}", f"input_dir={data}/{split}",
          f"sweep={sweep}", f"cache_dir={a.cache}", "batch_size=32", "progress=false", "grid_rows=8",
-         f"hydra.run.dir={dst}", "overwrite=true"], out / f"s{seed}_{split}_edit.log")
+         f"hydra.run.dir={dst}", "overwrite=true"], log)
     return dst / "edited"
 
 
-def judge(a, cfg, clip, backbone, oracle, edited: Path, split: str) -> list[dict]:
+def judge(a, cfg, world, edited: Path, split: str, strengths: list[float], texts: tuple, target: str) -> list[dict]:
+    """Every strength of one edit run: oracle success / preserved for ``target``, CLIP direction (``texts``: source,
+    target), PSNR to the unedited reconstruction, and the margin to the targets."""
+    clip, backbone, oracle = world
     man = json.loads((edited / "manifest.json").read_text())
     items = man["inputs"]
     srcs = [Path(it["source"]) for it in items]
@@ -73,15 +77,32 @@ def judge(a, cfg, clip, backbone, oracle, edited: Path, split: str) -> list[dict
     entries = cached_inversions(a.cache, backbone, alphas(cfg.arch), srcs, n_inv=man["n_inv"], n_gen=man["n_gen"],
                                 t0=man["t0"], image_size=32)
     x_rec = torch.stack([e["x_rec"] for e in entries]).float()
-    target = cfg.attribute.oracle_target
     rows = []
-    for k, strength in enumerate(a.strengths):
+    for k, strength in enumerate(strengths):
         x_edit = read_image_files([edited / it["outputs"][k] for it in items], 32)
-        m = edit_metrics(x_src, x_edit, x_rec, clip, cfg.attribute.source, cfg.attribute.target, target, oracle=oracle)
+        m = edit_metrics(x_src, x_edit, x_rec, clip, *texts, target, oracle=oracle)
         m.update(split=split, strength=strength)
         m["margin"] = min(m["edit/success"] - 0.8, m["edit/preserved"] - 0.9)
         rows.append(m)
     return rows
+
+
+def choose(results: dict, key: str, strengths: list[float]) -> float:
+    """The strength whose worst seed has the largest margin on select/."""
+    worst = {s: min(next(r["margin"] for r in v[key] if r["split"] == "select" and r["strength"] == s)
+                    for v in results["seeds"].values()) for s in strengths}
+    results[f"{key}_select_worst_margin"] = worst
+    return max(strengths, key=lambda s: worst[s])
+
+
+def report(results: dict, key: str, best: float, label: str) -> dict:
+    rep = {seed: next(r for r in v[key] if r["split"] == "test" and r["strength"] == best)
+           for seed, v in results["seeds"].items()}
+    for seed, r in rep.items():
+        print(f"recipes: {label} seed={seed} strength={best} test: success={r['edit/success']:.2f} "
+              f"preserved={r['edit/preserved']:.2f} clip_direction={r['edit/clip_direction']:.3f} "
+              f"psnr_rec={r['edit/psnr_rec']:.1f} dB train_seconds={results['seeds'][seed]['train_seconds']}")
+    return rep
 
 
 def main(argv=None) -> None:
@@ -92,35 +113,46 @@ def main(argv=None) -> None:
     p.add_argument("--cache", default=None, help="inversion cache folder (default: <out>/../cache)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--strengths", type=float, nargs="+", default=[1.0])
+    p.add_argument("--reverse-data", default=None,
+                   help="also the reverse edit: faces WITH the attribute (select/, test/), edited at minus each "
+                        "--reverse-strengths and judged on --reverse-target")
+    p.add_argument("--reverse-target", default=None, help="the oracle's reading of a reversed face, e.g. mouth!=smiling or glasses=False")
+    p.add_argument("--reverse-strengths", type=float, nargs="+", default=None, help="default: --strengths")
     p.add_argument("overrides", nargs="*", help="train.py overrides (the recipe)")
     a = p.parse_args(argv)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    a.cache = a.cache or str(out.parent / "cache")
+    if bool(a.reverse_data) != bool(a.reverse_target):
+        p.error("--reverse-data and --reverse-target go together")
+    a.out = Path(a.out)
+    a.out.mkdir(parents=True, exist_ok=True)
+    a.cache = a.cache or str(a.out.parent / "cache")
     cfg = compose("train", [f"experiment={a.experiment}", *a.overrides])
-    clip = load_clip(plain(cfg.clip))
-    backbone = build_backbone(cfg.arch)
-    oracle = load_oracle()
+    world = (load_clip(plain(cfg.clip)), build_backbone(cfg.arch), load_oracle())
+    texts = (cfg.attribute.source, cfg.attribute.target)
+    rev = [-abs(s) for s in (a.reverse_strengths or a.strengths)]
     results = {"experiment": a.experiment, "overrides": a.overrides, "strengths": a.strengths,
                "t0": cfg.model.t0, "t_edit": cfg.edit_interval.t_edit, "t_boost": cfg.edit_interval.t_boost, "seeds": {}}
     for seed in a.seeds:
-        secs = train_seed(a, seed, out)
-        rows = [r for split in ("select", "test")
-                for r in judge(a, cfg, clip, backbone, oracle, edit_split(a, seed, split, out), split)]
+        secs = train_seed(a, seed, a.out)
+        rows = [r for split in ("select", "test") for r in judge(
+            a, cfg, world, edit_split(a, seed, a.data, split, a.strengths, a.out / f"s{seed}" / split,
+                                      a.out / f"s{seed}_{split}_edit.log"),
+            split, a.strengths, texts, cfg.attribute.oracle_target)]
         results["seeds"][str(seed)] = {"train_seconds": secs, "rows": rows}
-        (out / "summary.json").write_text(json.dumps(results, indent=1))
-    worst = {s: min(next(r["margin"] for r in v["rows"] if r["split"] == "select" and r["strength"] == s)
-                    for v in results["seeds"].values()) for s in a.strengths}
-    best = max(a.strengths, key=lambda s: worst[s])
-    results.update(chosen_strength=best, select_worst_margin=worst)
-    report = {seed: next(r for r in v["rows"] if r["split"] == "test" and r["strength"] == best)
-              for seed, v in results["seeds"].items()}
-    results["test_at_chosen"] = report
-    (out / "summary.json").write_text(json.dumps(results, indent=1))
-    for seed, r in report.items():
-        print(f"recipes: {a.experiment} seed={seed} strength={best} test: success={r['edit/success']:.2f} "
-              f"preserved={r['edit/preserved']:.2f} clip_direction={r['edit/clip_direction']:.3f} "
-              f"psnr_rec={r['edit/psnr_rec']:.1f} dB train_seconds={results['seeds'][seed]['train_seconds']}")
+        if a.reverse_data:
+            results["seeds"][str(seed)]["reverse_rows"] = [r for split in ("select", "test") for r in judge(
+                a, cfg, world, edit_split(a, seed, a.reverse_data, split, rev, a.out / f"s{seed}" / f"reverse_{split}",
+                                          a.out / f"s{seed}_reverse_{split}_edit.log"),
+                split, rev, texts[::-1], a.reverse_target)]
+        (a.out / "summary.json").write_text(json.dumps(results, indent=1))
+    best = choose(results, "rows", a.strengths)
+    results.update(chosen_strength=best, select_worst_margin=results.pop("rows_select_worst_margin"))
+    results["test_at_chosen"] = report(results, "rows", best, a.experiment)
+    if a.reverse_data:
+        best_rev = choose(results, "reverse_rows", rev)
+        results.update(reverse_target=a.reverse_target, reverse_chosen_strength=best_rev,
+                       reverse_test_at_chosen=report(results, "reverse_rows", best_rev,
+                                                     f"{a.experiment} reversed ({a.reverse_target})"))
+    (a.out / "summary.json").write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import asyrp.tasks as tasks
 from asyrp.data.cache import load_entry
 from asyrp.hfunctions import build_hfunction
 from asyrp.utils.config import compose
-from asyrp.hfunction_file import FORMAT as HFUNCTION_FORMAT
+from asyrp.hfunction_file import payload as hf_payload, save_hfunction
 from asyrp.utils.io import atomic_write_png
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,11 +112,12 @@ def world(tmp_path_factory):
     torch.manual_seed(0)
     bb = tasks.build_backbone(cfg.arch)
     hf = build_hfunction({"kind": "delta_block", "layout": "ddpm", "seed": 0}, bb)
-    torch.save({"format": HFUNCTION_FORMAT, "state_dict": hf.state_dict(),
-                "hfunction": {"kind": "delta_block", "layout": "ddpm"}, "arch": {"name": "tiny_ddpm"},
-                "h_shape": list(bb.h_shape), "emb_dim": int(bb.emb_dim),
-                "edit": {"t_edit": 500, "t_boost": 200, "n_inv": 8, "n_gen": 8, "t0": 999, "mode": "asyrp"}},
-               d / "hf.pt")
+    info = {"hfunction": {"kind": "delta_block", "layout": "ddpm"},
+            "arch": {"name": "tiny_ddpm"},
+            "h_shape": list(bb.h_shape),
+            "emb_dim": int(bb.emb_dim),
+            "edit": {"t_edit": 500, "t_boost": 200, "n_inv": 8, "n_gen": 8, "t0": 999, "mode": "asyrp"}}
+    save_hfunction(hf_payload(hf, info), d / "hf.pt")
     (d / "faces").mkdir()
     for i, img in enumerate(images(6, size=32, seed=5)):
         atomic_write_png(img, d / "faces" / f"face_{i}.png")

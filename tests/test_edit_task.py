@@ -110,6 +110,51 @@ def test_composition_sweep_and_strip_share_one_inversion(trained, faces, tmp_pat
     assert lay["column_labels"][0] == "input" and all("(strip " in c for c in lay["column_labels"][1:])
 
 
+def test_composition_keeps_each_function_in_its_own_interval(trained, faces, tmp_path):
+    """Files trained on different intervals compose with one walk from the highest t0 down to the lowest t_edit, each
+    function acting only in its own [t0, t_edit] (at its trained effect per unit of t); a function alone in a
+    composition edits as it does alone."""
+    from asyrp.hfunction_file import save_hfunction
+
+    p = torch.load(trained / "hfunction.pt", weights_only=True)
+    assert (p["edit"]["t0"], p["edit"]["t_edit"], p["edit"]["n_gen"]) == (999, 500, 4)
+    low = tmp_path / "low.pt"  # the same weights, trained (say) on [999, 200]
+    save_hfunction({**p, "edit": {**p["edit"], "t_edit": 200}}, low)
+    res = edit(edit_cfg(tmp_path, f"[{trained / 'hfunction.pt'},{low}]", faces, "coeffs=[1,0]",
+                        f"output_dir={tmp_path / 'comp'}"))
+    man = json.loads((tmp_path / "comp" / "manifest.json").read_text())
+    assert (res["t_edit"], man["t0"], man["n_gen"]) == (200, 999, 4)
+    assert [(w["t0"], w["t_edit"], w["step_scale"]) for w in man["intervals"]] == [(999, 500, 1.0), (999, 200, 1.0)]
+    alone = edit(edit_cfg(tmp_path, trained / "hfunction.pt", faces, f"output_dir={tmp_path / 'alone'}"))
+    assert alone["t_edit"] == 500
+    for name in ("face_0.png", "face_2.png"):  # the first function acts at t 999 and 666 in both runs
+        a = np.asarray(Image.open(tmp_path / "comp" / name), dtype=np.int16)
+        b = np.asarray(Image.open(tmp_path / "alone" / name), dtype=np.int16)
+        assert np.abs(a - b).max() <= 2
+    # inside the run: the composed functions are zero outside their own intervals (t 333: only the low one acts)
+    from asyrp.tasks import _EditJob
+
+    job = _EditJob(edit_cfg(tmp_path, f"[{trained / 'hfunction.pt'},{low}]", faces, f"output_dir={tmp_path / 'j'}"),
+                   [trained / "hfunction.pt", low])
+    job.load_networks()
+    x = torch.randn(2, 3, 32, 32)
+    for t, active in ((999, [True, True]), (666, [True, True]), (333, [False, True])):
+        enc = job.backbone.encode(x, torch.full((2,), t))
+        comp = job.hfunc.components(enc.h, enc.emb, torch.full((2,), t))
+        assert [bool(torch.count_nonzero(c)) for c in comp] == active, t
+    # another t0: the walk starts at the highest and takes the steps the densest function needs
+    high = tmp_path / "high.pt"
+    save_hfunction({**p, "edit": {**p["edit"], "t0": 666, "t_edit": 300}}, high)
+    edit(edit_cfg(tmp_path, f"[{trained / 'hfunction.pt'},{high}]", faces, f"output_dir={tmp_path / 'mix'}"))
+    man = json.loads((tmp_path / "mix" / "manifest.json").read_text())
+    assert (man["t0"], man["t_edit"], man["n_gen"], man["n_inv"]) == (999, 300, 6, 6)
+    assert [round(w["step_scale"], 3) for w in man["intervals"]] == [round(4 / 6, 3), 1.0]
+    # t0 / t_edit given on the command line: one interval for all, as before
+    res = edit(edit_cfg(tmp_path, f"[{trained / 'hfunction.pt'},{low}]", faces, "t_edit=500",
+                        f"output_dir={tmp_path / 'one'}"))
+    assert res["t_edit"] == 500 and "intervals" not in json.loads((tmp_path / "one" / "manifest.json").read_text())
+
+
 def test_random_samples(trained, tmp_path):
     res = edit(compose("edit", ["arch=tiny_ddpm", f"checkpoint={trained / 'hfunction.pt'}", "n_random=3",
                                 "batch_size=3", "progress=false"], output_dir=tmp_path / "run"))

@@ -25,7 +25,7 @@ from asyrp.hfunctions import build_hfunction
 from asyrp.utils import envfaults
 from asyrp.utils.config import compose
 from asyrp.utils.errors import run_cli
-from asyrp.hfunction_file import FORMAT as HFUNCTION_FORMAT
+from asyrp.hfunction_file import payload as hf_payload, save_hfunction
 from asyrp.utils.io import atomic_write_png
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,11 +65,13 @@ def world(tmp_path_factory):
     torch.manual_seed(0)
     bb = tasks.build_backbone(cfg.arch)
     hf = build_hfunction({"kind": "delta_block", "layout": "ddpm", "seed": 0}, bb)
-    torch.save({"format": HFUNCTION_FORMAT, "state_dict": hf.state_dict(),
-                "hfunction": {"kind": "delta_block", "layout": "ddpm"}, "arch": {"name": "tiny_ddpm"},
-                "h_shape": list(bb.h_shape), "emb_dim": int(bb.emb_dim), "attribute": {"name": "smiling"},
-                "edit": {"t_edit": 500, "t_boost": 200, "n_inv": 4, "n_gen": 4, "t0": 999, "mode": "asyrp",
-                         "strength": 1.0}}, d / "hf.pt")
+    info = {"hfunction": {"kind": "delta_block", "layout": "ddpm"},
+            "arch": {"name": "tiny_ddpm"},
+            "h_shape": list(bb.h_shape),
+            "emb_dim": int(bb.emb_dim),
+            "attribute": {"name": "smiling"},
+            "edit": {"t_edit": 500, "t_boost": 200, "n_inv": 4, "n_gen": 4, "t0": 999, "mode": "asyrp", "strength": 1.0}}
+    save_hfunction(hf_payload(hf, info), d / "hf.pt")
     faces = d / "faces"
     faces.mkdir()
     for i, img in enumerate(images(3, size=32, seed=1)):

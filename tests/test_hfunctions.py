@@ -131,6 +131,23 @@ def test_global_direction_per_timestep_lookup():
     assert torch.count_nonzero(flat(h, None, 7)) == 0
 
 
+def test_time_window_acts_only_inside_its_timesteps():
+    from asyrp.hfunctions import TimeWindow
+
+    g = GlobalDirection((2, 3, 3), init_std=1.0)
+    w = TimeWindow(g, 500, 300)
+    h = torch.zeros(4, 2, 3, 3)
+    out = w(h, None, torch.tensor([600, 500, 300, 299]))  # per row: above, both ends, below
+    assert torch.count_nonzero(out[0]) == 0 and torch.count_nonzero(out[3]) == 0
+    full = g(h, None, 400)
+    assert torch.equal(out[1], full[1]) and torch.equal(out[2], full[2])
+    assert torch.equal(w(h, None, 400), g(h, None, 400)) and torch.count_nonzero(w(h, None, 250)) == 0
+    with pytest.raises(ValueError, match="above"):
+        TimeWindow(g, 300, 500)
+    with pytest.raises(ValueError, match="timestep"):
+        w(h)
+
+
 def test_strength_composition_and_batched_coefficients():
     torch.manual_seed(0)
     h, emb = torch.randn(2, 64, 8, 8), torch.randn(2, 128)

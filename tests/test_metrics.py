@@ -144,6 +144,15 @@ def test_oracle_score_success_and_preservation():
     same = OracleEditScore(_fake_judge, "mouth=smiling", classes=classes)
     same.update(src, src.clone())
     assert float(same.compute()["preserved"]) == 1.0 and float(same.compute()["success"]) == 0.0
+    # the removal of an attribute (a reversed edit): 'mouth!=smiling' succeeds where the mouth stops smiling
+    smiling = edt.clone()
+    back = smiling.clone()
+    back[1, 0] = -1          # of the three smiling faces, one is reverted; the fourth never smiled
+    rev = OracleEditScore(_fake_judge, "mouth!=smiling", classes=classes)
+    rev.update(smiling, back)
+    out = rev.compute()
+    assert float(out["success"]) == pytest.approx(0.5) and float(out["already_target"]) == pytest.approx(0.25)
+    assert float(out["preserved"]) == 1.0
 
 
 def test_oracle_score_with_synthfaces_oracle_on_identical_images():

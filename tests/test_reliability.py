@@ -18,7 +18,7 @@ import asyrp.runs as runs
 import asyrp.tasks as tasks
 from asyrp.checks import check_arch
 from asyrp.data.images import scan_images
-from asyrp.hfunction_file import FORMAT as HFUNCTION_FORMAT
+from asyrp.hfunction_file import payload as hf_payload, save_hfunction
 from asyrp.hfunction_file import load_hfunction_checkpoint
 from asyrp.hfunctions import DeltaBlock, build_hfunction
 from asyrp.utils import secrets
@@ -59,12 +59,14 @@ def world(tmp_path_factory):
     torch.manual_seed(0)
     bb = tasks.build_backbone(cfg.arch)
     hf = build_hfunction({"kind": "delta_block", "layout": "ddpm", "seed": 0}, bb)
-    payload = {"format": HFUNCTION_FORMAT, "state_dict": hf.state_dict(),
-               "hfunction": {"kind": "delta_block", "layout": "ddpm"}, "arch": {"name": "tiny_ddpm"},
-               "h_shape": list(bb.h_shape), "emb_dim": int(bb.emb_dim), "attribute": {"name": "smiling"},
-               "edit": {"t_edit": 500, "t_boost": 200, "n_inv": 4, "n_gen": 4, "t0": 999, "mode": "asyrp", "strength": 1.0}}
-    torch.save(payload, d / "hf.pt")
-    torch.save({"0": hf.state_dict()}, d / "hf_official.pth")
+    info = {"hfunction": {"kind": "delta_block", "layout": "ddpm"},
+            "arch": {"name": "tiny_ddpm"},
+            "h_shape": list(bb.h_shape),
+            "emb_dim": int(bb.emb_dim),
+            "attribute": {"name": "smiling"},
+            "edit": {"t_edit": 500, "t_boost": 200, "n_inv": 4, "n_gen": 4, "t0": 999, "mode": "asyrp", "strength": 1.0}}
+    payload = hf_payload(hf, info)
+    save_hfunction(payload, d / "hf.pt", official_path=d / "hf_official.pth")
     faces = d / "faces"
     faces.mkdir()
     for i, img in enumerate(images(3, size=40, seed=1)):

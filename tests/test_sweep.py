@@ -49,15 +49,22 @@ def test_tiny_edit_quality_sweep_tables_every_trial_and_inverts_once(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(sweep / "edit_quality.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["trial"] for r in rows] == ["0", "1"]
+    strengths = [0.6, 0.8, 1.0, 1.2, 1.4]  # conf/hparams_search/edit_quality.yaml: every trial edits at each
+    assert [r["trial"] for r in rows] == ["0"] * 5 + ["1"] * 5
+    assert [float(r["strength"]) for r in rows] == strengths * 2
+    for trial in ("0", "1"):  # the trial's value is its best strength's
+        mine = [r for r in rows if r["trial"] == trial]
+        assert [r["chosen"] for r in mine].count("True") == 1
+        chosen = next(r for r in mine if r["chosen"] == "True")
+        assert float(chosen["edit/objective"]) == max(float(r["edit/objective"]) for r in mine)
     for r in rows:
         assert 0.0 <= float(r["edit/success"]) <= 1.0 and 0.0 <= float(r["edit/preserved"]) <= 1.0
         assert float(r["edit/objective"]) == pytest.approx(min(float(r["edit/success"]) - 0.8,
                                                                float(r["edit/preserved"]) - 0.9), abs=1e-3)
         assert r["t0"] == "999" and 100 <= int(r["t_edit"]) <= 949 and r["edit/psnr_rec"] and r["edit/clip_direction"]
-        assert len(list((Path(r["run_dir"]) / "select_edits").glob("face_*.png"))) == 4
+        assert len(list((Path(r["run_dir"]) / "select_edits").glob("face_*.png"))) == 4 * len(strengths)
     # the searched values differ between the trials and each trial trained with its own
-    assert rows[0]["lr"] != rows[1]["lr"]
+    assert rows[0]["lr"] != rows[5]["lr"]
     # the best trial, as a ready command line, at the end of the sweep
     best = max(rows, key=lambda r: float(r["edit/objective"]))
     out = proc.stdout
@@ -82,7 +89,8 @@ def test_edit_quality_composes_with_every_synthfaces_experiment(tmp_path):
         assert str(cfg.edit_quality.input_dir).endswith("/select")
         assert cfg.hydra.sweeper.custom_search_space == "asyrp.sweep.t_edit_below_t0"
         assert set(cfg.hydra.sweeper.params) >= {"model.t0", "model.optimizer.lr", "model.loss.w_recon", "model.n_iter",
-                                                 "edit_quality.strength"}
+                                                 "model.loss.clip_reference"}
+        assert len(cfg.edit_quality.strengths) >= 3  # the edit strength: searched inside every trial
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..utils.errors import AsyrpUserError, run_cli
 from ..utils.io import atomic_path, atomic_write_json
 from .render import HEADS, render, sample_face
 
@@ -55,6 +56,10 @@ def write_split(folder: str | Path, seed: int, n: int, exclude: dict[str, str] |
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     exclude, only = exclude or {}, only or {}
+    clash = sorted(k for k in exclude if only.get(k) == exclude[k])
+    if clash:  # no face could ever be written: refuse instead of sampling forever
+        raise AsyrpUserError(f"synthfaces data: {', '.join(f'{k}={exclude[k]}' for k in clash)} is both excluded and "
+                             "required; drop one (e.g. --exclude none with --only)")
     attrs, i = {}, 0
     while len(attrs) < n:
         face = sample_face(seed, i)
@@ -82,7 +87,9 @@ def main(argv=None) -> None:
     p.add_argument("--only", action="append", default=[], help="attr=value every face must have (repeatable)")
     args = p.parse_args(argv)
     pairs = lambda items: dict(e.split("=", 1) for e in items if e and e != "none")  # noqa: E731
-    exclude, only = pairs(args.exclude if args.exclude is not None else ["mouth=smiling"]), pairs(args.only)
+    # the default exclusion (mouth=smiling) is for the smiling demo; --only picks faces itself, so it drops the default
+    only = pairs(args.only)
+    exclude = pairs(args.exclude if args.exclude is not None else ([] if only else ["mouth=smiling"]))
     for split, n in (("train", args.n_train), ("test", args.n_test), ("select", args.n_select)):
         if n > 0:
             print(write_split(Path(args.out) / split, SPLIT_SEEDS[split], n, exclude, only=only))
@@ -91,4 +98,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -1,0 +1,67 @@
+"""The six-attribute table of docs/results.md from experiments/recipes.py summaries (one folder per attribute).
+
+    python experiments/attribute_table.py outputs/recipes/smiling outputs/recipes/glasses ...
+
+One row per attribute: the recipe (t0 / t_edit / the strength chosen on select/), then per training seed the test/
+numbers at that strength (success, preserved, CLIP direction, PSNR to the unedited reconstruction, training seconds),
+whether 0.80 / 0.90 holds at every seed, the paper's interval rule (conf/edit_interval/synthfaces.yaml) beside it and
+the command that reproduces the row. Reversed edits (recipes.py --reverse-data) get a row of their own.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from asyrp.utils.config import compose
+
+TARGETS = (0.80, 0.90)
+
+
+def paper_interval() -> str:
+    """The interval the paper's rule gives on this DDPM (the edit_interval group every synthfaces experiment starts
+    from; measured by experiments/interval.py)."""
+    rule = compose("train", ["edit_interval=synthfaces"]).edit_interval
+    return f"[999, {rule.t_edit}]"
+
+
+def seed_cells(report: dict) -> tuple[list[str], bool]:
+    cells, met = [], True
+    for seed, r in sorted(report.items()):
+        ok = r["edit/success"] >= TARGETS[0] and r["edit/preserved"] >= TARGETS[1]
+        met &= ok
+        cells.append(f"s{seed}: {r['edit/success']:.2f} / {r['edit/preserved']:.2f}{'' if ok else ' ✗'}")
+    return cells, met
+
+
+def row(folder: Path, reverse: bool = False) -> str:
+    s = json.loads((folder / "summary.json").read_text())
+    key, strength = ("reverse_test_at_chosen", s["reverse_chosen_strength"]) if reverse else \
+        ("test_at_chosen", s["chosen_strength"])
+    report = s[key]
+    cells, met = seed_cells(report)
+    mean = lambda k: sum(r[k] for r in report.values()) / len(report)  # noqa: E731
+    secs = [s["seeds"][k]["train_seconds"] for k in sorted(report)]
+    name = s["experiment"].removeprefix("synthfaces_") + (f", reversed ({s['reverse_target']})" if reverse else "")
+    over = " ".join(s.get("overrides") or [])
+    cmd = f"`recipes.py --experiment {s['experiment']}{' ' + over if over else ''}`"
+    return (f"| {name} | [{s['t0']}, {s['t_edit']}] | {strength:g} | {'<br>'.join(cells)} | "
+            f"{'**yes**' if met else 'no'} | {mean('edit/clip_direction'):.3f} | {mean('edit/psnr_rec'):.1f} | "
+            f"{' / '.join(f'{x:.0f}' for x in secs)} | {cmd} |")
+
+
+def main(argv: list[str]) -> None:
+    print(f"Paper's interval rule (RMSE distance, conf/edit_interval/synthfaces.yaml): {paper_interval()} for every "
+          "attribute.\n")
+    print("| attribute | interval [t0, t_edit] (sweep) | strength (select/) | test/ success / preserved per seed | "
+          "0.80 / 0.90 at every seed | CLIP direction (mean) | PSNR to rec. dB (mean) | train s per seed | command |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for f in argv:
+        folder = Path(f)
+        print(row(folder))
+        if "reverse_test_at_chosen" in json.loads((folder / "summary.json").read_text()):
+            print(row(folder, reverse=True))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
