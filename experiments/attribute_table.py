@@ -1,6 +1,7 @@
 """The six-attribute table of docs/results.md from experiments/recipes.py summaries (one folder per attribute).
 
     python experiments/attribute_table.py outputs/recipes/smiling outputs/recipes/glasses ...
+    python experiments/attribute_table.py --sweep multirun/.../edit_quality.csv     # a sweep's trials (best strength)
 
 One row per attribute: the recipe (t0 / t_edit / the strength chosen on select/), then per training seed the test/
 numbers at that strength (success, preserved, CLIP direction, PSNR to the unedited reconstruction, training seconds),
@@ -50,7 +51,31 @@ def row(folder: Path, reverse: bool = False) -> str:
             f"{' / '.join(f'{x:.0f}' for x in secs)} | {cmd} |")
 
 
+def sweep_table(path: Path) -> None:
+    """One line per trial of an edit_quality sweep, at the strength the trial kept, with the attribute kept least."""
+    import csv
+
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("chosen", "True") == "True"]
+    print("| trial | t0 | t_edit | lr | w_recon | epochs | faces | CLIP ref. | strength | success | preserved | "
+          "lowest kept | objective | train s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        kept = {k.split("/", 2)[2]: float(v) for k, v in r.items() if k.startswith("edit/preserved/") and v}
+        low = min(kept, key=kept.get) if kept else ""
+        ref = next((o.split("=", 1)[1] for o in r["overrides"].split() if o.startswith("model.loss.clip_reference=")),
+                   "x0")
+        print(f"| {r['trial']} | {r['t0']} | {r['t_edit']} | {float(r['lr']):.3f} | {float(r['w_recon']):.1f} | "
+              f"{r['n_iter']} | {r.get('n_images', '')} | {ref} | {float(r['strength']):g} | "
+              f"{float(r['edit/success']):.2f} | {float(r['edit/preserved']):.2f} | "
+              f"{low} {kept.get(low, float('nan')):.2f} | {float(r['edit/objective']):.3f} | {r['train_seconds']} |")
+
+
 def main(argv: list[str]) -> None:
+    if argv and argv[0] == "--sweep":
+        for f in argv[1:]:
+            sweep_table(Path(f))
+        return
     print(f"Paper's interval rule (RMSE distance, conf/edit_interval/synthfaces.yaml): {paper_interval()} for every "
           "attribute.\n")
     print("| attribute | interval [t0, t_edit] (sweep) | strength (select/) | test/ success / preserved per seed | "

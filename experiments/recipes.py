@@ -8,7 +8,8 @@ Per seed: ``python train.py experiment=<E> seed=s hfunction.seed=s`` (skipped wh
 ``python edit.py ... sweep=[strengths] cache_dir=...`` on select/ and on test/ (one inversion per image for every seed
 and strength: the inversion cache). The oracle, the CLIP direction score and the PSNR to the unedited reconstruction
 (``asyrp.sweep.edit_metrics``) judge every (split, seed, strength). The strength is the one whose worst seed has the
-largest margin min(success - 0.80, preserved - 0.90) on select/; test/ at that strength is the reported result.
+largest margin min(success - 0.80, preserved - 0.90) on select/ (ties: the better second-worst seed, then the next:
+leximin); test/ at that strength is the reported result.
 With --reverse-data / --reverse-target the same h-functions also edit faces that HAVE the attribute at negative
 strengths (the reverse edit), judged on the reverse target, the strength again chosen on select/.
 Writes <out>/summary.json and prints one line per seed (and per seed reversed).
@@ -58,7 +59,13 @@ def train_seed(a, seed: int, out: Path) -> float:
 
 
 def edit_split(a, seed: int, data: str, split: str, strengths: list[float], dst: Path, log: Path) -> Path:
+    """Edit one split at every strength (a finished run of the same strengths is reused: rerunning resumes)."""
     ckpt = a.out / f"s{seed}" / "train" / "checkpoints" / "hfunction.pt"
+    man = dst / "edited" / "manifest.json"
+    if man.is_file():
+        old = json.loads(man.read_text())
+        if old.get("complete") and old.get("coefficients") == [[float(s)] for s in strengths]:
+            return dst / "edited"
     sweep = "[" + ",".join(str(s) for s in strengths) + "]"
     run(["edit.py", "arch=synthfaces", "edit_interval=synthfaces", f"checkpoint={ckpt}", f"input_dir={data}/{split}",
          f"sweep={sweep}", f"cache_dir={a.cache}", "batch_size=32", "progress=false", "grid_rows=8",
@@ -88,11 +95,13 @@ def judge(a, cfg, world, edited: Path, split: str, strengths: list[float], texts
 
 
 def choose(results: dict, key: str, strengths: list[float]) -> float:
-    """The strength whose worst seed has the largest margin on select/."""
-    worst = {s: min(next(r["margin"] for r in v[key] if r["split"] == "select" and r["strength"] == s)
-                    for v in results["seeds"].values()) for s in strengths}
-    results[f"{key}_select_worst_margin"] = worst
-    return max(strengths, key=lambda s: worst[s])
+    """The strength whose worst seed has the largest margin on select/; ties go to the better second-worst seed, and
+    so on (leximin over the seeds' margins)."""
+    margins = {s: sorted(next(r["margin"] for r in v[key] if r["split"] == "select" and r["strength"] == s)
+                         for v in results["seeds"].values()) for s in strengths}
+    results[f"{key}_select_worst_margin"] = {s: m[0] for s, m in margins.items()}
+    results[f"{key}_select_margins_sorted"] = {s: m for s, m in margins.items()}
+    return max(strengths, key=lambda s: margins[s])
 
 
 def report(results: dict, key: str, best: float, label: str) -> dict:

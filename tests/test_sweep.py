@@ -102,19 +102,33 @@ def test_recipes_script_chooses_strength_on_select_and_reports_test(tmp_path):
     from asyrp.synthfaces.data import write_split
 
     data = tmp_path / "data"
+    rev = tmp_path / "smiling_faces"
     for split, seed in (("train", 1), ("select", 3), ("test", 2)):
         write_split(data / split, seed=seed, n=2, exclude={"mouth": "smiling"})
+        if split != "train":
+            write_split(rev / split, seed=seed, n=2, only={"mouth": "smiling"})
     out = tmp_path / "rec" / "smiling"
     env = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "experiments/recipes.py", "--experiment", "synthfaces_smiling", "--data", str(data),
-                           "--out", str(out), "--seeds", "0", "1", "--strengths", "0.5", "1.0", "--", "dataset.n_images=2",
-                           "model.n_inv=4", "model.n_gen=4", "model.n_iter=1", "model.t0=400", "edit_interval.t_edit=200"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    cmd = [sys.executable, "experiments/recipes.py", "--experiment", "synthfaces_smiling", "--data", str(data),
+           "--out", str(out), "--seeds", "0", "1", "--strengths", "0.5", "1.0", "--reverse-data", str(rev),
+           "--reverse-target", "mouth!=smiling", "--", "dataset.n_images=2", "model.n_inv=4", "model.n_gen=4",
+           "model.n_iter=1", "model.t0=400", "edit_interval.t_edit=200"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     s = json.loads((out / "summary.json").read_text())
-    worst = {st: min(next(r["margin"] for r in v["rows"] if r["split"] == "select" and r["strength"] == st)
-                     for v in s["seeds"].values()) for st in (0.5, 1.0)}
-    assert s["chosen_strength"] == max(worst, key=worst.get)
+    margins = {st: sorted(next(r["margin"] for r in v["rows"] if r["split"] == "select" and r["strength"] == st)
+                          for v in s["seeds"].values()) for st in (0.5, 1.0)}
+    assert s["chosen_strength"] == max(margins, key=margins.get)  # leximin: the worst seed first, then the next
+    # the reverse edit: the same h-functions at minus the strengths on faces that smile, judged on mouth != smiling
+    assert s["reverse_chosen_strength"] in (-0.5, -1.0) and s["reverse_target"] == "mouth!=smiling"
+    for seed in ("0", "1"):
+        r = s["reverse_test_at_chosen"][seed]
+        assert r["strength"] == s["reverse_chosen_strength"] and r["edit/already_target"] == 0.0
+    assert proc.stdout.count("reversed (mouth!=smiling) seed=") == 2
+    # rerun: every training and every edit is found finished and reused; the same numbers come out
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and "$ python" not in again.stdout
+    assert json.loads((out / "summary.json").read_text())["test_at_chosen"] == s["test_at_chosen"]
     for seed in ("0", "1"):
         r = s["test_at_chosen"][seed]
         assert r["split"] == "test" and r["strength"] == s["chosen_strength"] and r["edit/n"] == 2.0
