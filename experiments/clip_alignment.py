@@ -1,0 +1,48 @@
+"""Would the tiny CLIP reward the true edit? For each synthfaces attribute: faces rendered without it and the same
+faces rendered with it (the ground-truth edit), and the cosine between their CLIP image change and the attribute's
+text direction (conf/attribute/synthfaces_<attr>.yaml, the direction the Asyrp loss asks for). High values mean the
+loss points the right way, so an attribute that does not edit is held back elsewhere (where h acts, what it moves).
+
+    python experiments/clip_alignment.py
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from asyrp.clip import load_clip
+from asyrp.synthfaces.render import render, sample_face
+from asyrp.utils.config import compose, plain
+
+# attribute config -> (which faces lack it, what rendering them with it changes)
+EDITS = {
+    "smiling": (lambda f: f.mouth != "smiling", {"mouth": "smiling"}),
+    "frowning": (lambda f: f.mouth != "frowning", {"mouth": "frowning"}),
+    "glasses": (lambda f: not f.glasses, {"glasses": True}),
+    "hat": (lambda f: not f.hat, {"hat": True}),
+    "blond_hair": (lambda f: f.hair_colour != "blond", {"hair_colour": "blond"}),
+    "red_hair": (lambda f: f.hair_colour != "red", {"hair_colour": "red"}),
+}
+
+
+def image(face) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(render(face, 32)).copy()).permute(2, 0, 1).float() / 127.5 - 1
+
+
+@torch.no_grad()
+def main(n: int = 64) -> None:
+    clip = load_clip(plain(compose("train", ["experiment=synthfaces_smiling"]).clip))
+    faces = [sample_face(7, i) for i in range(400)]  # dataset seed 7: none of the splits the recipes use
+    for name, (lacks, change) in EDITS.items():
+        attr = compose("train", [f"experiment=synthfaces_{name}"]).attribute
+        src = [f for f in faces if lacks(f)][:n]
+        e_src = clip.encode_image(torch.stack([image(f) for f in src]))
+        e_dst = clip.encode_image(torch.stack([image(f.replace(**change)) for f in src]))
+        cos = F.normalize(e_dst - e_src, dim=-1) @ clip.text_direction(list(attr.source), list(attr.target))
+        print(f"{name:10s} cos(true image change, text direction) = {float(cos.mean()):.3f} "
+              f"(min {float(cos.min()):.3f}, {len(src)} faces)")
+
+
+if __name__ == "__main__":
+    main()
