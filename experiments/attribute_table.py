@@ -5,8 +5,8 @@
 
 One row per attribute: the recipe (t0 / t_edit / the strength chosen on select/), then per training seed the test/
 numbers at that strength (success, preserved, CLIP direction, PSNR to the unedited reconstruction, training seconds),
-whether 0.80 / 0.90 holds at every seed, the paper's interval rule (conf/edit_interval/synthfaces.yaml) beside it and
-the command that reproduces the row. Reversed edits (recipes.py --reverse-data) get a row of their own.
+whether 0.80 / 0.90 holds at every seed; the paper's interval rule (conf/edit_interval/synthfaces.yaml) above it and
+the command that reproduces each row below it. Reversed edits (recipes.py --reverse-data) get a row of their own.
 """
 from __future__ import annotations
 
@@ -44,11 +44,22 @@ def row(folder: Path, reverse: bool = False) -> str:
     mean = lambda k: sum(r[k] for r in report.values()) / len(report)  # noqa: E731
     secs = [s["seeds"][k]["train_seconds"] for k in sorted(report)]
     name = s["experiment"].removeprefix("synthfaces_") + (f", reversed ({s['reverse_target']})" if reverse else "")
-    over = " ".join(s.get("overrides") or [])
-    cmd = f"`recipes.py --experiment {s['experiment']}{' ' + over if over else ''}`"
     return (f"| {name} | [{s['t0']}, {s['t_edit']}] | {strength:g} | {'<br>'.join(cells)} | "
             f"{'**yes**' if met else 'no'} | {mean('edit/clip_direction'):.3f} | {mean('edit/psnr_rec'):.1f} | "
-            f"{' / '.join(f'{x:.0f}' for x in secs)} | {cmd} |")
+            f"{' / '.join(f'{x:.0f}' for x in secs)} |")
+
+
+def command(folder: Path) -> str:
+    """The recipes.py command behind a row (its train overrides are the recipe as run)."""
+    s = json.loads((folder / "summary.json").read_text())
+    attr = s["experiment"].removeprefix("synthfaces_")
+    rev = ""
+    if "reverse_target" in s:
+        rev = f" --reverse-data data/synthfaces_with_{attr} --reverse-target '{s['reverse_target']}'"
+    strengths = " ".join(f"{x:g}" for x in s["strengths"])
+    return (f"python experiments/recipes.py --experiment {s['experiment']} --data data/synthfaces_{attr} "
+            f"--out outputs/recipes/{attr} --seeds 0 1 2 --strengths {strengths}{rev} -- "
+            + " ".join(s.get("overrides") or []))
 
 
 def sweep_table(path: Path) -> None:
@@ -79,13 +90,16 @@ def main(argv: list[str]) -> None:
     print(f"Paper's interval rule (RMSE distance, conf/edit_interval/synthfaces.yaml): {paper_interval()} for every "
           "attribute.\n")
     print("| attribute | interval [t0, t_edit] (sweep) | strength (select/) | test/ success / preserved per seed | "
-          "0.80 / 0.90 at every seed | CLIP direction (mean) | PSNR to rec. dB (mean) | train s per seed | command |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "0.80 / 0.90 at every seed | CLIP direction (mean) | PSNR to rec. dB (mean) | train s per seed |")
+    print("|---|---|---|---|---|---|---|---|")
     for f in argv:
         folder = Path(f)
         print(row(folder))
         if "reverse_test_at_chosen" in json.loads((folder / "summary.json").read_text()):
             print(row(folder, reverse=True))
+    print("\nCommands (one per row; the reversed rows come from the same command):\n")
+    for f in argv:
+        print("    " + command(Path(f)))
 
 
 if __name__ == "__main__":
