@@ -12,14 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import images
+from helpers import images, tiny_hfunction_file
 
 import asyrp.runs as runs
 import asyrp.tasks as tasks
 from asyrp.data.cache import load_entry
-from asyrp.hfunctions import build_hfunction
 from asyrp.utils.config import compose
-from asyrp.hfunction_file import payload as hf_payload, save_hfunction
 from asyrp.utils.io import atomic_write_png
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,16 +106,7 @@ def test_a_cache_entry_is_checked_whole_on_read(tmp_path):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     d = tmp_path_factory.mktemp("race")
-    cfg = compose("edit", ["arch=tiny_ddpm", "checkpoint=x", "input_dir=x"], output_dir=d / "r")
-    torch.manual_seed(0)
-    bb = tasks.build_backbone(cfg.arch)
-    hf = build_hfunction({"kind": "delta_block", "layout": "ddpm", "seed": 0}, bb)
-    info = {"hfunction": {"kind": "delta_block", "layout": "ddpm"},
-            "arch": {"name": "tiny_ddpm"},
-            "h_shape": list(bb.h_shape),
-            "emb_dim": int(bb.emb_dim),
-            "edit": {"t_edit": 500, "t_boost": 200, "n_inv": 8, "n_gen": 8, "t0": 999, "mode": "asyrp"}}
-    save_hfunction(hf_payload(hf, info), d / "hf.pt")
+    tiny_hfunction_file(d, n_steps=8, attribute=None, strength=None)
     (d / "faces").mkdir()
     for i, img in enumerate(images(6, size=32, seed=5)):
         atomic_write_png(img, d / "faces" / f"face_{i}.png")

@@ -18,14 +18,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import images
+from helpers import images, tiny_hfunction_file
 
 import asyrp.tasks as tasks
-from asyrp.hfunctions import build_hfunction
 from asyrp.utils import envfaults
 from asyrp.utils.config import compose
 from asyrp.utils.errors import run_cli
-from asyrp.hfunction_file import payload as hf_payload, save_hfunction
 from asyrp.utils.io import atomic_write_png
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,17 +59,7 @@ def no_tmp_files(folder: Path) -> bool:
 def world(tmp_path_factory):
     """A tiny_ddpm h-function file and 3 faces."""
     d = tmp_path_factory.mktemp("envworld")
-    cfg = compose("edit", ["arch=tiny_ddpm", "checkpoint=x", "input_dir=x"], output_dir=d / "r")
-    torch.manual_seed(0)
-    bb = tasks.build_backbone(cfg.arch)
-    hf = build_hfunction({"kind": "delta_block", "layout": "ddpm", "seed": 0}, bb)
-    info = {"hfunction": {"kind": "delta_block", "layout": "ddpm"},
-            "arch": {"name": "tiny_ddpm"},
-            "h_shape": list(bb.h_shape),
-            "emb_dim": int(bb.emb_dim),
-            "attribute": {"name": "smiling"},
-            "edit": {"t_edit": 500, "t_boost": 200, "n_inv": 4, "n_gen": 4, "t0": 999, "mode": "asyrp", "strength": 1.0}}
-    save_hfunction(hf_payload(hf, info), d / "hf.pt")
+    tiny_hfunction_file(d)
     faces = d / "faces"
     faces.mkdir()
     for i, img in enumerate(images(3, size=32, seed=1)):

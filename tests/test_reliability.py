@@ -11,16 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import images
+from helpers import images, tiny_hfunction_file
 from PIL import Image
 
 import asyrp.runs as runs
 import asyrp.tasks as tasks
 from asyrp.checks import check_arch
 from asyrp.data.images import scan_images
-from asyrp.hfunction_file import payload as hf_payload, save_hfunction
 from asyrp.hfunction_file import load_hfunction_checkpoint
-from asyrp.hfunctions import DeltaBlock, build_hfunction
+from asyrp.hfunctions import DeltaBlock
 from asyrp.utils import secrets
 from asyrp.utils.cli import check_overrides
 from asyrp.utils.config import compose
@@ -55,18 +54,7 @@ class _Payload:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     d = tmp_path_factory.mktemp("world")
-    cfg = compose("edit", ["arch=tiny_ddpm", "checkpoint=x", "input_dir=x"], output_dir=d / "r")
-    torch.manual_seed(0)
-    bb = tasks.build_backbone(cfg.arch)
-    hf = build_hfunction({"kind": "delta_block", "layout": "ddpm", "seed": 0}, bb)
-    info = {"hfunction": {"kind": "delta_block", "layout": "ddpm"},
-            "arch": {"name": "tiny_ddpm"},
-            "h_shape": list(bb.h_shape),
-            "emb_dim": int(bb.emb_dim),
-            "attribute": {"name": "smiling"},
-            "edit": {"t_edit": 500, "t_boost": 200, "n_inv": 4, "n_gen": 4, "t0": 999, "mode": "asyrp", "strength": 1.0}}
-    payload = hf_payload(hf, info)
-    save_hfunction(payload, d / "hf.pt", official_path=d / "hf_official.pth")
+    bb = tiny_hfunction_file(d, official=True)
     faces = d / "faces"
     faces.mkdir()
     for i, img in enumerate(images(3, size=40, seed=1)):
