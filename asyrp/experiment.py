@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
+from .schedules import NUM_TRAIN_TIMESTEPS
 from .utils.config import CONF_DIR
 
 ROOT = CONF_DIR.parent  # the checkout: conf/, data/, outputs/
@@ -55,6 +56,9 @@ def base_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
     ap.add_argument("--n-steps", type=int, default=None, help="DDIM steps n_inv = n_gen (default by run size)")
     ap.add_argument("--n-train", type=int, default=None, help="training images for --train (default by run size)")
     ap.add_argument("--epochs", type=int, default=None, help="training epochs for --train (default by run size)")
+    ap.add_argument("--t0", type=int, default=None,
+                    help="invert to t0 and edit in [t0, t_edit] (default 999, the paper's [T, t_edit]); the "
+                         "synthfaces recipes invert only to their interval's top (conf/experiment/synthfaces_*)")
     ap.add_argument("--t-edit", type=int, default=None, help="default: conf/edit_interval/<--edit-interval>")
     ap.add_argument("--t-boost", type=int, default=None)
     ap.add_argument("--edit-interval", default=None, help="conf/edit_interval name (default: synthfaces / fixed)")
@@ -93,6 +97,7 @@ class World:
     n_steps: int
     size: dict
     out: Path
+    t0: int = NUM_TRAIN_TIMESTEPS - 1   # top of the walk: x_t0 is what inversion reaches and generation starts from
     hf_cache: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
 
@@ -152,7 +157,7 @@ class World:
         from .samplers import ddim_invert
         from .schedules import timesteps
 
-        return ddim_invert(self.backbone, x0, timesteps(self.n_steps), self.a)
+        return ddim_invert(self.backbone, x0, timesteps(self.n_steps, self.t0), self.a)
 
     def seeds(self, n: int) -> list[int]:
         return [self.args.seed + i for i in range(n)]
@@ -167,7 +172,7 @@ class World:
         for lo in range(0, x_T.shape[0], batch_size):
             xt = x_T[lo:lo + batch_size]
             results.append(edit(self.backbone, None, hfunc, a=self.a, n_inv=self.n_steps, n_gen=self.n_steps,
-                                t_edit=self.t_edit if t_edit is None else t_edit, t_boost=self.t_boost,
+                                t0=self.t0, t_edit=self.t_edit if t_edit is None else t_edit, t_boost=self.t_boost,
                                 strength=strength, mode=mode, seeds=self.seeds(x_T.shape[0])[lo:lo + xt.shape[0]],
                                 x_T=xt, return_trajectory=trajectory))
         if len(results) == 1:
@@ -235,7 +240,7 @@ class World:
         info = {"arch": self.arch_cfg.get("name"), "checkpoint": str(self.arch_cfg.get("checkpoint")),
                 "clip": self.args.clip, "oracle": "yes" if self.oracle is not None else "no",
                 "images": f"{self.x.shape[0]} from {self.image_source}", "n_steps": self.n_steps,
-                "t_edit": self.t_edit, "t_boost": self.t_boost, "run": self.run_size}
+                "t0": self.t0, "t_edit": self.t_edit, "t_boost": self.t_boost, "run": self.run_size}
         meta = Path(str(self.arch_cfg.get("checkpoint") or "")) / "training.json"
         if meta.is_file():
             try:
@@ -362,7 +367,7 @@ def setup(args: argparse.Namespace, find_oracle: Callable[[Path | None], Any] | 
     out.mkdir(parents=True, exist_ok=True)
     return World(args=args, arch_cfg=arch_cfg, backbone=backbone, a=a, clip=clip, oracle=oracle,
                  x=x.to(args.device), image_source=src, t_edit=t_edit, t_boost=t_boost, n_steps=size["n_steps"],
-                 size=size, out=out)
+                 size=size, out=out, t0=NUM_TRAIN_TIMESTEPS - 1 if args.t0 is None else int(args.t0))
 
 
 # -- training through the project's normal path ----------------------------------------------------------------
@@ -382,7 +387,7 @@ def train_hfunction(world: World, attr: str, kind: str = "delta_block") -> Path:
 
     overrides = [f"arch={args.arch}", f"clip={args.clip}", f"attribute={attr}", f"hfunction={kind}",
                  "hfunction.seed=0", f"seed={args.seed}", f"model.n_inv={world.n_steps}", f"model.n_gen={world.n_steps}",
-                 f"model.n_iter={size['epochs']}", f"edit_interval.t_edit={world.t_edit}",
+                 f"model.n_iter={size['epochs']}", f"model.t0={world.t0}", f"edit_interval.t_edit={world.t_edit}",
                  f"edit_interval.t_boost={world.t_boost}", "logger=csv", "~callbacks.edit_grid",
                  # progress: a bar on a terminal, timed lines (step, ETA, loss) in a log or pipe (asyrp.callbacks.ProgressLog)
                  "++trainer.enable_progress_bar=true", "++trainer.enable_model_summary=false",
@@ -438,7 +443,7 @@ def train_direction(world: World, attr: str, mode: str, x0: torch.Tensor, *, epo
     from .schedules import timesteps
 
     at = world.attribute(attr)
-    seq = timesteps(world.n_steps)
+    seq = timesteps(world.n_steps, world.t0)
     pairs = [(k, t, tn) for k, (t, tn) in enumerate(generation_pairs(seq)) if t >= world.t_edit]
     g = GlobalDirection(tuple(x0.shape[1:]), timesteps=[t for _, t, _ in pairs], init_std=0.0).to(x0.device)
     loss_fn = AsyrpLoss(world.clip, world.clip.text_direction(at["source"], at["target"]),

@@ -99,3 +99,25 @@ def test_global_vs_implicit_smoke_trains_through_the_task(tmp_path):
     assert all(r[mod.COLUMNS.index("provenance")].startswith("trained:") for r in rows)
     # trained through asyrp.tasks.train into the shared h-function folder next to the output
     assert len(list((tmp_path / "exp" / "_hfunctions").glob("*/*/checkpoints/hfunction.pt"))) == 2
+
+
+def test_t0_reaches_training_and_the_walk(tmp_path):
+    """--t0 makes the world invert to t0 and edit in [t0, t_edit], and the h-function it trains is trained there."""
+    import torch
+
+    from asyrp.experiment import base_parser, setup
+    from asyrp.hfunction_file import read_hfunction_file
+
+    def world(*extra):
+        return setup(base_parser("t0", None).parse_args(TINY + list(extra)))
+
+    w = world("--train", "--t0", "600", "--t-edit", "300", "--out", str(tmp_path / "exp" / "a"))
+    assert w.t0 == 600
+    f, _ = w.hfunction("smiling")
+    meta = read_hfunction_file(next((tmp_path / "exp" / "_hfunctions").glob("*/*/checkpoints/hfunction.pt")))
+    assert (meta["edit"]["t0"], meta["edit"]["t_edit"]) == (600, 300)
+    assert max(w.edit(w.invert(w.x), f).seq_gen) == 600
+    # the default is the paper's [T, t_edit]; a different t0 is a different walk
+    w999 = world("--out", str(tmp_path / "exp" / "b"))
+    assert w999.t0 == 999
+    assert not torch.allclose(w.invert(w.x), w999.invert(w999.x))
