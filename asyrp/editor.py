@@ -52,6 +52,7 @@ class Editor:
     settings: EditorSettings
     defaults: list[float] = field(default_factory=list)  # the strength each h-function was trained with
     cache_size: int = 64
+    scales: list[float] = field(default_factory=list)  # per h-function factor on its slider (own_intervals)
 
     def __post_init__(self):
         from .hfunctions import Composition
@@ -61,6 +62,8 @@ class Editor:
         self.stats = {"inversions": 0, "generations": 0}
         if not self.defaults:
             self.defaults = [1.0] * len(self.hfunctions)
+        if not self.scales:
+            self.scales = [1.0] * len(self.hfunctions)
 
     @property
     def device(self) -> torch.device:
@@ -109,6 +112,7 @@ class Editor:
         c = torch.tensor([[float(v) for v in row] for row in coeffs], dtype=torch.float64)
         if c.shape[1] != len(self.hfunctions):
             raise ValueError(f"{c.shape[1]} coefficients for {len(self.hfunctions)} h-functions")
+        c = c * torch.tensor(self.scales, dtype=c.dtype)
         out = edit(self.backbone, None, self.hfunc, a=self.a, n_gen=s.n_gen, t_edit=s.t_edit, t_boost=s.t_boost,
                    strength=c, mode=s.mode, seeds=[s.seed], t0=s.t0, x_T=inv.x_T, spacing=s.spacing).x_edit
         self.stats["generations"] += 1
@@ -123,24 +127,29 @@ def load_editor(arch: Any, checkpoints: Sequence[str | Path], overrides: dict[st
                 fallback: dict[str, Any] | None = None, device: str = "cpu", perf: Any = None) -> Editor:
     """Backbone + h-functions (our hfunction.pt or official .pth, through the same loaders as edit.py), with the walk
     settings resolved like edit.py does: explicit ``overrides``, else the first file's, else ``fallback`` (the
-    edit_interval config: t_edit, t_boost)."""
+    edit_interval config: t_edit, t_boost). Files trained on different intervals each act in their own, as in
+    edit.py (asyrp.hfunctions.own_intervals)."""
     from .checks import check_perf, check_schedule
     from .hfunction_file import hfunction_from_payload, read_hfunction_file
+    from .hfunctions import in_own_intervals, own_intervals, step_scales
     from .perf import with_perf
     from .tasks import alphas, build_backbone
 
     payloads = [read_hfunction_file(c) for c in checkpoints]
     torch.manual_seed(int(overrides.get("seed") or 0))  # a random test backbone comes out the same every time
     backbone = with_perf(build_backbone(arch, device=device), check_perf(perf))
-    fns, names, defaults, stored = [], [], [], {}
-    for i, (p, c) in enumerate(zip(payloads, checkpoints)):
+    fns, names, defaults, edits = [], [], [], []
+    for p, c in zip(payloads, checkpoints):
         fn, meta = hfunction_from_payload(p, c, backbone, arch.get("name"))
         fns.append(fn)
         names.append((meta.get("attribute") or {}).get("name") or Path(str(c)).stem)
-        defaults.append(float((meta.get("edit") or {}).get("strength", 1.0)))
-        if i == 0:
-            stored = dict(meta.get("edit") or {})
-    fallback = fallback or {}
+        edits.append(dict(meta.get("edit") or {}))
+        defaults.append(float(edits[-1].get("strength", 1.0)))
+    stored, fallback = dict(edits[0]) if edits else {}, fallback or {}
+    windows = None if overrides.get("t0") is not None or overrides.get("t_edit") is not None else own_intervals(edits)
+    if windows:
+        stored.update(t0=max(w["t0"] for w in windows), t_edit=min(w["t_edit"] for w in windows))
+        stored["n_inv"] = stored["n_gen"] = max(w["n_needed"] for w in windows)
 
     def pick(k: str, default: Any) -> Any:
         for src in (overrides, stored, fallback):
@@ -154,4 +163,7 @@ def load_editor(arch: Any, checkpoints: Sequence[str | Path], overrides: dict[st
     keys = {k: k for k in ("n_inv", "n_gen", "t0", "t_edit", "t_boost")}
     check_schedule(s.n_inv, s.n_gen, s.t0, s.t_edit, s.t_boost, keys=keys)
     s.t_edit, s.t_boost = int(s.t_edit), (None if s.t_boost is None else int(s.t_boost))
-    return Editor(backbone, fns, names, alphas(arch).to(next(backbone.parameters()).device), s, defaults)
+    scales = step_scales(windows, s.t0, s.n_gen) if windows else []
+    fns = in_own_intervals(fns, windows) if windows else fns
+    return Editor(backbone, fns, names, alphas(arch).to(next(backbone.parameters()).device), s, defaults,
+                  scales=scales)

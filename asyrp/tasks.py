@@ -351,6 +351,7 @@ class _EditJob:
     def _schedule(self):
         """The timestep plan: the config's values, else those stored in the first file, else the edit_interval's.
         A composition of files trained on different intervals keeps each function in its own (``_windows``)."""
+        from .hfunctions import step_scales
         from .samplers import TimestepPlan
 
         cfg, stored = self.cfg, dict(self.metas[0].get("edit") or {})
@@ -369,30 +370,23 @@ class _EditJob:
         plan = TimestepPlan(n_inv=n_inv, n_gen=n_gen, t0=t0, t_edit=int(t_edit), t_boost=t_boost or 0,
                             spacing=str(pick("spacing", "official")))
         if self.windows:
-            for w in self.windows:  # delta_h acts once per step: keep each function's effect per unit of t
-                w["step_scale"] = (t0 / n_gen) / (w["t0"] / w["n_gen"])  # new t per step / trained t per step
+            for w, scale in zip(self.windows, step_scales(self.windows, t0, n_gen)):
+                w["step_scale"] = scale
             log.info("composition: each h-function in its own interval, %s; one walk from t0=%d (%d steps)",
                      ", ".join(f"{Path(w['path']).name} [{w['t0']}, {w['t_edit']}]" for w in self.windows), t0, n_gen)
         return plan, t_boost, mode
 
     def _windows(self) -> list[dict[str, Any]] | None:
-        """Several files whose stored intervals [t0, t_edit] differ, and no t0 / t_edit on the command line: one
-        interval per function (each acts where it was trained), walked at the densest function's steps per t."""
-        cfg = self.cfg
-        edits = [dict(m.get("edit") or {}) for m in self.metas]
-        if len(edits) < 2 or cfg.get("t0") is not None or cfg.get("t_edit") is not None or \
-                any(e.get("t_edit") is None for e in edits):
+        """Several files with different stored intervals and no t0 / t_edit on the command line: each function in
+        its own (asyrp.hfunctions.own_intervals)."""
+        from .hfunctions import own_intervals
+
+        if self.cfg.get("t0") is not None or self.cfg.get("t_edit") is not None:
             return None
-        spans = {(int(e.get("t0", 999)), int(e["t_edit"])) for e in edits}
-        if len(spans) == 1:
-            return None
-        t0_max = max(t0 for t0, _ in spans)
-        out = []
-        for c, e in zip(self.ckpts, edits):
-            t0, n = int(e.get("t0", 999)), int(e.get("n_gen", 40))
-            out.append({"path": str(c), "t0": t0, "t_edit": int(e["t_edit"]), "n_gen": n,
-                        "n_needed": -(-n * t0_max // t0)})
-        return out
+        windows = own_intervals([dict(m.get("edit") or {}) for m in self.metas])
+        for w, c in zip(windows or [], self.ckpts):
+            w["path"] = str(c)
+        return windows
 
     def out_names(self, item_id: str) -> list[str]:
         k = len(self.settings.labels)
@@ -410,7 +404,7 @@ class _EditJob:
         })
 
     def load_networks(self) -> None:
-        from .hfunctions import Composition, TimeWindow
+        from .hfunctions import Composition, in_own_intervals
         from .perf import with_perf
 
         cfg = self.cfg
@@ -424,7 +418,7 @@ class _EditJob:
                for p, c in zip(self.payloads, self.ckpts)]
         c = self.settings.coefficients
         if self.windows:  # each function in its own interval, at its trained effect per unit of t
-            fns = [TimeWindow(f, w["t0"], w["t_edit"]) for f, w in zip(fns, self.windows)]
+            fns = in_own_intervals(fns, self.windows)
             c = c * torch.tensor([w["step_scale"] for w in self.windows], dtype=c.dtype)
         self.hfunc = fns[0] if len(fns) == 1 else Composition(fns).to(self.dev)
         self.a = alphas(cfg.arch)

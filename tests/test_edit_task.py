@@ -155,6 +155,32 @@ def test_composition_keeps_each_function_in_its_own_interval(trained, faces, tmp
     assert res["t_edit"] == 500 and "intervals" not in json.loads((tmp_path / "one" / "manifest.json").read_text())
 
 
+
+def test_editor_composes_files_of_different_intervals_like_edit_py(trained, faces, tmp_path):
+    """The interactive editor resolves a composition as edit.py does: one walk from the highest t0, each function in
+    its own interval at its trained effect per unit of t; same image out (to PNG rounding)."""
+    from asyrp.data.images import load_image
+    from asyrp.editor import load_editor
+    from asyrp.hfunction_file import save_hfunction
+
+    p = torch.load(trained / "hfunction.pt", weights_only=True)
+    high = tmp_path / "high.pt"
+    save_hfunction({**p, "edit": {**p["edit"], "t0": 666, "t_edit": 300}}, high)
+    files = [trained / "hfunction.pt", high]
+    edit(edit_cfg(tmp_path, f"[{files[0]},{files[1]}]", faces, "coeffs=[1,1]", f"output_dir={tmp_path / 'mix'}"))
+    cfg = edit_cfg(tmp_path, files[0], faces)
+    ed = load_editor(cfg.arch, files, {})
+    s = ed.settings
+    assert (s.t0, s.t_edit, s.n_gen, s.n_inv) == (999, 300, 6, 6)
+    assert [round(v, 3) for v in ed.scales] == [round(4 / 6, 3), 1.0]
+    x = ed.generate(ed.invert(load_image(faces / "face_0.png", 32)), [[1.0, 1.0]])[0]
+    got = ((x.clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0).numpy().astype(np.int16)
+    want = np.asarray(Image.open(tmp_path / "mix" / "face_0.png"), dtype=np.int16)
+    assert np.abs(got - want).max() <= 2
+    # t_edit given: one interval for all, as in edit.py
+    one = load_editor(cfg.arch, files, {"t_edit": 500})
+    assert (one.settings.t0, one.settings.t_edit, one.scales) == (999, 500, [1.0, 1.0])
+
 def test_random_samples(trained, tmp_path):
     res = edit(compose("edit", ["arch=tiny_ddpm", f"checkpoint={trained / 'hfunction.pt'}", "n_random=3",
                                 "batch_size=3", "progress=false"], output_dir=tmp_path / "run"))
