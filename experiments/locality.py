@@ -57,12 +57,13 @@ def main(argv=None) -> None:
                                                            n_gen=a.steps, t0=a.t0, image_size=32, batch_size=32)])
     rows = []
     for hi, lo in [(None, None), *windows(a.t0, a.width)]:  # first: no window at all, the unedited reconstruction
-        fn_w, t_edit = (TimeWindow(fn, hi, lo), lo) if hi is not None else (TimeWindow(fn, -1, -1), 0)
+        # the reconstruction is one plain walk (no h-function, no second decoder pass), reported as strength 0
+        fn_w, t_edit, strengths = (TimeWindow(fn, hi, lo), lo, list(a.strength)) if hi is not None else (None, 0, [0.0])
         with torch.no_grad():
             x_edit = edit(backbone, x0, fn_w, a=a_bar, n_inv=a.steps, n_gen=a.steps, t_edit=t_edit,
-                          t_boost=0, strength=list(a.strength), t0=a.t0, x_T=x_T).x_edit
+                          t_boost=0, strength=strengths if fn_w is not None else 1.0, t0=a.t0, x_T=x_T).x_edit
         x_edit = x_edit if x_edit.dim() == 5 else x_edit[None]
-        for k, s in enumerate(a.strength):
+        for k, s in enumerate(strengths):
             score = OracleEditScore.from_oracle(oracle, a.target)
             score.update(x0, x_edit[k].clamp(-1, 1))
             r = {key: round(float(v), 3) for key, v in score.compute().items()}
