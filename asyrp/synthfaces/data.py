@@ -78,7 +78,7 @@ def write_split(folder: str | Path, seed: int, n: int, exclude: dict[str, str] |
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default="data/synthfaces")
-    p.add_argument("--n-train", type=int, default=128)  # the synthfaces recipes train on 128 faces
+    p.add_argument("--n-train", type=int, default=256)  # the smiling recipe trains on 256 (the others on the first 64-128)
     p.add_argument("--n-test", type=int, default=64)
     p.add_argument("--n-select", type=int, default=0, help="faces of the sweep's selection split (0: none)")
     p.add_argument("--n-labelled", type=int, default=0, help="faces of every kind in labelled/ (0: none)")
