@@ -131,7 +131,7 @@ def load_editor(arch: Any, checkpoints: Sequence[str | Path], overrides: dict[st
     edit.py (asyrp.hfunctions.own_intervals)."""
     from .checks import check_perf, check_schedule
     from .hfunction_file import hfunction_from_payload, read_hfunction_file
-    from .hfunctions import in_own_intervals, own_intervals, step_scales
+    from .hfunctions import in_own_intervals, own_intervals, own_intervals_walk, step_scales
     from .perf import with_perf
     from .tasks import alphas, build_backbone
 
@@ -148,8 +148,7 @@ def load_editor(arch: Any, checkpoints: Sequence[str | Path], overrides: dict[st
     stored, fallback = dict(edits[0]) if edits else {}, fallback or {}
     windows = None if overrides.get("t0") is not None or overrides.get("t_edit") is not None else own_intervals(edits)
     if windows:
-        stored.update(t0=max(w["t0"] for w in windows), t_edit=min(w["t_edit"] for w in windows))
-        stored["n_inv"] = stored["n_gen"] = max(w["n_needed"] for w in windows)
+        stored.update(own_intervals_walk(windows))
 
     def pick(k: str, default: Any) -> Any:
         for src in (overrides, stored, fallback):

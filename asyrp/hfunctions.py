@@ -27,6 +27,7 @@ __all__ = [
     "TimeWindow",
     "own_intervals",
     "in_own_intervals",
+    "own_intervals_walk",
     "step_scales",
     "apply_hfunction",
     "n_components",
@@ -260,6 +261,12 @@ def own_intervals(edits: Sequence[Mapping[str, Any]]) -> list[dict[str, int]] | 
         return None
     t0_max = max(t0 for t0, _, _ in spans)
     return [{"t0": t0, "t_edit": te, "n_gen": n, "n_needed": -(-n * t0_max // t0)} for t0, te, n in spans]
+
+
+def own_intervals_walk(windows: Sequence[Mapping[str, int]]) -> dict[str, int]:
+    """The walk such a composition needs: from the highest t0 to the lowest t_edit, at the densest function's steps."""
+    n = max(w["n_needed"] for w in windows)
+    return {"t0": max(w["t0"] for w in windows), "t_edit": min(w["t_edit"] for w in windows), "n_inv": n, "n_gen": n}
 
 
 def step_scales(windows: Sequence[Mapping[str, int]], t0: int, n_gen: int) -> list[float]:

@@ -351,14 +351,13 @@ class _EditJob:
     def _schedule(self):
         """The timestep plan: the config's values, else those stored in the first file, else the edit_interval's.
         A composition of files trained on different intervals keeps each function in its own (``_windows``)."""
-        from .hfunctions import step_scales
+        from .hfunctions import own_intervals_walk, step_scales
         from .samplers import TimestepPlan
 
         cfg, stored = self.cfg, dict(self.metas[0].get("edit") or {})
         self.windows = self._windows()
         if self.windows:
-            stored.update(t0=max(w["t0"] for w in self.windows), t_edit=min(w["t_edit"] for w in self.windows))
-            stored["n_gen"] = stored["n_inv"] = max(w["n_needed"] for w in self.windows)
+            stored.update(own_intervals_walk(self.windows))
         pick = lambda k, default: cfg.get(k) if cfg.get(k) is not None else stored.get(k, default)  # noqa: E731
         n_inv, n_gen, t0 = int(pick("n_inv", 40)), int(pick("n_gen", 40)), int(pick("t0", 999))
         t_edit = pick("t_edit", cfg.edit_interval.get("t_edit"))
