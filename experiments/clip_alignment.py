@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from asyrp.clip import load_clip
+from asyrp.synthfaces.oracle import to_tensor
 from asyrp.synthfaces.render import render, sample_face
 from asyrp.utils.config import compose, plain
 
@@ -26,8 +27,8 @@ EDITS = {
 }
 
 
-def image(face) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(render(face, 32)).copy()).permute(2, 0, 1).float() / 127.5 - 1
+def images(faces) -> torch.Tensor:
+    return to_tensor(np.stack([np.asarray(render(f, 32)) for f in faces]))
 
 
 @torch.no_grad()
@@ -37,8 +38,8 @@ def main(n: int = 64) -> None:
     for name, (lacks, change) in EDITS.items():
         attr = compose("train", [f"experiment=synthfaces_{name}"]).attribute
         src = [f for f in faces if lacks(f)][:n]
-        e_src = clip.encode_image(torch.stack([image(f) for f in src]))
-        e_dst = clip.encode_image(torch.stack([image(f.replace(**change)) for f in src]))
+        e_src = clip.encode_image(images(src))
+        e_dst = clip.encode_image(images([f.replace(**change) for f in src]))
         cos = F.normalize(e_dst - e_src, dim=-1) @ clip.text_direction(list(attr.source), list(attr.target))
         print(f"{name:10s} cos(true image change, text direction) = {float(cos.mean()):.3f} "
               f"(min {float(cos.min()):.3f}, {len(src)} faces)")

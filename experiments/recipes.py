@@ -32,6 +32,7 @@ from asyrp.sweep import edit_metrics
 from asyrp.synthfaces.oracle import load_oracle
 from asyrp.tasks import alphas, build_backbone
 from asyrp.utils.config import compose, plain
+from asyrp.utils.io import file_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,27 +45,32 @@ def run(args: list[str], log: Path) -> None:
 
 
 def train_seed(a, seed: int, out: Path) -> float:
-    """Train (or find the finished run of) one seed; returns the training seconds (as measured when it ran)."""
+    """Train (or find the finished run of the same command) one seed; returns the training seconds (as measured when
+    it ran). A finished run of other overrides is trained again, not reused."""
     run_dir = out / f"s{seed}" / "train"
     done = run_dir / "train_seconds.json"
+    args = ["train.py", f"experiment={a.experiment}", f"seed={seed}", f"hfunction.seed={seed}",
+            f"dataset.path={a.data}/train", f"dataset.cache_dir={a.cache}", "logger=csv", "callbacks.edit_grid=null",
+            f"hydra.run.dir={run_dir}", *a.overrides]
     if done.is_file():
-        return json.loads(done.read_text())["seconds"]
+        old = json.loads(done.read_text())
+        if old.get("args", args) == args:
+            return old["seconds"]
     t = time.time()
-    run(["train.py", f"experiment={a.experiment}", f"seed={seed}", f"hfunction.seed={seed}",
-         f"dataset.path={a.data}/train", f"dataset.cache_dir={a.cache}", "logger=csv", "callbacks.edit_grid=null",
-         f"hydra.run.dir={run_dir}", *a.overrides], out / f"s{seed}_train.log")
+    run(args, out / f"s{seed}_train.log")
     seconds = round(time.time() - t, 1)
-    done.write_text(json.dumps({"seconds": seconds}))
+    done.write_text(json.dumps({"seconds": seconds, "args": args}))
     return seconds
 
 
 def edit_split(a, seed: int, data: str, split: str, strengths: list[float], dst: Path, log: Path) -> Path:
-    """Edit one split at every strength (a finished run of the same strengths is reused: rerunning resumes)."""
+    """Edit one split at every strength (a finished run of the same checkpoint and strengths is reused)."""
     ckpt = a.out / f"s{seed}" / "train" / "checkpoints" / "hfunction.pt"
     man = dst / "edited" / "manifest.json"
     if man.is_file():
         old = json.loads(man.read_text())
-        if old.get("complete") and old.get("coefficients") == [[float(s)] for s in strengths]:
+        same_ckpt = [c.get("digest") for c in old.get("checkpoints", [])] == [file_digest(ckpt)]
+        if old.get("complete") and same_ckpt and old.get("coefficients") == [[float(s)] for s in strengths]:
             return dst / "edited"
     sweep = "[" + ",".join(str(s) for s in strengths) + "]"
     run(["edit.py", "arch=synthfaces", "edit_interval=synthfaces", f"checkpoint={ckpt}", f"input_dir={data}/{split}",
