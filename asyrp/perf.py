@@ -15,7 +15,7 @@ device, off otherwise.
   inference_mode  editing under ``torch.inference_mode`` rather than ``torch.no_grad`` (results cannot enter autograd).
   pin_memory      DataLoader pinned host memory; ``num_workers`` loader processes (``None``: keep the dataset's).
 
-Every option changes the arithmetic at most within a stated tolerance (tests/test_perf.py): channels_last, sdpa and
+Every option changes the arithmetic at most within a stated tolerance (tests/integration/test_perf.py): channels_last, sdpa and
 inference_mode to float32 round-off, bf16 autocast to about 1% of the output scale.
 
 ``PassCounter`` instruments a backbone (wraps ``encode`` / ``decode`` on the instance) and records every call with its

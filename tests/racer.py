@@ -1,4 +1,4 @@
-"""One contender of a race test (tests/test_concurrency.py): a real process started together with others.
+"""One contender of a race test (tests/e2e/test_concurrency.py): a real process started together with others.
 
     python tests/racer.py <barrier> edit <edit.py args...>    # edit.py as a script
     python tests/racer.py <barrier> train <train.py args...>  # train.py as a script

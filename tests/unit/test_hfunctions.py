@@ -20,7 +20,7 @@ from asyrp.hfunctions import (
 from conftest import ASYRP_OFFICIAL
 from helpers import tiny_backbone
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "hfunction"
+CONF = Path(__file__).resolve().parents[2] / "conf" / "hfunction"
 OFFICIAL = {
     "ddpm": ("smiling_LC_CelebA_HQ_t999_ninv40_ngen40_0.pth", "asyrp_official_smiling_celeba_delta.pt"),
     "adm": ("metface_smiling_LC_metfaces_t999_ninv40_ngen40_0.pth", "asyrp_official_metface_smiling_delta.pt"),

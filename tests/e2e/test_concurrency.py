@@ -20,8 +20,8 @@ from asyrp.data.cache import load_entry
 from asyrp.utils.config import compose
 from asyrp.utils.io import atomic_write_png
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]
+TESTS = Path(__file__).resolve().parents[1]
 N = 4
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from asyrp.utils.progress import LineTicker, Progress, modes
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("env,expected", [("bar", (True, False)), ("lines", (False, True)), ("both", (True, True)),

@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 from asyrp.backbones import CheckpointError, adm, ddpm, diffusers as diffusers_family, load_backbone
 from asyrp.backbones.checkpoints import layout_of, read_checkpoint, suggest_arch
 
-REFERENCE_NETS = Path(__file__).parent / "fixtures" / "reference_nets"
-ARCH = Path(__file__).parents[1] / "conf" / "arch"
+REFERENCE_NETS = Path(__file__).parents[1] / "fixtures" / "reference_nets"
+ARCH = Path(__file__).parents[2] / "conf" / "arch"
 LAYOUTS = json.loads((REFERENCE_NETS / "checkpoint_layouts.json").read_text())
 
 

@@ -24,7 +24,7 @@ from asyrp.interval import (
 from asyrp.schedules import alphas_cumprod, make_betas
 from helpers import images, tiny_backbone
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 A = alphas_cumprod(make_betas("linear"))
 
 

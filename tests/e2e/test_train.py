@@ -11,7 +11,7 @@ from asyrp.tasks import train
 from asyrp.utils.config import compose
 from asyrp.utils.errors import AsyrpUserError, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_script(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ from asyrp.synthfaces import render, render_array, sample_face
 from asyrp.synthfaces.judge import judge_pairs, parse_target
 from asyrp.synthfaces.oracle import labels_tensor, load_oracle, to_tensor
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "assets" / "synthfaces"
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from asyrp.backbones import Backbone, Encoding, UNet2DBackbone, adm, ddpm, load_backbone
 from asyrp.backbones.checkpoints import layout_of
 
-REFERENCE_NETS = Path(__file__).parent / "fixtures" / "reference_nets"
+REFERENCE_NETS = Path(__file__).parents[1] / "fixtures" / "reference_nets"
 
 TOL = 1e-4
 LAYOUTS = json.loads((REFERENCE_NETS / "checkpoint_layouts.json").read_text())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 TINY = ["--arch", "tiny_ddpm", "--clip", "tiny", "--smoke", "--threads", "1"]
 
 

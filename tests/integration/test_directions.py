@@ -23,7 +23,7 @@ from asyrp.utils.config import compose
 from asyrp.utils.errors import AsyrpUserError
 from asyrp.utils.io import atomic_write_png
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 A = alphas_cumprod(make_betas("linear"))
 
 

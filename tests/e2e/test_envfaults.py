@@ -26,8 +26,8 @@ from asyrp.utils.config import compose
 from asyrp.utils.errors import run_cli
 from asyrp.utils.io import atomic_write_png
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]
+TESTS = Path(__file__).resolve().parents[1]
 SMOKE = ["debug=smoke", "logger=csv", "callbacks.edit_grid=null", "trainer.limit_val_batches=0"]
 
 

@@ -163,7 +163,7 @@ def _rel(a, b):
     return float((a - b).abs().max() / b.abs().max())
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _arch_backbone(name):
@@ -492,7 +492,7 @@ def test_edit_channels_last_reaches_the_backbone(smoke_run, tmp_path, spy_edit):
         ref = with_perf(bb, {"channels_last": False})(x, t)
     assert _rel(out, ref) < TOLERANCE["channels_last"]
     # a whole edit (4 inversion + 4 generation steps of a random net, no denoiser): DDIM amplifies the round-off
-    # (about 6e-5 here); the 8-bit images then differ by at most 2 levels (the bound tests/test_edit_task.py uses)
+    # (about 6e-5 here); the 8-bit images then differ by at most 2 levels (the bound tests/integration/test_edit_task.py uses)
     assert _rel(x_cl, x_def) < 1e-3
     assert png_cl.keys() == png_def.keys()
     for name in png_def:

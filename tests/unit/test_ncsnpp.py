@@ -12,8 +12,8 @@ from asyrp.backbones.ncsnpp import (NCSNppBackbone, _key_map, _resolve_config, b
                                    upstream_layout)
 from asyrp.schedules import alphas_cumprod, make_betas
 
-REF = Path(__file__).parent / "fixtures" / "reference_nets"
-ARCH = Path(__file__).parents[1] / "conf" / "arch"
+REF = Path(__file__).parents[1] / "fixtures" / "reference_nets"
+ARCH = Path(__file__).parents[2] / "conf" / "arch"
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 
 from asyrp.sweep import append_row, best_command, objective, read_table
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_objective_is_the_margin_of_the_worse_target_or_clip_minus_drift():

@@ -26,8 +26,8 @@ from asyrp.utils.config import compose
 from asyrp.utils.errors import AsyrpUserError, TrainingDiverged, run_cli
 from asyrp.utils.io import atomic_write_png
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]
+TESTS = Path(__file__).resolve().parents[1]
 REF = TESTS / "fixtures" / "reference_nets"
 
 

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from asyrp.hfunctions import GlobalDirection, build_hfunction
 
-CONF_DIR = (Path(__file__).resolve().parents[1] / "conf").resolve()
+CONF_DIR = (Path(__file__).resolve().parents[2] / "conf").resolve()
 EXPERIMENT_DIR = CONF_DIR / "experiment"
 ATTRIBUTE_DIR = CONF_DIR / "attribute"
 

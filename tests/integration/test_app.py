@@ -19,7 +19,7 @@ from asyrp.hfunctions import build_hfunction  # noqa: E402
 from asyrp.utils.config import compose  # noqa: E402
 from asyrp.hfunction_file import FORMAT as HFUNCTION_FORMAT  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STEPS = ["n_inv=6", "n_gen=6", "t0=400", "t_edit=200", "t_boost=0"]  # short walks: the test takes seconds
 
 

@@ -306,7 +306,7 @@ def test_one_timestep_plan_for_cache_module_and_edit(bb, tmp_path):
     cache = InversionCache(tmp_path, bb, A, n_inv=5, n_gen=6, t0=999, spacing="uniform")
     entry = cache.compute(noise_sources(0, 1), None)[0]
     assert entry["t"].tolist() == [t for t, _ in plan.generation()]
-    clip = load_clip(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "clip" / "tiny.yaml"))
+    clip = load_clip(OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "clip" / "tiny.yaml"))
     m = AsyrpModule(_block(bb), bb, clip, A, source=["a"], target=["b"], optimizer=partial(torch.optim.SGD, lr=0.1),
                     n_inv=5, n_gen=6, t0=999, t_edit=500, t_boost=200, spacing="uniform")
     assert m.train_steps == plan.edit_steps() and all(entry["t"][k] == t for k, t, _ in m.train_steps)
