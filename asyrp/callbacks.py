@@ -2,7 +2,7 @@
 
 ``HFunctionCheckpoint`` writes only what editing needs: the h-function's state dict plus the config to rebuild it
 (hfunction cfg, arch, h_shape, emb_dim, attribute, t_edit, ...), all plain types (loads with weights_only=True).
-Optionally also the official layout ``{"0": state_dict}`` that ``asyrp.hfunction_file.load_official_hfunction`` reads.
+Optionally also the official layout ``{"0": state_dict}`` that ``asyrp.hfunctions.load_official_hfunction`` reads.
 Lightning's own ``last.ckpt`` (ModelCheckpoint) is for resuming; it too holds only the h-function's weights.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
-from .hfunction_file import payload, save_hfunction
+from .hfunctions.files import payload, save_hfunction
 from .utils.errors import TrainingDiverged
 
 log = logging.getLogger(__name__)

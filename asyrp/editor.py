@@ -55,7 +55,7 @@ class Editor:
     scales: list[float] = field(default_factory=list)  # per h-function factor on its slider (own_intervals)
 
     def __post_init__(self):
-        from .hfunctions import Composition
+        from .hfunctions.modules import Composition
 
         self.hfunc = self.hfunctions[0] if len(self.hfunctions) == 1 else Composition(self.hfunctions)
         self._cache: OrderedDict[str, Inverted] = OrderedDict()
@@ -130,8 +130,8 @@ def load_editor(arch: Any, checkpoints: Sequence[str | Path], overrides: dict[st
     edit_interval config: t_edit, t_boost). Files trained on different intervals each act in their own, as in
     edit.py (asyrp.hfunctions.own_intervals)."""
     from .checks import check_perf, check_schedule
-    from .hfunction_file import hfunction_from_payload, read_hfunction_file
-    from .hfunctions import in_own_intervals, own_intervals, own_intervals_walk, step_scales
+    from .hfunctions.files import hfunction_from_payload, read_hfunction_file
+    from .hfunctions.windows import in_own_intervals, own_intervals, own_intervals_walk, step_scales
     from .perf import with_perf
     from .tasks import alphas, build_backbone
 

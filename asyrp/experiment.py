@@ -129,12 +129,12 @@ class World:
         if path is None and self.args.train:
             path = train_hfunction(self, key[0], kind)
         if path is not None:
-            from .hfunction_file import load_hfunction_checkpoint
+            from .hfunctions.files import load_hfunction_checkpoint
 
             f, _ = load_hfunction_checkpoint(path, self.backbone, self.arch_cfg.get("name"))
             res = (f.eval().requires_grad_(False), f"trained:{_rel(path)}")
         else:
-            from .hfunctions import build_hfunction
+            from .hfunctions.build import build_hfunction
 
             import zlib
 
@@ -437,7 +437,7 @@ def train_direction(world: World, attr: str, mode: str, x0: torch.Tensor, *, epo
     task builds, so this is a plain loop with the same pieces (asyrp_step, AsyrpLoss, truncated gradients). Adam
     instead of the SGD recipe: the baselines are compared at matched norms, so only the learnt direction matters.
     """
-    from .hfunctions import GlobalDirection
+    from .hfunctions.modules import GlobalDirection
     from .losses import AsyrpLoss
     from .samplers import asyrp_step, generation_pairs
     from .schedules import timesteps

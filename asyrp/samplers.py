@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .backbones.base import Backbone
-from .hfunctions import Coefficients, apply_hfunction, n_components
+from .hfunctions.modules import Coefficients, apply_hfunction, n_components
 from .schedules import alpha_at, timesteps
 
 

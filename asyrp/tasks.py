@@ -6,7 +6,7 @@
 
 This module only orders the work; the rooms it calls: config checks (asyrp.checks: every problem the user can fix,
 before any network pass or output file, as ONE ``AsyrpUserError``), run folders (asyrp.runs), the h-function file
-format (asyrp.hfunction_file), the timestep plan and the walk (asyrp.samplers), images (asyrp.data.images).
+format (asyrp.hfunctions.files), the timestep plan and the walk (asyrp.samplers), images (asyrp.data.images).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from .checks import (
     check_train_config,
     edit_settings,
 )
-from .hfunction_file import hfunction_from_payload, read_hfunction_file
+from .hfunctions.files import hfunction_from_payload, read_hfunction_file
 from .runs import MANIFEST, claim_edit_dir, claim_train_dir, holds_claims
 from .utils import envfaults
 from .utils.errors import AsyrpUserError
@@ -168,7 +168,7 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
 
     from .clip import load_clip
     from .data import AsyrpDataModule
-    from .hfunctions import build_hfunction
+    from .hfunctions.build import build_hfunction
     from .module import AsyrpModule
     from .perf import loader_kwargs, with_perf
     from .utils import secrets
@@ -351,7 +351,7 @@ class _EditJob:
     def _schedule(self):
         """The timestep plan: the config's values, else those stored in the first file, else the edit_interval's.
         A composition of files trained on different intervals keeps each function in its own (``_windows``)."""
-        from .hfunctions import own_intervals_walk, step_scales
+        from .hfunctions.windows import own_intervals_walk, step_scales
         from .samplers import TimestepPlan
 
         cfg, stored = self.cfg, dict(self.metas[0].get("edit") or {})
@@ -378,7 +378,7 @@ class _EditJob:
     def _windows(self) -> list[dict[str, Any]] | None:
         """Several files with different stored intervals and no t0 / t_edit on the command line: each function in
         its own (asyrp.hfunctions.own_intervals)."""
-        from .hfunctions import own_intervals
+        from .hfunctions.windows import own_intervals
 
         if self.cfg.get("t0") is not None or self.cfg.get("t_edit") is not None:
             return None
@@ -403,7 +403,8 @@ class _EditJob:
         })
 
     def load_networks(self) -> None:
-        from .hfunctions import Composition, in_own_intervals
+        from .hfunctions.modules import Composition
+        from .hfunctions.windows import in_own_intervals
         from .perf import with_perf
 
         cfg = self.cfg

@@ -141,7 +141,7 @@ def train_cost(log_path: str | None, settings: dict, n_train: int, epochs: int) 
 
 
 def row(ctx, name: str, path: Path, train_logs: dict) -> dict:
-    from asyrp.hfunction_file import load_hfunction_checkpoint
+    from asyrp.hfunctions import load_hfunction_checkpoint
 
     sign, summary = 1.0, None
     if path.is_dir():

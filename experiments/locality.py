@@ -19,8 +19,7 @@ import torch
 
 from asyrp.data.cache import cached_inversions
 from asyrp.data.images import read_image_files, scan_images
-from asyrp.hfunction_file import load_hfunction_checkpoint
-from asyrp.hfunctions import TimeWindow
+from asyrp.hfunctions import TimeWindow, load_hfunction_checkpoint
 from asyrp.metrics import OracleEditScore
 from asyrp.samplers import edit
 from asyrp.synthfaces.oracle import load_oracle

@@ -53,10 +53,9 @@ def images(n: int = 2, *, size: int = 16, seed: int = 0, dtype: torch.dtype = to
 def tiny_hfunction_file(d, *, n_steps: int = 4, attribute: str | None = "smiling", strength: float | None = 1.0,
                         official: bool = False):
     """A delta_block h-function for the random tiny_ddpm backbone (torch seed 0), written as ``d / "hf.pt"``
-    (and ``d / "hf_official.pth"`` with ``official``) through asyrp.hfunction_file; returns the backbone."""
+    (and ``d / "hf_official.pth"`` with ``official``) through asyrp.hfunctions; returns the backbone."""
     from asyrp import tasks
-    from asyrp.hfunction_file import payload, save_hfunction
-    from asyrp.hfunctions import build_hfunction
+    from asyrp.hfunctions import build_hfunction, payload, save_hfunction
     from asyrp.utils.config import compose
 
     cfg = compose("edit", ["arch=tiny_ddpm", "checkpoint=x", "input_dir=x"], output_dir=d / "r")

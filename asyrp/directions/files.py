@@ -1,12 +1,12 @@
 """Directions as h-function files: the ``global`` / ``global_per_t`` kinds of asyrp.hfunctions in the project's
-``hfunction.pt`` format (asyrp.hfunction_file), so edit.py, ``load_hfunction_checkpoint``, ``Composition`` and ``strength`` take them as
+``hfunction.pt`` format (asyrp.hfunctions.files), so edit.py, ``load_hfunction_checkpoint``, ``Composition`` and ``strength`` take them as
 they take a trained h-function. The file also carries ``direction``: method, index, timesteps, labels, cost."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..hfunctions import GlobalDirection
+from ..hfunctions.modules import GlobalDirection
 from .finders import Direction
 
 
@@ -24,7 +24,7 @@ def direction_hfunction(d: Direction) -> GlobalDirection:
 
 def direction_payload(d: Direction, backbone, *, arch: Mapping[str, Any], edit: Mapping[str, Any],
                       extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    from ..hfunction_file import payload
+    from ..hfunctions.files import payload
 
     g = direction_hfunction(d)
     hf = {"kind": "global", "init_std": 0.0} if d.timesteps is None else \
@@ -46,7 +46,7 @@ def direction_payload(d: Direction, backbone, *, arch: Mapping[str, Any], edit: 
 def save_direction(d: Direction, path: str | Path, backbone, *, arch: Mapping[str, Any], edit: Mapping[str, Any],
                    extra: Mapping[str, Any] | None = None) -> Path:
     """Write the direction as an h-function file (atomically); ``edit`` holds the step settings edit.py reuses."""
-    from ..hfunction_file import save_hfunction
+    from ..hfunctions.files import save_hfunction
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

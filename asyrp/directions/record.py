@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..hfunctions import HFunction
+from ..hfunctions.modules import HFunction
 
 
 class HRecorder(HFunction):

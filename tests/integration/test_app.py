@@ -15,9 +15,9 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 from asyrp.app import build_app, example_images, make_editor  # noqa: E402
 from asyrp.synthfaces.render import write_example_faces  # noqa: E402
+from asyrp.hfunctions import FORMAT as HFUNCTION_FORMAT  # noqa: E402
 from asyrp.hfunctions import build_hfunction  # noqa: E402
 from asyrp.utils.config import compose  # noqa: E402
-from asyrp.hfunction_file import FORMAT as HFUNCTION_FORMAT  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = ["n_inv=6", "n_gen=6", "t0=400", "t_edit=200", "t_boost=0"]  # short walks: the test takes seconds

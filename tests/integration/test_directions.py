@@ -14,8 +14,7 @@ from asyrp.directions import (boundary_direction, direction_hfunction, jacobian_
                               oracle_labels, pca_directions, record_walk, save_direction, target_gain,
                               top_singular_vectors)
 from asyrp.directions.task import discover
-from asyrp.hfunction_file import load_hfunction_checkpoint
-from asyrp.hfunctions import Composition
+from asyrp.hfunctions import Composition, load_hfunction_checkpoint
 from asyrp.samplers import ddim_invert, edit as asyrp_edit
 from asyrp.schedules import alphas_cumprod, make_betas, timesteps
 from asyrp.tasks import edit

@@ -13,7 +13,7 @@ from asyrp.grid import grid_layout
 from helpers import images
 from PIL import Image
 
-from asyrp.hfunction_file import load_official_hfunction
+from asyrp.hfunctions import load_official_hfunction
 from asyrp.tasks import edit, train
 from asyrp.utils.config import compose
 from asyrp.utils.errors import AsyrpUserError
@@ -114,7 +114,7 @@ def test_composition_keeps_each_function_in_its_own_interval(trained, faces, tmp
     """Files trained on different intervals compose with one walk from the highest t0 down to the lowest t_edit, each
     function acting only in its own [t0, t_edit] (at its trained effect per unit of t); a function alone in a
     composition edits as it does alone."""
-    from asyrp.hfunction_file import save_hfunction
+    from asyrp.hfunctions import save_hfunction
 
     p = torch.load(trained / "hfunction.pt", weights_only=True)
     assert (p["edit"]["t0"], p["edit"]["t_edit"], p["edit"]["n_gen"]) == (999, 500, 4)
@@ -161,7 +161,7 @@ def test_editor_composes_files_of_different_intervals_like_edit_py(trained, face
     its own interval at its trained effect per unit of t; same image out (to PNG rounding)."""
     from asyrp.data.images import load_image
     from asyrp.editor import load_editor
-    from asyrp.hfunction_file import save_hfunction
+    from asyrp.hfunctions import save_hfunction
 
     p = torch.load(trained / "hfunction.pt", weights_only=True)
     high = tmp_path / "high.pt"

@@ -106,7 +106,7 @@ def test_t0_reaches_training_and_the_walk(tmp_path):
     import torch
 
     from asyrp.experiment import base_parser, setup
-    from asyrp.hfunction_file import read_hfunction_file
+    from asyrp.hfunctions import read_hfunction_file
 
     def world(*extra):
         return setup(base_parser("t0", None).parse_args(TINY + list(extra)))

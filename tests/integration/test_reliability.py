@@ -18,8 +18,7 @@ import asyrp.runs as runs
 import asyrp.tasks as tasks
 from asyrp.checks import check_arch
 from asyrp.data.images import scan_images
-from asyrp.hfunction_file import load_hfunction_checkpoint
-from asyrp.hfunctions import DeltaBlock
+from asyrp.hfunctions import DeltaBlock, load_hfunction_checkpoint
 from asyrp.utils import secrets
 from asyrp.utils.cli import check_overrides
 from asyrp.utils.config import compose

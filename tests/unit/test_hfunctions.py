@@ -7,7 +7,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from asyrp.hfunction_file import load_hfunction_weights, load_official_hfunction
 from asyrp.hfunctions import (
     ADM_KEYS,
     DDPM_KEYS,
@@ -16,6 +15,8 @@ from asyrp.hfunctions import (
     GlobalDirection,
     apply_hfunction,
     build_hfunction,
+    load_hfunction_weights,
+    load_official_hfunction,
 )
 from conftest import ASYRP_OFFICIAL
 from helpers import tiny_backbone
@@ -204,3 +205,18 @@ def test_build_options_seed_checkpoint_and_errors(tmp_path):
         build_hfunction({"kind": "delta_block", "widht": 3}, bb)
     with pytest.raises(ValueError, match="unknown h-function kind"):
         build_hfunction({"kind": "mlp"}, bb)
+
+
+def test_hfunctions_package_imports_one_way():
+    """modules <- build <- files, windows on modules only: no module of the package imports one above it."""
+    import ast
+
+    import asyrp.hfunctions as pkg
+
+    rank = {"modules": 0, "windows": 1, "build": 1, "files": 2}
+    for name, level in rank.items():
+        tree = ast.parse((Path(pkg.__file__).parent / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                imported = (node.module or "").split(".")[0]
+                assert rank[imported] < level, f"hfunctions.{name} imports .{imported} (same level or above it)"

@@ -9,11 +9,11 @@ Every h-function is a module called ``f(h, emb, t=None) -> delta_h`` with ``delt
 The implicit function of the paper is ``DeltaBlock`` (two published designs); ``GlobalDirection`` is the paper's
 "global delta_h" variant; ``Composition`` sums several attributes with coefficients (the paper's linear
 combination of directions). ``apply_hfunction`` applies strengths / coefficient rows in one batched evaluation.
+The bottom of the package's chain (modules <- build <- files): it imports nothing above it.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,13 +25,8 @@ __all__ = [
     "GlobalDirection",
     "Composition",
     "TimeWindow",
-    "own_intervals",
-    "in_own_intervals",
-    "own_intervals_walk",
-    "step_scales",
     "apply_hfunction",
     "n_components",
-    "build_hfunction",
 ]
 
 
@@ -250,36 +245,6 @@ class TimeWindow(HFunction):
         return self.fn(h, emb, t) * inside
 
 
-def own_intervals(edits: Sequence[Mapping[str, Any]]) -> list[dict[str, int]] | None:
-    """The stored edit settings of several h-functions -> one window [t0, t_edit] per function when they differ
-    (None when they agree or one has no t_edit): a composition then lets each act where it was trained. ``n_needed``
-    is the step count a walk from the highest t0 needs to keep that function's steps per unit of t."""
-    if len(edits) < 2 or any(e.get("t_edit") is None for e in edits):
-        return None
-    spans = [(int(e.get("t0", 999)), int(e["t_edit"]), int(e.get("n_gen", 40))) for e in edits]
-    if len({s[:2] for s in spans}) == 1:
-        return None
-    t0_max = max(t0 for t0, _, _ in spans)
-    return [{"t0": t0, "t_edit": te, "n_gen": n, "n_needed": -(-n * t0_max // t0)} for t0, te, n in spans]
-
-
-def own_intervals_walk(windows: Sequence[Mapping[str, int]]) -> dict[str, int]:
-    """The walk such a composition needs: from the highest t0 to the lowest t_edit, at the densest function's steps."""
-    n = max(w["n_needed"] for w in windows)
-    return {"t0": max(w["t0"] for w in windows), "t_edit": min(w["t_edit"] for w in windows), "n_inv": n, "n_gen": n}
-
-
-def step_scales(windows: Sequence[Mapping[str, int]], t0: int, n_gen: int) -> list[float]:
-    """Per window, the factor on its function's coefficient that keeps the trained effect per unit of t on a walk of
-    ``n_gen`` steps from ``t0`` (delta_h acts once per step: new t per step / trained t per step)."""
-    return [(t0 / n_gen) / (w["t0"] / w["n_gen"]) for w in windows]
-
-
-def in_own_intervals(fns: Sequence[nn.Module], windows: Sequence[Mapping[str, int]]) -> list[nn.Module]:
-    """Each function switched on only in its window (``own_intervals``)."""
-    return [TimeWindow(f, w["t0"], w["t_edit"]) for f, w in zip(fns, windows)]
-
-
 def n_components(hfunc: nn.Module | None) -> int:
     """How many coefficients one setting of ``hfunc`` takes (a Composition: one per function)."""
     if hfunc is None:
@@ -312,73 +277,3 @@ def apply_hfunction(
         f"coefficients of shape {tuple(c.shape)} do not fit {N} rows and {n_components(hfunc)} function(s): "
         "pass a number, one value per row (N,), or one coefficient row per batch row (N, n)"
     )
-
-
-# -- from a config ---------------------------------------------------------------------------------------------
-_KEYS = {
-    "delta_block": {"kind", "layout", "width", "zero_init", "use_temb", "dropout", "num_groups", "checkpoint", "seed"},
-    "global": {"kind", "init_std", "checkpoint", "seed"},
-    "global_per_t": {"kind", "init_std", "timesteps", "n_steps", "t0", "checkpoint", "seed"},
-}
-
-
-def _as_dict(cfg: Any) -> dict:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            return dict(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-    except ImportError:  # pragma: no cover
-        pass
-    return dict(cfg)
-
-
-def build_hfunction(cfg: Any, backbone) -> HFunction:
-    """An h-function sized for ``backbone`` from a config (see conf/hfunction/*.yaml).
-
-    ``kind``: delta_block | global | global_per_t. For delta_block, ``layout: auto`` picks the ADM block for
-    ``backbone.family == "adm"`` and the DDPM block otherwise (ddpm, ncsnpp, diffusers). ``checkpoint`` loads
-    weights strictly; ``seed`` makes the random initialisation reproducible.
-    """
-    cfg = _as_dict(cfg)
-    kind = cfg.get("kind", "delta_block")
-    if kind not in _KEYS:
-        raise ValueError(f"unknown h-function kind {kind!r}: use one of {sorted(_KEYS)}")
-    unknown = set(cfg) - _KEYS[kind]
-    if unknown:
-        raise ValueError(f"unknown key(s) {sorted(unknown)} for h-function kind {kind!r}; allowed: {sorted(_KEYS[kind])}")
-    seed = cfg.get("seed")
-    with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(int(seed))
-        if kind == "delta_block":
-            layout = cfg.get("layout", "auto")
-            if layout == "auto":
-                layout = "adm" if getattr(backbone, "family", "") == "adm" else "ddpm"
-            module: HFunction = DeltaBlock(
-                layout,
-                backbone.h_channels,
-                backbone.emb_dim,
-                width=cfg.get("width"),
-                zero_init=bool(cfg.get("zero_init", False)),
-                dropout=float(cfg.get("dropout", 0.0)),
-                num_groups=int(cfg.get("num_groups", 32)),
-                time_conditioned=bool(cfg.get("use_temb", True)),
-            )
-        elif kind == "global":
-            module = GlobalDirection(backbone.h_shape, init_std=float(cfg.get("init_std", 0.2)))
-        else:
-            ts = cfg.get("timesteps")
-            if ts is None:
-                from .schedules import timesteps
-
-                ts = timesteps(int(cfg.get("n_steps", 40)), int(cfg.get("t0", 999)))
-            module = GlobalDirection(backbone.h_shape, timesteps=ts, init_std=float(cfg.get("init_std", 0.2)))
-    if cfg.get("checkpoint"):
-        from .hfunction_file import load_hfunction_weights
-
-        load_hfunction_weights(module, cfg["checkpoint"])
-    p = next(backbone.parameters(), None)
-    if p is not None:
-        module = module.to(device=p.device)
-    return module

@@ -8,6 +8,8 @@
 - ``read_hfunction_file`` reads a file once, safely (tensors only), with one clear error per fault;
   ``hfunction_from_payload`` builds the h-function from what was read (either format) and ``probe_hfunction`` runs it
   once on the backbone's bottleneck, so a file for another backbone fails with its shapes before any image is edited.
+
+The top of the package's chain (modules <- build <- files): a stored config is rebuilt through ``build_hfunction``.
 """
 from __future__ import annotations
 
@@ -18,9 +20,22 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .hfunctions import ADM_KEYS, DDPM_KEYS, DeltaBlock, GlobalDirection, HFunction
-from .utils.errors import AsyrpUserError
-from .utils.io import atomic_save
+from ..utils.errors import AsyrpUserError
+from ..utils.io import atomic_save
+from .build import _is_state_dict, _torch_load, build_hfunction
+from .modules import ADM_KEYS, DDPM_KEYS, DeltaBlock, GlobalDirection, HFunction
+
+__all__ = [
+    "FORMAT",
+    "payload",
+    "save_hfunction",
+    "load_official_hfunction",
+    "official_from_object",
+    "read_hfunction_file",
+    "probe_hfunction",
+    "hfunction_from_payload",
+    "load_hfunction_checkpoint",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +56,6 @@ def save_hfunction(obj: Mapping[str, Any], path: str | Path, official_path: str 
 
 
 # -- the official layout ------------------------------------------------------------------------------------------
-def _torch_load(path: str | Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
-
-
 def _delta_block_from_state_dict(sd: Mapping[str, torch.Tensor], source: str) -> DeltaBlock:
     keys = frozenset(sd)
     if keys == DDPM_KEYS:
@@ -112,25 +119,10 @@ def official_from_object(obj: Any, source: str) -> HFunction:
     )
 
 
-def load_hfunction_weights(module: nn.Module, path: str | Path) -> nn.Module:
-    """Strictly load weights into an existing h-function: an official file (key "0"), {"state_dict": ...}, or bare."""
-    obj = _torch_load(path)
-    if isinstance(obj, Mapping) and isinstance(obj.get("0"), Mapping):
-        sd = obj["0"]
-    elif isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        sd = obj["state_dict"]
-    elif _is_state_dict(obj):
-        sd = obj
-    else:
-        raise ValueError(f"{path}: no h-function state dict found (keys: {sorted(map(str, obj))[:12]})")
-    module.load_state_dict(dict(sd), strict=True)
-    return module
-
-
 # -- reading either format --------------------------------------------------------------------------------------
 def read_hfunction_file(path: str | Path) -> Any:
     """The object stored in an h-function checkpoint, read safely (tensors only), with one clear error per fault."""
-    from .backbones.checkpoints import CheckpointError, load_file
+    from ..backbones.checkpoints import CheckpointError, load_file
 
     path = Path(str(path)).expanduser()
     if not path.is_file():
@@ -170,8 +162,6 @@ def probe_hfunction(hfunc: torch.nn.Module, backbone, path: Path, arch_name: str
 
 def hfunction_from_payload(obj: Any, path: str | Path, backbone, arch_name: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Our ``hfunction.pt`` payload (rebuilt from its stored config, strict) or an official file's object."""
-    from .hfunctions import build_hfunction
-
     path = Path(str(path)).expanduser()
     meta: dict[str, Any] = {}
     try:

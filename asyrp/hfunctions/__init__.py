@@ -1,0 +1,56 @@
+"""h-functions, delta_h = f(h_t, t), in a one-way chain: ``modules`` (the functions) <- ``build`` (from a config)
+<- ``files`` (the ``hfunction.pt`` format and the official files); ``windows`` places a composition's functions in
+their own edit intervals. Library code imports from the module that holds a name; users import from here."""
+from .build import build_hfunction, load_hfunction_weights
+from .files import (
+    FORMAT,
+    hfunction_from_payload,
+    load_hfunction_checkpoint,
+    load_official_hfunction,
+    official_from_object,
+    payload,
+    probe_hfunction,
+    read_hfunction_file,
+    save_hfunction,
+)
+from .modules import (
+    ADM_KEYS,
+    DDPM_KEYS,
+    Coefficients,
+    Composition,
+    DeltaBlock,
+    GlobalDirection,
+    HFunction,
+    TimeWindow,
+    apply_hfunction,
+    n_components,
+)
+from .windows import in_own_intervals, own_intervals, own_intervals_walk, step_scales
+
+__all__ = [
+    "HFunction",
+    "DeltaBlock",
+    "GlobalDirection",
+    "Composition",
+    "TimeWindow",
+    "Coefficients",
+    "DDPM_KEYS",
+    "ADM_KEYS",
+    "apply_hfunction",
+    "n_components",
+    "build_hfunction",
+    "load_hfunction_weights",
+    "FORMAT",
+    "payload",
+    "save_hfunction",
+    "load_official_hfunction",
+    "official_from_object",
+    "read_hfunction_file",
+    "probe_hfunction",
+    "hfunction_from_payload",
+    "load_hfunction_checkpoint",
+    "own_intervals",
+    "own_intervals_walk",
+    "step_scales",
+    "in_own_intervals",
+]
