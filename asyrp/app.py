@@ -115,7 +115,7 @@ def build_app(editor, examples: Sequence[str | Path] = (), strip: Sequence[float
     """The page: image in, one slider per h-function, input | reconstruction | edit, and the strip."""
     gr = _gradio()
     view = EditorView(editor, strip)
-    s = editor.settings
+    s = editor.plan
     with gr.Blocks(title="asyrp editor", analytics_enabled=False) as app:
         gr.Markdown(f"## asyrp: edit in h-space\nh-functions: {', '.join(editor.names)} · {s.n_inv} inversion / "
                     f"{s.n_gen} generation steps to t0={s.t0}, edit while t >= {s.t_edit}, boost below {s.t_boost}. "

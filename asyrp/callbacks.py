@@ -94,7 +94,7 @@ class EditGrid(pl.Callback):
         name = (info.get("attribute") or {}).get("name") or "edit"
         target = "; ".join(getattr(pl_module, "target", []) or [])
         title = (f"step {trainer.global_step}: {name} ('{target}'), strength {pl_module.strength:g}, t_edit "
-                 f"{pl_module.t_edit}; columns: source, reconstruction (no edit), edit")
+                 f"{pl_module.plan.t_edit}; columns: source, reconstruction (no edit), edit")
         grid = columns_grid([("source", batch["x0"]), ("reconstruction", batch["x_rec"]),
                              (f"edit: {strength_label([name], [pl_module.strength])}", x_edit)],
                             [f"image {int(i)}" for i in batch["index"]], title)

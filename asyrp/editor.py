@@ -16,19 +16,7 @@ from typing import Any, Sequence
 
 import torch
 
-
-@dataclass
-class EditorSettings:
-    """The walk of every edit (as edit.py resolves it: config, else the first h-function file, else defaults)."""
-
-    n_inv: int = 40
-    n_gen: int = 40
-    t0: int = 999
-    t_edit: int = 500
-    t_boost: int | None = None
-    mode: str = "asyrp"
-    seed: int = 0
-    spacing: str = "official"
+from .plan import EditPlan
 
 
 @dataclass
@@ -49,7 +37,8 @@ class Editor:
     hfunctions: list
     names: list[str]
     a: torch.Tensor
-    settings: EditorSettings
+    plan: EditPlan  # the walk of every edit, resolved as edit.py resolves it (``load_editor``)
+    seed: int = 0  # the quality-boosting noise of every edit
     defaults: list[float] = field(default_factory=list)  # the strength each h-function was trained with
     cache_size: int = 64
     scales: list[float] = field(default_factory=list)  # per h-function factor on its slider (own_intervals)
@@ -74,29 +63,25 @@ class Editor:
         return int(self.backbone.image_size)
 
     def key(self, x0: torch.Tensor) -> str:
-        s = self.settings
+        p = self.plan
         h = hashlib.blake2b(digest_size=12)
         h.update(x0.detach().float().cpu().contiguous().numpy().tobytes())
-        h.update(f"{s.n_inv}|{s.n_gen}|{s.t0}|{s.t_boost}|{s.seed}|{s.spacing}".encode())
+        h.update(f"{p.n_inv}|{p.n_gen}|{p.t0}|{p.t_boost}|{self.seed}|{p.spacing}".encode())
         return h.hexdigest()
 
     @torch.no_grad()
     def invert(self, x0: torch.Tensor) -> Inverted:
         """x0 (3, H, W) in [-1, 1] at the backbone's size -> its cached inversion (computed on first use)."""
-        from .samplers import ddim_invert, edit
-        from .schedules import timesteps
+        from .samplers import edit
 
         k = self.key(x0)
         if k in self._cache:
             self._cache.move_to_end(k)
             self._cache[k].hits += 1
             return self._cache[k]
-        s, t = self.settings, time.perf_counter()
-        x = x0[None].to(self.device)
-        x_T = ddim_invert(self.backbone, x, timesteps(s.n_inv, s.t0, s.spacing), self.a)
-        x_rec = edit(self.backbone, None, None, a=self.a, n_gen=s.n_gen, t_boost=s.t_boost, seeds=[s.seed], t0=s.t0,
-                     x_T=x_T, spacing=s.spacing).x_edit
-        inv = Inverted(k, x0.cpu(), x_T, x_rec[0].cpu(), time.perf_counter() - t)
+        t = time.perf_counter()
+        rec = edit(self.backbone, x0[None].to(self.device), None, a=self.a, plan=self.plan, seeds=[self.seed])
+        inv = Inverted(k, x0.cpu(), rec.x_T, rec.x_edit[0].cpu(), time.perf_counter() - t)
         self.stats["inversions"] += 1
         self._cache[k] = inv
         while len(self._cache) > self.cache_size:
@@ -108,13 +93,12 @@ class Editor:
         """(K, 3, H, W): one edit per row of coefficients (one per h-function), from the cached x_T, in one batch."""
         from .samplers import edit
 
-        s = self.settings
         c = torch.tensor([[float(v) for v in row] for row in coeffs], dtype=torch.float64)
         if c.shape[1] != len(self.hfunctions):
             raise ValueError(f"{c.shape[1]} coefficients for {len(self.hfunctions)} h-functions")
         c = c * torch.tensor(self.scales, dtype=c.dtype)
-        out = edit(self.backbone, None, self.hfunc, a=self.a, n_gen=s.n_gen, t_edit=s.t_edit, t_boost=s.t_boost,
-                   strength=c, mode=s.mode, seeds=[s.seed], t0=s.t0, x_T=inv.x_T, spacing=s.spacing).x_edit
+        out = edit(self.backbone, None, self.hfunc, a=self.a, plan=self.plan, strength=c, seeds=[self.seed],
+                   x_T=inv.x_T).x_edit
         self.stats["generations"] += 1
         return out[:, 0].cpu()
 
@@ -129,7 +113,7 @@ def load_editor(arch: Any, checkpoints: Sequence[str | Path], overrides: dict[st
     settings resolved like edit.py does: explicit ``overrides``, else the first file's, else ``fallback`` (the
     edit_interval config: t_edit, t_boost). Files trained on different intervals each act in their own, as in
     edit.py (asyrp.hfunctions.own_intervals)."""
-    from .checks import check_perf, check_schedule
+    from .checks import check_mode, check_perf, check_schedule
     from .hfunctions.files import hfunction_from_payload, read_hfunction_file
     from .hfunctions.windows import in_own_intervals, own_intervals, own_intervals_walk, step_scales
     from .perf import with_perf
@@ -156,13 +140,14 @@ def load_editor(arch: Any, checkpoints: Sequence[str | Path], overrides: dict[st
                 return src[k]
         return default
 
-    s = EditorSettings(n_inv=int(pick("n_inv", 40)), n_gen=int(pick("n_gen", 40)), t0=int(pick("t0", 999)),
-                       t_edit=pick("t_edit", None), t_boost=pick("t_boost", None), mode=str(pick("mode", "asyrp")),
-                       seed=int(overrides.get("seed") or 0), spacing=str(pick("spacing", "official")))
+    n_inv, n_gen, t0 = int(pick("n_inv", 40)), int(pick("n_gen", 40)), int(pick("t0", 999))
+    t_edit, t_boost = pick("t_edit", None), pick("t_boost", None)
     keys = {k: k for k in ("n_inv", "n_gen", "t0", "t_edit", "t_boost")}
-    check_schedule(s.n_inv, s.n_gen, s.t0, s.t_edit, s.t_boost, keys=keys)
-    s.t_edit, s.t_boost = int(s.t_edit), (None if s.t_boost is None else int(s.t_boost))
-    scales = step_scales(windows, s.t0, s.n_gen) if windows else []
+    check_schedule(n_inv, n_gen, t0, t_edit, t_boost, keys=keys)
+    check_mode(pick("mode", None), "mode")
+    plan = EditPlan(n_inv=n_inv, n_gen=n_gen, t0=t0, t_edit=t_edit, t_boost=t_boost,
+                    spacing=str(pick("spacing", "official")), mode=str(pick("mode", "asyrp")))
+    scales = step_scales(windows, plan.t0, plan.n_gen) if windows else []
     fns = in_own_intervals(fns, windows) if windows else fns
-    return Editor(backbone, fns, names, alphas(arch).to(next(backbone.parameters()).device), s, defaults,
-                  scales=scales)
+    return Editor(backbone, fns, names, alphas(arch).to(next(backbone.parameters()).device), plan,
+                  int(overrides.get("seed") or 0), defaults, scales=scales)

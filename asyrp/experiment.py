@@ -166,15 +166,17 @@ class World:
     def edit(self, x_T: torch.Tensor, hfunc, *, strength: Any = 1.0, mode: str = "asyrp", trajectory: bool = False,
              t_edit: int | None = None, batch_size: int = 64):
         """asyrp.samplers.edit from cached x_T (same seeds for every method), in batches of images."""
+        from .plan import EditPlan
         from .samplers import edit
 
+        plan = EditPlan(n_inv=self.n_steps, n_gen=self.n_steps, t0=self.t0,
+                        t_edit=self.t_edit if t_edit is None else t_edit, t_boost=self.t_boost, mode=mode)
         results = []
         for lo in range(0, x_T.shape[0], batch_size):
             xt = x_T[lo:lo + batch_size]
-            results.append(edit(self.backbone, None, hfunc, a=self.a, n_inv=self.n_steps, n_gen=self.n_steps,
-                                t0=self.t0, t_edit=self.t_edit if t_edit is None else t_edit, t_boost=self.t_boost,
-                                strength=strength, mode=mode, seeds=self.seeds(x_T.shape[0])[lo:lo + xt.shape[0]],
-                                x_T=xt, return_trajectory=trajectory))
+            results.append(edit(self.backbone, None, hfunc, a=self.a, plan=plan, strength=strength,
+                                seeds=self.seeds(x_T.shape[0])[lo:lo + xt.shape[0]], x_T=xt,
+                                return_trajectory=trajectory))
         if len(results) == 1:
             return results[0]
         multi = results[0].x_edit.dim() == 5

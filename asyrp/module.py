@@ -24,7 +24,7 @@ from torch import nn
 
 from .clip import FrozenCLIP
 from .losses import AsyrpLoss, direction_cosine
-from .samplers import TimestepPlan
+from .plan import EditPlan, stored_edit
 
 
 # Lightning's advice about saving pre-optimisation state does not apply: last.ckpt is meant to hold the stepped
@@ -51,15 +51,9 @@ class AsyrpModule(pl.LightningModule):
         target: list[str],
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
-        n_inv: int = 40,
-        n_gen: int = 40,
-        t0: int = 999,
-        t_edit: int = 513,
-        t_boost: int = 167,
-        mode: str = "asyrp",
+        plan: EditPlan,
         strength: float = 1.0,
         loss: Mapping[str, Any] | None = None,
-        spacing: str = "official",
         seed: int = 0,
         config: Mapping[str, Any] | None = None,
     ):
@@ -69,13 +63,12 @@ class AsyrpModule(pl.LightningModule):
         object.__setattr__(self, "_frozen", _Frozen(backbone=backbone, clip=clip, a=a.detach().double().cpu()))
         self._optimizer, self._scheduler = optimizer, scheduler
         self.source, self.target = list(source), list(target)
-        self.n_inv, self.n_gen, self.t0 = int(n_inv), int(n_gen), int(t0)
-        self.t_edit, self.t_boost = int(t_edit), int(t_boost)
-        self.mode, self.strength, self.spacing, self.seed = mode, float(strength), spacing, int(seed)
+        if plan.t_edit is None:
+            raise ValueError("training needs plan.t_edit: the steps t >= t_edit are the ones trained")
+        self.strength, self.seed = float(strength), int(seed)
         loss = dict(loss or {})
-        # the grid shared with the inversion cache and edit; training visits (k, t, t_next) for t >= t_edit
-        self.plan = TimestepPlan(n_inv=self.n_inv, n_gen=self.n_gen, t0=self.t0, t_edit=self.t_edit,
-                                 t_boost=self.t_boost, spacing=spacing)
+        # the plan shared with the inversion cache and edit; training visits (k, t, t_next) for t >= t_edit
+        self.plan = plan
         self.train_steps = self.plan.edit_steps()
         text_dir = clip.text_direction(self.source, self.target)
         self.loss_fn = AsyrpLoss(clip, text_dir, clip.text_cosine(self.source, self.target),
@@ -126,7 +119,7 @@ class AsyrpModule(pl.LightningModule):
             e_x0 = self.clip.encode_image(batch["x0"])
         sums: dict[str, float] = defaultdict(float)
         for k, t, t_next in self.train_steps:
-            step = asyrp_step(self.backbone, x, t, t_next, a, self.hfunc, mode=self.mode, strength=self.strength)
+            step = asyrp_step(self.backbone, x, t, t_next, a, self.hfunc, mode=self.plan.mode, strength=self.strength)
             terms = self.loss_fn(e_x0, step.P_edit, P_orig[:, k])
             opt.zero_grad()
             self.manual_backward(terms["loss"])
@@ -151,9 +144,8 @@ class AsyrpModule(pl.LightningModule):
         from .samplers import edit
 
         seeds = [self.seed + int(i) for i in batch["index"]]
-        res = edit(self.backbone, batch["x0"], self.hfunc, a=self.a.to(self.device), n_inv=self.n_inv,
-                   n_gen=self.n_gen, t_edit=self.t_edit, t_boost=self.t_boost, strength=self.strength, mode=self.mode,
-                   seeds=seeds, t0=self.t0, x_T=batch["x_T"], spacing=self.spacing)
+        res = edit(self.backbone, batch["x0"], self.hfunc, a=self.a.to(self.device), plan=self.plan,
+                   strength=self.strength, seeds=seeds, x_T=batch["x_T"])
         return res.x_edit
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -176,6 +168,5 @@ class AsyrpModule(pl.LightningModule):
             "h_shape": [int(v) for v in bb.h_shape],
             "emb_dim": int(bb.emb_dim),
             "attribute": {"name": cfg.get("attribute", {}).get("name"), "source": self.source, "target": self.target},
-            "edit": {"t_edit": self.t_edit, "t_boost": self.t_boost, "n_inv": self.n_inv, "n_gen": self.n_gen,
-                     "t0": self.t0, "mode": self.mode, "strength": self.strength, "spacing": self.spacing},
+            "edit": stored_edit(self.plan, self.strength),
         }

@@ -17,7 +17,8 @@ import torch
 
 from .backbones.base import Backbone
 from .hfunctions.modules import Coefficients, apply_hfunction, n_components
-from .schedules import alpha_at, timesteps
+from .plan import MODES, EditPlan, generation_pairs, inversion_pairs
+from .schedules import alpha_at
 
 
 def P_t(x_t: torch.Tensor, eps: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:
@@ -59,58 +60,6 @@ def ddim_update(
 
 def _t_batch(t: int, x: torch.Tensor) -> torch.Tensor:
     return torch.full((x.shape[0],), float(t), device=x.device, dtype=torch.float32)
-
-
-def inversion_pairs(seq: Sequence[int]) -> list[tuple[int, int]]:
-    """(t, t_next) for deterministic inversion along an increasing sequence: the network is evaluated at t."""
-    return list(zip(seq[:-1], seq[1:]))
-
-
-def generation_pairs(seq: Sequence[int]) -> list[tuple[int, int]]:
-    """(t, t_next) for generation down an increasing sequence, ending with (seq[0], -1)."""
-    down = list(reversed(seq))
-    return list(zip(down, down[1:] + [-1]))
-
-
-@dataclass(frozen=True)
-class TimestepPlan:
-    """The timestep grid of one setting, built once and shared by the inversion cache, the training module and edit.
-
-    Inversion walks up ``seq_inv`` (n_inv steps to t0), generation down ``seq_gen`` (n_gen steps); the h-function
-    acts on generation steps with t >= t_edit (``edit_steps``); below t_boost the walk is stochastic (eta = 1).
-    ``spacing``: 'official' (Asyrp's linspace) or 'uniform' (DDIM's skipping), see ``schedules.timesteps``.
-    """
-
-    n_inv: int = 40
-    n_gen: int = 40
-    t0: int = 999
-    t_edit: int | None = None
-    t_boost: int = 0
-    spacing: str = "official"
-
-    @property
-    def seq_inv(self) -> list[int]:
-        return timesteps(self.n_inv, self.t0, self.spacing)
-
-    @property
-    def seq_gen(self) -> list[int]:
-        return timesteps(self.n_gen, self.t0, self.spacing)
-
-    def inversion(self) -> list[tuple[int, int]]:
-        return inversion_pairs(self.seq_inv)
-
-    def generation(self) -> list[tuple[int, int]]:
-        return generation_pairs(self.seq_gen)
-
-    def edit_steps(self) -> list[tuple[int, int, int]]:
-        """(index into the generation walk, t, t_next) of every step with t >= t_edit, from T down."""
-        if self.t_edit is None:
-            return []
-        return [(k, t, tn) for k, (t, tn) in enumerate(self.generation()) if t >= self.t_edit]
-
-    def eta(self, t: int) -> float:
-        """1 (stochastic quality boosting) while t < t_boost, else 0 (deterministic DDIM)."""
-        return 1.0 if t < self.t_boost else 0.0
 
 
 @dataclass
@@ -196,9 +145,6 @@ def ddim_generate(
 # ==============================================================================================================
 # Asyrp: the asymmetric reverse process
 # ==============================================================================================================
-MODES = ("asyrp", "symmetric", "eps_shift", "x_shift")
-
-
 @dataclass
 class EditEps:
     """The two noise predictions of one edited step.
@@ -227,7 +173,8 @@ class StepResult:
 
 @dataclass
 class EditResult:
-    """Output of ``edit``: x_edit (B, C, H, W), or (K, B, C, H, W) for K coefficient settings; the inverted x_T.
+    """Output of ``edit``: x_edit (B, C, H, W), or (K, B, C, H, W) for K coefficient settings; the inverted x_T;
+    the plan it walked.
 
     ``trajectory`` (if asked): one (t, x_t, P_t) per generation step, P_t being the edited prediction while
     editing; with K settings the tensors hold K*B rows (setting k of image b at row k*B + b).
@@ -235,10 +182,12 @@ class EditResult:
 
     x_edit: torch.Tensor
     x_T: torch.Tensor
-    t_edit: int | None
-    t_boost: int
-    seq_gen: list[int]
+    plan: EditPlan
     trajectory: list[tuple[int, torch.Tensor, torch.Tensor]] | None = None
+
+    @property
+    def seq_gen(self) -> list[int]:
+        return self.plan.seq_gen
 
 
 def _t_rows(t: Any, x: torch.Tensor) -> torch.Tensor:
@@ -383,25 +332,18 @@ def edit(
     hfunc,
     *,
     a: torch.Tensor,
-    n_inv: int = 40,
-    n_gen: int = 40,
-    t_edit: int | None = None,
-    t_boost: int | None = None,
+    plan: EditPlan,
     strength: Coefficients = 1.0,
-    mode: str = "asyrp",
     seeds: Sequence[int] | None = None,
-    t0: int = 999,
     x_T: torch.Tensor | None = None,
     return_trajectory: bool = False,
-    spacing: str = "official",
 ) -> EditResult:
-    """Edit real images: DDIM inversion, then Asyrp on [T, t_edit], DDIM, and quality boosting below t_boost.
+    """Edit real images along ``plan``: DDIM inversion, then Asyrp on [T, t_edit], DDIM, quality boosting below t_boost.
 
-    - Inversion: ``n_inv`` timesteps ``int(linspace(0, 1, n) * t0)`` (``spacing``, see TimestepPlan),
-      deterministic, no clipping (skipped if ``x_T`` is given).
-    - Generation down ``n_gen`` timesteps: an Asyrp step (one encode + one decode of 2B rows) while t >= t_edit,
-      a plain DDIM step (one full pass) below, with eta = 1 while t < t_boost (stochastic quality boosting;
-      ``t_boost=None`` or 0 disables it).
+    - Inversion up ``plan.seq_inv``, deterministic, no clipping (skipped if ``x_T`` is given).
+    - Generation down ``plan.seq_gen``: an Asyrp step (``plan.mode``; asyrp: one encode + one decode of 2B rows)
+      while t >= t_edit, a plain DDIM step (one full pass) below, with eta = 1 while t < t_boost (stochastic quality
+      boosting; t_boost None or 0 disables it).
     - ``strength``: a number (negative reverses the attribute), coefficients of a Composition, or K settings at
       once (a list of strengths / a (K, n) matrix): the K*B trajectories run in the same batched calls and
       x_edit is (K, B, C, H, W).
@@ -415,14 +357,12 @@ def edit(
     """
     if x_T is None and x0 is None:
         raise ValueError("edit needs x0 (to invert) or x_T")
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}: use one of {MODES}")
     ref = x0 if x0 is not None else x_T
     B = ref.shape[0]
     K, coeffs, editing = _coefficient_rows(hfunc, strength, B)
+    t_edit = plan.t_edit
     if editing and t_edit is None:
-        raise ValueError("edit with an h-function needs t_edit (e.g. from conf/edit_interval or asyrp.interval)")
-    t_boost = 0 if t_boost is None else int(t_boost)
+        raise ValueError("edit with an h-function needs plan.t_edit (e.g. from conf/plan or asyrp.interval)")
     if seeds is None:
         seeds = torch.randint(0, 2**62, (B,)).tolist()
     seeds = list(seeds)
@@ -430,8 +370,6 @@ def edit(
         raise ValueError(f"got {len(seeds)} seeds for {B} images: pass one seed per image")
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
 
-    plan = TimestepPlan(n_inv=int(n_inv), n_gen=int(n_gen), t0=int(t0), t_edit=t_edit, t_boost=t_boost,
-                        spacing=spacing)
     if x_T is None:
         x_T = ddim_invert(backbone, x0, plan.seq_inv, a)
     x = x_T.repeat(K, *([1] * (x_T.dim() - 1)))
@@ -439,7 +377,7 @@ def edit(
 
     def predict(x_t: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if editing and t >= t_edit:  # Asyrp: the shifted h feeds P_t only
-            ee = edit_eps(backbone, x_t, t, hfunc, mode=mode, strength=coeffs)
+            ee = edit_eps(backbone, x_t, t, hfunc, mode=plan.mode, strength=coeffs)
             return (x_t if ee.x_t is None else ee.x_t), ee.eps_edit, ee.eps
         eps = backbone.eps(backbone(x_t, _t_batch(t, x_t)))
         return x_t, eps, eps
@@ -450,8 +388,7 @@ def edit(
     record = None if trajectory is None else (lambda s: trajectory.append((s.t, s.x_t, s.P_t)))
     x = ddim_walk(backbone, x, plan.generation(), a, eta=plan.eta, noise=noise, predict=predict, callback=record)
     x_edit = x.view(K, B, *x.shape[1:]) if K > 1 or _is_multi(strength, hfunc) else x
-    return EditResult(x_edit=x_edit, x_T=x_T, t_edit=t_edit, t_boost=t_boost, seq_gen=plan.seq_gen,
-                      trajectory=trajectory)
+    return EditResult(x_edit=x_edit, x_T=x_T, plan=plan, trajectory=trajectory)
 
 
 def _is_multi(strength: Coefficients, hfunc) -> bool:
@@ -462,6 +399,6 @@ def _is_multi(strength: Coefficients, hfunc) -> bool:
     return c.dim() == 2 or (c.dim() == 1 and not (n_components(hfunc) > 1 and c.numel() == n_components(hfunc)))
 
 
-def reconstruct(backbone: Backbone, x0: torch.Tensor, *, a: torch.Tensor, **kw) -> EditResult:
+def reconstruct(backbone: Backbone, x0: torch.Tensor, *, a: torch.Tensor, plan: EditPlan, **kw) -> EditResult:
     """The unedited counterpart of ``edit`` (same inversion, boosting and seeds): ``edit(..., hfunc=None)``."""
-    return edit(backbone, x0, None, a=a, **kw)
+    return edit(backbone, x0, None, a=a, plan=plan, **kw)

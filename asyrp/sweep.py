@@ -109,8 +109,7 @@ def measure(cfg: DictConfig, clip, backbone, res: Mapping[str, Any], oracle: Any
     x_src = read_image_files([it["source"] for it in items], size)
     # the unedited reconstruction: stored in the inversion cache by the edit run (nothing is computed here)
     entries = cached_inversions(str(cfg.dataset.cache_dir), backbone, alphas(cfg.arch),
-                                [Path(it["source"]) for it in items], n_inv=man["n_inv"], n_gen=man["n_gen"],
-                                t0=man["t0"], image_size=size)
+                                [Path(it["source"]) for it in items], res["plan"], image_size=size)
     x_rec = torch.stack([e["x_rec"] for e in entries]).float()
     target = cfg.attribute.get("oracle_target") if eq.get("judge", "auto") in ("auto", "oracle") else None
     lp = OmegaConf.to_container(eq.lpips, resolve=True) if eq.get("lpips") else None

@@ -171,6 +171,7 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
     from .hfunctions.build import build_hfunction
     from .module import AsyrpModule
     from .perf import loader_kwargs, with_perf
+    from .plan import EditPlan
     from .utils import secrets
 
     # speed options (asyrp.perf; auto = on for CUDA), resolved on the device of each input: on the CPU while the
@@ -185,10 +186,11 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
         raise AsyrpUserError(f"could not build the h-function from hfunction config: {err}") from err
 
     m = cfg.model
-    steps = {"n_inv": m.n_inv, "n_gen": m.n_gen, "t0": m.t0, "spacing": m.get("spacing", "official")}
+    plan = EditPlan(n_inv=m.n_inv, n_gen=m.n_gen, t0=m.t0, t_edit=cfg.edit_interval.t_edit,
+                    t_boost=cfg.edit_interval.get("t_boost") or 0, spacing=m.get("spacing", "official"), mode=m.mode)
     # perf.pin_memory (auto: for a CUDA trainer) and perf.num_workers (null: keep dataset.num_workers)
     dm_kw = {**_plain(cfg.dataset), **loader_kwargs(perf, _device(cfg))}
-    datamodule = AsyrpDataModule(**dm_kw).bind(backbone, a, **steps)
+    datamodule = AsyrpDataModule(**dm_kw).bind(backbone, a, plan)
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
         # build the cache here, in the launching process: bad images fail with our error before fit starts;
         # prepare_data inside fit then finds every entry and computes nothing
@@ -200,8 +202,7 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
         hfunc, backbone, clip, a,
         source=list(cfg.attribute.source), target=list(cfg.attribute.target),
         optimizer=instantiate(m.optimizer), scheduler=instantiate(m.scheduler) if m.get("scheduler") else None,
-        **steps, t_edit=cfg.edit_interval.t_edit, t_boost=cfg.edit_interval.get("t_boost") or 0,
-        mode=m.mode, strength=m.strength, loss=_plain(m.loss), seed=cfg.seed,
+        plan=plan, strength=m.strength, loss=_plain(m.loss), seed=cfg.seed,
         config=secrets.redact({"hfunction": hf_cfg, "arch": {k: _plain(cfg.arch.get(k)) for k in ("name", "family", "beta_schedule")},
                                "attribute": _plain(cfg.attribute),
                                "model": {k: v for k, v in _plain(m).items() if k not in ("optimizer", "scheduler")},
@@ -295,8 +296,8 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     log.info("edited %d images (%d already done, %d files skipped, reasons in manifest.json) -> %s", len(todo),
              len(job.inputs) - len(todo), len(skipped), out)
     return {"written": written, "output_dir": out, "manifest": out / MANIFEST, "t_edit": job.plan.t_edit,
-            "t_boost": job.t_boost, "n_gen": job.plan.n_gen, "n_inv": job.plan.n_inv,
-            "done_before": len(job.inputs) - len(todo), "edited": len(todo),
+            "t_boost": job.plan.t_boost, "n_gen": job.plan.n_gen, "n_inv": job.plan.n_inv,
+            "plan": job.plan, "done_before": len(job.inputs) - len(todo), "edited": len(todo),
             "skipped": [(str(p), r) for p, r in skipped], "coefficients": job.settings.rows}
 
 
@@ -317,7 +318,7 @@ class _EditJob:
         # the h-function files (read safely, once; built when the backbone is there) and the settings they carry
         self.payloads = [read_hfunction_file(c) for c in ckpts]
         self.metas = [p if isinstance(p, Mapping) and p.get("format") else {} for p in self.payloads]
-        self.plan, self.t_boost, self.mode = self._schedule()
+        self.plan = self._schedule()
         self.settings: EditSettings = edit_settings(cfg, len(ckpts), [(m.get("edit") or {}).get("strength")
                                                                        for m in self.metas])
         self.record = {
@@ -326,8 +327,8 @@ class _EditJob:
                              "attribute": (m.get("attribute") or {}).get("name") if m else None}
                             for c, m in zip(ckpts, self.metas)],
             "coefficients": self.settings.rows, "labels": self.settings.labels, "n_inv": self.plan.n_inv,
-            "n_gen": self.plan.n_gen, "t0": self.plan.t0, "t_edit": self.plan.t_edit, "t_boost": self.t_boost,
-            "mode": self.mode, "seed": self.seed, "input": "random" if self.random_inputs else "images",
+            "n_gen": self.plan.n_gen, "t0": self.plan.t0, "t_edit": self.plan.t_edit, "t_boost": self.plan.t_boost,
+            "mode": self.plan.mode, "seed": self.seed, "input": "random" if self.random_inputs else "images",
             "image_size": self.size,
         }
         if self.plan.spacing != "official":  # recorded only when set, so earlier runs' fingerprints still match
@@ -352,7 +353,7 @@ class _EditJob:
         """The timestep plan: the config's values, else those stored in the first file, else the edit_interval's.
         A composition of files trained on different intervals keeps each function in its own (``_windows``)."""
         from .hfunctions.windows import own_intervals_walk, step_scales
-        from .samplers import TimestepPlan
+        from .plan import EditPlan
 
         cfg, stored = self.cfg, dict(self.metas[0].get("edit") or {})
         self.windows = self._windows()
@@ -365,15 +366,14 @@ class _EditJob:
         check_schedule(n_inv, n_gen, t0, t_edit, t_boost, keys={k: k for k in ("n_inv", "n_gen", "t0", "t_edit", "t_boost")})
         mode = pick("mode", "asyrp")
         check_mode(mode, "mode")
-        t_boost = None if t_boost is None else int(t_boost)
-        plan = TimestepPlan(n_inv=n_inv, n_gen=n_gen, t0=t0, t_edit=int(t_edit), t_boost=t_boost or 0,
-                            spacing=str(pick("spacing", "official")))
+        plan = EditPlan(n_inv=n_inv, n_gen=n_gen, t0=t0, t_edit=int(t_edit), t_boost=t_boost,
+                        spacing=str(pick("spacing", "official")), mode=mode)
         if self.windows:
             for w, scale in zip(self.windows, step_scales(self.windows, t0, n_gen)):
                 w["step_scale"] = scale
             log.info("composition: each h-function in its own interval, %s; one walk from t0=%d (%d steps)",
                      ", ".join(f"{Path(w['path']).name} [{w['t0']}, {w['t_edit']}]" for w in self.windows), t0, n_gen)
-        return plan, t_boost, mode
+        return plan
 
     def _windows(self) -> list[dict[str, Any]] | None:
         """Several files with different stored intervals and no t0 / t_edit on the command line: each function in
@@ -431,10 +431,8 @@ class _EditJob:
             return {}
         from .data.cache import cached_inversions
 
-        p = self.plan
         entries = cached_inversions(str(self.cfg.cache_dir), self.backbone, self.a, [Path(it["source"]) for it in todo],
-                                    n_inv=p.n_inv, n_gen=p.n_gen, t0=p.t0, image_size=self.size,
-                                    batch_size=int(self.cfg.get("batch_size", 4)))
+                                    self.plan, image_size=self.size, batch_size=int(self.cfg.get("batch_size", 4)))
         return {it["id"]: e["x_T"] for it, e in zip(todo, entries)}
 
     def _batch_start(self, batch: list[dict[str, Any]], x_T_cached: dict[str, torch.Tensor]):
@@ -457,12 +455,10 @@ class _EditJob:
         from .perf import inference_context
         from .samplers import edit as asyrp_edit
 
-        p = self.plan
         x0, x_T = self._batch_start(batch, x_T_cached)
         with inference_context(self.perf, self.dev):  # inference_mode (auto: on CUDA) or no_grad
-            return asyrp_edit(self.backbone, x0, self.hfunc, a=self.a.to(self.dev), n_inv=p.n_inv, n_gen=p.n_gen,
-                              t_edit=p.t_edit, t_boost=self.t_boost, strength=self.coeffs, mode=self.mode,
-                              seeds=[it["seed"] for it in batch], t0=p.t0, x_T=x_T, spacing=p.spacing).x_edit
+            return asyrp_edit(self.backbone, x0, self.hfunc, a=self.a.to(self.dev), plan=self.plan,
+                              strength=self.coeffs, seeds=[it["seed"] for it in batch], x_T=x_T).x_edit
 
     def run(self, todo: list[dict[str, Any]], out: Path) -> list[Path]:
         """Edit ``todo`` in batches; every finished image is on disk and in the manifest before the next batch.
@@ -525,7 +521,7 @@ class _EditJob:
                 col.append(x)
         p = self.plan
         title = (f"edit.py: {', '.join(c.name for c in self.ckpts)} on {self.cfg.arch.get('name')}; rows: inputs, "
-                 f"columns: input and edits (attribute x strength); t_edit={p.t_edit}, t_boost={self.t_boost}, "
+                 f"columns: input and edits (attribute x strength); t_edit={p.t_edit}, t_boost={p.t_boost}, "
                  f"n_gen={p.n_gen}")
         save_grid(out / "grid.png", columns_grid(list(zip(heads, map(torch.stack, cols))),
                                                  [it["id"] for it in self.inputs[:n_rows]], title))

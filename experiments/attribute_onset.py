@@ -18,6 +18,7 @@ import torch
 
 from asyrp.data.cache import cached_inversions
 from asyrp.data.images import scan_images
+from asyrp.plan import EditPlan
 from asyrp.synthfaces.oracle import load_oracle
 from asyrp.synthfaces.render import HEADS
 from asyrp.tasks import alphas, build_backbone
@@ -45,8 +46,8 @@ def main(argv=None) -> None:
     cfg = compose("train", ["experiment=synthfaces_smiling"])
     backbone = build_backbone(cfg.arch)
     files, _ = scan_images(a.images, None, 32)
-    entries = cached_inversions(a.cache, backbone, alphas(cfg.arch), files, n_inv=a.steps, n_gen=a.steps, t0=a.t0,
-                                image_size=32, batch_size=16)
+    plan = EditPlan(n_inv=a.steps, n_gen=a.steps, t0=a.t0)
+    entries = cached_inversions(a.cache, backbone, alphas(cfg.arch), files, plan, image_size=32, batch_size=16)
     oracle = load_oracle()
     P = torch.stack([e["P_orig"] for e in entries]).float()  # (N, K, 3, H, W), K generation steps (t descending)
     ts = entries[0]["t"].tolist()

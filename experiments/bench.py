@@ -59,6 +59,7 @@ from asyrp import samplers  # noqa: E402
 from asyrp.backbones import load_backbone  # noqa: E402
 from asyrp.hfunctions import Composition, DeltaBlock, apply_hfunction  # noqa: E402
 from asyrp.perf import PassCounter, with_perf  # noqa: E402
+from asyrp.plan import EditPlan  # noqa: E402
 from asyrp.samplers import P_t, ddim_update, generation_pairs, inversion_pairs  # noqa: E402
 from asyrp.schedules import alpha_at, alphas_cumprod, make_betas, timesteps  # noqa: E402
 
@@ -184,12 +185,15 @@ def smooth_images(n: int, size: int, channels: int = 3, seed: int = 0) -> torch.
     return torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False).clamp(-1, 1)
 
 
+def bench_plan(args) -> EditPlan:
+    return EditPlan(n_inv=args.n_inv, n_gen=args.n_gen, t_edit=args.t_edit, t_boost=args.t_boost)
+
+
 def make_module(hf, bb, clip, a, args):
     from asyrp.module import AsyrpModule
 
     m = AsyrpModule(hf, bb, clip, a, source=["face"], target=["smiling face"],
-                    optimizer=functools.partial(torch.optim.SGD, lr=0.05), n_inv=args.n_inv, n_gen=args.n_gen,
-                    t_edit=args.t_edit, t_boost=args.t_boost)
+                    optimizer=functools.partial(torch.optim.SGD, lr=0.05), plan=bench_plan(args))
     opt = m.configure_optimizers()
     m._bench_opt = opt
     m.optimizers = lambda *a_, **k_: opt  # the Trainer's part of training_step, without a Trainer
@@ -217,6 +221,7 @@ class Bench:
         self.comp = Composition([make_hfunc(self.bb, self.family, seed=i) for i in range(args.k)])
         self.comp_coeffs = [1.0 / args.k] * args.k
         self.kw = dict(a=self.a, n_inv=args.n_inv, n_gen=args.n_gen, t_edit=args.t_edit, t_boost=args.t_boost)
+        self.plan = bench_plan(args)
         self.x_T = samplers.ddim_invert(self.bb, self.x0, timesteps(args.n_inv), self.a)
         self.outputs: dict[tuple[str, str], Any] = {}
         self._train_set_up = False
@@ -230,8 +235,7 @@ class Bench:
         args = self.args
         self.clip, self.clip_name = load_clip_for_bench(self.dev)
         self.cache_dir = tempfile.mkdtemp(prefix="asyrp_bench_cache_")
-        cache = InversionCache(self.cache_dir, self.bb, self.a, n_inv=args.n_inv, n_gen=args.n_gen, t0=999,
-                               batch_size=args.batch)
+        cache = InversionCache(self.cache_dir, self.bb, self.a, self.plan, batch_size=args.batch)
         # training items from real images: x0 given, so the cache inverts them (here in memory, as the DataModule does)
         entries = cache.compute(noise_sources(0, args.batch), self.x0)
         stack = lambda k: torch.stack([e[k] for e in entries]).to(self.dev)  # noqa: E731
@@ -256,7 +260,7 @@ class Bench:
             for run in ("first", "second"):
                 dm = AsyrpDataModule(kind="folder", path=str(folder), n_images=args.batch, batch_size=args.batch,
                                      cache_dir=str(Path(tmp) / "cache"))
-                dm.bind(self.bb, self.a, n_inv=args.n_inv, n_gen=args.n_gen, t0=999)
+                dm.bind(self.bb, self.a, self.plan)
                 counter.reset()
                 dm.prepare_data()
                 res[run] = counter.rows("encode")
@@ -286,7 +290,8 @@ class Bench:
                 x_T = self.x_T if workload == "edit_cached" else None
                 x0 = None if x_T is not None else self.x0
                 with mock.patch.object(samplers, "ddim_invert", timed_invert):
-                    out = samplers.edit(bb, x0, hf, **self.kw, strength=strength, seeds=self.seeds, x_T=x_T).x_edit
+                    out = samplers.edit(bb, x0, hf, a=self.a, plan=self.plan, strength=strength, seeds=self.seeds,
+                                        x_T=x_T).x_edit
             elif workload == "edit":
                 out = naive_edit(bb, self.x0, self.hf, counter=counter, strength=1.0, seeds=self.seeds, **self.kw)
             elif workload == "edit_cached":

@@ -70,11 +70,12 @@ def pick_direction(run: Path, target: str) -> tuple[Path, float, dict]:
 
 @torch.no_grad()
 def run_edit(backbone, a, x_T, hfunc, settings, strengths, seeds):
+    from asyrp.plan import EditPlan
     from asyrp.samplers import edit
 
-    return edit(backbone, None, hfunc, a=a, n_inv=settings["n_inv"], n_gen=settings["n_gen"], t0=settings["t0"],
-                t_edit=settings["t_edit"], t_boost=settings["t_boost"] or 0, mode=settings.get("mode", "asyrp"),
-                strength=strengths, seeds=seeds, x_T=x_T).x_edit
+    plan = EditPlan(n_inv=settings["n_inv"], n_gen=settings["n_gen"], t0=settings["t0"], t_edit=settings["t_edit"],
+                    t_boost=settings["t_boost"] or 0, mode=settings.get("mode", "asyrp"))
+    return edit(backbone, None, hfunc, a=a, plan=plan, strength=strengths, seeds=seeds, x_T=x_T).x_edit
 
 
 def choose_strength(ctx, hfunc, settings, candidates) -> tuple[float, list]:

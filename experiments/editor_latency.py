@@ -60,7 +60,7 @@ def main() -> None:
                 moves.append(time.perf_counter() - t)
     finally:
         app.close()
-    s = editor.settings
+    s = editor.plan
     res = {"arch": cfg.arch.get("name"), "hfunctions": editor.names, "n_inv": s.n_inv, "n_gen": s.n_gen, "t0": s.t0,
            "t_edit": s.t_edit, "t_boost": s.t_boost, "threads": torch.get_num_threads(), "images": len(examples),
            "inversions": editor.stats["inversions"],

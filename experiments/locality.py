@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ from asyrp.data.cache import cached_inversions
 from asyrp.data.images import read_image_files, scan_images
 from asyrp.hfunctions import TimeWindow, load_hfunction_checkpoint
 from asyrp.metrics import OracleEditScore
+from asyrp.plan import EditPlan
 from asyrp.samplers import edit
 from asyrp.synthfaces.oracle import load_oracle
 from asyrp.tasks import alphas, build_backbone
@@ -52,15 +54,16 @@ def main(argv=None) -> None:
     fn, _ = load_hfunction_checkpoint(a.hfunction, backbone, "synthfaces")
     files, _ = scan_images(a.images, None, 32)
     x0 = read_image_files(files, 32)
-    x_T = torch.stack([e["x_T"] for e in cached_inversions(a.cache, backbone, a_bar, files, n_inv=a.steps,
-                                                           n_gen=a.steps, t0=a.t0, image_size=32, batch_size=32)])
+    steps = EditPlan(n_inv=a.steps, n_gen=a.steps, t0=a.t0, t_boost=0)
+    x_T = torch.stack([e["x_T"] for e in cached_inversions(a.cache, backbone, a_bar, files, steps, image_size=32,
+                                                           batch_size=32)])
     rows = []
     for hi, lo in [(None, None), *windows(a.t0, a.width)]:  # first: no window at all, the unedited reconstruction
         # the reconstruction is one plain walk (no h-function, no second decoder pass), reported as strength 0
         fn_w, t_edit, strengths = (TimeWindow(fn, hi, lo), lo, list(a.strength)) if hi is not None else (None, 0, [0.0])
         with torch.no_grad():
-            x_edit = edit(backbone, x0, fn_w, a=a_bar, n_inv=a.steps, n_gen=a.steps, t_edit=t_edit,
-                          t_boost=0, strength=strengths if fn_w is not None else 1.0, t0=a.t0, x_T=x_T).x_edit
+            x_edit = edit(backbone, x0, fn_w, a=a_bar, plan=replace(steps, t_edit=t_edit),
+                          strength=strengths if fn_w is not None else 1.0, x_T=x_T).x_edit
         x_edit = x_edit if x_edit.dim() == 5 else x_edit[None]
         for k, s in enumerate(strengths):
             score = OracleEditScore.from_oracle(oracle, a.target)

@@ -28,6 +28,7 @@ import torch
 from asyrp.clip import load_clip
 from asyrp.data.cache import cached_inversions
 from asyrp.data.images import read_image_files
+from asyrp.plan import EditPlan
 from asyrp.sweep import edit_metrics
 from asyrp.synthfaces.oracle import load_oracle
 from asyrp.tasks import alphas, build_backbone
@@ -87,8 +88,8 @@ def judge(a, cfg, world, edited: Path, split: str, strengths: list[float], texts
     items = man["inputs"]
     srcs = [Path(it["source"]) for it in items]
     x_src = read_image_files(srcs, 32)
-    entries = cached_inversions(a.cache, backbone, alphas(cfg.arch), srcs, n_inv=man["n_inv"], n_gen=man["n_gen"],
-                                t0=man["t0"], image_size=32)
+    steps = EditPlan(n_inv=man["n_inv"], n_gen=man["n_gen"], t0=man["t0"], spacing=man.get("spacing", "official"))
+    entries = cached_inversions(a.cache, backbone, alphas(cfg.arch), srcs, steps, image_size=32)
     x_rec = torch.stack([e["x_rec"] for e in entries]).float()
     rows = []
     for k, strength in enumerate(strengths):

@@ -48,6 +48,7 @@ def tiny_cache(root: str | Path):
     import torch
 
     from asyrp.data.cache import InversionCache, noise_sources
+    from asyrp.plan import EditPlan
     from asyrp.tasks import alphas, build_backbone
 
     arch = {"name": "tiny_ddpm", "family": "ddpm", "checkpoint": None, "beta_schedule": "linear",
@@ -55,7 +56,7 @@ def tiny_cache(root: str | Path):
                        "in_channels": 3, "out_ch": 3, "dropout": 0.0, "resamp_with_conv": True}}
     torch.manual_seed(0)
     backbone = build_backbone(arch)
-    cache = InversionCache(root, backbone, alphas(arch), n_inv=4, n_gen=4, t0=999, batch_size=4)
+    cache = InversionCache(root, backbone, alphas(arch), EditPlan(n_inv=4, n_gen=4), batch_size=4)
     return cache, noise_sources(0, 4)
 
 

@@ -25,7 +25,8 @@ from typing import Sequence
 
 import torch
 
-from ..samplers import TimestepPlan, WalkStep, ddim_invert, ddim_walk, generation_pairs
+from ..plan import EditPlan
+from ..samplers import WalkStep, ddim_invert, ddim_walk, generation_pairs
 from ..utils import locks
 from ..utils import envfaults
 from ..utils.errors import AsyrpUserError
@@ -69,22 +70,20 @@ def noise_sources(seed: int, n_images: int) -> list[Source]:
 class InversionCache:
     """Builds and finds cache entries for one backbone/schedule/step setting (see the module docstring)."""
 
-    def __init__(self, root: str | Path, backbone, a: torch.Tensor, *, n_inv: int, n_gen: int, t0: int,
-                 spacing: str = "official", image_size: int | None = None, batch_size: int = 4,
-                 dtype: torch.dtype = torch.float32):
+    def __init__(self, root: str | Path, backbone, a: torch.Tensor, plan: EditPlan, *, image_size: int | None = None,
+                 batch_size: int = 4, dtype: torch.dtype = torch.float32):
         self.backbone = backbone
         self.a = a
-        self.n_inv, self.n_gen, self.t0, self.spacing = int(n_inv), int(n_gen), int(t0), spacing
+        # keyed on and walking the plan's inversion part only: one cache serves every t_edit, t_boost and mode
+        self.plan = p = plan.inversion_part()
         self.image_size = int(image_size or backbone.image_size)
         self.shape = (int(backbone.in_channels), self.image_size, self.image_size)
         self.batch_size = max(int(batch_size), 1)
         self.dtype = dtype
-        spec = "|".join(map(str, (CACHE_VERSION, module_fingerprint(backbone), tensor_digest(a), self.n_inv,
-                                  self.n_gen, self.t0, spacing, self.shape)))
+        spec = "|".join(map(str, (CACHE_VERSION, module_fingerprint(backbone), tensor_digest(a), p.n_inv, p.n_gen,
+                                  p.t0, p.spacing, self.shape)))
         self.spec = hashlib.blake2b(spec.encode(), digest_size=8).hexdigest()
         self.dir = Path(root).expanduser() / self.spec
-        self.plan = TimestepPlan(n_inv=self.n_inv, n_gen=self.n_gen, t0=self.t0, spacing=spacing)
-        self.seq_inv, self.seq_gen = self.plan.seq_inv, self.plan.seq_gen
 
     def path_for(self, source: Source) -> Path:
         return self.dir / f"{source.digest(self.shape)}.pt"
@@ -95,7 +94,7 @@ class InversionCache:
     # -- building ----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def _walk(self, x_T: torch.Tensor, seq: list[int]) -> tuple[torch.Tensor, list[torch.Tensor], list[int]]:
-        """Unedited DDIM generation from x_T down ``seq``: the end point and P_t at each step."""
+        """Unedited deterministic DDIM generation from x_T down ``seq``: the end point and P_t at each step."""
         steps: list[WalkStep] = []
         x = ddim_walk(self.backbone, x_T, generation_pairs(seq), self.a, callback=steps.append)
         return x, [s.P_t for s in steps], [s.t for s in steps]
@@ -106,12 +105,12 @@ class InversionCache:
         dev = next(self.backbone.parameters()).device
         if x0 is not None:  # real images: invert, then regenerate without edit
             x0 = x0.to(dev)
-            x_T = ddim_invert(self.backbone, x0, self.seq_inv, self.a)
-            x_rec, Ps, ts = self._walk(x_T, self.seq_gen)
+            x_T = ddim_invert(self.backbone, x0, self.plan.seq_inv, self.a)
+            x_rec, Ps, ts = self._walk(x_T, self.plan.seq_gen)
         else:  # random samples: x0 is the model's own DDIM sample from x_T (official: n_inv steps)
             x_T = torch.cat([s.noise(self.shape) for s in sources]).to(dev)
-            x_rec, Ps, ts = self._walk(x_T, self.seq_gen)
-            x0 = x_rec if self.n_inv == self.n_gen else self._walk(x_T, self.seq_inv)[0]
+            x_rec, Ps, ts = self._walk(x_T, self.plan.seq_gen)
+            x0 = x_rec if self.plan.n_inv == self.plan.n_gen else self._walk(x_T, self.plan.seq_inv)[0]
         P = torch.stack(Ps, 1)
         cast = lambda v: v.detach().to("cpu", self.dtype).contiguous()  # noqa: E731
         return [
@@ -165,12 +164,12 @@ class InversionCache:
         return [self.path_for(s) for s in sources]
 
 
-def cached_inversions(root: str | Path, backbone, a: torch.Tensor, files: Sequence[Path], *, n_inv: int, n_gen: int,
-                      t0: int, image_size: int, batch_size: int = 4) -> list[CacheEntry]:
-    """The cache entries of image ``files`` (computed only where missing): edits of images a run has inverted before
-    (a sweep's trials, a rerun with another strength) start from the stored x_T instead of inverting again."""
-    cache = InversionCache(root, backbone, a, n_inv=n_inv, n_gen=n_gen, t0=t0, image_size=image_size,
-                           batch_size=batch_size)
+def cached_inversions(root: str | Path, backbone, a: torch.Tensor, files: Sequence[Path], plan: EditPlan, *,
+                      image_size: int, batch_size: int = 4) -> list[CacheEntry]:
+    """The cache entries of image ``files`` on ``plan``'s inversion part (computed only where missing): edits of
+    images a run has inverted before (a sweep's trials, a rerun with another strength) start from the stored x_T
+    instead of inverting again."""
+    cache = InversionCache(root, backbone, a, plan, image_size=image_size, batch_size=batch_size)
     return [load_entry(p) for p in cache.build([Source(id=Path(f).name, path=Path(f)) for f in files])]
 
 

@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ..plan import EditPlan
 from ..utils.errors import AsyrpUserError
 from .cache import InversionCache, Source, image_sources, load_entry, noise_sources
 
@@ -92,10 +93,10 @@ class AsyrpDataModule(pl.LightningDataModule):
         self.train_set: CachedDataset | None = None
         self.val_set: CachedDataset | None = None
 
-    def bind(self, backbone, a: torch.Tensor, *, n_inv: int, n_gen: int, t0: int, spacing: str = "official") -> "AsyrpDataModule":
-        self.cache = InversionCache(self.cache_dir, backbone, a, n_inv=n_inv, n_gen=n_gen, t0=t0, spacing=spacing,
-                                    image_size=self.image_size, batch_size=max(self.batch_size, 4),
-                                    dtype=self.cache_dtype)
+    def bind(self, backbone, a: torch.Tensor, plan: EditPlan) -> "AsyrpDataModule":
+        """The inversion cache of ``plan`` (its inversion part) for this backbone and schedule."""
+        self.cache = InversionCache(self.cache_dir, backbone, a, plan, image_size=self.image_size,
+                                    batch_size=max(self.batch_size, 4), dtype=self.cache_dtype)
         return self
 
     def sources(self) -> list[Source]:

@@ -6,12 +6,13 @@ pass (symmetric decodes h + 0 once per step, like plain DDIM).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from ..hfunctions.modules import HFunction
+from ..plan import EditPlan
 
 
 class HRecorder(HFunction):
@@ -42,17 +43,19 @@ class Walk:
 
 
 @torch.no_grad()
-def record_walk(backbone, x_T: torch.Tensor, a: torch.Tensor, *, n_gen: int, t0: int, t_min: int,
-                batch_size: int = 16) -> Walk:
-    """Walk from ``x_T`` down ``n_gen`` steps to ``t0``'s schedule with ``asyrp.samplers.edit`` and keep h, x_t."""
+def record_walk(backbone, x_T: torch.Tensor, a: torch.Tensor, plan: EditPlan, *, batch_size: int = 16) -> Walk:
+    """Walk from ``x_T`` down ``plan``'s generation steps with ``asyrp.samplers.edit`` (no boosting) and keep h, x_t
+    at every t >= plan.t_edit."""
     from ..samplers import edit
 
     rec = HRecorder()
     ends, xs = [], {}
+    t_min = plan.t_edit
+    walk = replace(plan, t_boost=0, mode="symmetric")  # symmetric: the recorder sees the unedited h, for free
     for lo in range(0, x_T.shape[0], batch_size):
         xt = x_T[lo:lo + batch_size]
-        out = edit(backbone, None, rec, a=a, n_inv=n_gen, n_gen=n_gen, t_edit=t_min, t_boost=0, strength=1.0,
-                   mode="symmetric", seeds=list(range(lo, lo + xt.shape[0])), t0=t0, x_T=xt, return_trajectory=True)
+        out = edit(backbone, None, rec, a=a, plan=walk, strength=1.0, seeds=list(range(lo, lo + xt.shape[0])), x_T=xt,
+                   return_trajectory=True)
         ends.append(out.x_edit.cpu())
         for t, x_t, _ in out.trajectory:
             if t >= t_min:

@@ -122,15 +122,22 @@ def _find(cfg: DictConfig, backbone, walk, labels: torch.Tensor | None) -> tuple
 
 
 @torch.no_grad()
-def _edit_rows(backbone, a, x_T, d, strengths, cfg) -> torch.Tensor:
+def _edit_rows(backbone, a, x_T, d, strengths, plan, cfg) -> torch.Tensor:
     """(K, M, 3, H, W): the M images edited along direction d at each strength (one inversion, batched)."""
     from ..samplers import edit
     from .files import direction_hfunction
 
-    out = edit(backbone, None, direction_hfunction(d), a=a, n_inv=int(cfg.n_inv), n_gen=int(cfg.n_gen),
-               t_edit=int(cfg.t_edit), t_boost=int(cfg.t_boost or 0), strength=list(strengths), mode=str(cfg.mode),
-               seeds=[int(cfg.seed) + i for i in range(x_T.shape[0])], t0=int(cfg.t0), x_T=x_T)
+    out = edit(backbone, None, direction_hfunction(d), a=a, plan=plan, strength=list(strengths),
+               seeds=[int(cfg.seed) + i for i in range(x_T.shape[0])], x_T=x_T)
     return out.x_edit.cpu()
+
+
+def discover_plan(cfg: DictConfig):
+    """The plan h is recorded on and the direction files ask for (h is recorded at every t >= t_edit)."""
+    from ..plan import EditPlan
+
+    return EditPlan(n_inv=int(cfg.n_inv), n_gen=int(cfg.n_gen), t0=int(cfg.t0), t_edit=int(cfg.t_edit),
+                    t_boost=int(cfg.t_boost or 0), spacing=str(cfg.get("spacing") or "official"), mode=str(cfg.mode))
 
 
 def discover(cfg: DictConfig, oracle: Any = None) -> dict[str, Any]:
@@ -157,8 +164,8 @@ def discover(cfg: DictConfig, oracle: Any = None) -> dict[str, Any]:
     backbone = with_perf(build_backbone(cfg.arch).freeze(), check_perf(cfg.get("perf")))
     a = alphas(cfg.arch)
     oracle = _oracle(cfg, oracle)
-    cache = InversionCache(str(cfg.cache_dir), backbone, a, n_inv=int(cfg.n_inv), n_gen=int(cfg.n_gen),
-                           t0=int(cfg.t0), image_size=req["image_size"])
+    plan = discover_plan(cfg)
+    cache = InversionCache(str(cfg.cache_dir), backbone, a, plan, image_size=req["image_size"])
     sources = [Source(id=p.name, path=p) for p in req["files"]]
     t_start = time.perf_counter()
     with PassCounter(backbone) as counter:
@@ -167,8 +174,7 @@ def discover(cfg: DictConfig, oracle: Any = None) -> dict[str, Any]:
         entries = [load_entry(p) for p in cache.build(sources)]
         x_T = torch.stack([e["x_T"] for e in entries])
         counter.phase = "walk"
-        walk = record_walk(backbone, x_T, a, n_gen=int(cfg.n_gen), t0=int(cfg.t0), t_min=int(cfg.t_edit),
-                           batch_size=int(cfg.batch_size))
+        walk = record_walk(backbone, x_T, a, plan, batch_size=int(cfg.batch_size))
         labels = req["labels"]
         if labels is None and cfg.method.name in SUPERVISED:
             labels = _oracle_labels_of(cfg, oracle, torch.stack([e["x0"] for e in entries]))
@@ -177,7 +183,7 @@ def discover(cfg: DictConfig, oracle: Any = None) -> dict[str, Any]:
     cost = _cost(counter, t_start, cached, len(sources), extra_cost)
     log.info("%s: %d direction(s) from %d images in %.1f s (%s)", cfg.method.name, len(directions), len(sources),
              cost["seconds"], cost["passes"])
-    return _write(cfg, out, backbone, a, x_T, directions, oracle, cost, req)
+    return _write(cfg, out, backbone, a, plan, x_T, directions, oracle, cost, req)
 
 
 def _cost(counter, t_start: float, cached: int, n: int, extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -208,9 +214,10 @@ def _oracle_labels_of(cfg: DictConfig, oracle, x0: torch.Tensor) -> torch.Tensor
     return y
 
 
-def _write(cfg: DictConfig, out: Path, backbone, a, x_T, directions, oracle, cost, req) -> dict[str, Any]:
+def _write(cfg: DictConfig, out: Path, backbone, a, plan, x_T, directions, oracle, cost, req) -> dict[str, Any]:
     """Edit the first images along every direction at each strength (grid + oracle labels), then write the files."""
     from ..grid import save_grid, table_grid
+    from ..plan import stored_edit
     from ..utils.io import atomic_write_json
     from . import oracle_labels
     from .files import save_direction
@@ -218,12 +225,11 @@ def _write(cfg: DictConfig, out: Path, backbone, a, x_T, directions, oracle, cos
     strengths = sorted({0.0, *(float(s) for s in cfg.method.strengths)})
     n_label = min(int(cfg.label_images), x_T.shape[0]) if oracle is not None else 0
     n_grid = min(int(cfg.grid_images), x_T.shape[0])
-    edit_settings = {"n_inv": int(cfg.n_inv), "n_gen": int(cfg.n_gen), "t0": int(cfg.t0), "t_edit": int(cfg.t_edit),
-                     "t_boost": int(cfg.t_boost or 0), "mode": str(cfg.mode), "strength": 1.0}
+    edit_settings = stored_edit(plan, 1.0)
     rows, row_labels, records = [], [], []
     t_edit_start = time.perf_counter()
     for d in directions:
-        x = _edit_rows(backbone, a, x_T[:max(n_label, n_grid)], d, strengths, cfg)  # (K, M, 3, H, W)
+        x = _edit_rows(backbone, a, x_T[:max(n_label, n_grid)], d, strengths, plan, cfg)  # (K, M, 3, H, W)
         rows += [x[:, i] for i in range(n_grid)]
         row_labels += [f"{d.name}, image {i}" for i in range(n_grid)]
         lab = None

@@ -7,6 +7,7 @@ from helpers import images, tiny_backbone
 
 from asyrp.data import AsyrpDataModule, InversionCache, image_sources, noise_sources
 from asyrp.data.cache import load_entry
+from asyrp.plan import EditPlan
 from asyrp.samplers import ddim_generate, ddim_invert
 from asyrp.schedules import alphas_cumprod, make_betas, timesteps
 from asyrp.utils.errors import AsyrpUserError
@@ -30,7 +31,7 @@ def write_folder(folder: Path, n: int = 3, size: int = 16) -> Path:
 
 def dm_for(backbone, **kw) -> AsyrpDataModule:
     dm = AsyrpDataModule(**kw)
-    return dm.bind(backbone, A, n_inv=3, n_gen=4, t0=999)
+    return dm.bind(backbone, A, EditPlan(n_inv=3, n_gen=4))
 
 
 def test_cache_built_once_and_reused_across_runs(tmp_path):
@@ -55,7 +56,7 @@ def test_cache_built_once_and_reused_across_runs(tmp_path):
 def test_cache_entry_is_the_ddim_walk(tmp_path):
     bb = tiny_backbone()
     folder = write_folder(tmp_path / "imgs", n=2)
-    cache = InversionCache(tmp_path / "c", bb, A, n_inv=3, n_gen=4, t0=999)
+    cache = InversionCache(tmp_path / "c", bb, A, EditPlan(n_inv=3, n_gen=4, t0=999))
     paths = cache.build(image_sources(folder, None))
     e = load_entry(paths[0])
     x0 = e["x0"][None]
@@ -73,12 +74,12 @@ def test_cache_key_follows_content_and_settings(tmp_path):
     bb = tiny_backbone()
     folder = write_folder(tmp_path / "imgs", n=1)
     src = image_sources(folder, None)
-    base = InversionCache(tmp_path / "c", bb, A, n_inv=3, n_gen=4, t0=999).path_for(src[0])
-    assert InversionCache(tmp_path / "c", bb, A, n_inv=3, n_gen=5, t0=999).path_for(src[0]) != base
-    assert InversionCache(tmp_path / "c", bb, A, n_inv=3, n_gen=4, t0=800).path_for(src[0]) != base
-    assert InversionCache(tmp_path / "c", tiny_backbone(seed=1), A, n_inv=3, n_gen=4, t0=999).path_for(src[0]) != base
+    base = InversionCache(tmp_path / "c", bb, A, EditPlan(n_inv=3, n_gen=4, t0=999)).path_for(src[0])
+    assert InversionCache(tmp_path / "c", bb, A, EditPlan(n_inv=3, n_gen=5, t0=999)).path_for(src[0]) != base
+    assert InversionCache(tmp_path / "c", bb, A, EditPlan(n_inv=3, n_gen=4, t0=800)).path_for(src[0]) != base
+    assert InversionCache(tmp_path / "c", tiny_backbone(seed=1), A, EditPlan(n_inv=3, n_gen=4, t0=999)).path_for(src[0]) != base
     atomic_write_png(images(1, size=16, seed=9)[0], folder / "img_0.png")  # same name, new content
-    assert InversionCache(tmp_path / "c", bb, A, n_inv=3, n_gen=4, t0=999).path_for(image_sources(folder, None)[0]) != base
+    assert InversionCache(tmp_path / "c", bb, A, EditPlan(n_inv=3, n_gen=4, t0=999)).path_for(image_sources(folder, None)[0]) != base
 
 
 def test_corrupt_image_is_one_error_naming_the_file(tmp_path):

@@ -15,6 +15,7 @@ from asyrp.directions import (boundary_direction, direction_hfunction, jacobian_
                               top_singular_vectors)
 from asyrp.directions.task import discover
 from asyrp.hfunctions import Composition, load_hfunction_checkpoint
+from asyrp.plan import EditPlan
 from asyrp.samplers import ddim_invert, edit as asyrp_edit
 from asyrp.schedules import alphas_cumprod, make_betas, timesteps
 from asyrp.tasks import edit
@@ -30,7 +31,7 @@ A = alphas_cumprod(make_betas("linear"))
 def walk():
     bb = tiny_backbone(0)
     x_T = ddim_invert(bb, images(6, seed=3), timesteps(4), A)
-    return bb, record_walk(bb, x_T, A, n_gen=4, t0=999, t_min=300)
+    return bb, record_walk(bb, x_T, A, EditPlan(n_inv=4, n_gen=4, t_edit=300))
 
 
 def test_walk_records_the_reconstruction_h(walk):
@@ -127,7 +128,7 @@ def test_direction_file_is_an_hfunction(walk, tmp_path):
     for k, t in enumerate(d.timesteps):
         assert torch.equal(f(h, None, t)[0], d.delta_h[k])
     x0 = images(2, seed=9)
-    kw = dict(a=A, n_inv=4, n_gen=4, t_edit=300, t_boost=0, seeds=[0, 1])
+    kw = dict(a=A, plan=EditPlan(n_inv=4, n_gen=4, t_edit=300), seeds=[0, 1])
     two = asyrp_edit(bb, x0, Composition([f, direction_hfunction(d)]), strength=[0.5, 0.5], **kw).x_edit
     one = asyrp_edit(bb, x0, f, strength=1.0, **kw).x_edit
     assert torch.allclose(two, one, atol=1e-5)  # composable and strength-scalable like any h-function

@@ -170,7 +170,7 @@ def test_editor_composes_files_of_different_intervals_like_edit_py(trained, face
     edit(edit_cfg(tmp_path, f"[{files[0]},{files[1]}]", faces, "coeffs=[1,1]", f"output_dir={tmp_path / 'mix'}"))
     cfg = edit_cfg(tmp_path, files[0], faces)
     ed = load_editor(cfg.arch, files, {})
-    s = ed.settings
+    s = ed.plan
     assert (s.t0, s.t_edit, s.n_gen, s.n_inv) == (999, 300, 6, 6)
     assert [round(v, 3) for v in ed.scales] == [round(4 / 6, 3), 1.0]
     x = ed.generate(ed.invert(load_image(faces / "face_0.png", 32)), [[1.0, 1.0]])[0]
@@ -179,7 +179,7 @@ def test_editor_composes_files_of_different_intervals_like_edit_py(trained, face
     assert np.abs(got - want).max() <= 2
     # t_edit given: one interval for all, as in edit.py
     one = load_editor(cfg.arch, files, {"t_edit": 500})
-    assert (one.settings.t0, one.settings.t_edit, one.scales) == (999, 500, [1.0, 1.0])
+    assert (one.plan.t0, one.plan.t_edit, one.scales) == (999, 500, [1.0, 1.0])
 
 def test_random_samples(trained, tmp_path):
     res = edit(compose("edit", ["arch=tiny_ddpm", f"checkpoint={trained / 'hfunction.pt'}", "n_random=3",
@@ -213,17 +213,17 @@ def test_edit_script_exit_code(tmp_path, faces):
 
 def test_spacing_is_one_grid_for_cache_training_and_edit(faces, tmp_path):
     """model.spacing=uniform: the inversion cache, the training steps and edit (from the checkpoint) use one grid."""
-    from asyrp.samplers import TimestepPlan
+    from asyrp.plan import EditPlan
 
     out = tmp_path / "train"
     cfg = compose("train", ["debug=smoke", "~logger", f"dataset.cache_dir={tmp_path / 'cache'}", "model.spacing=uniform",
                             "callbacks.edit_grid=null", "trainer.limit_val_batches=0"], output_dir=out)
     _, objects = train(cfg)
     m = cfg.model
-    plan = TimestepPlan(n_inv=m.n_inv, n_gen=m.n_gen, t0=m.t0, t_edit=cfg.edit_interval.t_edit, spacing="uniform")
-    assert plan.seq_gen != TimestepPlan(n_gen=m.n_gen, t0=m.t0).seq_gen  # the grids really differ
+    plan = EditPlan(n_inv=m.n_inv, n_gen=m.n_gen, t0=m.t0, t_edit=cfg.edit_interval.t_edit, spacing="uniform")
+    assert plan.seq_gen != EditPlan(n_gen=m.n_gen, t0=m.t0).seq_gen  # the grids really differ
     assert objects["module"].train_steps == plan.edit_steps()
-    assert objects["datamodule"].cache.seq_inv == plan.seq_inv
+    assert objects["datamodule"].cache.plan.seq_inv == plan.seq_inv
     assert objects["datamodule"].train_set[0]["t"].tolist() == [t for t, _ in plan.generation()]
     ckpt = out / "checkpoints" / "hfunction.pt"
     assert torch.load(ckpt, weights_only=True)["edit"]["spacing"] == "uniform"

@@ -11,6 +11,7 @@ from asyrp.data import AsyrpDataModule
 from asyrp.hfunctions import build_hfunction
 from asyrp.losses import directional_clip_loss, recon_loss
 from asyrp.module import AsyrpModule
+from asyrp.plan import EditPlan
 from asyrp.samplers import asyrp_step, generation_pairs
 from asyrp.schedules import alphas_cumprod, make_betas, timesteps
 from asyrp.utils.config import compose
@@ -26,14 +27,14 @@ def parts(tmp_path):
     clip = load_clip(compose("train", ["clip=tiny"], output_dir=str(tmp_path)).clip)
     hf = build_hfunction({"kind": "delta_block", "num_groups": 8, "seed": 0}, bb)
     dm = AsyrpDataModule(kind="random_samples", n_images=2, batch_size=2, cache_dir=str(tmp_path / "cache"), n_val=0)
-    dm.bind(bb, A, n_inv=N_GEN, n_gen=N_GEN, t0=999)
+    dm.bind(bb, A, EditPlan(n_inv=N_GEN, n_gen=N_GEN))
     return bb, clip, hf, dm
 
 
 def make_module(bb, clip, hf, lr=0.5):
     return AsyrpModule(hf, bb, clip, A, source=["face"], target=["smiling face"],
-                       optimizer=lambda p: torch.optim.SGD(p, lr=lr), scheduler=None, n_inv=N_GEN, n_gen=N_GEN,
-                       t0=999, t_edit=T_EDIT, t_boost=0, loss={"w_clip": 1.0, "w_recon": 3.0},
+                       optimizer=lambda p: torch.optim.SGD(p, lr=lr), scheduler=None,
+                       plan=EditPlan(n_inv=N_GEN, n_gen=N_GEN, t_edit=T_EDIT), loss={"w_clip": 1.0, "w_recon": 3.0},
                        config={"hfunction": {"kind": "delta_block", "num_groups": 8}})
 
 

@@ -11,13 +11,15 @@ from helpers import images, tiny_backbone
 
 from asyrp.hfunctions import Composition, DeltaBlock
 from asyrp.perf import PassCounter, PerfBackbone, PerfConfig, inference_context, loader_kwargs, set_sdpa, with_perf
+from asyrp.plan import EditPlan
 from asyrp.samplers import asyrp_step, edit, edit_eps
 from asyrp.schedules import alphas_cumprod, make_betas, timesteps
 
 A = alphas_cumprod(make_betas("linear"))
 B, N_INV, N_GEN, T_EDIT, T_BOOST = 2, 6, 8, 500, 200
 N_EDIT = sum(t >= T_EDIT for t in timesteps(N_GEN))  # 4
-KW = dict(a=A, n_inv=N_INV, n_gen=N_GEN, t_edit=T_EDIT, t_boost=T_BOOST)
+PLAN = EditPlan(n_inv=N_INV, n_gen=N_GEN, t_edit=T_EDIT, t_boost=T_BOOST)
+KW = dict(a=A, plan=PLAN)
 
 
 def _block(bb, seed=0):
@@ -82,13 +84,12 @@ def test_training_step_at_the_floor(bb, tmp_path):
                                                                        "patch_size": 8, "head_width": 8},
                                        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16,
                                                     "heads": 2, "layers": 1}}})
-    cache = InversionCache(tmp_path, bb, A, n_inv=N_INV, n_gen=N_GEN, t0=999)
+    cache = InversionCache(tmp_path, bb, A, PLAN)
     entries = cache.compute(noise_sources(0, B), images(B))
     batch = {k: torch.stack([e[k] for e in entries]) for k in ("x0", "x_T", "x_rec", "P_orig", "t")}
     batch["index"] = torch.arange(B)
     m = AsyrpModule(_block(bb), bb, clip, A, source=["face"], target=["smiling face"],
-                    optimizer=functools.partial(torch.optim.SGD, lr=0.01), n_inv=N_INV, n_gen=N_GEN,
-                    t_edit=T_EDIT, t_boost=T_BOOST)
+                    optimizer=functools.partial(torch.optim.SGD, lr=0.01), plan=PLAN)
     opt = m.configure_optimizers()
     m.optimizers = lambda *a, **k: opt
     m.manual_backward = lambda loss, *a, **k: loss.backward()
@@ -137,7 +138,7 @@ def test_second_run_does_zero_inversion_passes(bb, tmp_path):
     counts = []
     for run in range(2):
         dm = AsyrpDataModule(kind="folder", path=str(folder), n_images=3, batch_size=2, cache_dir=str(tmp_path / "c"))
-        dm.bind(bb, A, n_inv=N_INV, n_gen=N_GEN, t0=999)
+        dm.bind(bb, A, PLAN)
         with PassCounter(bb) as c:
             dm.prepare_data()
             dm.setup("fit")
@@ -146,7 +147,7 @@ def test_second_run_does_zero_inversion_passes(bb, tmp_path):
     # the key is the content: renaming a file does not recompute it
     (folder / "img_0.png").rename(folder / "renamed.png")
     dm = AsyrpDataModule(kind="folder", path=str(folder), n_images=3, batch_size=2, cache_dir=str(tmp_path / "c"))
-    dm.bind(bb, A, n_inv=N_INV, n_gen=N_GEN, t0=999)
+    dm.bind(bb, A, PLAN)
     with PassCounter(bb) as c:
         dm.prepare_data()
     assert c.rows("encode") == 0

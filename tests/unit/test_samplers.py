@@ -1,11 +1,14 @@
 """Asyrp samplers: the asymmetric step, its baselines, the edit loop, its cost and its noise handling."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
 
 from asyrp.hfunctions import Composition, DeltaBlock, GlobalDirection
+from asyrp.plan import EditPlan
 from asyrp.samplers import (
     asyrp_step,
     ddim_generate,
@@ -130,7 +133,8 @@ def test_baseline_modes(bb):
 
 
 # -- the edit loop ------------------------------------------------------------------------------------------------
-KW = dict(a=A, n_inv=6, n_gen=8, t_edit=500, t_boost=200)
+PLAN = EditPlan(n_inv=6, n_gen=8, t_edit=500, t_boost=200)
+KW = dict(a=A, plan=PLAN)
 
 
 @torch.no_grad()
@@ -140,12 +144,12 @@ def test_strength_zero_is_the_plain_reconstruction_exactly(bb):
     x_rec = ddim_generate(bb, x_T, timesteps(8), A)
     hf = _block(bb)
     for kw in (dict(hfunc=hf, strength=0.0), dict(hfunc=None)):
-        res = edit(bb, x0, kw.pop("hfunc"), **{**KW, "t_boost": 0}, **kw)
+        res = edit(bb, x0, kw.pop("hfunc"), a=A, plan=replace(PLAN, t_boost=0), **kw)
         assert torch.equal(res.x_T, x_T)
         assert torch.equal(res.x_edit, x_rec)
     # with quality boosting the reconstruction is the same call without an edit, same seeds
     a = edit(bb, x0, hf, **KW, strength=0.0, seeds=[3, 4])
-    b = reconstruct(bb, x0, a=A, n_inv=6, n_gen=8, t_boost=200, seeds=[3, 4])
+    b = reconstruct(bb, x0, a=A, plan=replace(PLAN, t_edit=None), seeds=[3, 4])
     assert torch.equal(a.x_edit, b.x_edit)
     assert not torch.equal(a.x_edit, x_rec)  # boosting did inject noise
     # and a real edit changes the output
@@ -157,7 +161,7 @@ def test_per_image_seeds_make_results_independent_of_the_batch(bb64):
     bb = bb64
     xa, xb = images(2, seed=5, dtype=torch.float64).chunk(2)
     hf = _block(bb)
-    kw = dict(KW, t_boost=600)  # several stochastic steps (eta = 1), some inside the edit interval
+    kw = dict(a=A, plan=replace(PLAN, t_boost=600))  # several stochastic steps (eta = 1), some inside the edit interval
     pair = edit(bb, torch.cat([xa, xb]), hf, **kw, seeds=[11, 22]).x_edit
     alone = edit(bb, xb, hf, **kw, seeds=[22]).x_edit
     swapped = edit(bb, torch.cat([xb, xa]), hf, **kw, seeds=[22, 11]).x_edit
@@ -244,7 +248,7 @@ def test_an_edit_costs_exactly_the_floor(K):
     counter = _Counter(bb)
     try:
         strength = 1.0 if K == 1 else [-1.0, 0.5, 1.0]
-        edit(bb, images(B), hf, a=A, n_inv=n_inv, n_gen=n_gen, t_edit=t_edit, t_boost=t_boost,
+        edit(bb, images(B), hf, a=A, plan=EditPlan(n_inv=n_inv, n_gen=n_gen, t_edit=t_edit, t_boost=t_boost),
              strength=strength, seeds=[0, 1])
     finally:
         counter.restore()
@@ -285,7 +289,7 @@ def test_trajectory_and_given_x_T(bb):
     again = edit(bb, None, hf, **KW, seeds=[0], x_T=res.x_T)
     assert torch.equal(again.x_edit, res.x_edit)
     with pytest.raises(ValueError, match="t_edit"):
-        edit(bb, x0, hf, a=A, n_inv=6, n_gen=8)
+        edit(bb, x0, hf, a=A, plan=EditPlan(n_inv=6, n_gen=8))
 
 
 @torch.no_grad()
@@ -298,21 +302,19 @@ def test_one_timestep_plan_for_cache_module_and_edit(bb, tmp_path):
 
     from asyrp.data.cache import InversionCache, noise_sources
     from asyrp.module import AsyrpModule
-    from asyrp.samplers import TimestepPlan
     from asyrp.clip import load_clip
 
-    plan = TimestepPlan(n_inv=5, n_gen=6, t0=999, t_edit=500, t_boost=200, spacing="uniform")
+    plan = EditPlan(n_inv=5, n_gen=6, t0=999, t_edit=500, t_boost=200, spacing="uniform")
     assert plan.seq_gen == timesteps(6, 999, "uniform") != timesteps(6, 999)
-    cache = InversionCache(tmp_path, bb, A, n_inv=5, n_gen=6, t0=999, spacing="uniform")
+    cache = InversionCache(tmp_path, bb, A, plan)
     entry = cache.compute(noise_sources(0, 1), None)[0]
     assert entry["t"].tolist() == [t for t, _ in plan.generation()]
     clip = load_clip(OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "clip" / "tiny.yaml"))
     m = AsyrpModule(_block(bb), bb, clip, A, source=["a"], target=["b"], optimizer=partial(torch.optim.SGD, lr=0.1),
-                    n_inv=5, n_gen=6, t0=999, t_edit=500, t_boost=200, spacing="uniform")
+                    plan=plan)
     assert m.train_steps == plan.edit_steps() and all(entry["t"][k] == t for k, t, _ in m.train_steps)
-    res = edit(bb, images(1), _block(bb), a=A, n_inv=5, n_gen=6, t_edit=500, t_boost=200, seeds=[0],
-               spacing="uniform", return_trajectory=True)
+    res = edit(bb, images(1), _block(bb), a=A, plan=plan, seeds=[0], return_trajectory=True)
     assert res.seq_gen == plan.seq_gen and [t for t, _, _ in res.trajectory] == [t for t, _ in plan.generation()]
     # the walk behind edit is the same as ddim_generate when nothing is edited and nothing is stochastic
-    rec = edit(bb, None, None, a=A, n_gen=6, seeds=[0], x_T=res.x_T, spacing="uniform")
+    rec = edit(bb, None, None, a=A, plan=replace(plan, t_boost=0), seeds=[0], x_T=res.x_T)
     assert torch.equal(rec.x_edit, ddim_generate(bb, res.x_T, plan.seq_gen, A))
