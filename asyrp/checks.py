@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .plan import check_mode, check_schedule
+from .utils.config import as_float, as_int
 from .utils.errors import AsyrpUserError
 
 if TYPE_CHECKING:
@@ -52,60 +54,6 @@ def check_complete(cfg: DictConfig) -> None:
             raise (user_error_from(err) or AsyrpUserError(str(err))) from err
 
 
-def as_int(value: Any, key: str, lo: int | None = None, hint: str = "") -> int:
-    try:
-        if isinstance(value, bool) or float(value) != int(float(value)):
-            raise ValueError
-        v = int(float(value))
-    except (TypeError, ValueError):
-        raise AsyrpUserError(f"{key}={value!r} must be an integer{hint}") from None
-    if lo is not None and v < lo:
-        raise AsyrpUserError(f"{key}={value} must be >= {lo}{hint}")
-    return v
-
-
-def as_float(value: Any, key: str) -> float:
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        v = float(value)
-    except (TypeError, ValueError):
-        raise AsyrpUserError(f"{key}={value!r} must be a number") from None
-    if v != v or v in (float("inf"), float("-inf")):
-        raise AsyrpUserError(f"{key}={value!r} must be a finite number")
-    return v
-
-
-_TRAIN_KEYS = {"n_inv": "model.n_inv", "n_gen": "model.n_gen", "t0": "model.t0", "t_edit": "edit_interval.t_edit",
-               "t_boost": "edit_interval.t_boost"}
-
-
-def check_schedule(n_inv: int, n_gen: int, t0: int, t_edit: int | None, t_boost: int | None,
-                   keys: Mapping[str, str] | None = None) -> None:
-    """Impossible step settings, caught before anything runs; ``keys`` names the config keys in the messages."""
-    K = dict(_TRAIN_KEYS, **(keys or {}))
-    t0 = as_int(t0, K["t0"])
-    if not (0 < t0 <= 999):
-        raise AsyrpUserError(f"t0={t0} is outside the schedule: it must be in 1..999 (the 1000-step scale): set {K['t0']}")
-    for name, v in (("n_inv", n_inv), ("n_gen", n_gen)):
-        if as_int(v, K[name]) < 2:
-            raise AsyrpUserError(f"n_inv={n_inv} and n_gen={n_gen} must both be >= 2 (a DDIM walk needs two timesteps): "
-                                 f"set {K[name]}")
-    if t_edit is None:
-        raise AsyrpUserError(f"{K['t_edit']} is not set: choose an edit_interval config or pass {K['t_edit']}=<t>")
-    t_edit = as_int(t_edit, K["t_edit"])
-    if not (0 <= t_edit <= t0):
-        raise AsyrpUserError(f"t_edit={t_edit} is outside the schedule [0, t0={t0}]: edits happen while t >= t_edit, "
-                             f"so set {K['t_edit']} <= {K['t0']}")
-    if t_boost is not None:
-        t_boost = as_int(t_boost, K["t_boost"])
-        if not (0 <= t_boost <= t0):
-            raise AsyrpUserError(f"t_boost={t_boost} is outside the schedule [0, t0={t0}]: set {K['t_boost']}")
-        if t_boost > t_edit:
-            raise AsyrpUserError(f"t_boost={t_boost} is above t_edit={t_edit}: quality boosting (t < t_boost) must start "
-                                 f"after the editing interval (t >= t_edit) ends; set {K['t_boost']} <= {K['t_edit']}")
-
-
 def check_file(path: Any, what: str, fix: str) -> None:
     if path is None:
         return
@@ -125,13 +73,6 @@ def check_arch(arch: Mapping[str, Any]) -> None:
         raise AsyrpUserError(f"arch.beta_schedule={arch.get('beta_schedule')!r} must be linear or cosine")
     check_file(arch.get("checkpoint"), f"backbone checkpoint of arch {name!r}",
                 "Download it (see the comment in conf/arch/<name>.yaml), or set ASYRP_CHECKPOINTS / arch.checkpoint.")
-
-
-def check_mode(mode: Any, key: str) -> None:
-    from .samplers import MODES
-
-    if mode is not None and mode not in MODES:
-        raise AsyrpUserError(f"{key}={mode!r} is not one of {', '.join(MODES)}")
 
 
 def check_perf(perf: Any) -> PerfConfig:

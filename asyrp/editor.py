@@ -111,12 +111,12 @@ def load_editor(arch: Any, checkpoints: Sequence[str | Path], overrides: dict[st
                 fallback: dict[str, Any] | None = None, device: str = "cpu", perf: Any = None) -> Editor:
     """Backbone + h-functions (our hfunction.pt or official .pth, through the same loaders as edit.py), with the walk
     settings resolved like edit.py does: explicit ``overrides``, else the first file's, else ``fallback`` (the
-    edit_interval config: t_edit, t_boost). Files trained on different intervals each act in their own, as in
-    edit.py (asyrp.hfunctions.own_intervals)."""
-    from .checks import check_mode, check_perf, check_schedule
+    edit_interval config: t_edit, t_boost), through the one resolver (asyrp.plan.resolve_plan). Files trained on
+    different intervals each act in their own, as in edit.py (asyrp.plan.own_intervals)."""
+    from .checks import check_perf
     from .hfunctions.files import hfunction_from_payload, read_hfunction_file
-    from .hfunctions.windows import in_own_intervals, own_intervals, own_intervals_walk, step_scales
     from .perf import with_perf
+    from .plan import in_own_intervals, resolve_plan
     from .tasks import alphas, build_backbone
 
     payloads = [read_hfunction_file(c) for c in checkpoints]
@@ -129,25 +129,8 @@ def load_editor(arch: Any, checkpoints: Sequence[str | Path], overrides: dict[st
         names.append((meta.get("attribute") or {}).get("name") or Path(str(c)).stem)
         edits.append(dict(meta.get("edit") or {}))
         defaults.append(float(edits[-1].get("strength", 1.0)))
-    stored, fallback = dict(edits[0]) if edits else {}, fallback or {}
-    windows = None if overrides.get("t0") is not None or overrides.get("t_edit") is not None else own_intervals(edits)
-    if windows:
-        stored.update(own_intervals_walk(windows))
-
-    def pick(k: str, default: Any) -> Any:
-        for src in (overrides, stored, fallback):
-            if src.get(k) is not None:
-                return src[k]
-        return default
-
-    n_inv, n_gen, t0 = int(pick("n_inv", 40)), int(pick("n_gen", 40)), int(pick("t0", 999))
-    t_edit, t_boost = pick("t_edit", None), pick("t_boost", None)
-    keys = {k: k for k in ("n_inv", "n_gen", "t0", "t_edit", "t_boost")}
-    check_schedule(n_inv, n_gen, t0, t_edit, t_boost, keys=keys)
-    check_mode(pick("mode", None), "mode")
-    plan = EditPlan(n_inv=n_inv, n_gen=n_gen, t0=t0, t_edit=t_edit, t_boost=t_boost,
-                    spacing=str(pick("spacing", "official")), mode=str(pick("mode", "asyrp")))
-    scales = step_scales(windows, plan.t0, plan.n_gen) if windows else []
+    plan, windows = resolve_plan(overrides, edits, fallback)
+    scales = [w["step_scale"] for w in windows] if windows else []
     fns = in_own_intervals(fns, windows) if windows else fns
     return Editor(backbone, fns, names, alphas(arch).to(next(backbone.parameters()).device), plan,
                   int(overrides.get("seed") or 0), defaults, scales=scales)

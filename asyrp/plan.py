@@ -8,10 +8,15 @@ so no path can walk another grid than the one it was given.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .schedules import timesteps
+from .utils.config import as_int
+from .utils.errors import AsyrpUserError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 SPACINGS = ("official", "uniform")
 MODES = ("asyrp", "symmetric", "eps_shift", "x_shift")
@@ -85,3 +90,106 @@ def stored_edit(plan: EditPlan, strength: float) -> dict:
     """The plan as an h-function file records it (its ``edit`` entry; key names kept so earlier files still read)."""
     return {"t_edit": plan.t_edit, "t_boost": plan.t_boost, "n_inv": plan.n_inv, "n_gen": plan.n_gen, "t0": plan.t0,
             "mode": plan.mode, "strength": float(strength), "spacing": plan.spacing}
+
+
+# -- the user's values, checked --------------------------------------------------------------------------------
+_TRAIN_KEYS = {"n_inv": "model.n_inv", "n_gen": "model.n_gen", "t0": "model.t0", "t_edit": "edit_interval.t_edit",
+               "t_boost": "edit_interval.t_boost"}
+
+
+def check_schedule(n_inv: int, n_gen: int, t0: int, t_edit: int | None, t_boost: int | None,
+                   keys: Mapping[str, str] | None = None) -> None:
+    """Impossible step settings, caught before anything runs; ``keys`` names the config keys in the messages."""
+    K = dict(_TRAIN_KEYS, **(keys or {}))
+    t0 = as_int(t0, K["t0"])
+    if not (0 < t0 <= 999):
+        raise AsyrpUserError(f"t0={t0} is outside the schedule: it must be in 1..999 (the 1000-step scale): set {K['t0']}")
+    for name, v in (("n_inv", n_inv), ("n_gen", n_gen)):
+        if as_int(v, K[name]) < 2:
+            raise AsyrpUserError(f"n_inv={n_inv} and n_gen={n_gen} must both be >= 2 (a DDIM walk needs two timesteps): "
+                                 f"set {K[name]}")
+    if t_edit is None:
+        raise AsyrpUserError(f"{K['t_edit']} is not set: choose an edit_interval config or pass {K['t_edit']}=<t>")
+    t_edit = as_int(t_edit, K["t_edit"])
+    if not (0 <= t_edit <= t0):
+        raise AsyrpUserError(f"t_edit={t_edit} is outside the schedule [0, t0={t0}]: edits happen while t >= t_edit, "
+                             f"so set {K['t_edit']} <= {K['t0']}")
+    if t_boost is not None:
+        t_boost = as_int(t_boost, K["t_boost"])
+        if not (0 <= t_boost <= t0):
+            raise AsyrpUserError(f"t_boost={t_boost} is outside the schedule [0, t0={t0}]: set {K['t_boost']}")
+        if t_boost > t_edit:
+            raise AsyrpUserError(f"t_boost={t_boost} is above t_edit={t_edit}: quality boosting (t < t_boost) must start "
+                                 f"after the editing interval (t >= t_edit) ends; set {K['t_boost']} <= {K['t_edit']}")
+
+
+def check_mode(mode: Any, key: str) -> None:
+    if mode is not None and mode not in MODES:
+        raise AsyrpUserError(f"{key}={mode!r} is not one of {', '.join(MODES)}")
+
+
+# -- a composition of h-functions trained on different intervals: each in its own window ------------------------
+def own_intervals(edits: Sequence[Mapping[str, Any]]) -> list[dict[str, int]] | None:
+    """The stored edit settings of several h-functions -> one window [t0, t_edit] per function when they differ
+    (None when they agree or one has no t_edit): a composition then lets each act where it was trained. ``n_needed``
+    is the step count a walk from the highest t0 needs to keep that function's steps per unit of t."""
+    if len(edits) < 2 or any(e.get("t_edit") is None for e in edits):
+        return None
+    spans = [(int(e.get("t0", 999)), int(e["t_edit"]), int(e.get("n_gen", 40))) for e in edits]
+    if len({s[:2] for s in spans}) == 1:
+        return None
+    t0_max = max(t0 for t0, _, _ in spans)
+    return [{"t0": t0, "t_edit": te, "n_gen": n, "n_needed": -(-n * t0_max // t0)} for t0, te, n in spans]
+
+
+def own_intervals_walk(windows: Sequence[Mapping[str, int]]) -> dict[str, int]:
+    """The walk such a composition needs: from the highest t0 to the lowest t_edit, at the densest function's steps."""
+    n = max(w["n_needed"] for w in windows)
+    return {"t0": max(w["t0"] for w in windows), "t_edit": min(w["t_edit"] for w in windows), "n_inv": n, "n_gen": n}
+
+
+def step_scales(windows: Sequence[Mapping[str, int]], t0: int, n_gen: int) -> list[float]:
+    """Per window, the factor on its function's coefficient that keeps the trained effect per unit of t on a walk of
+    ``n_gen`` steps from ``t0`` (delta_h acts once per step: new t per step / trained t per step)."""
+    return [(t0 / n_gen) / (w["t0"] / w["n_gen"]) for w in windows]
+
+
+def in_own_intervals(fns: Sequence["nn.Module"], windows: Sequence[Mapping[str, int]]) -> list["nn.Module"]:
+    """Each function switched on only in its window (``own_intervals``)."""
+    from .hfunctions.modules import TimeWindow
+
+    return [TimeWindow(f, w["t0"], w["t_edit"]) for f, w in zip(fns, windows)]
+
+
+# -- the one resolver ------------------------------------------------------------------------------------------
+FIELDS = tuple(f.name for f in fields(EditPlan))
+
+
+def resolve_plan(given: Mapping[str, Any], stored: Sequence[Mapping[str, Any]],
+                 interval: Mapping[str, Any] | None = None) -> tuple[EditPlan, list[dict[str, Any]] | None]:
+    """The plan of an edit with h-function files: each field as ``given`` (the config; None = not given), else as
+    stored in the first file (its ``edit`` entry), else the interval preset's (t_edit, t_boost), else EditPlan's
+    default. Several files stored with different intervals and neither t0 nor t_edit given: each function acts in its
+    own window (``own_intervals``, each with its ``step_scale``) on one walk that covers them all; else windows is
+    None. Impossible values raise one AsyrpUserError naming the key."""
+    windows = None if given.get("t0") is not None or given.get("t_edit") is not None else own_intervals(stored)
+    first = dict(stored[0]) if stored else {}
+    if windows:
+        first.update(own_intervals_walk(windows))
+    defaults = {f.name: f.default for f in fields(EditPlan)} | {"t_boost": None}  # no boost unless a source has one
+
+    def pick(k: str) -> Any:
+        for src in (given, first, interval or {}):
+            if src.get(k) is not None:
+                return src[k]
+        return defaults[k]
+
+    v = {k: pick(k) for k in FIELDS}
+    check_schedule(v["n_inv"], v["n_gen"], v["t0"], v["t_edit"], v["t_boost"], keys={k: k for k in FIELDS})
+    check_mode(v["mode"], "mode")
+    if v["spacing"] not in SPACINGS:
+        raise AsyrpUserError(f"spacing={v['spacing']!r} must be official (Asyrp's linspace) or uniform")
+    plan = EditPlan(**v)
+    for w, scale in zip(windows or [], step_scales(windows or [], plan.t0, plan.n_gen)):
+        w["step_scale"] = scale
+    return plan, windows

@@ -23,10 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from .checks import (
     EditSettings,
     check_edit_config,
-    check_mode,
     check_perf,
     check_resume_checkpoint,
-    check_schedule,
     check_train_config,
     edit_settings,
 )
@@ -350,42 +348,19 @@ class _EditJob:
         return [{"id": i, "source": str(f), "seed": seed + k} for k, (i, f) in enumerate(zip(ids, files))], skipped
 
     def _schedule(self):
-        """The timestep plan: the config's values, else those stored in the first file, else the edit_interval's.
-        A composition of files trained on different intervals keeps each function in its own (``_windows``)."""
-        from .hfunctions.windows import own_intervals_walk, step_scales
-        from .plan import EditPlan
+        """The plan (asyrp.plan.resolve_plan): the config's values, else those stored in the first file, else the
+        edit_interval's; a composition of files trained on different intervals keeps each function in its own."""
+        from .plan import FIELDS, resolve_plan
 
-        cfg, stored = self.cfg, dict(self.metas[0].get("edit") or {})
-        self.windows = self._windows()
-        if self.windows:
-            stored.update(own_intervals_walk(self.windows))
-        pick = lambda k, default: cfg.get(k) if cfg.get(k) is not None else stored.get(k, default)  # noqa: E731
-        n_inv, n_gen, t0 = int(pick("n_inv", 40)), int(pick("n_gen", 40)), int(pick("t0", 999))
-        t_edit = pick("t_edit", cfg.edit_interval.get("t_edit"))
-        t_boost = pick("t_boost", cfg.edit_interval.get("t_boost"))
-        check_schedule(n_inv, n_gen, t0, t_edit, t_boost, keys={k: k for k in ("n_inv", "n_gen", "t0", "t_edit", "t_boost")})
-        mode = pick("mode", "asyrp")
-        check_mode(mode, "mode")
-        plan = EditPlan(n_inv=n_inv, n_gen=n_gen, t0=t0, t_edit=int(t_edit), t_boost=t_boost,
-                        spacing=str(pick("spacing", "official")), mode=mode)
-        if self.windows:
-            for w, scale in zip(self.windows, step_scales(self.windows, t0, n_gen)):
-                w["step_scale"] = scale
-            log.info("composition: each h-function in its own interval, %s; one walk from t0=%d (%d steps)",
-                     ", ".join(f"{Path(w['path']).name} [{w['t0']}, {w['t_edit']}]" for w in self.windows), t0, n_gen)
-        return plan
-
-    def _windows(self) -> list[dict[str, Any]] | None:
-        """Several files with different stored intervals and no t0 / t_edit on the command line: each function in
-        its own (asyrp.hfunctions.own_intervals)."""
-        from .hfunctions.windows import own_intervals
-
-        if self.cfg.get("t0") is not None or self.cfg.get("t_edit") is not None:
-            return None
-        windows = own_intervals([dict(m.get("edit") or {}) for m in self.metas])
-        for w, c in zip(windows or [], self.ckpts):
+        given = {k: self.cfg.get(k) for k in FIELDS}
+        plan, self.windows = resolve_plan(given, [dict(m.get("edit") or {}) for m in self.metas], self.cfg.edit_interval)
+        for w, c in zip(self.windows or [], self.ckpts):
             w["path"] = str(c)
-        return windows
+        if self.windows:
+            log.info("composition: each h-function in its own interval, %s; one walk from t0=%d (%d steps)",
+                     ", ".join(f"{Path(w['path']).name} [{w['t0']}, {w['t_edit']}]" for w in self.windows), plan.t0,
+                     plan.n_gen)
+        return plan
 
     def out_names(self, item_id: str) -> list[str]:
         k = len(self.settings.labels)
@@ -404,7 +379,7 @@ class _EditJob:
 
     def load_networks(self) -> None:
         from .hfunctions.modules import Composition
-        from .hfunctions.windows import in_own_intervals
+        from .plan import in_own_intervals
         from .perf import with_perf
 
         cfg = self.cfg

@@ -30,7 +30,9 @@ def _plain(cfg: Any) -> Any:
 
 def check_discover_config(cfg: DictConfig) -> dict[str, Any]:
     """The method, step settings, images and (supervised) labels, checked; returns the files and their labels."""
-    from ..checks import as_int, check_arch, check_complete, check_perf, check_schedule
+    from ..checks import check_arch, check_complete, check_perf
+    from ..plan import check_schedule
+    from ..utils.config import as_int
     from ..data.images import scan_images
 
     check_complete(cfg)

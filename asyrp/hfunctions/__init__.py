@@ -1,6 +1,6 @@
 """h-functions, delta_h = f(h_t, t), in a one-way chain: ``modules`` (the functions) <- ``build`` (from a config)
-<- ``files`` (the ``hfunction.pt`` format and the official files); ``windows`` places a composition's functions in
-their own edit intervals. Library code imports from the module that holds a name; users import from here."""
+<- ``files`` (the ``hfunction.pt`` format and the official files); a composition's own intervals are part of the
+edit plan (``asyrp.plan``). Library code imports from the module that holds a name; users import from here."""
 from .build import build_hfunction, load_hfunction_weights
 from .files import (
     FORMAT,
@@ -25,7 +25,6 @@ from .modules import (
     apply_hfunction,
     n_components,
 )
-from .windows import in_own_intervals, own_intervals, own_intervals_walk, step_scales
 
 __all__ = [
     "HFunction",
@@ -49,8 +48,4 @@ __all__ = [
     "probe_hfunction",
     "hfunction_from_payload",
     "load_hfunction_checkpoint",
-    "own_intervals",
-    "own_intervals_walk",
-    "step_scales",
-    "in_own_intervals",
 ]

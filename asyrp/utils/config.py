@@ -6,6 +6,8 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from .errors import AsyrpUserError
+
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
@@ -38,3 +40,27 @@ def plain(cfg: Any, drop: Sequence[str] = ("hydra",)) -> Any:
     if isinstance(cfg, DictConfig):
         return {k: plain(cfg[k], ()) for k in cfg if k not in drop}
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+def as_int(value: Any, key: str, lo: int | None = None, hint: str = "") -> int:
+    try:
+        if isinstance(value, bool) or float(value) != int(float(value)):
+            raise ValueError
+        v = int(float(value))
+    except (TypeError, ValueError):
+        raise AsyrpUserError(f"{key}={value!r} must be an integer{hint}") from None
+    if lo is not None and v < lo:
+        raise AsyrpUserError(f"{key}={value} must be >= {lo}{hint}")
+    return v
+
+
+def as_float(value: Any, key: str) -> float:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        v = float(value)
+    except (TypeError, ValueError):
+        raise AsyrpUserError(f"{key}={value!r} must be a number") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise AsyrpUserError(f"{key}={value!r} must be a finite number")
+    return v
