@@ -187,56 +187,36 @@ class World:
         return out
 
     # -- scoring ---------------------------------------------------------------------------------------------
+    def scorer(self, attr: str):
+        """The edit scorer of an attribute: the world's CLIP and oracle, the attribute's texts and oracle target."""
+        from .metrics import EditScorer
+
+        at = self.attribute(attr)
+        return EditScorer(clip=self.clip, source=at["source"], target=at["target"], oracle=self.oracle,
+                          oracle_target=at["oracle_target"])
+
     @torch.no_grad()
     def score(self, x_src: torch.Tensor, x_edit: torch.Tensor, attr: str, fid_real: torch.Tensor | None = None) -> dict:
         """success / preserved (oracle, NaN without one), CLIP directional and target similarity, PSNR, SSIM to the
         source, oracle confidence (validity) and, with ``fid_real``, FID (oracle features, else CLIP features)."""
-        from .metrics import (CLIPTextSimilarity, DirectionalCLIPSimilarity, FrechetDistance, OracleEditScore,
-                                   PSNRPreservation, SSIMPreservation, clip_features, oracle_features)
-
-        at = self.attribute(attr)
-        ms = {"clip_dir": DirectionalCLIPSimilarity.from_clip(self.clip, at["source"], at["target"]),
-              "clip_text": CLIPTextSimilarity.from_clip(self.clip, at["target"]),
-              "psnr": PSNRPreservation(), "ssim": SSIMPreservation()}
-        out = {}
-        for k, m in ms.items():
-            m.update(x_edit) if k == "clip_text" else m.update(x_src, x_edit)
-            out[k] = float(m.compute())
-        out["success"] = out["preserved"] = out["validity"] = math.nan
-        if self.oracle is not None and at["oracle_target"]:
-            om = OracleEditScore.from_oracle(self.oracle, at["oracle_target"])
-            om.update(x_src, x_edit)
-            r = om.compute()
-            out["success"], out["preserved"] = float(r["success"]), float(r["preserved"])
-            out["validity"] = float(self.oracle.judge(x_edit)["confidence"].mean())
+        scorer = self.scorer(attr)
+        judged = not scorer.absent(["oracle"])
+        metrics = ["clip_direction", "clip_text", "psnr", "ssim", *(["oracle", "validity"] if judged else []),
+                   *(["fid"] if fid_real is not None else [])]
+        s = scorer.score(x_src, x_edit, metrics, fid_real=fid_real)
+        out = {"clip_dir": s["clip_direction"], "clip_text": s["clip_text"], "psnr": s["psnr"], "ssim": s["ssim"]}
+        out.update({k: s.get(k, math.nan) for k in ("success", "preserved", "validity")})
         if fid_real is not None:
-            feats = oracle_features(self.oracle) if self.oracle is not None else clip_features(self.clip)
-            fid = FrechetDistance(feats)
-            fid.update(fid_real, real=True)
-            fid.update(x_edit, real=False)
-            out["fid"] = float(fid.compute())
+            out["fid"] = s["fid"]
         return out
 
-    @torch.no_grad()
     def attribute_score(self, x: torch.Tensor, attr: str) -> torch.Tensor:
-        """(N,) how strongly the attribute holds: the oracle's target-class logit margin (logit of the target minus
-        logsumexp of the others) when an oracle judges it, else cos(E(x), E_T(target)) - cos(E(x), E_T(source))."""
-        at = self.attribute(attr)
-        if self.oracle is not None and at["oracle_target"]:
-            from .metrics import parse_target
-
-            key, value = parse_target(at["oracle_target"], self.oracle.classes)
-            logits = self.oracle(x.float())[key].double()
-            others = torch.cat([logits[:, :value], logits[:, value + 1:]], 1)
-            return logits[:, value] - torch.logsumexp(others, 1)
-        e = self.clip.encode_image(x).double()
-        return e @ self.clip.text_embedding(at["target"]).double() - e @ self.clip.text_embedding(at["source"]).double()
+        """(N,) how strongly the attribute holds (``EditScorer.attribute_score``: the oracle's logit margin of the
+        target, else the CLIP similarity to the target minus that to the source)."""
+        return self.scorer(attr).attribute_score(x)
 
     def score_name(self, attr: str) -> str:
-        at = self.attribute(attr)
-        if self.oracle is not None and at["oracle_target"]:
-            return f"oracle logit margin of {at['oracle_target']}"
-        return "CLIP cos(target) - cos(source)"
+        return self.scorer(attr).attribute_score_name
 
     def describe(self) -> dict:
         info = {"arch": self.arch_cfg.get("name"), "checkpoint": str(self.arch_cfg.get("checkpoint")),

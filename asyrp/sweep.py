@@ -2,7 +2,7 @@
 
 After a trial has trained its h-function through the normal train path, ``edit_quality`` edits a held-out
 *selection* split through the normal edit path (``asyrp.tasks.edit``, with the inversion cache, so no trial after
-the first inverts an image twice) and measures:
+the first inverts an image twice) and measures, through ``asyrp.metrics.EditScorer``:
 
 - on any dataset: ``edit/clip_direction`` (directional CLIP score between source and edit), ``edit/psnr_rec``
   (PSNR of the edit to the unedited reconstruction, dB) and, when LPIPS weights are given, ``edit/lpips_rec``;
@@ -27,13 +27,16 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from .utils.errors import AsyrpUserError
+
+if TYPE_CHECKING:
+    from .metrics import EditScorer
 
 log = logging.getLogger(__name__)
 
@@ -64,33 +67,21 @@ def strengths(eq: Mapping[str, Any]) -> list[float] | None:
     return [float(v) for v in s] if s else None
 
 
-def edit_metrics(x_src: torch.Tensor, x_edit: torch.Tensor, x_rec: torch.Tensor, clip, source, target,
-                 oracle_target: str | None = None, lpips: Mapping[str, Any] | None = None,
-                 oracle: Any = None) -> dict[str, float]:
-    """The edit metrics of a set of edits (images in [-1, 1]): CLIP direction (source -> edit), PSNR / LPIPS of the
-    edit to the unedited reconstruction ``x_rec``, and the oracle's success / preserved when ``oracle_target``
-    (``oracle``: an object with ``judge`` and ``classes``, passed in by the entry point)."""
-    from .metrics import DirectionalCLIPSimilarity, LPIPSPreservation, OracleEditScore, PSNRPreservation
+def edit_scorer(cfg: DictConfig, clip, oracle: Any = None) -> tuple[EditScorer, list[str]]:
+    """The scorer of a sweep trial and the metrics it reports: CLIP direction (source -> edit), PSNR / LPIPS (when
+    ``edit_quality.lpips`` gives weights) of the edit to the unedited reconstruction, and the oracle's success /
+    preserved when the attribute has an ``oracle_target`` (``oracle``: passed in by the entry point)."""
+    from .metrics import EditScorer
 
-    m: dict[str, float] = {"edit/n": float(x_src.shape[0])}
-    clip_dir = DirectionalCLIPSimilarity.from_clip(clip, list(source), list(target))
-    clip_dir.update(x_src, x_edit)
-    m["edit/clip_direction"] = float(clip_dir.compute())
-    psnr = PSNRPreservation()
-    psnr.update(x_rec, x_edit)
-    m["edit/psnr_rec"] = float(psnr.compute())
-    if lpips:
-        lp = LPIPSPreservation(**dict(lpips))
-        lp.update(x_rec, x_edit)
-        m["edit/lpips_rec"] = float(lp.compute())
-    if oracle_target:
-        if oracle is None:
-            raise AsyrpUserError(f"oracle target {oracle_target}: no attribute oracle was passed; build the synthfaces "
-                                 "one (python -m asyrp.synthfaces.build oracle) or set edit_quality.judge=clip")
-        score = OracleEditScore.from_oracle(oracle, oracle_target)
-        score.update(x_src, x_edit)
-        m.update({f"edit/{k}": float(v) for k, v in score.compute().items()})
-    return m
+    eq = cfg.edit_quality
+    target = cfg.attribute.get("oracle_target") if eq.get("judge", "auto") in ("auto", "oracle") else None
+    lp = OmegaConf.to_container(eq.lpips, resolve=True) if eq.get("lpips") else None
+    if target and oracle is None:
+        raise AsyrpUserError(f"oracle target {target}: no attribute oracle was passed; build the synthfaces "
+                             "one (python -m asyrp.synthfaces.build oracle) or set edit_quality.judge=clip")
+    scorer = EditScorer(clip=clip, source=list(cfg.attribute.source), target=list(cfg.attribute.target),
+                        oracle=oracle, oracle_target=target, lpips=lp)
+    return scorer, ["n", "clip_direction", "psnr_rec", *(["lpips_rec"] if lp else []), *(["oracle"] if target else [])]
 
 
 def measure(cfg: DictConfig, clip, backbone, res: Mapping[str, Any], oracle: Any = None) -> list[dict[str, float]]:
@@ -111,12 +102,11 @@ def measure(cfg: DictConfig, clip, backbone, res: Mapping[str, Any], oracle: Any
     entries = cached_inversions(str(cfg.dataset.cache_dir), backbone, alphas(cfg.arch),
                                 [Path(it["source"]) for it in items], res["plan"], image_size=size)
     x_rec = torch.stack([e["x_rec"] for e in entries]).float()
-    target = cfg.attribute.get("oracle_target") if eq.get("judge", "auto") in ("auto", "oracle") else None
-    lp = OmegaConf.to_container(eq.lpips, resolve=True) if eq.get("lpips") else None
+    scorer, metrics = edit_scorer(cfg, clip, oracle)
     rows = []
     for k, strength in enumerate(strengths(eq) or [float(eq.strength)]):
         x_edit = read_image_files([out / it["outputs"][k] for it in items], size)
-        m = edit_metrics(x_src, x_edit, x_rec, clip, cfg.attribute.source, cfg.attribute.target, target, lp, oracle)
+        m = scorer.score(x_src, x_edit, metrics, x_rec=x_rec, prefix="edit/")
         m["edit/objective"] = objective(m, eq)
         rows.append({"edit/strength": strength, **m})
     return rows

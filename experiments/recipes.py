@@ -7,7 +7,7 @@
 Per seed: ``python train.py experiment=<E> seed=s hfunction.seed=s`` (skipped when that run has finished), then
 ``python edit.py ... sweep=[strengths] cache_dir=...`` on select/ and on test/ (one inversion per image for every seed
 and strength: the inversion cache). The oracle, the CLIP direction score and the PSNR to the unedited reconstruction
-(``asyrp.sweep.edit_metrics``) judge every (split, seed, strength). The strength is the one whose worst seed has the
+(``asyrp.metrics.EditScorer``) judge every (split, seed, strength). The strength is the one whose worst seed has the
 largest margin min(success - 0.80, preserved - 0.90) on select/ (ties: the better second-worst seed, then the next:
 leximin); test/ at that strength is the reported result.
 With --reverse-data / --reverse-target the same h-functions also edit faces that HAVE the attribute at negative
@@ -28,14 +28,15 @@ import torch
 from asyrp.clip import load_clip
 from asyrp.data.cache import cached_inversions
 from asyrp.data.images import read_image_files
+from asyrp.metrics import EditScorer
 from asyrp.plan import EditPlan
-from asyrp.sweep import edit_metrics
 from asyrp.synthfaces.oracle import load_oracle
 from asyrp.tasks import alphas, build_backbone
 from asyrp.utils.config import compose, plain
 from asyrp.utils.io import file_digest
 
 ROOT = Path(__file__).resolve().parents[1]
+SCORES = ["n", "clip_direction", "psnr_rec", "oracle"]  # the sweep's metrics (asyrp.sweep.edit_scorer) without LPIPS
 
 
 def run(args: list[str], log: Path) -> None:
@@ -91,10 +92,11 @@ def judge(a, cfg, world, edited: Path, split: str, strengths: list[float], texts
     steps = EditPlan(n_inv=man["n_inv"], n_gen=man["n_gen"], t0=man["t0"], spacing=man.get("spacing", "official"))
     entries = cached_inversions(a.cache, backbone, alphas(cfg.arch), srcs, steps, image_size=32)
     x_rec = torch.stack([e["x_rec"] for e in entries]).float()
+    scorer = EditScorer(clip=clip, source=list(texts[0]), target=list(texts[1]), oracle=oracle, oracle_target=target)
     rows = []
     for k, strength in enumerate(strengths):
         x_edit = read_image_files([edited / it["outputs"][k] for it in items], 32)
-        m = edit_metrics(x_src, x_edit, x_rec, clip, *texts, target, oracle=oracle)
+        m = scorer.score(x_src, x_edit, SCORES, x_rec=x_rec, prefix="edit/")
         m.update(split=split, strength=strength)
         m["margin"] = min(m["edit/success"] - 0.8, m["edit/preserved"] - 0.9)
         rows.append(m)

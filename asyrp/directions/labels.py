@@ -1,7 +1,7 @@
 """What a direction changes, read by an attribute oracle: which heads flip, towards what, how many others move."""
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Mapping
 
 import torch
 
@@ -9,34 +9,31 @@ FLIP_MOVED = 0.1  # a head "moves" when at least this fraction of the images cha
 
 
 @torch.no_grad()
-def oracle_labels(judge: Callable[[torch.Tensor], Mapping[str, torch.Tensor]], classes: Mapping[str, Sequence],
-                  x_ref: torch.Tensor, x_edit: Mapping[float, torch.Tensor]) -> dict:
+def oracle_labels(oracle, x_ref: torch.Tensor, x_edit: Mapping[float, torch.Tensor]) -> dict:
     """Label one direction from the oracle's readings of its edits at several strengths.
 
-    ``x_ref`` (M, 3, H, W): the unedited reconstructions; ``x_edit[s]`` the same images edited at strength s.
+    ``oracle``: an object with ``judge`` and ``classes`` (read through ``asyrp.metrics.EditScorer``). ``x_ref`` (M, 3,
+    H, W): the unedited reconstructions; ``x_edit[s]`` the same images edited at strength s.
     Per strength and head: the fraction of images whose class changed (``flips``) and the class frequencies after
     the edit (``after``). The label is the head that flips most (at the strength where it does), with the class most
     of its flipped images land on; ``others_moved`` counts the other heads that flip on >= 10% of the images at any
     strength; ``disentanglement`` = the main head's flip rate / the sum of all heads' (1: nothing else moves).
     """
-    heads = list(classes)
-    ref = judge(x_ref)
+    from ..metrics import EditScorer
+
+    scorer = EditScorer(oracle=oracle)
+    heads = list(oracle.classes)
     per_s, best = {}, {h: (0.0, None) for h in heads}
     for s, x in x_edit.items():
         if float(s) == 0.0:
             continue
-        out = judge(x)
-        flips, after = {}, {}
+        changes = scorer.head_changes(x_ref, x)
         for h in heads:
-            changed = out[h] != ref[h]
-            flips[h] = float(changed.float().mean())
-            after[h] = {str(c): float((out[h] == i).float().mean()) for i, c in enumerate(classes[h])}
-            if flips[h] > best[h][0]:
-                landed = out[h][changed]
-                to = str(classes[h][int(landed.mode().values)]) if landed.numel() else None
-                best[h] = (flips[h], (float(s), to))
-        per_s[f"{float(s):g}"] = {"flips": flips, "after": after}
-    before = {h: {str(c): float((ref[h] == i).float().mean()) for i, c in enumerate(classes[h])} for h in heads}
+            if changes[h]["flips"] > best[h][0]:
+                best[h] = (changes[h]["flips"], (float(s), changes[h]["to"]))
+        per_s[f"{float(s):g}"] = {"flips": {h: changes[h]["flips"] for h in heads},
+                                  "after": {h: changes[h]["after"] for h in heads}}
+    before = scorer.class_frequencies(x_ref)
     rate = {h: best[h][0] for h in heads}
     main = max(heads, key=lambda h: rate[h])
     total = sum(rate.values())

@@ -237,7 +237,7 @@ def _write(cfg: DictConfig, out: Path, backbone, a, plan, x_T, directions, oracl
         lab = None
         if n_label:
             ref = x[strengths.index(0.0), :n_label]
-            lab = oracle_labels(oracle.judge, oracle.classes, ref, {s: x[k, :n_label] for k, s in enumerate(strengths)})
+            lab = oracle_labels(oracle, ref, {s: x[k, :n_label] for k, s in enumerate(strengths)})
         extra = {"label": lab["label"] if lab else None, "labels": lab, "cost": cost,
                  "found_on": {"input_dir": str(cfg.input_dir), "n_images": x_T.shape[0]}}
         if cfg.method.name in SUPERVISED:

@@ -105,15 +105,16 @@ def test_supervised_directions(walk):
 
 
 def test_oracle_labels_name_the_head_that_flips():
-    classes = {"mouth": ["smiling", "neutral"], "hat": [False, True]}
+    class Toy:  # a toy oracle: mouth from channel 0, hat from channel 1
+        classes = {"mouth": ["smiling", "neutral"], "hat": [False, True]}
 
-    def judge(x):  # a toy oracle: mouth from channel 0, hat from channel 1
-        return {"mouth": (x[:, 0, 0, 0] < 0).long(), "hat": (x[:, 1, 0, 0] > 0).long()}
+        def judge(self, x):
+            return {"mouth": (x[:, 0, 0, 0] < 0).long(), "hat": (x[:, 1, 0, 0] > 0).long()}
 
     ref = -torch.ones(4, 3, 2, 2)
     up = ref.clone()
     up[:3, 1] = 1.0  # strength +1 puts a hat on 3 of 4
-    lab = oracle_labels(judge, classes, ref, {0.0: ref, 1.0: up, -1.0: ref})
+    lab = oracle_labels(Toy(), ref, {0.0: ref, 1.0: up, -1.0: ref})
     assert lab["label"] == "hat=True (+)" and lab["others_moved"] == 0 and lab["disentanglement"] == 1.0
     assert target_gain(lab, "hat=True") == (0.75, 1.0)
 
