@@ -75,6 +75,17 @@ def check_arch(arch: Mapping[str, Any]) -> None:
                 "Download it (see the comment in conf/arch/<name>.yaml), or set ASYRP_CHECKPOINTS / arch.checkpoint.")
 
 
+def check_hfunction_mode(mode: Any, key: str, hfunctions: Any) -> None:
+    """Every h-function config is applied by a mode of its space (h, eps or x): one error naming the mode to set."""
+    from .hfunctions.build import check_space_mode
+
+    for hf_cfg in hfunctions if mode is not None else ():
+        try:
+            check_space_mode(hf_cfg, mode, key)
+        except ValueError as err:
+            raise AsyrpUserError(str(err)) from err
+
+
 def check_perf(perf: Any) -> PerfConfig:
     """The speed options (``perf`` group, see asyrp/perf.py): unknown keys and bad autocast values, named."""
     from .perf import AUTO, PerfConfig, autocast_dtype
@@ -94,6 +105,7 @@ def check_train_config(cfg: DictConfig) -> tuple[list[Path], list[tuple[Path, st
     m, ei = cfg.model, cfg.edit_interval
     check_schedule(m.n_inv, m.n_gen, m.t0, ei.get("t_edit"), ei.get("t_boost"))
     check_mode(m.get("mode"), "model.mode")
+    check_hfunction_mode(m.get("mode"), "model.mode", [cfg.get("hfunction")])
     if m.get("spacing", "official") not in ("official", "uniform"):
         raise AsyrpUserError(f"model.spacing={m.get('spacing')!r} must be official (Asyrp's linspace) or uniform")
     loss = m.get("loss", {})

@@ -1,5 +1,6 @@
 """The experiment world: what the scripts in experiments/ share (a backbone config, CLIP, oracle, images and
-h-functions; editing; scoring; baseline directions trained with the Asyrp loss; markdown tables and plots).
+h-functions, the eps- / x-space baselines among them, all trained through asyrp.tasks.train; editing; scoring;
+markdown tables and plots).
 
 Every script takes the same options (``base_parser``): ``--arch`` / ``--clip`` (conf/arch, conf/clip names, any
 backbone), ``--attribute`` (conf/attribute names), ``--images`` (a folder, or ``random`` for smooth random images),
@@ -353,18 +354,22 @@ def setup(args: argparse.Namespace, find_oracle: Callable[[Path | None], Any] | 
 
 
 # -- training through the project's normal path ----------------------------------------------------------------
-def train_hfunction(world: World, attr: str, kind: str = "delta_block") -> Path:
+def train_hfunction(world: World, attr: str, kind: str = "delta_block", *, n_train: int | None = None,
+                    epochs: int | None = None, extra: Sequence[str] = ()) -> Path:
     """Train (or reuse) an h-function with asyrp.tasks.train on a composed ``train`` config; returns hfunction.pt.
 
-    Same budget for every kind: the run size's training images, epochs and steps, the model config's optimiser.
-    Cached next to the output folder, in <out>/../_hfunctions/<arch>/<attr>_<kind>_<size>_s<steps> (reused by every
-    script writing next to it, unless --retrain); a training run of an arch checkpoint snapshot should get its own
-    --out parent.
+    ``kind`` is a conf/hfunction name: the h-space kinds, or eps_shift / x_shift (image-shaped directions, trained
+    with ``extra`` overrides that set model.mode to match). Same budget for every kind unless given: the run size's
+    training images and epochs, the world's steps, the model config's optimiser; ``extra`` overrides come last (after
+    --train-override). Cached next to the output folder, in <out>/../_hfunctions/<arch>/<attr>_<kind>_<size>_s<steps>
+    (reused by every script writing next to it, unless --retrain); a training run of an arch checkpoint snapshot
+    should get its own --out parent.
     """
     from .tasks import train
     from .utils.config import compose
 
-    args, size = world.args, world.size
+    args = world.args
+    size = {"n_train": n_train or world.size["n_train"], "epochs": epochs or world.size["epochs"]}
     import hashlib
 
     overrides = [f"arch={args.arch}", f"clip={args.clip}", f"attribute={attr}", f"hfunction={kind}",
@@ -386,7 +391,7 @@ def train_hfunction(world: World, attr: str, kind: str = "delta_block") -> Path:
     else:
         overrides += ["dataset=random_samples", f"dataset.n_images={size['n_train']}",
                       f"dataset.batch_size={min(8, size['n_train'])}", f"dataset.n_val={min(2, size['n_train'])}"]
-    overrides += list(args.train_override)
+    overrides += [*args.train_override, *extra]
     # the cache key covers the backbone snapshot and every override (recipe): another recipe never reuses this run
     key = "\n".join([str(world.arch_cfg.get("checkpoint")), *overrides])
     ck = hashlib.sha1(key.encode()).hexdigest()[:6]
@@ -409,49 +414,7 @@ def train_hfunction(world: World, attr: str, kind: str = "delta_block") -> Path:
     return ckpt
 
 
-# -- baseline directions (eps / x space) trained with the same loss -------------------------------------------
-def train_direction(world: World, attr: str, mode: str, x0: torch.Tensor, *, epochs: int, lr: float = 0.05,
-                    batch_size: int = 8) -> torch.nn.Module:
-    """A per-timestep global direction in eps space (mode eps_shift) or x space (mode x_shift), trained with the
-    Asyrp objective (directional CLIP + L1 to the unedited P_t, same weights) on the editing steps t >= t_edit.
-
-    The h-space function goes through asyrp.tasks.train; eps/x-shaped directions are not h-functions the training
-    task builds, so this is a plain loop with the same pieces (asyrp_step, AsyrpLoss, truncated gradients). Adam
-    instead of the SGD recipe: the baselines are compared at matched norms, so only the learnt direction matters.
-    """
-    from .hfunctions.modules import GlobalDirection
-    from .losses import AsyrpLoss
-    from .samplers import asyrp_step, generation_pairs
-    from .schedules import timesteps
-
-    at = world.attribute(attr)
-    seq = timesteps(world.n_steps, world.t0)
-    pairs = [(k, t, tn) for k, (t, tn) in enumerate(generation_pairs(seq)) if t >= world.t_edit]
-    g = GlobalDirection(tuple(x0.shape[1:]), timesteps=[t for _, t, _ in pairs], init_std=0.0).to(x0.device)
-    loss_fn = AsyrpLoss(world.clip, world.clip.text_direction(at["source"], at["target"]),
-                        world.clip.text_cosine(at["source"], at["target"]))
-    x_T = world.invert(x0)
-    rec = world.edit(x_T, None, trajectory=True, batch_size=x_T.shape[0])
-    P_orig = [p for (_, _, p) in rec.trajectory]
-    opt = torch.optim.Adam(g.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(world.args.seed)
-    for _ in range(epochs):
-        order = torch.randperm(x0.shape[0], generator=gen)
-        for lo in range(0, x0.shape[0], batch_size):
-            idx = order[lo:lo + batch_size]
-            with torch.no_grad():
-                e_x0 = world.clip.encode_image(x0[idx])
-            x = x_T[idx]
-            for k, t, tn in pairs:
-                step = asyrp_step(world.backbone, x, t, tn, world.a, g, mode=mode)
-                terms = loss_fn(e_x0, step.P_edit, P_orig[k][idx])
-                opt.zero_grad()
-                terms["loss"].backward()
-                opt.step()
-                x = step.x_next.detach()
-    return g.eval().requires_grad_(False)
-
-
+# -- baseline directions (eps / x space, trained by train_hfunction) ----------------------------------------
 def rescale_direction(g, norms: Mapping[int, float]) -> None:
     """Set every entry of a per-timestep GlobalDirection to the norm given for its timestep (in place)."""
     with torch.no_grad():

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from .checks import (
     EditSettings,
     check_edit_config,
+    check_hfunction_mode,
     check_perf,
     check_resume_checkpoint,
     check_train_config,
@@ -354,6 +355,7 @@ class _EditJob:
 
         given = {k: self.cfg.get(k) for k in FIELDS}
         plan, self.windows = resolve_plan(given, [dict(m.get("edit") or {}) for m in self.metas], self.cfg.edit_interval)
+        check_hfunction_mode(plan.mode, "mode", [m.get("hfunction") for m in self.metas])
         for w, c in zip(self.windows or [], self.ckpts):
             w["path"] = str(c)
         if self.windows:

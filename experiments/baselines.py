@@ -8,19 +8,18 @@ Rows (every method starts from the same inverted x_T and uses the same noise see
 - reconstruction: no edit (what preservation can reach at most with this DDPM);
 - asyrp: the trained h-function f, delta_h = f(h, t) in P_t only;
 - symmetric: the SAME delta_h in both P_t and D_t (identical norm; Theorem 1 says the shifts largely cancel);
-- eps_shift / x_shift: a per-timestep direction in eps space (P_t only) / on x_t itself, trained with the same
-  objective on the same training images, then rescaled at every t so that its per-step effect on x_{t-1} has the
-  size of Asyrp's: ||d_eps_t|| = mean ||eps_edit - eps|| of Asyrp at t, ||d_x_t|| = sqrt(1 - a_t) times that;
-  "as trained" rows keep the norms the training reached.
+- eps_shift / x_shift: a per-timestep direction in eps space (P_t only) / on x_t itself (conf/hfunction/eps_shift,
+  x_shift), trained through asyrp.tasks.train like the h-function (same objective, training images and walk; Adam,
+  --baseline-lr), then rescaled at every t so that its per-step effect on x_{t-1} has the size of Asyrp's:
+  ||d_eps_t|| = mean ||eps_edit - eps|| of Asyrp at t, ||d_x_t|| = sqrt(1 - a_t) times that; "as trained" rows keep
+  the norms the training reached.
 Writes baselines.md / .csv, baselines.png (bars) and baselines_grid.png.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
-
 from asyrp import experiment as C
+from asyrp.hfunctions import load_hfunction_checkpoint
+from asyrp.schedules import timesteps
 from asyrp.synthfaces.oracle import find_oracle
 
 COLUMNS = ["method", "space", "norm_matched_to", "mean_delta_norm", "success", "preserved", "clip_dir", "clip_text",
@@ -44,15 +43,10 @@ def main(argv=None) -> int:
     norms = C.step_norms(w, x_T, f)
     mean = lambda key: sum(v[key] for v in norms.values()) / max(len(norms), 1)  # noqa: E731
 
-    # the eps / x directions: trained on the training images (or, without a folder, on the test images)
-    train_folder = args.train_images or (str(C.ROOT / "data" / "synthfaces" / "train") if args.arch == "synthfaces" else None)
+    # the eps / x directions: trained on the training images of the h-function (the backbone's samples without a folder)
     n_train = args.baseline_n_train or min(w.size["n_train"], 16)
     epochs = args.baseline_epochs or min(w.size["epochs"], 2)
-    x_train = C.load_images(Path(train_folder), w.backbone.image_size, n_train).to(w.device) if train_folder \
-        else C.random_images(n_train, w.backbone.image_size, seed=args.seed + 1).to(w.device)
-    with torch.enable_grad():
-        g_eps = C.train_direction(w, attr, "eps_shift", x_train, epochs=epochs, lr=args.baseline_lr)
-        g_x = C.train_direction(w, attr, "x_shift", x_train, epochs=epochs, lr=args.baseline_lr)
+    g_eps, g_x = (_direction(w, attr, mode, args.baseline_lr, n_train, epochs) for mode in ("eps_shift", "x_shift"))
     trained_norm = {n: float(g.delta_h.flatten(1).norm(dim=1).mean()) for n, g in (("eps", g_eps), ("x", g_x))}
 
     rows, grid = [], [x0]
@@ -94,6 +88,17 @@ def main(argv=None) -> int:
                 title=f"Asyrp vs. other editing spaces: {attr}")
     _plot(w, rows)
     return 0
+
+
+def _direction(w, attr: str, mode: str, lr: float, n_train: int, epochs: int):
+    """A per-timestep direction (conf/hfunction/<mode>) trained through asyrp.tasks.train in ``mode``: one table entry
+    per editing step t >= t_edit of the world's walk, starting from 0, Adam at ``lr`` without a schedule."""
+    edit_ts = [t for t in timesteps(w.n_steps, w.t0) if t >= w.t_edit]
+    extra = [f"model.mode={mode}", "model.optimizer._target_=torch.optim.Adam", f"model.optimizer.lr={lr}",
+             "model.scheduler=null", f"hfunction.timesteps=[{','.join(map(str, edit_ts))}]"]
+    path = C.train_hfunction(w, attr, mode, n_train=n_train, epochs=epochs, extra=extra)
+    g, _ = load_hfunction_checkpoint(path, w.backbone, w.arch_cfg.get("name"))
+    return g.eval().requires_grad_(False)
 
 
 def _plot(w, rows):

@@ -1,7 +1,14 @@
 """h-functions, delta_h = f(h_t, t), in a one-way chain: ``modules`` (the functions) <- ``build`` (from a config)
 <- ``files`` (the ``hfunction.pt`` format and the official files); a composition's own intervals are part of the
 edit plan (``asyrp.plan``). Library code imports from the module that holds a name; users import from here."""
-from .build import build_hfunction, load_hfunction_weights
+from .build import (
+    SPACE_MODES,
+    build_hfunction,
+    check_space_mode,
+    hfunction_space,
+    load_hfunction_weights,
+    space_shape,
+)
 from .files import (
     FORMAT,
     hfunction_from_payload,
@@ -39,6 +46,10 @@ __all__ = [
     "n_components",
     "build_hfunction",
     "load_hfunction_weights",
+    "SPACE_MODES",
+    "hfunction_space",
+    "space_shape",
+    "check_space_mode",
     "FORMAT",
     "payload",
     "save_hfunction",

@@ -12,7 +12,8 @@ from torch import nn
 
 from .modules import DeltaBlock, GlobalDirection, HFunction
 
-__all__ = ["build_hfunction", "load_hfunction_weights"]
+__all__ = ["SPACE_MODES", "build_hfunction", "check_space_mode", "hfunction_space", "load_hfunction_weights",
+           "space_shape"]
 
 
 def _torch_load(path: str | Path) -> Any:
@@ -39,10 +40,38 @@ def load_hfunction_weights(module: nn.Module, path: str | Path) -> nn.Module:
 
 
 _KEYS = {
-    "delta_block": {"kind", "layout", "width", "zero_init", "use_temb", "dropout", "num_groups", "checkpoint", "seed"},
-    "global": {"kind", "init_std", "checkpoint", "seed"},
-    "global_per_t": {"kind", "init_std", "timesteps", "n_steps", "t0", "checkpoint", "seed"},
+    "delta_block": {"kind", "layout", "width", "zero_init", "use_temb", "dropout", "num_groups", "checkpoint", "seed",
+                    "space"},
+    "global": {"kind", "init_std", "checkpoint", "seed", "space"},
+    "global_per_t": {"kind", "init_std", "timesteps", "n_steps", "t0", "checkpoint", "seed", "space"},
 }
+
+# The space an h-function's output is added to, and the walk modes that add it there (asyrp.samplers.edit_eps): h
+# (the bottleneck, the paper's method), or image-shaped eps / x (the paper's baselines, Sec. 3).
+SPACE_MODES = {"h": ("asyrp", "symmetric"), "eps": ("eps_shift",), "x": ("x_shift",)}
+
+
+def hfunction_space(cfg: Mapping[str, Any] | None) -> str:
+    """``space`` of an h-function config: h when absent (every config and file written before image spaces)."""
+    space = (cfg or {}).get("space") or "h"
+    if space not in SPACE_MODES:
+        raise ValueError(f"unknown h-function space {space!r}: use one of {sorted(SPACE_MODES)}")
+    return space
+
+
+def space_shape(space: str, backbone) -> tuple[int, ...]:
+    """The shape of one row of what an h-function of this space is applied to: h, or an image (eps and x_t)."""
+    if space == "h":
+        return tuple(int(v) for v in backbone.h_shape)
+    return (int(backbone.in_channels), int(backbone.image_size), int(backbone.image_size))
+
+
+def check_space_mode(cfg: Mapping[str, Any] | None, mode: str, key: str) -> None:
+    """An h-function acts in its space only through the modes that apply it there: ValueError naming the fix."""
+    space, modes = hfunction_space(cfg), SPACE_MODES[hfunction_space(cfg)]
+    if mode not in modes:
+        raise ValueError(f"{key}={mode!r} cannot apply an h-function of space {space!r} (it is added to "
+                         f"{'the bottleneck h' if space == 'h' else space}): set {key}={modes[0]}")
 
 
 def _as_dict(cfg: Any) -> dict:
@@ -60,8 +89,9 @@ def build_hfunction(cfg: Any, backbone) -> HFunction:
     """An h-function sized for ``backbone`` from a config (see conf/hfunction/*.yaml).
 
     ``kind``: delta_block | global | global_per_t. For delta_block, ``layout: auto`` picks the ADM block for
-    ``backbone.family == "adm"`` and the DDPM block otherwise (ddpm, ncsnpp, diffusers). ``checkpoint`` loads
-    weights strictly; ``seed`` makes the random initialisation reproducible.
+    ``backbone.family == "adm"`` and the DDPM block otherwise (ddpm, ncsnpp, diffusers). ``space`` (global kinds
+    only): h (default), or eps / x for an image-shaped direction applied by mode eps_shift / x_shift.
+    ``checkpoint`` loads weights strictly; ``seed`` makes the random initialisation reproducible.
     """
     cfg = _as_dict(cfg)
     kind = cfg.get("kind", "delta_block")
@@ -70,6 +100,10 @@ def build_hfunction(cfg: Any, backbone) -> HFunction:
     unknown = set(cfg) - _KEYS[kind]
     if unknown:
         raise ValueError(f"unknown key(s) {sorted(unknown)} for h-function kind {kind!r}; allowed: {sorted(_KEYS[kind])}")
+    space = hfunction_space(cfg)
+    if kind == "delta_block" and space != "h":
+        raise ValueError(f"kind delta_block acts on the bottleneck h only (space {space!r} asked): use kind global or "
+                         "global_per_t for an eps- or x-space direction")
     seed = cfg.get("seed")
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
@@ -89,14 +123,15 @@ def build_hfunction(cfg: Any, backbone) -> HFunction:
                 time_conditioned=bool(cfg.get("use_temb", True)),
             )
         elif kind == "global":
-            module = GlobalDirection(backbone.h_shape, init_std=float(cfg.get("init_std", 0.2)))
+            module = GlobalDirection(space_shape(space, backbone), init_std=float(cfg.get("init_std", 0.2)))
         else:
             ts = cfg.get("timesteps")
             if ts is None:
                 from ..schedules import timesteps
 
                 ts = timesteps(int(cfg.get("n_steps", 40)), int(cfg.get("t0", 999)))
-            module = GlobalDirection(backbone.h_shape, timesteps=ts, init_std=float(cfg.get("init_std", 0.2)))
+            shape = space_shape(space, backbone)
+            module = GlobalDirection(shape, timesteps=ts, init_std=float(cfg.get("init_std", 0.2)))
     if cfg.get("checkpoint"):
         load_hfunction_weights(module, cfg["checkpoint"])
     p = next(backbone.parameters(), None)

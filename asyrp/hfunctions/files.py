@@ -1,6 +1,7 @@
 """The h-function file format, in one place: what train.py writes and edit.py (and the experiments) read.
 
-- ``hfunction.pt`` (``FORMAT``): {"format", "state_dict", "hfunction" (the config to rebuild it), "arch", "h_shape",
+- ``hfunction.pt`` (``FORMAT``): {"format", "state_dict", "hfunction" (the config to rebuild it; its ``space`` says
+  whether it acts on h or is an image-shaped eps- / x-space direction, h when absent), "arch", "h_shape",
   "emb_dim", "attribute", "edit" (n_inv, n_gen, t0, t_edit, t_boost, mode, strength, spacing)}; ``payload`` builds
   it from a training module, ``save_hfunction`` writes it (and the official layout beside it).
 - the official layout ``{"0": state_dict}`` of the Asyrp authors' 35 published files (DDPM or ADM block, read from
@@ -22,7 +23,7 @@ from torch import nn
 
 from ..utils.errors import AsyrpUserError
 from ..utils.io import atomic_save
-from .build import _is_state_dict, _torch_load, build_hfunction
+from .build import _is_state_dict, _torch_load, build_hfunction, hfunction_space, space_shape
 from .modules import ADM_KEYS, DDPM_KEYS, DeltaBlock, GlobalDirection, HFunction
 
 __all__ = [
@@ -143,12 +144,14 @@ def read_hfunction_file(path: str | Path) -> Any:
                              "or use the hfunction.pt of another epoch") from err
 
 
-def probe_hfunction(hfunc: torch.nn.Module, backbone, path: Path, arch_name: str | None, t0: int = 999) -> None:
-    """Run the h-function once on a zero bottleneck: a file for another backbone fails here, with its shapes."""
+def probe_hfunction(hfunc: torch.nn.Module, backbone, path: Path, arch_name: str | None, t0: int = 999,
+                    space: str = "h") -> None:
+    """Run the h-function once on a zero bottleneck (or a zero image, for an eps- or x-space direction): a file for
+    another backbone fails here, with its shapes."""
     p = next(backbone.parameters())
-    h = torch.zeros(1, *[int(v) for v in backbone.h_shape], device=p.device, dtype=p.dtype)
+    h = torch.zeros(1, *space_shape(space, backbone), device=p.device, dtype=p.dtype)
     emb = torch.zeros(1, int(backbone.emb_dim), device=p.device, dtype=p.dtype)
-    what = f"h of shape {list(h.shape[1:])} / emb {emb.shape[1]}"
+    what = f"{space} of shape {list(h.shape[1:])} / emb {emb.shape[1]}"
     try:
         with torch.no_grad():
             out = hfunc(h, emb, torch.full((1,), int(t0), device=p.device))
@@ -164,6 +167,7 @@ def hfunction_from_payload(obj: Any, path: str | Path, backbone, arch_name: str 
     """Our ``hfunction.pt`` payload (rebuilt from its stored config, strict) or an official file's object."""
     path = Path(str(path)).expanduser()
     meta: dict[str, Any] = {}
+    space = "h"  # official files act on h
     try:
         if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
             arch = (obj.get("arch") or {}).get("name")
@@ -176,6 +180,7 @@ def hfunction_from_payload(obj: Any, path: str | Path, backbone, arch_name: str 
                                      f"the backbone gives {have[0]} / {have[1]}: pass arch={arch}")
             hf_cfg = dict(obj["hfunction"] or {})
             hf_cfg["checkpoint"] = None
+            space = hfunction_space(hf_cfg)
             hfunc = build_hfunction(hf_cfg, backbone)
             hfunc.load_state_dict(obj["state_dict"], strict=True)
             meta = dict(obj)
@@ -188,7 +193,7 @@ def hfunction_from_payload(obj: Any, path: str | Path, backbone, arch_name: str 
                              "train.py or an official Asyrp .pth (not a backbone checkpoint)") from err
     p = next(backbone.parameters())
     hfunc = hfunc.to(device=p.device, dtype=p.dtype).eval()
-    probe_hfunction(hfunc, backbone, path, arch_name, int((meta.get("edit") or {}).get("t0", 999)))
+    probe_hfunction(hfunc, backbone, path, arch_name, int((meta.get("edit") or {}).get("t0", 999)), space)
     return hfunc, meta
 
 

@@ -232,3 +232,46 @@ def test_spacing_is_one_grid_for_cache_training_and_edit(faces, tmp_path):
     edit(edit_cfg(tmp_path, ckpt, faces, "output_dir=" + str(tmp_path / "o"), "spacing=official"))
     assert "spacing" not in json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert (tmp_path / "u" / "face_0.png").read_bytes() != (tmp_path / "o" / "face_0.png").read_bytes()
+
+
+@pytest.mark.parametrize("space, mode", [("eps", "eps_shift"), ("x", "x_shift")])
+def test_image_space_direction_trains_through_train_and_edits_from_its_file(space, mode, faces, tmp_path, monkeypatch):
+    """conf/hfunction/eps_shift | x_shift: the paper's image-space baselines train through train(cfg) in their mode
+    (the shift added to eps, with the time embedding at hand, or to x_t before the network runs), only at the
+    editing steps, and their hfunction.pt reloads and edits through edit.py in that mode."""
+    import asyrp.samplers as samplers
+    from asyrp.hfunctions import GlobalDirection, load_hfunction_checkpoint
+
+    seen = []
+    real = samplers.apply_hfunction
+
+    def spy(hfunc, h, emb=None, t=None, coeffs=1.0):
+        seen.append((tuple(h.shape[1:]), emb is None))
+        return real(hfunc, h, emb, t, coeffs)
+
+    monkeypatch.setattr(samplers, "apply_hfunction", spy)
+    out = tmp_path / "train"
+    base = ["debug=smoke", "~logger", f"dataset.cache_dir={tmp_path / 'cache'}", "callbacks.edit_grid=null",
+            "trainer.limit_val_batches=0", f"hfunction={mode}", "hfunction.n_steps=4"]
+    with pytest.raises(AsyrpUserError, match=f"set model.mode={mode}"):
+        train(compose("train", base, output_dir=tmp_path / "wrong"))
+    _, objects = train(compose("train", [*base, f"model.mode={mode}", "model.optimizer._target_=torch.optim.Adam",
+                                         "model.optimizer.lr=0.05"], output_dir=out))
+    g = objects["module"].hfunc
+    assert isinstance(g, GlobalDirection) and g.shape == (3, 32, 32)  # the tiny backbone's images, not h
+    assert seen and set(seen) == {((3, 32, 32), mode == "x_shift")}  # x_shift: applied before the network runs
+    # trained at the editing steps (999, 666 >= t_edit 500) only; the others keep their zero start
+    moved = g.delta_h.detach().flatten(1).norm(dim=1)
+    assert g.timesteps.tolist() == [0, 333, 666, 999] and moved[:2].tolist() == [0.0, 0.0] and (moved[2:] > 0).all()
+
+    ckpt = out / "checkpoints" / "hfunction.pt"
+    stored = torch.load(ckpt, weights_only=True)
+    assert stored["hfunction"]["space"] == space and stored["edit"]["mode"] == mode
+    back, _ = load_hfunction_checkpoint(ckpt, objects["backbone"], "tiny_ddpm")
+    assert all(torch.equal(back.state_dict()[k], v.cpu()) for k, v in g.state_dict().items())
+    edit(edit_cfg(tmp_path, ckpt, faces, "output_dir=" + str(tmp_path / "e")))
+    assert json.loads((tmp_path / "e" / "manifest.json").read_text())["mode"] == mode  # from the file
+    edit(edit_cfg(tmp_path, ckpt, faces, "output_dir=" + str(tmp_path / "r"), "strength=0"))
+    assert (tmp_path / "e" / "face_0.png").read_bytes() != (tmp_path / "r" / "face_0.png").read_bytes()
+    with pytest.raises(AsyrpUserError, match=f"set mode={mode}"):
+        edit(edit_cfg(tmp_path, ckpt, faces, "output_dir=" + str(tmp_path / "w"), "mode=asyrp"))

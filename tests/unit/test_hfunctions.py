@@ -207,6 +207,35 @@ def test_build_options_seed_checkpoint_and_errors(tmp_path):
         build_hfunction({"kind": "mlp"}, bb)
 
 
+def test_build_image_space_directions():
+    """space eps / x (conf/hfunction/eps_shift, x_shift): an image-shaped table from zero, applied to eps in P_t or to
+    x_t by the mode of its space only; h-space configs stay as they were (no space key means h)."""
+    from asyrp.hfunctions import check_space_mode, hfunction_space
+    from asyrp.samplers import edit_eps
+
+    bb = tiny_backbone(0)
+    for name, space, mode in (("eps_shift", "eps", "eps_shift"), ("x_shift", "x", "x_shift")):
+        g = build_hfunction(OmegaConf.load(CONF / f"{name}.yaml"), bb)
+        assert isinstance(g, GlobalDirection) and g.shape == (3, 16, 16) and len(g.timesteps) == 40
+        assert torch.count_nonzero(g.delta_h) == 0
+        check_space_mode({"space": space}, mode, "mode")
+        with pytest.raises(ValueError, match=f"set mode={mode}"):
+            check_space_mode({"space": space}, "asyrp", "mode")
+    g = build_hfunction({"kind": "global_per_t", "space": "eps", "timesteps": [400], "init_std": 0.0}, bb)
+    g.delta_h.data.fill_(0.5)
+    x = torch.randn(2, 3, 16, 16)
+    ee = edit_eps(bb, x, 400, g, mode="eps_shift")
+    assert torch.allclose(ee.eps_edit - ee.eps, torch.full_like(x, 0.5)) and ee.x_t is None
+    assert torch.allclose(edit_eps(bb, x, 400, g, mode="x_shift").x_t, x + 0.5)
+    assert hfunction_space(OmegaConf.load(CONF / "delta_block.yaml")) == "h"
+    with pytest.raises(ValueError, match="set model.mode=asyrp"):
+        check_space_mode(OmegaConf.load(CONF / "global.yaml"), "eps_shift", "model.mode")
+    with pytest.raises(ValueError, match="delta_block acts on the bottleneck h only"):
+        build_hfunction({"kind": "delta_block", "space": "eps"}, bb)
+    with pytest.raises(ValueError, match="unknown h-function space"):
+        build_hfunction({"kind": "global", "space": "z"}, bb)
+
+
 def test_hfunctions_package_imports_one_way():
     """modules <- build <- files: no module of the package imports one above it."""
     import ast
