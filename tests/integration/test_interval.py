@@ -1,8 +1,6 @@
 """Editing interval: choosing t_edit / t_boost on curves, measuring the curves, distances, configs, the script."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -146,27 +144,3 @@ def test_lpips_with_local_weights(tmp_path, monkeypatch):
     assert torch.equal(d(x, x), torch.zeros(2))
     dxy = d(x, y)
     assert dxy.shape == (2,) and (dxy > 0).all()
-
-
-def test_interval_script_runs_offline(tmp_path):
-    """experiments/interval.py on a folder of images with the tiny random backbone and the offline distance."""
-    from PIL import Image
-
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for i, img in enumerate(images(3)):
-        arr = ((img.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
-        Image.fromarray(arr).save(folder / f"{i}.png")
-    out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "experiments" / "interval.py"), "--tiny", "--images", str(folder),
-           "--image-size", "16", "--distance", "rmse", "--stride", "111", "--out", str(out)]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300,
-                       env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
-    assert r.returncode == 0, r.stderr
-    curves = IntervalCurves.load_csv(out / "interval_curves.csv")
-    assert curves.t == list(range(0, 1000, 111)) and curves.n_images == 3
-    assert (out / "interval_curves.png").is_file()
-    # the printed values are the choice on the saved curves with the offline distance's own thresholds
-    assert f"t_edit = {choose_t_edit(curves, 0.35)}" in r.stdout
-    assert f"t_boost = {choose_t_boost(curves, 0.5)}" in r.stdout
-    assert choose_t_boost(curves, 0.5) == 222  # RMSE(x, x_t) first reaches 0.5 between t = 111 and 222

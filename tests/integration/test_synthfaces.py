@@ -141,26 +141,3 @@ def test_ddpm_warm_start_continues_the_shipped_weights(tmp_path):
                      resume=True, export_every_min=1e9, save_every_min=1e9)
     meta = json.loads((out / "training.json").read_text())
     assert meta["step"] == step0 + 3 and meta["warm_start_from_step"] == step0  # a resume keeps the lineage
-
-
-def test_folder_writer_only_and_a_contradiction(tmp_path):
-    """--only picks the faces (the default smiling exclusion is dropped); a value both excluded and required is one
-    error at once, not an endless search for a face that cannot exist."""
-    import json
-    import subprocess
-    import sys
-
-    from asyrp.synthfaces.data import write_split
-    from asyrp.utils.errors import AsyrpUserError
-
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "asyrp.synthfaces.data", "--n-test", "0", *args],
-                              capture_output=True, text=True, timeout=120)
-
-    assert cli("--out", str(tmp_path / "s"), "--only", "mouth=smiling", "--n-train", "3").returncode == 0
-    attrs = json.loads((tmp_path / "s" / "train" / "attributes.json").read_text())
-    assert len(attrs) == 3 and all(v["mouth"] == "smiling" for v in attrs.values())
-    bad = cli("--out", str(tmp_path / "b"), "--only", "mouth=smiling", "--exclude", "mouth=smiling", "--n-train", "3")
-    assert bad.returncode == 2 and "both excluded and required" in bad.stderr and "Traceback" not in bad.stderr
-    with pytest.raises(AsyrpUserError, match="hat=True"):
-        write_split(tmp_path / "c", seed=1, n=1, exclude={"hat": "True"}, only={"hat": "True"})
