@@ -6,7 +6,7 @@ from omegaconf import DictConfig
 @hydra.main(version_base="1.3", config_path="conf", config_name="app")
 def main(cfg: DictConfig) -> None:
     from asyrp.app import serve
-    from asyrp.utils.errors import run_cli
+    from asyrp.ops.cli import run_cli
 
     world_examples = None
     if cfg.arch.get("name") == "synthfaces":  # the toy world's example faces come from its own package
@@ -15,7 +15,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from asyrp.utils.cli import precheck
+    from asyrp.ops.cli import precheck
 
     precheck()  # `arch=nme`: one error line instead of Hydra's multi-line report
     main()

@@ -6,7 +6,7 @@ from omegaconf import DictConfig
 @hydra.main(version_base="1.3", config_path="conf", config_name="discover")
 def main(cfg: DictConfig) -> None:
     from asyrp.directions.task import discover
-    from asyrp.utils.errors import run_cli
+    from asyrp.ops.cli import run_cli
 
     run_cli(discover, cfg, oracle=_oracle(cfg))
 
@@ -21,7 +21,7 @@ def _oracle(cfg: DictConfig):
 
 
 if __name__ == "__main__":
-    from asyrp.utils.cli import precheck
+    from asyrp.ops.cli import precheck
 
     precheck()  # `method=nme`: one error line instead of Hydra's multi-line report
     main()

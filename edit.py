@@ -5,14 +5,14 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="edit")
 def main(cfg: DictConfig) -> None:
+    from asyrp.ops.cli import run_cli
     from asyrp.tasks import edit
-    from asyrp.utils.errors import run_cli
 
     run_cli(edit, cfg)
 
 
 if __name__ == "__main__":
-    from asyrp.utils.cli import precheck
+    from asyrp.ops.cli import precheck
 
     precheck()  # `arch=nme`: one error line instead of Hydra's multi-line report
     main()

@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from asyrp.tasks import get_metric_value, train
-    from asyrp.utils.errors import run_cli
+    from asyrp.ops.cli import run_cli
 
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    from asyrp.utils.cli import precheck
+    from asyrp.ops.cli import precheck
 
     precheck()  # `arch=nme`: one error line instead of Hydra's multi-line report
     main()

@@ -18,8 +18,8 @@ from typing import Any, Callable, Sequence
 import torch
 from omegaconf import DictConfig
 
-from .utils import envfaults
-from .utils.errors import AsyrpUserError
+from .ops import faults
+from .ops.errors import AsyrpUserError
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,8 @@ def _gradio():
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry calls
     try:
         import gradio as gr
-    except ImportError as err:  # one line, exit 6 (asyrp/utils/envfaults.py): which extra to install
-        raise envfaults.MissingPackage("gradio") from err
+    except ImportError as err:  # one line, exit 6 (asyrp/ops/faults): which extra to install
+        raise faults.MissingPackage("gradio") from err
     return gr
 
 
@@ -198,7 +198,7 @@ def serve(cfg: DictConfig, world_examples: Callable[[Path, int], list[Path]] | N
     examples = example_images(cfg, out / "examples", world_examples)
     app = build_app(editor, examples, list(cfg.strip), float(cfg.max_strength))
     log.info("asyrp editor: http://%s:%s (Ctrl-C to stop)", cfg.host, cfg.port)
-    envfaults.stop_at_once()  # a server has no safe point to wait for: Ctrl-C stops it at once, as Gradio expects
+    faults.stop_at_once()  # a server has no safe point to wait for: Ctrl-C stops it at once, as Gradio expects
     app.launch(server_name=str(cfg.host), server_port=int(cfg.port), share=False, inbrowser=False,
                prevent_thread_lock=bool(cfg.get("background", False)), show_error=True)
     return app

@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
 from .hfunctions.files import payload, save_hfunction
-from .utils.errors import TrainingDiverged
+from .ops.errors import TrainingDiverged
 
 log = logging.getLogger(__name__)
 
@@ -153,25 +153,25 @@ class FiniteGuard(pl.Callback):
 
 
 class StopOnSignal(pl.Callback):
-    """Ctrl-C / SIGTERM during training (asyrp.utils.envfaults): at the end of the running batch, write last.ckpt
+    """Ctrl-C / SIGTERM during training (asyrp.ops.faults): at the end of the running batch, write last.ckpt
     (the same mid-epoch checkpoint ModelCheckpoint writes, which a rerun resumes from exactly) and raise
     ``Interrupted``; the entry point prints one line and exits 130 / 143. The last batch of an epoch is not a stop:
     a run resumed after it would skip the epoch's validation and epoch-end files, so the stop comes one batch
     later (or training simply ends); validation is not cut either. A second signal stops at once."""
 
     def on_train_start(self, trainer, pl_module) -> None:
-        from .utils import envfaults
+        from .ops import faults
 
         # one process: SIGTERM is ours alone. Lightning's own handler would stop right after the batch it came in,
         # without a checkpoint of that batch when it came after this callback ran (DDP keeps Lightning's, which
         # tells the other ranks)
-        if trainer.world_size == 1 and envfaults.stop_requested() is None:
-            envfaults.install_stop_handlers()
+        if trainer.world_size == 1 and faults.stop_requested() is None:
+            faults.install_stop_handlers()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        from .utils import envfaults
+        from .ops import faults
 
-        if envfaults.stop_requested() is None:
+        if faults.stop_requested() is None:
             return
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             return  # let the epoch end (validation, epoch-end checkpoints): a resume would skip them
@@ -181,16 +181,16 @@ class StopOnSignal(pl.Callback):
             last = Path(ckpt.dirpath) / "last.ckpt"
             trainer.save_checkpoint(last, weights_only=False)  # optimiser and loop state too: it resumes
             done = f"{last} holds step {trainer.global_step}"
-        envfaults.check_stop(done)
+        faults.check_stop(done)
 
 
 class ProgressLog(TQDMProgressBar):
-    """Lightning's bar on a terminal; in a log file or pipe, a line every few seconds instead (asyrp.utils.progress):
+    """Lightning's bar on a terminal; in a log file or pipe, a line every few seconds instead (asyrp.ops.progress):
     the batch and epoch, the optimiser step, the rate, the ETA and the training loss, so ``make demo 2>&1 | cat``
     shows what training is doing."""
 
     def __init__(self, every: float | None = None):
-        from .utils.progress import modes
+        from .ops.progress import modes
 
         super().__init__()
         bar, self.lines = modes()
@@ -202,7 +202,7 @@ class ProgressLog(TQDMProgressBar):
     def on_train_start(self, trainer, pl_module) -> None:
         super().on_train_start(trainer, pl_module)
         if self.lines and trainer.is_global_zero:
-            from .utils.progress import LineTicker
+            from .ops.progress import LineTicker
 
             per_epoch = self.total_train_batches
             epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .config import as_float, as_int
+from .ops.errors import AsyrpUserError
 from .plan import check_mode, check_schedule
-from .utils.config import as_float, as_int
-from .utils.errors import AsyrpUserError
 
 if TYPE_CHECKING:
     from .perf import PerfConfig
@@ -27,7 +27,7 @@ def check_complete(cfg: DictConfig) -> None:
     """Every ``???`` set and every interpolation resolvable, each failure naming its key (before any work)."""
     from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-    from .utils.errors import user_error_from
+    from .ops.errors import user_error_from
 
     missing = []
     for k in cfg:

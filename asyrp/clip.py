@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .utils.errors import AsyrpUserError
+from .ops.errors import AsyrpUserError
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
+from .config import CONF_DIR
 from .schedules import NUM_TRAIN_TIMESTEPS
-from .utils.config import CONF_DIR
 
 ROOT = CONF_DIR.parent  # the checkout: conf/, data/, outputs/
 
@@ -365,8 +365,8 @@ def train_hfunction(world: World, attr: str, kind: str = "delta_block", *, n_tra
     (reused by every script writing next to it, unless --retrain); a training run of an arch checkpoint snapshot
     should get its own --out parent.
     """
+    from .config import compose
     from .tasks import train
-    from .utils.config import compose
 
     args = world.args
     size = {"n_train": n_train or world.size["n_train"], "epochs": epochs or world.size["epochs"]}

@@ -155,7 +155,7 @@ def save_grid(path: str | os.PathLike, image) -> Path:
     """Write a grid (a PIL image) as PNG, atomically, with its layout (``grid_layout``) in a text chunk."""
     from PIL.PngImagePlugin import PngInfo
 
-    from .utils.io import atomic_path
+    from .ops.io import atomic_path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

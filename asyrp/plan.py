@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from .config import as_int
+from .ops.errors import AsyrpUserError
 from .schedules import timesteps
-from .utils.config import as_int
-from .utils.errors import AsyrpUserError
 
 if TYPE_CHECKING:
     from torch import nn

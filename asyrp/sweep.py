@@ -33,7 +33,7 @@ import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .utils.errors import AsyrpUserError
+from .ops.errors import AsyrpUserError
 
 if TYPE_CHECKING:
     from .metrics import EditScorer

@@ -5,7 +5,7 @@
 ``edit(cfg) -> dict``: edit a folder of images with a trained (or official) h-function and write PNGs.
 
 This module only orders the work; the rooms it calls: config checks (asyrp.checks: every problem the user can fix,
-before any network pass or output file, as ONE ``AsyrpUserError``), run folders (asyrp.runs), the h-function file
+before any network pass or output file, as ONE ``AsyrpUserError``), run folders (asyrp.ops.claims), the h-function file
 format (asyrp.hfunctions.files), the timestep plan and the walk (asyrp.samplers), images (asyrp.data.images).
 """
 from __future__ import annotations
@@ -30,9 +30,9 @@ from .checks import (
     edit_settings,
 )
 from .hfunctions.files import hfunction_from_payload, read_hfunction_file
-from .runs import MANIFEST, claim_edit_dir, claim_train_dir, holds_claims
-from .utils import envfaults
-from .utils.errors import AsyrpUserError
+from .ops import faults
+from .ops.claims import MANIFEST, claim_edit_dir, claim_train_dir, holds_claims
+from .ops.errors import AsyrpUserError
 
 if TYPE_CHECKING:
     from .perf import PerfConfig
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 def _plain(cfg: Any) -> Any:
-    from .utils.config import plain
+    from .config import plain
 
     return plain(cfg)
 
@@ -97,10 +97,10 @@ def _device(cfg: DictConfig) -> str:
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     import pytorch_lightning as pl
 
-    from .utils import secrets
+    from .ops import secrets
 
     accounted = check_train_config(cfg)  # every user-fixable problem, before any network is loaded or file written
-    envfaults.require_logger_packages(cfg.get("logger"))  # logger=wandb without wandb: which extra to install
+    faults.require_logger_packages(cfg.get("logger"))  # logger=wandb without wandb: which extra to install
     _train_folders(cfg)  # unwritable run / cache folders fail here; how to resume, for the fault messages
     secrets.register(secrets.collect_config_secrets(cfg))
     secrets.install_log_filter()
@@ -113,7 +113,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         check_resume_checkpoint(resume_own, auto=True)  # e.g. torn by a kill during a copy-based write
     ckpt_path = resume_own or ckpt_path
     if accounted is not None and rank0:  # the run records which files of dataset.path it used and which it skipped
-        from .utils.io import atomic_write_json
+        from .ops.io import atomic_write_json
 
         atomic_write_json({"source": str(cfg.dataset.path), "used": [str(f) for f in accounted[0]],
                            "skipped": [{"path": str(f), "reason": r} for f, r in accounted[1]]},
@@ -124,7 +124,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     parts = _training_parts(cfg, perf)
     trainer, callbacks, loggers = _trainer(cfg)
     if cfg.get("train", True):
-        with envfaults.doing("training", "dataset.batch_size", int(cfg.dataset.get("batch_size", 1))):
+        with faults.doing("training", "dataset.batch_size", int(cfg.dataset.get("batch_size", 1))):
             trainer.fit(parts["module"], datamodule=parts["datamodule"], ckpt_path=str(ckpt_path) if ckpt_path else None)
     metric_dict = {k: float(v) for k, v in trainer.callback_metrics.items()}
     objects = {"cfg": cfg, **parts, "trainer": trainer, "callbacks": callbacks, "loggers": loggers}
@@ -146,9 +146,9 @@ def _sweep_info() -> tuple[str, str] | None:
 def _train_folders(cfg: DictConfig) -> None:
     """Check that the run and cache folders can be written (before any work) and say how a stopped run resumes."""
     out = Path(str(cfg.paths.output_dir))
-    envfaults.check_writable(out, "hydra.run.dir")
+    faults.check_writable(out, "hydra.run.dir")
     if cfg.dataset.get("cache_dir"):
-        envfaults.check_writable(cfg.dataset.cache_dir, "dataset.cache_dir")
+        faults.check_writable(cfg.dataset.cache_dir, "dataset.cache_dir")
     sweep = _sweep_info()
     if sweep is not None:
         storage = OmegaConf.select(cfg, "hydra.sweeper.storage", default=None)
@@ -157,7 +157,7 @@ def _train_folders(cfg: DictConfig) -> None:
                 + "; a trial with the same settings as before (a seeded sampler repeats them) resumes from its folder")
     else:
         hint = f"rerun the same command with hydra.run.dir={out}: it resumes from {out / 'checkpoints' / 'last.ckpt'}"
-    envfaults.set_resume(hint + " (the inversion cache keeps every finished entry)")
+    faults.set_resume(hint + " (the inversion cache keeps every finished entry)")
 
 
 def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
@@ -169,9 +169,9 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
     from .data import AsyrpDataModule
     from .hfunctions.build import build_hfunction
     from .module import AsyrpModule
+    from .ops import secrets
     from .perf import loader_kwargs, with_perf
     from .plan import EditPlan
-    from .utils import secrets
 
     # speed options (asyrp.perf; auto = on for CUDA), resolved on the device of each input: on the CPU while the
     # inversion cache is built here, on the training device once Lightning has moved the module
@@ -193,7 +193,7 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
         # build the cache here, in the launching process: bad images fail with our error before fit starts;
         # prepare_data inside fit then finds every entry and computes nothing
-        with envfaults.doing("building the inversion cache", "dataset.batch_size", int(cfg.dataset.get("batch_size", 1))):
+        with faults.doing("building the inversion cache", "dataset.batch_size", int(cfg.dataset.get("batch_size", 1))):
             datamodule.prepare_data()
 
     # everything saved (hparams.yaml, last.ckpt, hfunction.pt) goes through redact: no credentials in outputs
@@ -216,8 +216,8 @@ def _trainer(cfg: DictConfig) -> tuple[Any, list, list]:
     from hydra.utils import instantiate
 
     from .callbacks import FiniteGuard, ProgressLog, StopOnSignal
-    from .utils import secrets
-    from .utils.checkpoint_io import AtomicCheckpointIO
+    from .ops import secrets
+    from .ops.lightning import AtomicCheckpointIO
 
     callbacks = instantiate_list(cfg.get("callbacks"))
     loggers = instantiate_list(cfg.get("logger"))
@@ -267,15 +267,15 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     manifest.json) are written atomically, image by image: a rerun with the same settings completes only the
     missing images; another run's outputs in ``output_dir`` are never overwritten unless ``overwrite=true``.
     """
-    from .utils import secrets
-    from .utils.io import atomic_write_json
+    from .ops import secrets
+    from .ops.io import atomic_write_json
 
     ckpts = check_edit_config(cfg)
     secrets.install_log_filter()
     job = _EditJob(cfg, ckpts)
     out = Path(str(cfg.output_dir)).expanduser()
-    envfaults.check_writable(out, "output_dir")  # a read-only or foreign folder fails here, before any network
-    envfaults.set_resume(f"rerun the same command with output_dir={out}: it edits only the images not done yet")
+    faults.check_writable(out, "output_dir")  # a read-only or foreign folder fails here, before any network
+    faults.set_resume(f"rerun the same command with output_dir={out}: it edits only the images not done yet")
     # claim the output folder: same settings -> resume, another run's outputs -> refuse unless overwrite=true
     same_run = claim_edit_dir(out, job.fingerprint, bool(cfg.get("overwrite", False)))
     if same_run:
@@ -305,7 +305,7 @@ class _EditJob:
     once) before any network is loaded; the settings end in one (K, n) coefficient matrix and one timestep plan."""
 
     def __init__(self, cfg: DictConfig, ckpts: list[Path]):
-        from .utils.io import file_digest
+        from .ops.io import file_digest
 
         self.cfg, self.ckpts = cfg, ckpts
         arch_cfg = cfg.arch.get("config") or {}
@@ -370,7 +370,7 @@ class _EditJob:
         return ([f"{item_id}_input.png"] if self.random_inputs else []) + names
 
     def manifest(self, complete: bool) -> dict[str, Any]:
-        from .utils import secrets
+        from .ops import secrets
 
         return secrets.redact({
             "format": "asyrp-edit/1", "fingerprint": self.fingerprint, "complete": complete, **self.record,
@@ -440,21 +440,21 @@ class _EditJob:
     def run(self, todo: list[dict[str, Any]], out: Path) -> list[Path]:
         """Edit ``todo`` in batches; every finished image is on disk and in the manifest before the next batch.
         Ctrl-C / SIGTERM stop between batches; a device out of memory retries the batch at half size, once."""
-        from .utils.io import atomic_write_json, atomic_write_png
-        from .utils.progress import Progress
+        from .ops.io import atomic_write_json, atomic_write_png
+        from .ops.progress import Progress
 
         bs, written, halved, i = int(self.cfg.get("batch_size", 4)), [], False, 0
         x_T_cached = self._x_T_cache(todo)
         bar = Progress(len(todo), "edit", "img", enabled=bool(self.cfg.get("progress", True)))  # or lines in a log
         try:
             while i < len(todo):
-                envfaults.check_stop(f"{len(self.done)} of {len(self.inputs)} images are finished in {out} "
+                faults.check_stop(f"{len(self.done)} of {len(self.inputs)} images are finished in {out} "
                                      "(manifest.json lists them)")
                 batch = todo[i:i + bs]
                 what = f"editing images {i + 1}-{i + len(batch)} of the {len(todo)} to do" + \
                     (" (retried at half the batch size)" if halved else "")
                 try:
-                    with envfaults.doing(what, "batch_size", bs):
+                    with faults.doing(what, "batch_size", bs):
                         x_edit = self._edit_batch(batch, x_T_cached)
                 except torch.OutOfMemoryError:  # what CUDA raises (torch's CPU allocator raises RuntimeError)
                     if halved or bs == 1:

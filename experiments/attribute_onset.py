@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
+from asyrp.config import compose
 from asyrp.data.cache import cached_inversions
 from asyrp.data.images import scan_images
 from asyrp.plan import EditPlan
 from asyrp.synthfaces.oracle import load_oracle
 from asyrp.synthfaces.render import HEADS
 from asyrp.tasks import alphas, build_backbone
-from asyrp.utils.config import compose
 
 
 def onset(rows: list[dict]) -> int | None:

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from asyrp.utils.config import compose
+from asyrp.config import compose
 
 TARGETS = (0.80, 0.90)
 

@@ -249,7 +249,7 @@ class Bench:
     def cache_twice(self, counter: PassCounter) -> dict[str, int]:
         """The DataModule's content-hash cache: build, then build again (a second run on the same images)."""
         from asyrp.data import AsyrpDataModule
-        from asyrp.utils.io import atomic_write_png
+        from asyrp.ops.io import atomic_write_png
 
         args = self.args
         with tempfile.TemporaryDirectory() as tmp:

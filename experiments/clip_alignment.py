@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from asyrp.clip import load_clip
+from asyrp.config import compose, plain
 from asyrp.synthfaces.oracle import to_tensor
 from asyrp.synthfaces.render import render, sample_face
-from asyrp.utils.config import compose, plain
 
 # attribute config -> (which faces lack it, what rendering them with it changes)
 EDITS = {

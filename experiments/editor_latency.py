@@ -33,8 +33,8 @@ def main() -> None:
     from gradio_client import Client, handle_file
 
     from asyrp.app import build_app, example_images, make_editor
+    from asyrp.config import compose
     from asyrp.synthfaces.render import write_example_faces
-    from asyrp.utils.config import compose
 
     cfg = compose("app", list(args.overrides), output_dir=ROOT / "outputs" / "editor_latency")
     editor = make_editor(cfg)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from asyrp.config import compose
 from asyrp.data.cache import cached_inversions
 from asyrp.data.images import read_image_files, scan_images
 from asyrp.hfunctions import TimeWindow, load_hfunction_checkpoint
@@ -26,7 +27,6 @@ from asyrp.plan import EditPlan
 from asyrp.samplers import edit
 from asyrp.synthfaces.oracle import load_oracle
 from asyrp.tasks import alphas, build_backbone
-from asyrp.utils.config import compose
 
 
 def windows(t0: int, width: int) -> list[tuple[int, int]]:

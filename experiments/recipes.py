@@ -26,14 +26,14 @@ from pathlib import Path
 import torch
 
 from asyrp.clip import load_clip
+from asyrp.config import compose, plain
 from asyrp.data.cache import cached_inversions
 from asyrp.data.images import read_image_files
 from asyrp.metrics import EditScorer
+from asyrp.ops.io import file_digest
 from asyrp.plan import EditPlan
 from asyrp.synthfaces.oracle import load_oracle
 from asyrp.tasks import alphas, build_backbone
-from asyrp.utils.config import compose, plain
-from asyrp.utils.io import file_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORES = ["n", "clip_direction", "psnr_rec", "oracle"]  # the sweep's metrics (asyrp.sweep.edit_scorer) without LPIPS

@@ -63,7 +63,7 @@ def tiny_cache(root: str | Path):
 def _kill_cache_build(root: str, k: int) -> None:
     import torch
 
-    import asyrp.utils.io as io
+    import asyrp.ops.io as io
 
     torch.set_num_threads(1)
     real_fsync, calls = io.os.fsync, [0]
@@ -85,7 +85,7 @@ def _kill_edit(n: int, args: list[str]) -> None:
 
     import torch
 
-    import asyrp.utils.io as io
+    import asyrp.ops.io as io
 
     torch.set_num_threads(1)
     real, calls = io.atomic_write_png, [0]
@@ -113,7 +113,7 @@ def _install_env_faults() -> None:
     import errno
     import time
 
-    import asyrp.utils.io as io
+    import asyrp.ops.io as io
     import torch
 
     torch.set_num_threads(1)
@@ -152,11 +152,11 @@ def _install_env_faults() -> None:
             if _match(Path(path).name, pattern):
                 count[0] += 1
                 if count[0] == int(n):
-                    from asyrp.utils import envfaults
+                    from asyrp.ops.faults import stop_count
 
                     print(f"PAUSED {Path(path).name}", file=sys.stderr, flush=True)
                     for _ in range(600):  # a long step; signals arrive meanwhile
-                        if envfaults._STOP["count"] >= want:
+                        if stop_count() >= want:
                             break
                         time.sleep(0.1)
             return out

@@ -55,8 +55,8 @@ def tiny_hfunction_file(d, *, n_steps: int = 4, attribute: str | None = "smiling
     """A delta_block h-function for the random tiny_ddpm backbone (torch seed 0), written as ``d / "hf.pt"``
     (and ``d / "hf_official.pth"`` with ``official``) through asyrp.hfunctions; returns the backbone."""
     from asyrp import tasks
+    from asyrp.config import compose
     from asyrp.hfunctions import build_hfunction, payload, save_hfunction
-    from asyrp.utils.config import compose
 
     cfg = compose("edit", ["arch=tiny_ddpm", "checkpoint=x", "input_dir=x"], output_dir=d / "r")
     torch.manual_seed(0)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
+import asyrp.ops.io as io
 import asyrp.tasks  # noqa: F401 - imported before the barrier: the race starts at the work, not at the imports
-import asyrp.utils.io as io
 
 ROOT = Path(__file__).resolve().parents[1]
 

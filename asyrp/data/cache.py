@@ -27,11 +27,11 @@ import torch
 
 from ..plan import EditPlan
 from ..samplers import WalkStep, ddim_invert, ddim_walk, generation_pairs
-from ..utils import locks
-from ..utils import envfaults
-from ..utils.errors import AsyrpUserError
-from ..utils.io import atomic_save, file_digest, module_fingerprint, tensor_digest
-from ..utils.progress import Progress
+from ..ops import locks
+from ..ops import faults
+from ..ops.errors import AsyrpUserError
+from ..ops.io import atomic_save, file_digest, module_fingerprint, tensor_digest
+from ..ops.progress import Progress
 from .images import list_images, load_image
 
 log = logging.getLogger(__name__)
@@ -143,11 +143,11 @@ class InversionCache:
         with Progress(len(todo), "inversion cache", "img") as bar:  # a bar, or timed lines in a log/pipe
             for i in range(0, len(todo), self.batch_size):
                 # Ctrl-C / SIGTERM: stop between batches; every entry written is complete and is reused
-                envfaults.check_stop(f"{i} of the {len(todo)} new inversion-cache entries are in {self.dir} "
+                faults.check_stop(f"{i} of the {len(todo)} new inversion-cache entries are in {self.dir} "
                                      "(kept for the next run)")
                 chunk = todo[i:i + self.batch_size]
                 x0 = torch.stack([imgs[s.id] for s in chunk]) if chunk[0].path is not None else None
-                with envfaults.doing(f"building the inversion cache (entries {i + 1}-{i + len(chunk)} of {len(todo)}, "
+                with faults.doing(f"building the inversion cache (entries {i + 1}-{i + len(chunk)} of {len(todo)}, "
                                      f"in {self.dir})"):
                     for s, entry in zip(chunk, self.compute(chunk, x0)):
                         atomic_save(entry, self.path_for(s))

@@ -15,8 +15,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ..ops.errors import AsyrpUserError
 from ..plan import EditPlan
-from ..utils.errors import AsyrpUserError
 from .cache import InversionCache, Source, image_sources, load_entry, noise_sources
 
 KINDS = ("folder", "random_samples")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..utils.errors import AsyrpUserError
+from ..ops.errors import AsyrpUserError
 
 log = logging.getLogger(__name__)
 

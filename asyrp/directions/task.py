@@ -14,8 +14,8 @@ from typing import Any, Mapping
 import torch
 from omegaconf import DictConfig
 
-from ..utils import envfaults
-from ..utils.errors import AsyrpUserError
+from ..ops import faults
+from ..ops.errors import AsyrpUserError
 
 log = logging.getLogger(__name__)
 METHODS = ("pca", "jacobian", "mean_diff", "boundary")
@@ -23,7 +23,7 @@ SUPERVISED = ("mean_diff", "boundary")
 
 
 def _plain(cfg: Any) -> Any:
-    from ..utils.config import plain
+    from ..config import plain
 
     return plain(cfg)
 
@@ -31,9 +31,9 @@ def _plain(cfg: Any) -> Any:
 def check_discover_config(cfg: DictConfig) -> dict[str, Any]:
     """The method, step settings, images and (supervised) labels, checked; returns the files and their labels."""
     from ..checks import check_arch, check_complete, check_perf
-    from ..plan import check_schedule
-    from ..utils.config import as_int
+    from ..config import as_int
     from ..data.images import scan_images
+    from ..plan import check_schedule
 
     check_complete(cfg)
     check_perf(cfg.get("perf"))
@@ -158,9 +158,9 @@ def discover(cfg: DictConfig, oracle: Any = None) -> dict[str, Any]:
 
     req = check_discover_config(cfg)
     out = Path(str(cfg.output_dir)).expanduser()
-    envfaults.check_writable(out, "output_dir")  # read-only / unwritable folders: one line, exit 4, before any work
-    envfaults.check_writable(cfg.cache_dir, "cache_dir")
-    envfaults.set_resume("rerun the same command: finished inversion-cache entries are reused")
+    faults.check_writable(out, "output_dir")  # read-only / unwritable folders: one line, exit 4, before any work
+    faults.check_writable(cfg.cache_dir, "cache_dir")
+    faults.set_resume("rerun the same command: finished inversion-cache entries are reused")
     _claim_output(out, bool(cfg.get("overwrite", False)))
     torch.manual_seed(int(cfg.seed))
     backbone = with_perf(build_backbone(cfg.arch).freeze(), check_perf(cfg.get("perf")))
@@ -219,8 +219,8 @@ def _oracle_labels_of(cfg: DictConfig, oracle, x0: torch.Tensor) -> torch.Tensor
 def _write(cfg: DictConfig, out: Path, backbone, a, plan, x_T, directions, oracle, cost, req) -> dict[str, Any]:
     """Edit the first images along every direction at each strength (grid + oracle labels), then write the files."""
     from ..grid import save_grid, table_grid
+    from ..ops.io import atomic_write_json
     from ..plan import stored_edit
-    from ..utils.io import atomic_write_json
     from . import oracle_labels
     from .files import save_direction
 

@@ -21,8 +21,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..utils.errors import AsyrpUserError
-from ..utils.io import atomic_save
+from ..ops.errors import AsyrpUserError
+from ..ops.io import atomic_save
 from .build import _is_state_dict, _torch_load, build_hfunction, hfunction_space, space_shape
 from .modules import ADM_KEYS, DDPM_KEYS, DeltaBlock, GlobalDirection, HFunction
 

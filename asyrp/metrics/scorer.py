@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from ..utils.errors import AsyrpUserError
+from ..ops.errors import AsyrpUserError
 from .clip import CLIPTextSimilarity, DirectionalCLIPSimilarity
 from .fid import FrechetDistance, clip_features, oracle_features
 from .image import LPIPSPreservation, PSNRPreservation, SSIMPreservation

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
-from ..utils.errors import AsyrpUserError, run_cli
-from ..utils.io import atomic_path, atomic_write_json
+from ..ops.cli import run_cli
+from ..ops.errors import AsyrpUserError
+from ..ops.io import atomic_path, atomic_write_json
 from .render import HEADS, render, sample_face
 
 SPLIT_SEEDS = {"train": 1, "test": 2, "select": 3, "labelled": 4}

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..ops.io import atomic_save, atomic_write_json
 from ..schedules import alphas_cumprod, make_betas
-from ..utils.io import atomic_save, atomic_write_json
 from .render import render_array
 
 log = logging.getLogger(__name__)

@@ -129,7 +129,7 @@ def load_oracle(path: str | Path = DEFAULT_DIR) -> Oracle:
     path = Path(path)
     weights = path / "oracle.safetensors"
     if not weights.is_file():
-        from ..utils.errors import AsyrpUserError
+        from ..ops.errors import AsyrpUserError
         raise AsyrpUserError(f"synthfaces oracle not found at {weights}: rebuild it with `python -m asyrp.synthfaces.build oracle`")
     cfg = json.loads((path / "oracle.json").read_text())
     model = Oracle(width=cfg["width"])

@@ -14,11 +14,11 @@ import pytest
 import torch
 from helpers import images, tiny_hfunction_file
 
-import asyrp.runs as runs
+import asyrp.ops.claims as claims
 import asyrp.tasks as tasks
+from asyrp.config import compose
 from asyrp.data.cache import load_entry
-from asyrp.utils.config import compose
-from asyrp.utils.io import atomic_write_png
+from asyrp.ops.io import atomic_write_png
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = Path(__file__).resolve().parents[1]
@@ -68,9 +68,9 @@ def check_outcome(procs: list[subprocess.CompletedProcess], key=lambda p: tuple(
 
 # -- the lock and the cache reader, in one process ------------------------------------------------------------------
 def test_lock_is_exclusive_and_a_dead_holders_record_is_reported(tmp_path, caplog):
-    from asyrp.utils import locks
+    from asyrp.ops import locks
 
-    path = tmp_path / "f" / runs.LOCK
+    path = tmp_path / "f" / claims.LOCK
     held = locks.acquire(path, {"task": "edit", "fingerprint": "a"})
     with pytest.raises(locks.LockBusy) as busy:  # a second descriptor, even in this process, is refused
         locks.acquire(path, {"task": "edit", "fingerprint": "b"})
@@ -88,8 +88,8 @@ def test_lock_is_exclusive_and_a_dead_holders_record_is_reported(tmp_path, caplo
 
 
 def test_a_cache_entry_is_checked_whole_on_read(tmp_path):
-    from asyrp.utils.errors import AsyrpUserError
-    from asyrp.utils.io import atomic_save
+    from asyrp.ops.errors import AsyrpUserError
+    from asyrp.ops.io import atomic_save
 
     entry = {"id": "a", "x0": torch.zeros(3, 4, 4), "x_T": torch.zeros(3, 4, 4), "x_rec": torch.zeros(3, 4, 4),
              "P_orig": torch.zeros(2, 3, 4, 4), "t": torch.tensor([999, 500])}
@@ -163,7 +163,7 @@ def test_kill_9_of_the_holder_lets_the_next_run_proceed(world, tmp_path):
         while not marker.exists():
             assert holder.poll() is None and time.monotonic() < deadline, holder.communicate()[1][-3000:]
             time.sleep(0.05)
-        (rec,) = [json.loads((out / runs.LOCK).read_text())]
+        (rec,) = [json.loads((out / claims.LOCK).read_text())]
         assert rec["pid"] == holder.pid and rec["task"] == "edit"
         first = sorted(p.name for p in out.glob("*.png"))
         # overwrite=true does not reach a folder in use: refused, the holder's PNG stays
@@ -174,7 +174,7 @@ def test_kill_9_of_the_holder_lets_the_next_run_proceed(world, tmp_path):
     finally:
         holder.kill()  # SIGKILL: no cleanup runs, the kernel drops the lock
         holder.wait()
-    assert holder.returncode == -signal.SIGKILL and (out / runs.LOCK).exists()  # the dead holder's record stays
+    assert holder.returncode == -signal.SIGKILL and (out / claims.LOCK).exists()  # the dead holder's record stays
     nxt = race(tmp_path, [["edit", *args, f"hydra.run.dir={tmp_path / 'h2'}"]])[0]
     assert nxt.returncode == 0 and "Traceback" not in nxt.stderr, nxt.stderr[-3000:]
     assert f"taking over a claim left by a process that ended without releasing it (pid {holder.pid}" in nxt.stdout
@@ -200,7 +200,7 @@ def test_train_runs_started_together_on_one_run_dir(tmp_path):
     # every file of the folder is the winner's: its config, its stamp, its h-function (= the same run made alone)
     assert f"lr: {lr}" in (run_dir / ".hydra" / "config.yaml").read_text()
     assert f"model.optimizer.lr={lr}" in (run_dir / ".hydra" / "overrides.yaml").read_text()
-    assert not (run_dir / runs.LOCK).exists() and not list(run_dir.rglob(".*.tmp"))
+    assert not (run_dir / claims.LOCK).exists() and not list(run_dir.rglob(".*.tmp"))
     got = torch.load(run_dir / "checkpoints" / "hfunction.pt", weights_only=True)
     _, ref = tasks.train(compose("train", TRAIN + [f"model.optimizer.lr={lr}", f"dataset.cache_dir={cache}"],
                                  output_dir=tmp_path / "ref"))
@@ -208,7 +208,7 @@ def test_train_runs_started_together_on_one_run_dir(tmp_path):
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert ref["trainer"].global_step == last["global_step"] > 0
     assert max((got["state_dict"][n] - want[n]).abs().max().item() for n in want) < 1e-6
-    assert json.loads((run_dir / runs.RUN_STAMP).read_text())["task"] == "train"
+    assert json.loads((run_dir / claims.RUN_STAMP).read_text())["task"] == "train"
 
 
 # -- the inversion cache: one folder, four builders -------------------------------------------------------------------

@@ -21,10 +21,10 @@ import torch
 from helpers import images, tiny_hfunction_file
 
 import asyrp.tasks as tasks
-from asyrp.utils import envfaults
-from asyrp.utils.config import compose
-from asyrp.utils.errors import run_cli
-from asyrp.utils.io import atomic_write_png
+from asyrp.config import compose
+from asyrp.ops import faults
+from asyrp.ops.cli import run_cli
+from asyrp.ops.io import atomic_write_png
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = Path(__file__).resolve().parents[1]
@@ -80,7 +80,7 @@ def manifest(out: Path) -> dict:
 def test_disk_full_while_editing_names_the_file_then_rerun_resumes(tmp_path, world):
     out = tmp_path / "edited"
     p = run("edit.py", *edit_args(world, out), ENOSPC="face_1.png")
-    assert p.returncode == envfaults.EXIT_NO_SPACE == 3
+    assert p.returncode == faults.EXIT_NO_SPACE == 3
     line = error_line(p)
     assert re.search(rf"no space left on device while writing {re.escape(str(out / 'face_1.png'))} \(\d+ bytes; "
                      r"[\d.]+ \w+ free there\): nothing was half-written", line), line
@@ -161,7 +161,7 @@ def test_real_full_and_read_only_disks(tmp_path, world):
     assert f"{n_done} of 3 images already done" in res["2"].stdout + res["2"].stderr
     assert sorted(n for n in (keep / "2.ls").read_text().split() if n.endswith(".png")) == [f"face_{i}.png" for i in range(3)]
     # (3) read-only, (4) full: Hydra's run folder is checked before it writes its config files
-    assert res["3"].returncode == envfaults.EXIT_PERMISSION == 4
+    assert res["3"].returncode == faults.EXIT_PERMISSION == 4
     line = error_line(res["3"])
     assert line.startswith(f"error: {ro / 'run'} (its parent {ro}) is on a read-only file system: nothing was "
                            "written. Choose another hydra.run.dir=<folder>"), line
@@ -176,7 +176,7 @@ def test_real_full_and_read_only_disks(tmp_path, world):
 def test_permission_denied_at_a_write_then_rerun_resumes(tmp_path, world):
     out = tmp_path / "edited"
     p = run("edit.py", *edit_args(world, out), EACCES="grid.png")
-    assert p.returncode == envfaults.EXIT_PERMISSION
+    assert p.returncode == faults.EXIT_PERMISSION
     line = error_line(p)
     assert f"permission denied writing {out / 'grid.png'}" in line or f"permission denied writing {out}" in line, line
     assert "make the folder writable or choose another output_dir=<folder>" in line
@@ -216,7 +216,7 @@ def test_cuda_oom_retries_the_batch_at_half_size_once(tmp_path, world):
            "batch_size=1 to start there)" in p.stdout + p.stderr
     assert manifest(out)["complete"] and len(list(out.glob("face_*.png"))) == 3
     p = run("edit.py", *edit_args(world, tmp_path / "e2", "batch_size=4"), OOM="cuda:1")  # 4 -> 2 still fails
-    assert p.returncode == envfaults.EXIT_MEMORY == 5
+    assert p.returncode == faults.EXIT_MEMORY == 5
     line = error_line(p)
     assert line.startswith("error: out of GPU memory while editing images 1-2 of the 3 to do (retried at half the "
                            "batch size): lower batch_size (now 2) or free memory, then rerun the same command with "
@@ -238,7 +238,7 @@ def test_cpu_oom_names_the_batch_to_lower_then_rerun_resumes(tmp_path, world):
 
 def test_memory_error_in_training_names_dataset_batch_size(capsys):
     def train():
-        with envfaults.doing("training", "dataset.batch_size", 8):
+        with faults.doing("training", "dataset.batch_size", 8):
             raise MemoryError()
 
     with pytest.raises(SystemExit) as ex:
@@ -375,7 +375,7 @@ def test_ctrl_c_during_a_sweep_stops_the_trial_then_the_rerun_reuses_the_cache(t
 def test_sweep_without_the_optuna_plugin_names_the_extra(tmp_path):
     p = run("train.py", "hparams_search=asyrp_optuna", *SMOKE, f"hydra.sweep.dir={tmp_path / 'sweep'}",
             HIDE="hydra_plugins.hydra_optuna_sweeper,optuna")
-    assert p.returncode == envfaults.EXIT_PACKAGE == 6
+    assert p.returncode == faults.EXIT_PACKAGE == 6
     assert error_line(p) == ("error: hparams_search=asyrp_optuna (the Optuna sweeper plugin) needs the package "
                              "hydra-optuna-sweeper, which is not installed: pip install 'asyrp[sweep]' (or pip install "
                              "hydra-optuna-sweeper), then rerun the same command")
@@ -412,7 +412,7 @@ def test_full_disk_under_the_log_file_is_one_warning_and_the_run_goes_on(tmp_pat
     handler = logging.FileHandler(tmp_path / "train.log")
     root.addHandler(handler)
     try:
-        with envfaults.installed():
+        with faults.installed():
             pass  # the log-file guard stays on the handler
 
         class Full:

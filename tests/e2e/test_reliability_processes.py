@@ -16,11 +16,11 @@ import torch
 from helpers import images, tiny_hfunction_file
 from PIL import Image
 
-import asyrp.runs as runs
+import asyrp.ops.claims as claims
 import asyrp.tasks as tasks
-from asyrp.utils import secrets
-from asyrp.utils.config import compose
-from asyrp.utils.io import atomic_write_png
+from asyrp.config import compose
+from asyrp.ops import secrets
+from asyrp.ops.io import atomic_write_png
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = Path(__file__).resolve().parents[1]
@@ -180,7 +180,7 @@ def test_train_cli_refuses_another_runs_folder_before_hydra_writes(tmp_path):
     run's .hydra/ files; overwrite=true is the way to replace it."""
     run_dir = tmp_path / "run"
     (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / runs.RUN_STAMP).write_text(json.dumps({"task": "train", "fingerprint": "another-run"}))
+    (run_dir / claims.RUN_STAMP).write_text(json.dumps({"task": "train", "fingerprint": "another-run"}))
     (run_dir / ".hydra" / "config.yaml").write_text("theirs: 1\n")
     p = run("train.py", "debug=smoke", f"hydra.run.dir={run_dir}", timeout=120)
     err = [ln for ln in p.stderr.splitlines() if ln.strip()]

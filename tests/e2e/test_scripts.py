@@ -13,7 +13,7 @@ import pytest
 from helpers import images
 
 from asyrp.interval import IntervalCurves, choose_t_boost, choose_t_edit
-from asyrp.utils.io import atomic_write_png
+from asyrp.ops.io import atomic_write_png
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,8 +82,8 @@ def test_folder_writer_only_and_a_contradiction(tmp_path):
     import subprocess
     import sys
 
+    from asyrp.ops.errors import AsyrpUserError
     from asyrp.synthfaces.data import write_split
-    from asyrp.utils.errors import AsyrpUserError
 
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "asyrp.synthfaces.data", "--n-test", "0", *args],

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from asyrp.config import compose
+from asyrp.ops.cli import run_cli
+from asyrp.ops.errors import AsyrpUserError
 from asyrp.tasks import train
-from asyrp.utils.config import compose
-from asyrp.utils.errors import AsyrpUserError, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,7 @@ from asyrp.app import build_app, example_images, make_editor  # noqa: E402
 from asyrp.synthfaces.render import write_example_faces  # noqa: E402
 from asyrp.hfunctions import FORMAT as HFUNCTION_FORMAT  # noqa: E402
 from asyrp.hfunctions import build_hfunction  # noqa: E402
-from asyrp.utils.config import compose  # noqa: E402
+from asyrp.config import compose  # noqa: E402
 
 STEPS = ["n_inv=6", "n_gen=6", "t0=400", "t_edit=200", "t_boost=0"]  # short walks: the test takes seconds
 

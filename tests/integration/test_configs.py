@@ -5,9 +5,9 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from asyrp.config import CONF_DIR, compose
 from asyrp.data import AsyrpDataModule
 from asyrp.tasks import instantiate_list, train
-from asyrp.utils.config import CONF_DIR, compose
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
@@ -45,7 +45,7 @@ def test_dataset_configs(dataset, tmp_path):
 
 
 def test_unknown_dataset_key_is_an_error(tmp_path):
-    from asyrp.utils.errors import AsyrpUserError
+    from asyrp.ops.errors import AsyrpUserError
 
     cfg = compose("train", ["+dataset.n_imgaes=3"], output_dir=tmp_path)
     with pytest.raises(AsyrpUserError, match="dataset.n_imgaes is not a dataset option"):

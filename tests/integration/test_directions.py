@@ -19,9 +19,9 @@ from asyrp.plan import EditPlan
 from asyrp.samplers import ddim_invert, edit as asyrp_edit
 from asyrp.schedules import alphas_cumprod, make_betas, timesteps
 from asyrp.tasks import edit
-from asyrp.utils.config import compose
-from asyrp.utils.errors import AsyrpUserError
-from asyrp.utils.io import atomic_write_png
+from asyrp.config import compose
+from asyrp.ops.errors import AsyrpUserError
+from asyrp.ops.io import atomic_write_png
 
 ROOT = Path(__file__).resolve().parents[2]
 A = alphas_cumprod(make_betas("linear"))

@@ -12,9 +12,9 @@ from PIL import Image
 
 from asyrp.hfunctions import load_official_hfunction
 from asyrp.tasks import edit, train
-from asyrp.utils.config import compose
-from asyrp.utils.errors import AsyrpUserError
-from asyrp.utils.io import atomic_write_png
+from asyrp.config import compose
+from asyrp.ops.errors import AsyrpUserError
+from asyrp.ops.io import atomic_write_png
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from asyrp.module import AsyrpModule
 from asyrp.plan import EditPlan
 from asyrp.samplers import asyrp_step, generation_pairs
 from asyrp.schedules import alphas_cumprod, make_betas, timesteps
-from asyrp.utils.config import compose
+from asyrp.config import compose
 
 A = alphas_cumprod(make_betas("linear"))
 N_GEN, T_EDIT = 4, 500

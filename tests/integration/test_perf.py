@@ -130,7 +130,7 @@ def test_training_split_equals_the_batched_decode(bb):
 
 def test_second_run_does_zero_inversion_passes(bb, tmp_path):
     from asyrp.data import AsyrpDataModule
-    from asyrp.utils.io import atomic_write_png
+    from asyrp.ops.io import atomic_write_png
 
     folder = tmp_path / "imgs"
     for i, img in enumerate(images(3, seed=4)):
@@ -323,10 +323,10 @@ def _unwired(monkeypatch) -> None:
 def test_perf_composes_in_the_task_configs(task, tmp_path):
     from hydra.errors import ConfigCompositionException
 
-    from asyrp.runs import run_fingerprint
     from asyrp.checks import check_perf
-    from asyrp.utils.config import compose
-    from asyrp.utils.errors import AsyrpUserError
+    from asyrp.config import compose
+    from asyrp.ops.claims import run_fingerprint
+    from asyrp.ops.errors import AsyrpUserError
 
     over = _task_overrides(task)
     cfg = compose(task, over, output_dir=tmp_path)
@@ -346,8 +346,8 @@ def test_perf_composes_in_the_task_configs(task, tmp_path):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """One smoke training run with the perf defaults: its h-function and the objects train() returns."""
+    from asyrp.config import compose
     from asyrp.tasks import train
-    from asyrp.utils.config import compose
 
     out = tmp_path_factory.mktemp("perf_train")
     _, objects = train(compose("train", SMOKE + [f"dataset.cache_dir={out / 'cache'}"], output_dir=out))
@@ -355,8 +355,8 @@ def smoke_run(tmp_path_factory):
 
 
 def test_train_with_perf_defaults_is_unchanged_on_cpu(smoke_run, tmp_path, monkeypatch):
+    from asyrp.config import compose
     from asyrp.tasks import train
-    from asyrp.utils.config import compose
 
     out, objects = smoke_run
     bb = objects["backbone"]
@@ -376,8 +376,8 @@ def test_train_channels_last_reaches_the_backbone(tmp_path, monkeypatch):
 
     import pytorch_lightning as pl
 
+    from asyrp.config import compose
     from asyrp.tasks import train
-    from asyrp.utils.config import compose
 
     real_fit, pickled = pl.Trainer.fit, []
 
@@ -400,7 +400,7 @@ def test_train_channels_last_reaches_the_backbone(tmp_path, monkeypatch):
     hf = torch.load(tmp_path / "checkpoints" / "hfunction.pt", weights_only=True)["state_dict"]
     assert all(torch.isfinite(v).all() for v in hf.values())
     # the inversion cache's key does not depend on the layout (a 1x1 conv weight in NHWC keeps odd strides)
-    from asyrp.utils.io import tensor_digest
+    from asyrp.ops.io import tensor_digest
 
     w = torch.randn(8, 4, 1, 1)
     assert tensor_digest(w) == tensor_digest(w.to(memory_format=torch.channels_last))
@@ -437,9 +437,9 @@ def spy_edit(monkeypatch):
 
 
 def _edit(smoke_run, tmp_path, name, spy, *extra):
+    from asyrp.config import compose
+    from asyrp.ops.io import atomic_write_png
     from asyrp.tasks import edit as edit_task
-    from asyrp.utils.config import compose
-    from asyrp.utils.io import atomic_write_png
 
     faces = tmp_path / "faces"
     if not faces.is_dir():

@@ -12,8 +12,8 @@ import torch
 from helpers import images
 
 from asyrp.backbones.base import UNet2DBackbone
+from asyrp.ops.io import atomic_write_png
 from asyrp.plan import EditPlan
-from asyrp.utils.io import atomic_write_png
 
 N_INV, N_GEN, T0, T_EDIT, T_BOOST = 5, 4, 999, 500, 200  # n_inv != n_gen: a path that swaps them shows too
 
@@ -64,11 +64,11 @@ def test_the_plan_is_frozen_checked_and_its_inversion_part_keys_the_cache():
 def test_every_entry_point_walks_the_plans_timesteps(spacing, faces, tmp_path, recorded):
     from hydra.core.hydra_config import HydraConfig
 
+    from asyrp.config import compose
     from asyrp.directions.task import discover
     from asyrp.editor import load_editor
     from asyrp.sweep import edit_config, edit_quality
     from asyrp.tasks import edit, train
-    from asyrp.utils.config import compose
 
     plan = EditPlan(n_inv=N_INV, n_gen=N_GEN, t0=T0, t_edit=T_EDIT, t_boost=T_BOOST, spacing=spacing)
     # inversion evaluates the network at seq_inv[:-1], every generation walk (cache, training, edits) at seq_gen

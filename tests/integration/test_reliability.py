@@ -12,16 +12,16 @@ import torch
 from helpers import images, tiny_hfunction_file
 from PIL import Image
 
-import asyrp.runs as runs
+import asyrp.ops.claims as claims
 import asyrp.tasks as tasks
 from asyrp.checks import check_arch
+from asyrp.config import compose
 from asyrp.data.images import scan_images
 from asyrp.hfunctions import DeltaBlock, load_hfunction_checkpoint
-from asyrp.utils import secrets
-from asyrp.utils.cli import check_overrides
-from asyrp.utils.config import compose
-from asyrp.utils.errors import AsyrpUserError, TrainingDiverged, run_cli
-from asyrp.utils.io import atomic_write_png
+from asyrp.ops import secrets
+from asyrp.ops.cli import check_overrides, run_cli
+from asyrp.ops.errors import AsyrpUserError, TrainingDiverged
+from asyrp.ops.io import atomic_write_png
 
 TESTS = Path(__file__).resolve().parents[1]
 REF = TESTS / "fixtures" / "reference_nets"
@@ -145,7 +145,7 @@ def test_resume_checkpoint_faults_one_line_before_any_work(tmp_path, world, no_n
     assert not marker.exists()
     # the run's own last.ckpt, torn (e.g. a kill during a copy-based write): the rerun says which file to delete
     cfg = compose("train", ["debug=smoke"], output_dir=tmp_path / "own")
-    assert runs.claim_train_dir(cfg) is None  # stamp the folder as this run's
+    assert claims.claim_train_dir(cfg) is None  # stamp the folder as this run's
     (tmp_path / "own" / "checkpoints").mkdir()
     (tmp_path / "own" / "checkpoints" / "last.ckpt").write_bytes(data[: len(data) // 3])
     with pytest.raises(SystemExit):
@@ -295,7 +295,7 @@ def test_bad_train_config_rejected_before_work(override, needle, tmp_path, no_ne
         run_cli(tasks.train, cfg)
     import re
     assert re.search(needle, capsys.readouterr().err)
-    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / runs.RUN_STAMP).exists()
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / claims.RUN_STAMP).exists()
 
 
 def test_unknown_config_option_is_one_line():
@@ -384,7 +384,7 @@ def test_edit_output_dir_belongs_to_one_run(tmp_path, world):
 def test_atomic_writes_show_the_old_file_or_the_new_never_half(writer, tmp_path, monkeypatch):
     """Each writer goes through a temporary file beside the target and os.replace; a failure half-way through the
     write leaves the previous file untouched and no temporary file behind."""
-    import asyrp.utils.io as io
+    import asyrp.ops.io as io
 
     target = tmp_path / {"png": "out.png", "json": "manifest.json", "torch": "hfunction.pt"}[writer]
     write = {"png": lambda: io.atomic_write_png(torch.zeros(3, 4, 4), target),
@@ -411,7 +411,7 @@ def test_atomic_writes_show_the_old_file_or_the_new_never_half(writer, tmp_path,
 def test_lightning_checkpoints_are_renamed_into_place_beside_the_target(tmp_path, monkeypatch):
     """last.ckpt is staged in its own folder and renamed (Lightning's own writer stages it in the system temp folder
     and moves it, which is a copy, not atomic, when that folder is on another filesystem)."""
-    import asyrp.utils.io as io
+    import asyrp.ops.io as io
 
     replaced, real_replace = [], os.replace
     monkeypatch.setattr(io.os, "replace", lambda a, b: (replaced.append((Path(a), Path(b))), real_replace(a, b))[1])
@@ -427,16 +427,16 @@ def test_lightning_checkpoints_are_renamed_into_place_beside_the_target(tmp_path
 
 def test_train_run_dir_belongs_to_one_run(tmp_path):
     cfg = compose("train", ["debug=smoke"], output_dir=tmp_path)
-    assert runs.claim_train_dir(cfg) is None
+    assert claims.claim_train_dir(cfg) is None
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
-    assert runs.claim_train_dir(cfg) == tmp_path / "checkpoints" / "last.ckpt"  # the same run: resume
+    assert claims.claim_train_dir(cfg) == tmp_path / "checkpoints" / "last.ckpt"  # the same run: resume
     other = compose("train", ["debug=smoke", "model.optimizer.lr=0.1"], output_dir=tmp_path)
     with pytest.raises(AsyrpUserError, match="another training run.*overwrite=true"):
-        runs.claim_train_dir(other)
+        claims.claim_train_dir(other)
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
     other = compose("train", ["debug=smoke", "model.optimizer.lr=0.1", "overwrite=true"], output_dir=tmp_path)
-    assert runs.claim_train_dir(other) is None and not (tmp_path / "checkpoints").exists()
+    assert claims.claim_train_dir(other) is None and not (tmp_path / "checkpoints").exists()
 
 
 # == 6. secrets ====================================================================================================

@@ -28,7 +28,7 @@ def test_table_widens_and_best_command_drops_sweep_only_overrides(tmp_path):
 
 
 def test_edit_quality_composes_with_every_synthfaces_experiment(tmp_path):
-    from asyrp.utils.config import compose
+    from asyrp.config import compose
 
     for attr in ("smiling", "frowning", "glasses", "hat", "blond_hair", "red_hair"):
         cfg = compose("train", ["hparams_search=edit_quality", f"experiment=synthfaces_{attr}"], output_dir=tmp_path)

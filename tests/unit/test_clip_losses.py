@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from asyrp.clip import FrozenCLIP, load_clip, prompt_templates
+from asyrp.config import compose
 from asyrp.losses import AsyrpLoss, direction_cosine, directional_clip_loss, recon_loss
-from asyrp.utils.config import compose
-from asyrp.utils.errors import AsyrpUserError
+from asyrp.ops.errors import AsyrpUserError
 
 
 @pytest.fixture(scope="module")

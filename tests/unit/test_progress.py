@@ -3,7 +3,7 @@ import logging
 
 import pytest
 
-from asyrp.utils.progress import LineTicker, Progress, modes
+from asyrp.ops.progress import LineTicker, Progress, modes
 
 
 @pytest.mark.parametrize("env,expected", [("bar", (True, False)), ("lines", (False, True)), ("both", (True, True)),

@@ -4,7 +4,7 @@ Lightning's own writer stages the file in the system temp folder (fsspec's trans
 place. When that folder is on another filesystem than the run folder (a tmpfs /tmp, a node-local /tmp under a
 network home: both common), the move is a copy, and a kill -9 during the copy leaves a half-written last.ckpt that
 the next run would try to resume from. ``AtomicCheckpointIO`` writes to a temporary file in the checkpoint's own
-folder and renames it (``asyrp.utils.io.atomic_save``): a reader sees the old file or the new one, never half.
+folder and renames it (``asyrp.ops.io.atomic_save``): a reader sees the old file or the new one, never half.
 Remote paths (``s3://`` ...) keep Lightning's writer.
 """
 from __future__ import annotations

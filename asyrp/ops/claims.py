@@ -6,7 +6,7 @@ One folder holds the outputs of one run. A rerun with the same settings resumes 
 config), the edit folder by the fingerprint in its ``manifest.json``.
 
 Claiming a folder is atomic and exclusive for the life of the run: the claim is an OS lock on ``.asyrp.lock``
-in the folder (asyrp/utils/locks.py), taken before anything is written there, and the settings check runs under
+in the folder (asyrp/ops/locks.py), taken before anything is written there, and the settings check runs under
 it. The kernel releases it when the process ends, also on ``kill -9``; the next run then takes over (and logs that
 it did). While a run holds a folder, a second run is refused at once with one error line, never made to wait:
 with other settings it is told that the folder holds another run's outputs, with the same settings that a run is in
@@ -17,7 +17,7 @@ A claim lasts until the function decorated with ``@holds_claims`` that took it r
 ``release_all`` / the end of the process (the Hydra callback's claim on the train run folder, taken before Hydra
 writes ``.hydra/``). Claiming a folder this thread already holds returns that claim (the callback, then the task).
 
-Used by the tasks (asyrp/tasks.py) and by the Hydra callback (asyrp/utils/hydra_callbacks.py).
+Used by the tasks (asyrp/tasks.py) and by the Hydra callback (asyrp/ops/hydra_callbacks.py).
 """
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
-from .utils import locks
-from .utils.errors import AsyrpUserError
+from . import locks
+from .errors import AsyrpUserError
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -189,7 +189,7 @@ def claim_train_dir(cfg: DictConfig, write: bool = True) -> Path | None:
     """Claim and check the run folder (see ``hold_run_dir``), stamp it, and return last.ckpt when the same run
     resumes. ``write=False`` (DDP ranks > 0 re-running the script) only reads: the launching rank holds and has
     stamped it already."""
-    from .utils.io import atomic_write_json
+    from .io import atomic_write_json
 
     out = Path(str(cfg.paths.output_dir))
     fp = run_fingerprint(cfg)

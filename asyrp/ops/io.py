@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .errors import annotate
 
 
 def _tmp_beside(path: Path) -> Path:
@@ -28,8 +29,7 @@ def atomic_path(path: str | os.PathLike, size: int | None = None):
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on failure it is removed.
 
     An ``OSError`` on the way (a full disk, a quota, no permission) leaves no temporary file and carries the final
-    path and ``size`` (bytes being written) for the one-line message (asyrp/utils/envfaults.py)."""
-    from .envfaults import annotate
+    path and ``size`` (bytes being written) for the one-line message (asyrp/ops/faults)."""
 
     path = Path(path)
     tmp = None

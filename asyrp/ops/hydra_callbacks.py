@@ -2,9 +2,9 @@
 
 - ``on_run_start`` / ``on_multirun_start`` (before Hydra writes anything): a run or sweep folder that cannot be
   written (read-only disk, no permission: exit 4; not 64 KB free: exit 3) stops with one line
-  (asyrp/utils/envfaults.py).
+  (asyrp/ops/faults).
 - ``on_run_start`` (before Hydra writes anything into the run folder): a ``train`` run claims its ``hydra.run.dir``
-  (asyrp/runs.py: an OS lock held until the run ends) and stops with one error line when another run is in
+  (asyrp/ops/claims.py: an OS lock held until the run ends) and stops with one error line when another run is in
   progress there, or when the folder holds another training run and ``overwrite=true`` is not given (Hydra would
   otherwise replace that run's ``.hydra/`` files before the task could object). Rerunning the same command in
   the same folder resumes. ``on_run_end`` lets go.
@@ -65,12 +65,12 @@ class AsyrpHydraCallback(Callback):
             return
         _check_writable_or_exit(run_dir, "hydra.run.dir")
         if not run_dir.exists():
-            from .errors import mark_fresh_run_dir
+            from .cli import mark_fresh_run_dir
 
             mark_fresh_run_dir(run_dir)  # a user error before any output removes it again
         if kwargs.get("config_name") != "train":
             return
-        from ..runs import hold_run_dir, launching_rank, run_fingerprint
+        from .claims import hold_run_dir, launching_rank, run_fingerprint
         from .errors import AsyrpUserError, debug_enabled, one_line
 
         if not launching_rank():  # DDP ranks > 0 rerun the script inside the folder rank 0 holds
@@ -85,7 +85,7 @@ class AsyrpHydraCallback(Callback):
             sys.exit(2)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from ..runs import release_all
+        from .claims import release_all
 
         release_all()
 
@@ -107,13 +107,13 @@ class AsyrpHydraCallback(Callback):
 def _check_writable_or_exit(folder: Path, key: str) -> None:
     """A run folder on a read-only disk, without write permission (exit 4) or on a full disk (exit 3): one line,
     before Hydra writes its config files into it (its own error would be a traceback)."""
-    from . import envfaults
+    from . import faults
     from .errors import debug_enabled, one_line
 
     try:
-        envfaults.check_writable(folder, key, room=RUN_DIR_ROOM)
-    except (envfaults.PermissionFault, OSError) as err:
-        fault = envfaults.describe(err)
+        faults.check_writable(folder, key, room=RUN_DIR_ROOM)
+    except (faults.PermissionFault, OSError) as err:
+        fault = faults.describe(err)
         if fault is None or debug_enabled():
             raise
         print(f"error: {one_line(fault[1])}", file=sys.stderr, flush=True)

@@ -6,9 +6,9 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .errors import AsyrpUserError
+from .ops.errors import AsyrpUserError
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def compose(config_name: str = "train", overrides: Sequence[str] = (), *, output_dir: str | Path | None = None,
