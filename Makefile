@@ -20,8 +20,10 @@ install: $(VENV)/.installed
 test: $(VENV)/.installed
 	WANDB_MODE=offline $(PY) -m pytest $(PYTEST_ARGS) tests
 
+# The quick loop: tests/unit (maths, parity fixtures, single modules) without the slow ones; `make test` runs all
+# three folders (unit, integration, e2e) and ends with the seconds per test file.
 test-fast: $(VENV)/.installed
-	WANDB_MODE=offline $(PY) -m pytest $(PYTEST_ARGS) -m "not slow" tests
+	WANDB_MODE=offline $(PY) -m pytest $(PYTEST_ARGS) -m "not slow" tests/unit
 
 demo: $(VENV)/.installed
 	WANDB_MODE=offline $(PY) experiments/demo.py
