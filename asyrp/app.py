@@ -180,13 +180,12 @@ def resolve_checkpoints(cfg: DictConfig) -> list[Path]:
 def make_editor(cfg: DictConfig):
     from .checks import check_arch
     from .editor import load_editor
+    from .plan import FIELDS
 
     files = resolve_checkpoints(cfg)
     check_arch(cfg.arch)
-    keys = ("n_inv", "n_gen", "t0", "t_edit", "t_boost", "mode", "seed")
-    return load_editor(cfg.arch, files, {k: cfg.get(k) for k in keys},
-                       fallback={"t_edit": cfg.edit_interval.get("t_edit"), "t_boost": cfg.edit_interval.get("t_boost")},
-                       device=str(cfg.get("device") or "cpu"), perf=cfg.get("perf"))
+    return load_editor(cfg.arch, files, {**{k: cfg.plan.get(k) for k in FIELDS}, "seed": cfg.get("seed")},
+                       fallback=cfg.plan.get("interval"), device=str(cfg.get("device") or "cpu"), perf=cfg.get("perf"))
 
 
 def serve(cfg: DictConfig, world_examples: Callable[[Path, int], list[Path]] | None = None) -> Any:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import as_float, as_int
 from .ops.errors import AsyrpUserError
-from .plan import check_mode, check_schedule
+from .plan import check_mode, check_schedule, plan_of
 
 if TYPE_CHECKING:
     from .perf import PerfConfig
@@ -102,12 +102,9 @@ def check_perf(perf: Any) -> PerfConfig:
 def check_train_config(cfg: DictConfig) -> tuple[list[Path], list[tuple[Path, str]]] | None:
     """Every user-fixable problem of a training config; for an image folder, (used files, [(skipped, reason)])."""
     check_complete(cfg)
-    m, ei = cfg.model, cfg.edit_interval
-    check_schedule(m.n_inv, m.n_gen, m.t0, ei.get("t_edit"), ei.get("t_boost"))
-    check_mode(m.get("mode"), "model.mode")
-    check_hfunction_mode(m.get("mode"), "model.mode", [cfg.get("hfunction")])
-    if m.get("spacing", "official") not in ("official", "uniform"):
-        raise AsyrpUserError(f"model.spacing={m.get('spacing')!r} must be official (Asyrp's linspace) or uniform")
+    m = cfg.model
+    plan_of(cfg.plan)  # n_inv, n_gen, t0, t_edit, t_boost, spacing, mode
+    check_hfunction_mode(cfg.plan.get("mode"), "plan.mode", [cfg.get("hfunction")])
     loss = m.get("loss", {})
     for k in ("w_clip", "w_recon"):
         if as_float(loss.get(k, 0.0), f"model.loss.{k}") < 0:
@@ -251,17 +248,18 @@ def check_edit_config(cfg: DictConfig) -> list[Path]:
     as_int(cfg.get("batch_size", 4), "batch_size", 1)
     as_int(cfg.get("seed", 0), "seed")
     as_int(cfg.get("grid_rows", 16), "grid_rows", 0)
+    p = cfg.plan
     for k in ("n_inv", "n_gen", "t0", "t_edit", "t_boost"):
-        if cfg.get(k) is not None:
-            as_int(cfg.get(k), k)
+        if p.get(k) is not None:
+            as_int(p.get(k), f"plan.{k}")
     # the step settings given explicitly (the rest come from the checkpoint and are checked once it is read)
-    given = {k: cfg.get(k) for k in ("n_inv", "n_gen", "t0", "t_edit", "t_boost")}
+    given = {k: p.get(k) for k in ("n_inv", "n_gen", "t0", "t_edit", "t_boost")}
     t0 = given["t0"] if given["t0"] is not None else 999
     check_schedule(given["n_inv"] if given["n_inv"] is not None else 40,
                    given["n_gen"] if given["n_gen"] is not None else 40, t0,
                    given["t_edit"] if given["t_edit"] is not None else (0 if given["t_boost"] is None else t0),
-                   given["t_boost"], keys={k: k for k in given})
-    check_mode(cfg.get("mode"), "mode")
+                   given["t_boost"])
+    check_mode(p.get("mode"), "plan.mode")
     edit_settings(cfg, len(ckpts))  # coeffs, strength, sweep / strip syntax
     dev = str(cfg.get("device") or "cpu")
     if dev.startswith("cuda") and not torch.cuda.is_available():

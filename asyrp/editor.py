@@ -111,7 +111,7 @@ def load_editor(arch: Any, checkpoints: Sequence[str | Path], overrides: dict[st
                 fallback: dict[str, Any] | None = None, device: str = "cpu", perf: Any = None) -> Editor:
     """Backbone + h-functions (our hfunction.pt or official .pth, through the same loaders as edit.py), with the walk
     settings resolved like edit.py does: explicit ``overrides``, else the first file's, else ``fallback`` (the
-    edit_interval config: t_edit, t_boost), through the one resolver (asyrp.plan.resolve_plan). Files trained on
+    plan's interval preset: t_edit, t_boost), through the one resolver (asyrp.plan.resolve_plan). Files trained on
     different intervals each act in their own, as in edit.py (asyrp.plan.own_intervals)."""
     from .checks import check_hfunction_mode, check_perf
     from .hfunctions.files import hfunction_from_payload, read_hfunction_file
@@ -130,7 +130,7 @@ def load_editor(arch: Any, checkpoints: Sequence[str | Path], overrides: dict[st
         edits.append(dict(meta.get("edit") or {}))
         defaults.append(float(edits[-1].get("strength", 1.0)))
     plan, windows = resolve_plan(overrides, edits, fallback)
-    check_hfunction_mode(plan.mode, "mode", [p.get("hfunction") if isinstance(p, dict) else None for p in payloads])
+    check_hfunction_mode(plan.mode, "plan.mode", [p.get("hfunction") if isinstance(p, dict) else None for p in payloads])
     scales = [w["step_scale"] for w in windows] if windows else []
     fns = in_own_intervals(fns, windows) if windows else fns
     return Editor(backbone, fns, names, alphas(arch).to(next(backbone.parameters()).device), plan,

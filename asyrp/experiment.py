@@ -60,9 +60,9 @@ def base_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
     ap.add_argument("--t0", type=int, default=None,
                     help="invert to t0 and edit in [t0, t_edit] (default 999, the paper's [T, t_edit]); the "
                          "synthfaces recipes invert only to their interval's top (conf/experiment/synthfaces_*)")
-    ap.add_argument("--t-edit", type=int, default=None, help="default: conf/edit_interval/<--edit-interval>")
+    ap.add_argument("--t-edit", type=int, default=None, help="default: conf/plan/<--edit-interval> (its interval)")
     ap.add_argument("--t-boost", type=int, default=None)
-    ap.add_argument("--edit-interval", default=None, help="conf/edit_interval name (default: synthfaces / fixed)")
+    ap.add_argument("--edit-interval", default=None, help="conf/plan name (default: synthfaces / fixed)")
     ap.add_argument("--hfunction", action="append", default=[], metavar="NAME=PATH",
                     help="a trained h-function (our hfunction.pt or an official .pth); NAME = attribute config name "
                          "(e.g. synthfaces_smiling or smiling), with a :global suffix for the global variant")
@@ -335,7 +335,7 @@ def setup(args: argparse.Namespace, find_oracle: Callable[[Path | None], Any] | 
             raise SystemExit(f"--oracle {args.oracle}: no oracle.safetensors there")
 
     interval_name = args.edit_interval or ("synthfaces" if synth else "fixed")
-    ei = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "edit_interval" / f"{interval_name}.yaml"), resolve=True)
+    ei = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "plan" / f"{interval_name}.yaml").interval, resolve=True)
     t_edit = args.t_edit if args.t_edit is not None else int(ei["t_edit"])
     t_boost = args.t_boost if args.t_boost is not None else int(ei.get("t_boost") or 0)
 
@@ -359,7 +359,7 @@ def train_hfunction(world: World, attr: str, kind: str = "delta_block", *, n_tra
     """Train (or reuse) an h-function with asyrp.tasks.train on a composed ``train`` config; returns hfunction.pt.
 
     ``kind`` is a conf/hfunction name: the h-space kinds, or eps_shift / x_shift (image-shaped directions, trained
-    with ``extra`` overrides that set model.mode to match). Same budget for every kind unless given: the run size's
+    with ``extra`` overrides that set plan.mode to match). Same budget for every kind unless given: the run size's
     training images and epochs, the world's steps, the model config's optimiser; ``extra`` overrides come last (after
     --train-override). Cached next to the output folder, in <out>/../_hfunctions/<arch>/<attr>_<kind>_<size>_s<steps>
     (reused by every script writing next to it, unless --retrain); a training run of an arch checkpoint snapshot
@@ -373,9 +373,9 @@ def train_hfunction(world: World, attr: str, kind: str = "delta_block", *, n_tra
     import hashlib
 
     overrides = [f"arch={args.arch}", f"clip={args.clip}", f"attribute={attr}", f"hfunction={kind}",
-                 "hfunction.seed=0", f"seed={args.seed}", f"model.n_inv={world.n_steps}", f"model.n_gen={world.n_steps}",
-                 f"model.n_iter={size['epochs']}", f"model.t0={world.t0}", f"edit_interval.t_edit={world.t_edit}",
-                 f"edit_interval.t_boost={world.t_boost}", "logger=csv", "~callbacks.edit_grid",
+                 "hfunction.seed=0", f"seed={args.seed}", f"plan.n_inv={world.n_steps}", f"plan.n_gen={world.n_steps}",
+                 f"model.n_iter={size['epochs']}", f"plan.t0={world.t0}", f"plan.t_edit={world.t_edit}",
+                 f"plan.t_boost={world.t_boost}", "logger=csv", "~callbacks.edit_grid",
                  # progress: a bar on a terminal, timed lines (step, ETA, loss) in a log or pipe (asyrp.callbacks.ProgressLog)
                  "++trainer.enable_progress_bar=true", "++trainer.enable_model_summary=false",
                  f"dataset.cache_dir={world.out.parent / '_cache'}"]

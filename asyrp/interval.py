@@ -17,7 +17,7 @@ the x0-prediction from the network call at t, but files LPIPS(x0, P_t) under t_n
 Its strength curve is therefore shifted one step later, and the t_edit read from it is one step larger (with its
 1000-step measurement: one timestep) than the first t whose own P_t reaches the threshold. (Its x_t curve is filed
 correctly.) Here every value is filed under the t it was computed at. The published values in
-conf/edit_interval/*.yaml are kept as printed in the paper (``source: paper``).
+conf/plan/*.yaml (their ``interval``) are kept as printed in the paper (``source: paper``).
 """
 from __future__ import annotations
 
@@ -235,7 +235,7 @@ def first_crossing(ts: Sequence[int], values: Sequence[float], threshold: float,
     raise NoCrossingError(
         f"{what} never reaches {threshold:.4g} on t in [{pairs[0][0] if pairs else '?'}, "
         f"{pairs[-1][0] if pairs else '?'}] ({best}): lower the threshold, measure up to larger t, "
-        "or give t_edit/t_boost explicitly (conf/edit_interval/fixed.yaml)"
+        "or give t_edit/t_boost explicitly (plan.t_edit / plan.t_boost, or conf/plan/fixed.yaml)"
     )
 
 
@@ -267,7 +267,7 @@ def thresholds_for(cfg: Mapping[str, Any] | None, distance: str) -> tuple[float,
 
 
 def resolve_interval(cfg: Mapping[str, Any], curve: IntervalCurves | None = None, text_cosine: float | None = None) -> tuple[int, int]:
-    """(t_edit, t_boost) from a conf/edit_interval config.
+    """(t_edit, t_boost) from the ``interval`` of a conf/plan config.
 
     ``source: paper | fixed``: the config's numbers. ``source: measured``: chosen on ``curve`` (from
     ``measure_curves`` on your data) with the thresholds of the curve's distance; ``text_cosine`` overrides
@@ -276,12 +276,12 @@ def resolve_interval(cfg: Mapping[str, Any], curve: IntervalCurves | None = None
     source = cfg.get("source")
     if source in ("paper", "fixed"):
         if cfg.get("t_edit") is None or cfg.get("t_boost") is None:
-            raise ValueError(f"edit_interval source {source!r} needs t_edit and t_boost")
+            raise ValueError(f"plan.interval source {source!r} needs t_edit and t_boost")
         return int(cfg["t_edit"]), int(cfg["t_boost"])
     if source == "measured":
         if curve is None:
-            raise ValueError("edit_interval source 'measured' needs curves: run asyrp.interval.measure_curves first")
+            raise ValueError("plan.interval source 'measured' needs curves: run asyrp.interval.measure_curves first")
         edit_th, boost_th = thresholds_for(cfg, curve.distance)
         cos = float(text_cosine if text_cosine is not None else cfg.get("text_cosine", 1.0))
         return choose_t_edit(curve, edit_th, cos), choose_t_boost(curve, boost_th)
-    raise ValueError(f"unknown edit_interval source {source!r}: use paper, fixed or measured")
+    raise ValueError(f"unknown plan.interval source {source!r}: use paper, fixed or measured")

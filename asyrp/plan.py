@@ -8,7 +8,7 @@ so no path can walk another grid than the one it was given.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .config import as_int
@@ -93,14 +93,13 @@ def stored_edit(plan: EditPlan, strength: float) -> dict:
 
 
 # -- the user's values, checked --------------------------------------------------------------------------------
-_TRAIN_KEYS = {"n_inv": "model.n_inv", "n_gen": "model.n_gen", "t0": "model.t0", "t_edit": "edit_interval.t_edit",
-               "t_boost": "edit_interval.t_boost"}
+_KEYS = {k: f"plan.{k}" for k in ("n_inv", "n_gen", "t0", "t_edit", "t_boost")}
 
 
 def check_schedule(n_inv: int, n_gen: int, t0: int, t_edit: int | None, t_boost: int | None,
                    keys: Mapping[str, str] | None = None) -> None:
     """Impossible step settings, caught before anything runs; ``keys`` names the config keys in the messages."""
-    K = dict(_TRAIN_KEYS, **(keys or {}))
+    K = dict(_KEYS, **(keys or {}))
     t0 = as_int(t0, K["t0"])
     if not (0 < t0 <= 999):
         raise AsyrpUserError(f"t0={t0} is outside the schedule: it must be in 1..999 (the 1000-step scale): set {K['t0']}")
@@ -109,7 +108,7 @@ def check_schedule(n_inv: int, n_gen: int, t0: int, t_edit: int | None, t_boost:
             raise AsyrpUserError(f"n_inv={n_inv} and n_gen={n_gen} must both be >= 2 (a DDIM walk needs two timesteps): "
                                  f"set {K[name]}")
     if t_edit is None:
-        raise AsyrpUserError(f"{K['t_edit']} is not set: choose an edit_interval config or pass {K['t_edit']}=<t>")
+        raise AsyrpUserError(f"{K['t_edit']} is not set: choose a plan config (conf/plan) or pass {K['t_edit']}=<t>")
     t_edit = as_int(t_edit, K["t_edit"])
     if not (0 <= t_edit <= t0):
         raise AsyrpUserError(f"t_edit={t_edit} is outside the schedule [0, t0={t0}]: edits happen while t >= t_edit, "
@@ -165,13 +164,14 @@ def in_own_intervals(fns: Sequence["nn.Module"], windows: Sequence[Mapping[str, 
 FIELDS = tuple(f.name for f in fields(EditPlan))
 
 
-def resolve_plan(given: Mapping[str, Any], stored: Sequence[Mapping[str, Any]],
-                 interval: Mapping[str, Any] | None = None) -> tuple[EditPlan, list[dict[str, Any]] | None]:
+def resolve_plan(given: Mapping[str, Any], stored: Sequence[Mapping[str, Any]] = (),
+                 interval: Mapping[str, Any] | None = None, *,
+                 key_prefix: str = "plan.") -> tuple[EditPlan, list[dict[str, Any]] | None]:
     """The plan of an edit with h-function files: each field as ``given`` (the config; None = not given), else as
     stored in the first file (its ``edit`` entry), else the interval preset's (t_edit, t_boost), else EditPlan's
     default. Several files stored with different intervals and neither t0 nor t_edit given: each function acts in its
     own window (``own_intervals``, each with its ``step_scale``) on one walk that covers them all; else windows is
-    None. Impossible values raise one AsyrpUserError naming the key."""
+    None. Impossible values raise one AsyrpUserError naming the key (``key_prefix`` + field)."""
     windows = None if given.get("t0") is not None or given.get("t_edit") is not None else own_intervals(stored)
     first = dict(stored[0]) if stored else {}
     if windows:
@@ -185,11 +185,18 @@ def resolve_plan(given: Mapping[str, Any], stored: Sequence[Mapping[str, Any]],
         return defaults[k]
 
     v = {k: pick(k) for k in FIELDS}
-    check_schedule(v["n_inv"], v["n_gen"], v["t0"], v["t_edit"], v["t_boost"], keys={k: k for k in FIELDS})
-    check_mode(v["mode"], "mode")
+    keys = {k: key_prefix + k for k in FIELDS}
+    check_schedule(v["n_inv"], v["n_gen"], v["t0"], v["t_edit"], v["t_boost"], keys=keys)
+    check_mode(v["mode"], keys["mode"])
     if v["spacing"] not in SPACINGS:
-        raise AsyrpUserError(f"spacing={v['spacing']!r} must be official (Asyrp's linspace) or uniform")
+        raise AsyrpUserError(f"{keys['spacing']}={v['spacing']!r} must be official (Asyrp's linspace) or uniform")
     plan = EditPlan(**v)
     for w, scale in zip(windows or [], step_scales(windows or [], plan.t0, plan.n_gen)):
         w["step_scale"] = scale
     return plan, windows
+
+
+def plan_of(group: Mapping[str, Any]) -> EditPlan:
+    """The plan a complete ``plan`` config group gives (train, discover), checked; t_boost null = 0 (no boosting)."""
+    plan, _ = resolve_plan({k: group.get(k) for k in FIELDS})
+    return replace(plan, t_boost=plan.t_boost or 0)

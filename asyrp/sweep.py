@@ -34,6 +34,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from .ops.errors import AsyrpUserError
+from .plan import FIELDS
 
 if TYPE_CHECKING:
     from .metrics import EditScorer
@@ -51,11 +52,11 @@ def edit_config(cfg: DictConfig, checkpoint: Path, out_dir: Path) -> DictConfig:
         "task_name": "edit", "checkpoint": str(checkpoint), "coeffs": None, "input_dir": str(eq.input_dir),
         "n_random": None, "output_dir": str(out_dir), "overwrite": True, "n_images": eq.get("n_images"),
         "batch_size": int(eq.get("batch_size", 32)), "device": "cpu", "seed": 0, "progress": False,
-        "grid_rows": int(eq.get("grid_rows", 8)), "n_inv": None, "n_gen": None, "t0": None, "t_edit": None,
-        "t_boost": None, "mode": None, "strength": float(eq.strength), "sweep": strengths(eq), "strip": None,
-        "strip_from": None, "cache_dir": str(cfg.dataset.cache_dir),
+        "grid_rows": int(eq.get("grid_rows", 8)), "strength": float(eq.strength), "sweep": strengths(eq),
+        "strip": None, "strip_from": None, "cache_dir": str(cfg.dataset.cache_dir),
         "arch": OmegaConf.to_container(cfg.arch, resolve=True),
-        "edit_interval": OmegaConf.to_container(cfg.edit_interval, resolve=True),
+        # the plan as stored in the trial's h-function file; the trial's interval for a file that stores none
+        "plan": {**{k: None for k in FIELDS}, "interval": {"t_edit": cfg.plan.t_edit, "t_boost": cfg.plan.get("t_boost")}},
         "perf": OmegaConf.to_container(cfg.perf, resolve=True) if cfg.get("perf") is not None else None,
     })
 
@@ -201,8 +202,8 @@ def edit_quality(cfg: DictConfig, objects: Mapping[str, Any], oracle: Any = None
     path = table_path(cfg)
     for r in measured:  # one row per edit strength; the trial's value is its best strength's
         m = {k: v for k, v in r.items() if k != "edit/strength"}
-        row = {"trial": _job_num(), "overrides": " ".join(overrides), "t0": cfg.model.t0,
-               "t_edit": cfg.edit_interval.t_edit, "t_boost": cfg.edit_interval.get("t_boost"),
+        row = {"trial": _job_num(), "overrides": " ".join(overrides), "t0": cfg.plan.t0,
+               "t_edit": cfg.plan.t_edit, "t_boost": cfg.plan.get("t_boost"),
                "lr": cfg.model.optimizer.lr, "w_recon": cfg.model.loss.w_recon, "n_iter": cfg.model.n_iter,
                "n_images": cfg.dataset.get("n_images"), "strength": r["edit/strength"], "chosen": r is best,
                "seed": cfg.seed, "train_seconds": objects.get("train_seconds", ""), "edit/seconds": seconds,
@@ -248,13 +249,13 @@ def t_edit_below_t0(cfg: DictConfig, trial) -> None:
     """Optuna ``custom_search_space``: t_edit is drawn below the trial's t0 (the edit interval is [t0, t_edit]),
     between ``edit_quality.t_edit_min`` and t0 - ``edit_quality.t_edit_gap``, in steps of 50."""
     eq = cfg.get("edit_quality") or {}
-    t0 = int(trial.params.get("model.t0", trial.user_attrs.get("model.t0", cfg.model.t0)))
-    if "edit_interval.t_edit" in trial.user_attrs:  # fixed on the command line
+    t0 = int(trial.params.get("plan.t0", trial.user_attrs.get("plan.t0", cfg.plan.t0)))
+    if "plan.t_edit" in trial.user_attrs:  # fixed on the command line
         return
     gap, lo = int(eq.get("t_edit_gap", 50)), int(eq.get("t_edit_min", 100))
     hi = max(t0 - gap, 0)
     lo = min(lo, hi)
-    trial.suggest_int("edit_interval.t_edit", lo, hi, step=50 if (hi - lo) % 50 == 0 else 1)
+    trial.suggest_int("plan.t_edit", lo, hi, step=50 if (hi - lo) % 50 == 0 else 1)
 
 
 class BestTrialCallback(Callback):

@@ -162,7 +162,7 @@ def _train_folders(cfg: DictConfig) -> None:
 
 def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
     """Backbone, schedule, CLIP, h-function, the DataModule (its inversion cache built here) and the module, all on
-    one timestep plan (model.n_inv, n_gen, t0, spacing; edit_interval.t_edit, t_boost)."""
+    one plan (the plan group: n_inv, n_gen, t0, t_edit, t_boost, spacing, mode)."""
     from hydra.utils import instantiate
 
     from .clip import load_clip
@@ -171,7 +171,7 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
     from .module import AsyrpModule
     from .ops import secrets
     from .perf import loader_kwargs, with_perf
-    from .plan import EditPlan
+    from .plan import plan_of
 
     # speed options (asyrp.perf; auto = on for CUDA), resolved on the device of each input: on the CPU while the
     # inversion cache is built here, on the training device once Lightning has moved the module
@@ -185,8 +185,7 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
         raise AsyrpUserError(f"could not build the h-function from hfunction config: {err}") from err
 
     m = cfg.model
-    plan = EditPlan(n_inv=m.n_inv, n_gen=m.n_gen, t0=m.t0, t_edit=cfg.edit_interval.t_edit,
-                    t_boost=cfg.edit_interval.get("t_boost") or 0, spacing=m.get("spacing", "official"), mode=m.mode)
+    plan = plan_of(cfg.plan)
     # perf.pin_memory (auto: for a CUDA trainer) and perf.num_workers (null: keep dataset.num_workers)
     dm_kw = {**_plain(cfg.dataset), **loader_kwargs(perf, _device(cfg))}
     datamodule = AsyrpDataModule(**dm_kw).bind(backbone, a, plan)
@@ -205,6 +204,7 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
         config=secrets.redact({"hfunction": hf_cfg, "arch": {k: _plain(cfg.arch.get(k)) for k in ("name", "family", "beta_schedule")},
                                "attribute": _plain(cfg.attribute),
                                "model": {k: v for k, v in _plain(m).items() if k not in ("optimizer", "scheduler")},
+                               "plan": _plain(cfg.plan),
                                "run": secrets.redact(_plain(cfg))}),
     )
     return {"module": module, "datamodule": datamodule, "backbone": backbone, "clip": clip}
@@ -349,13 +349,14 @@ class _EditJob:
         return [{"id": i, "source": str(f), "seed": seed + k} for k, (i, f) in enumerate(zip(ids, files))], skipped
 
     def _schedule(self):
-        """The plan (asyrp.plan.resolve_plan): the config's values, else those stored in the first file, else the
-        edit_interval's; a composition of files trained on different intervals keeps each function in its own."""
+        """The plan (asyrp.plan.resolve_plan): the config's plan.*, else the values stored in the first file, else
+        plan.interval's; a composition of files trained on different intervals keeps each function in its own."""
         from .plan import FIELDS, resolve_plan
 
-        given = {k: self.cfg.get(k) for k in FIELDS}
-        plan, self.windows = resolve_plan(given, [dict(m.get("edit") or {}) for m in self.metas], self.cfg.edit_interval)
-        check_hfunction_mode(plan.mode, "mode", [m.get("hfunction") for m in self.metas])
+        p = self.cfg.plan
+        plan, self.windows = resolve_plan({k: p.get(k) for k in FIELDS}, [dict(m.get("edit") or {}) for m in self.metas],
+                                          p.get("interval"))
+        check_hfunction_mode(plan.mode, "plan.mode", [m.get("hfunction") for m in self.metas])
         for w, c in zip(self.windows or [], self.ckpts):
             w["path"] = str(c)
         if self.windows:

@@ -5,7 +5,7 @@
 
 One row per attribute: the recipe (t0 / t_edit / the strength chosen on select/), then per training seed the test/
 numbers at that strength (success, preserved, CLIP direction, PSNR to the unedited reconstruction, training seconds),
-whether 0.80 / 0.90 holds at every seed; the paper's interval rule (conf/edit_interval/synthfaces.yaml) above it and
+whether 0.80 / 0.90 holds at every seed; the paper's interval rule (conf/plan/synthfaces.yaml) above it and
 the command that reproduces each row below it. Reversed edits (recipes.py --reverse-data) get a row of their own.
 """
 from __future__ import annotations
@@ -20,9 +20,9 @@ TARGETS = (0.80, 0.90)
 
 
 def paper_interval() -> str:
-    """The interval the paper's rule gives on this DDPM (the edit_interval group every synthfaces experiment starts
-    from; measured by experiments/interval.py)."""
-    rule = compose("train", ["edit_interval=synthfaces"]).edit_interval
+    """The interval the paper's rule gives on this DDPM (the plan preset every synthfaces experiment starts from;
+    measured by experiments/interval.py)."""
+    rule = compose("train", ["plan=synthfaces"]).plan.interval
     return f"[999, {rule.t_edit}]"
 
 
@@ -87,7 +87,7 @@ def main(argv: list[str]) -> None:
         for f in argv[1:]:
             sweep_table(Path(f))
         return
-    print(f"Paper's interval rule (RMSE distance, conf/edit_interval/synthfaces.yaml): {paper_interval()} for every "
+    print(f"Paper's interval rule (RMSE distance, conf/plan/synthfaces.yaml): {paper_interval()} for every "
           "attribute.\n")
     print("| attribute | interval [t0, t_edit] (sweep) | strength (select/) | test/ success / preserved per seed | "
           "0.80 / 0.90 at every seed | CLIP direction (mean) | PSNR to rec. dB (mean) | train s per seed |")

@@ -94,7 +94,7 @@ def _direction(w, attr: str, mode: str, lr: float, n_train: int, epochs: int):
     """A per-timestep direction (conf/hfunction/<mode>) trained through asyrp.tasks.train in ``mode``: one table entry
     per editing step t >= t_edit of the world's walk, starting from 0, Adam at ``lr`` without a schedule."""
     edit_ts = [t for t in timesteps(w.n_steps, w.t0) if t >= w.t_edit]
-    extra = [f"model.mode={mode}", "model.optimizer._target_=torch.optim.Adam", f"model.optimizer.lr={lr}",
+    extra = [f"plan.mode={mode}", "model.optimizer._target_=torch.optim.Adam", f"model.optimizer.lr={lr}",
              "model.scheduler=null", f"hfunction.timesteps=[{','.join(map(str, edit_ts))}]"]
     path = C.train_hfunction(w, attr, mode, n_train=n_train, epochs=epochs, extra=extra)
     g, _ = load_hfunction_checkpoint(path, w.backbone, w.arch_cfg.get("name"))

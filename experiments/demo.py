@@ -46,7 +46,7 @@ def train(name: str, data: Path, *overrides: str) -> Path:
 
 
 def edit(name: str, data: Path, checkpoint: str, *overrides: str) -> Path:
-    run("edit.py", "arch=synthfaces", "edit_interval=synthfaces", f"checkpoint={checkpoint}",
+    run("edit.py", "arch=synthfaces", "plan=synthfaces", f"checkpoint={checkpoint}",
         f"input_dir={data / 'test'}", "batch_size=32", f"cache_dir={OUT / 'cache'}", *overrides,
         f"hydra.run.dir={OUT / name}")
     return OUT / name / "edited"

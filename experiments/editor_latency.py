@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("overrides", nargs="*", help="conf/app.yaml overrides, e.g. checkpoint=... n_gen=20")
+    ap.add_argument("overrides", nargs="*", help="conf/app.yaml overrides, e.g. checkpoint=... plan.n_gen=20")
     ap.add_argument("--images", type=int, default=3, help="example images to load")
     ap.add_argument("--moves", type=int, default=10, help="slider moves per image")
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "editor_latency.json")

@@ -5,7 +5,7 @@
     python experiments/interval.py --tiny --images some/folder --distance rmse      # offline smoke run
 
 Writes <out>/interval_curves.csv and <out>/interval_curves.png. Put the printed values into a
-conf/edit_interval/*.yaml (source: fixed), or use source: measured with the CSV.
+conf/plan/*.yaml (their interval, source: fixed), or use source: measured with the CSV.
 """
 from __future__ import annotations
 

@@ -75,7 +75,7 @@ def edit_split(a, seed: int, data: str, split: str, strengths: list[float], dst:
         if old.get("complete") and same_ckpt and old.get("coefficients") == [[float(s)] for s in strengths]:
             return dst / "edited"
     sweep = "[" + ",".join(str(s) for s in strengths) + "]"
-    run(["edit.py", "arch=synthfaces", "edit_interval=synthfaces", f"checkpoint={ckpt}", f"input_dir={data}/{split}",
+    run(["edit.py", "arch=synthfaces", "plan=synthfaces", f"checkpoint={ckpt}", f"input_dir={data}/{split}",
          f"sweep={sweep}", f"cache_dir={a.cache}", "batch_size=32", "progress=false", "grid_rows=8",
          f"hydra.run.dir={dst}", "overwrite=true"], log)
     return dst / "edited"
@@ -148,7 +148,7 @@ def main(argv=None) -> None:
     texts = (cfg.attribute.source, cfg.attribute.target)
     rev = [-abs(s) for s in (a.reverse_strengths or a.strengths)]
     results = {"experiment": a.experiment, "overrides": a.overrides, "strengths": a.strengths,
-               "t0": cfg.model.t0, "t_edit": cfg.edit_interval.t_edit, "t_boost": cfg.edit_interval.t_boost, "seeds": {}}
+               "t0": cfg.plan.t0, "t_edit": cfg.plan.t_edit, "t_boost": cfg.plan.t_boost, "seeds": {}}
     for seed in a.seeds:
         secs = train_seed(a, seed, a.out)
         rows = [r for split in ("select", "test") for r in judge(

@@ -32,6 +32,7 @@ def check_discover_config(cfg: DictConfig) -> dict[str, Any]:
     """The method, step settings, images and (supervised) labels, checked; returns the files and their labels."""
     from ..checks import check_arch, check_complete, check_perf
     from ..config import as_int
+    from ..plan import plan_of
     from ..data.images import scan_images
     from ..plan import check_schedule
 
@@ -40,8 +41,7 @@ def check_discover_config(cfg: DictConfig) -> dict[str, Any]:
     m = cfg.method
     if m.get("name") not in METHODS:
         raise AsyrpUserError(f"method.name={m.get('name')!r} is not one of {', '.join(METHODS)}: pass method=<name>")
-    check_schedule(cfg.n_inv, cfg.n_gen, cfg.t0, cfg.t_edit, cfg.t_boost,
-                   keys={k: k for k in ("n_inv", "n_gen", "t0", "t_edit", "t_boost")})
+    plan_of(cfg.plan)
     for key in ("k", "n_images", "iters", "n_timesteps"):
         if m.get(key) is not None:
             as_int(m.get(key), f"method.{key}", 1)
@@ -134,14 +134,6 @@ def _edit_rows(backbone, a, x_T, d, strengths, plan, cfg) -> torch.Tensor:
     return out.x_edit.cpu()
 
 
-def discover_plan(cfg: DictConfig):
-    """The plan h is recorded on and the direction files ask for (h is recorded at every t >= t_edit)."""
-    from ..plan import EditPlan
-
-    return EditPlan(n_inv=int(cfg.n_inv), n_gen=int(cfg.n_gen), t0=int(cfg.t0), t_edit=int(cfg.t_edit),
-                    t_boost=int(cfg.t_boost or 0), spacing=str(cfg.get("spacing") or "official"), mode=str(cfg.mode))
-
-
 def discover(cfg: DictConfig, oracle: Any = None) -> dict[str, Any]:
     """Find directions with ``cfg.method`` on ``cfg.input_dir``; write <name>.pt, grid.png, directions.json.
 
@@ -152,6 +144,7 @@ def discover(cfg: DictConfig, oracle: Any = None) -> dict[str, Any]:
     from ..checks import check_perf
     from ..data.cache import InversionCache, Source, load_entry
     from ..perf import PassCounter, with_perf
+    from ..plan import plan_of
     from ..tasks import alphas, build_backbone
     from . import record_walk
     from .files import save_direction
@@ -166,7 +159,7 @@ def discover(cfg: DictConfig, oracle: Any = None) -> dict[str, Any]:
     backbone = with_perf(build_backbone(cfg.arch).freeze(), check_perf(cfg.get("perf")))
     a = alphas(cfg.arch)
     oracle = _oracle(cfg, oracle)
-    plan = discover_plan(cfg)
+    plan = plan_of(cfg.plan)
     cache = InversionCache(str(cfg.cache_dir), backbone, a, plan, image_size=req["image_size"])
     sources = [Source(id=p.name, path=p) for p in req["files"]]
     t_start = time.perf_counter()

@@ -133,7 +133,7 @@ def test_tiny_edit_quality_sweep_tables_every_trial_and_inverts_once(tmp_path):
     env = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="1")
     # t0 fixed: the second trial must find every inversion (training and selection images) in the cache
     proc = subprocess.run([sys.executable, "train.py", "-m", "hparams_search=edit_quality", "experiment=synthfaces_glasses",
-                           "debug=smoke", "model.t0=999", f"edit_quality.input_dir={select}", f"hydra.sweep.dir={sweep}",
+                           "debug=smoke", "plan.t0=999", f"edit_quality.input_dir={select}", f"hydra.sweep.dir={sweep}",
                            f"paths.cache_dir={tmp_path / 'cache'}"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -188,8 +188,8 @@ def test_recipes_script_chooses_strength_on_select_and_reports_test(tmp_path):
     env = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "experiments/recipes.py", "--experiment", "synthfaces_smiling", "--data", str(data),
            "--out", str(out), "--seeds", "0", "1", "--strengths", "0.5", "1.0", "--reverse-data", str(rev),
-           "--reverse-target", "mouth!=smiling", "--", "dataset.n_images=2", "model.n_inv=4", "model.n_gen=4",
-           "model.n_iter=1", "model.t0=400", "edit_interval.t_edit=200"]
+           "--reverse-target", "mouth!=smiling", "--", "dataset.n_images=2", "plan.n_inv=4", "plan.n_gen=4",
+           "model.n_iter=1", "plan.t0=400", "plan.t_edit=200"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     s = json.loads((out / "summary.json").read_text())

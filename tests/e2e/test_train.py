@@ -70,16 +70,16 @@ def test_training_folder_accounts_for_every_file(tmp_path, cache_dir):
 
 def test_bad_config_is_one_line_exit_2_no_output(tmp_path):
     out = tmp_path / "run"
-    proc = run_script("train.py", "debug=smoke", "edit_interval.t_edit=1500", f"hydra.run.dir={out}")
+    proc = run_script("train.py", "debug=smoke", "plan.t_edit=1500", f"hydra.run.dir={out}")
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     err = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(err) == 1 and "t_edit=1500" in err[0] and "edit_interval.t_edit" in err[0]
+    assert len(err) == 1 and "t_edit=1500" in err[0] and "plan.t_edit" in err[0]
     assert not (out / "checkpoints").exists()
 
 
 @pytest.mark.parametrize("override,needle", [
-    ("model.n_gen=1", "n_gen=1"),
+    ("plan.n_gen=1", "n_gen=1"),
     ("ckpt_path=/nonexistent/last.ckpt", "ckpt_path"),
     ("dataset=celeba_hq", "image folder not found"),
     ("arch=celeba_hq", "backbone checkpoint"),

@@ -17,7 +17,7 @@ from asyrp.hfunctions import FORMAT as HFUNCTION_FORMAT  # noqa: E402
 from asyrp.hfunctions import build_hfunction  # noqa: E402
 from asyrp.config import compose  # noqa: E402
 
-STEPS = ["n_inv=6", "n_gen=6", "t0=400", "t_edit=200", "t_boost=0"]  # short walks: the test takes seconds
+STEPS = ["plan.n_inv=6", "plan.n_gen=6", "plan.t0=400", "plan.t_edit=200", "plan.t_boost=0"]  # short walks: the test takes seconds
 
 
 def _free_port() -> int:

@@ -26,8 +26,10 @@ def test_default_train_config_matches_the_schema(tmp_path):
     for key in ("seed", "task_name", "tags", "ckpt_path", "train", "optimized_metric"):
         assert key in cfg
     assert set(cfg.dataset) >= {"name", "kind", "path", "n_images", "image_size", "batch_size", "num_workers", "cache_dir"}
-    assert set(cfg.model) >= {"n_inv", "n_gen", "t0", "strength", "mode", "optimizer", "scheduler", "loss", "n_iter"}
-    assert (cfg.model.n_inv, cfg.model.n_gen, cfg.model.t0, cfg.model.optimizer.lr) == (40, 40, 999, 0.5)
+    assert set(cfg.model) >= {"strength", "optimizer", "scheduler", "loss", "n_iter"}
+    assert set(cfg.plan) >= {"n_inv", "n_gen", "t0", "t_edit", "t_boost", "spacing", "mode", "interval"}
+    assert (cfg.plan.n_inv, cfg.plan.n_gen, cfg.plan.t0, cfg.model.optimizer.lr) == (40, 40, 999, 0.5)
+    assert (cfg.plan.t_edit, cfg.plan.t_boost, cfg.plan.spacing, cfg.plan.mode) == (513, 167, "official", "asyrp")
     assert cfg.model.loss == {"w_clip": 1.0, "w_recon": 3.0, "recon_scale_by_text_cosine": True,
                               "clip_reference": "x0"}
     assert cfg.clip.model == "ViT-B-16" and cfg.trainer.max_epochs == cfg.model.n_iter

@@ -148,8 +148,8 @@ def folder(tmp_path) -> Path:
 
 
 def discover_cfg(tmp_path, folder, method, *extra):
-    return compose("discover", ["arch=tiny_ddpm", f"method={method}", f"input_dir={folder}", "n_images=6", "n_inv=4",
-                                "n_gen=4", "t_edit=500", "t_boost=0", f"cache_dir={tmp_path / 'cache'}", "judge=none",
+    return compose("discover", ["arch=tiny_ddpm", f"method={method}", f"input_dir={folder}", "n_images=6", "plan.n_inv=4",
+                                "plan.n_gen=4", "plan.t_edit=500", "plan.t_boost=0", f"cache_dir={tmp_path / 'cache'}", "judge=none",
                                 *extra], output_dir=tmp_path / method)
 
 
@@ -184,7 +184,7 @@ def test_discover_errors_are_one_line(folder, tmp_path):
 @pytest.mark.parametrize("method", ["pca", "jacobian", "mean_diff", "boundary"])
 def test_every_method_config_composes(method, tmp_path):
     cfg = compose("discover", [f"method={method}"], output_dir=tmp_path)
-    assert cfg.method.name == method and cfg.arch.name == "synthfaces" and cfg.t_edit == cfg.edit_interval.t_edit
+    assert cfg.method.name == method and cfg.arch.name == "synthfaces" and cfg.plan.t_edit == cfg.plan.interval.t_edit
 
 
 class _ToyOracle:
@@ -200,8 +200,8 @@ class _ToyOracle:
 def test_discover_labels_with_the_oracle_passed_in(folder, tmp_path):
     """The oracle comes from the caller (discover.py passes the synthfaces one): a toy oracle passed in labels every
     direction by its own heads; without one nothing is labelled, and labels=oracle is refused."""
-    over = ["arch=tiny_ddpm", "method=pca", "method.k=2", f"input_dir={folder}", "n_images=6", "n_inv=4", "n_gen=4",
-            "t_edit=500", "t_boost=0", f"cache_dir={tmp_path / 'cache'}", "judge=auto"]
+    over = ["arch=tiny_ddpm", "method=pca", "method.k=2", f"input_dir={folder}", "n_images=6", "plan.n_inv=4", "plan.n_gen=4",
+            "plan.t_edit=500", "plan.t_boost=0", f"cache_dir={tmp_path / 'cache'}", "judge=auto"]
     res = discover(compose("discover", over, output_dir=tmp_path / "with"), oracle=_ToyOracle())
     recs = json.loads((Path(res["output_dir"]) / "directions.json").read_text())["directions"]
     assert len(recs) == 2 and all(r["main_head"] in ("bright", None) and r["label"] for r in recs)

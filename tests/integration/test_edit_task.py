@@ -50,7 +50,7 @@ def test_edit_with_our_checkpoint_and_official_export(trained, faces, tmp_path):
     ours = torch.load(trained / "hfunction.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(official.state_dict()[k], v) for k, v in ours.items())
     res2 = edit(edit_cfg(tmp_path, trained / "hfunction_official.pth", faces, "output_dir=" + str(tmp_path / "o2"),
-                         "n_inv=4", "n_gen=4", "t_edit=500", "t_boost=200"))
+                         "plan.n_inv=4", "plan.n_gen=4", "plan.t_edit=500", "plan.t_boost=200"))
     for name in ("face_0.png", "face_1.png"):
         assert (tmp_path / "o2" / name).read_bytes() == (out / name).read_bytes()
     assert res2["t_edit"] == 500
@@ -145,7 +145,7 @@ def test_composition_keeps_each_function_in_its_own_interval(trained, faces, tmp
     assert (man["t0"], man["t_edit"], man["n_gen"], man["n_inv"]) == (999, 300, 6, 6)
     assert [round(w["step_scale"], 3) for w in man["intervals"]] == [round(4 / 6, 3), 1.0]
     # t0 / t_edit given on the command line: one interval for all, as before
-    res = edit(edit_cfg(tmp_path, f"[{trained / 'hfunction.pt'},{low}]", faces, "t_edit=500",
+    res = edit(edit_cfg(tmp_path, f"[{trained / 'hfunction.pt'},{low}]", faces, "plan.t_edit=500",
                         f"output_dir={tmp_path / 'one'}"))
     assert res["t_edit"] == 500 and "intervals" not in json.loads((tmp_path / "one" / "manifest.json").read_text())
 
@@ -197,15 +197,15 @@ def test_checkpoint_for_another_backbone_is_refused(trained, faces, tmp_path):
 
 
 def test_spacing_is_one_grid_for_cache_training_and_edit(faces, tmp_path):
-    """model.spacing=uniform: the inversion cache, the training steps and edit (from the checkpoint) use one grid."""
+    """plan.spacing=uniform: the inversion cache, the training steps and edit (from the checkpoint) use one grid."""
     from asyrp.plan import EditPlan
 
     out = tmp_path / "train"
-    cfg = compose("train", ["debug=smoke", "~logger", f"dataset.cache_dir={tmp_path / 'cache'}", "model.spacing=uniform",
+    cfg = compose("train", ["debug=smoke", "~logger", f"dataset.cache_dir={tmp_path / 'cache'}", "plan.spacing=uniform",
                             "callbacks.edit_grid=null", "trainer.limit_val_batches=0"], output_dir=out)
     _, objects = train(cfg)
-    m = cfg.model
-    plan = EditPlan(n_inv=m.n_inv, n_gen=m.n_gen, t0=m.t0, t_edit=cfg.edit_interval.t_edit, spacing="uniform")
+    m = cfg.plan
+    plan = EditPlan(n_inv=m.n_inv, n_gen=m.n_gen, t0=m.t0, t_edit=m.t_edit, spacing="uniform")
     assert plan.seq_gen != EditPlan(n_gen=m.n_gen, t0=m.t0).seq_gen  # the grids really differ
     assert objects["module"].train_steps == plan.edit_steps()
     assert objects["datamodule"].cache.plan.seq_inv == plan.seq_inv
@@ -214,7 +214,7 @@ def test_spacing_is_one_grid_for_cache_training_and_edit(faces, tmp_path):
     assert torch.load(ckpt, weights_only=True)["edit"]["spacing"] == "uniform"
     edit(edit_cfg(tmp_path, ckpt, faces, "output_dir=" + str(tmp_path / "u")))
     assert json.loads((tmp_path / "u" / "manifest.json").read_text())["spacing"] == "uniform"
-    edit(edit_cfg(tmp_path, ckpt, faces, "output_dir=" + str(tmp_path / "o"), "spacing=official"))
+    edit(edit_cfg(tmp_path, ckpt, faces, "output_dir=" + str(tmp_path / "o"), "plan.spacing=official"))
     assert "spacing" not in json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert (tmp_path / "u" / "face_0.png").read_bytes() != (tmp_path / "o" / "face_0.png").read_bytes()
 
@@ -238,9 +238,9 @@ def test_image_space_direction_trains_through_train_and_edits_from_its_file(spac
     out = tmp_path / "train"
     base = ["debug=smoke", "~logger", f"dataset.cache_dir={tmp_path / 'cache'}", "callbacks.edit_grid=null",
             "trainer.limit_val_batches=0", f"hfunction={mode}", "hfunction.n_steps=4"]
-    with pytest.raises(AsyrpUserError, match=f"set model.mode={mode}"):
+    with pytest.raises(AsyrpUserError, match=f"set plan.mode={mode}"):
         train(compose("train", base, output_dir=tmp_path / "wrong"))
-    _, objects = train(compose("train", [*base, f"model.mode={mode}", "model.optimizer._target_=torch.optim.Adam",
+    _, objects = train(compose("train", [*base, f"plan.mode={mode}", "model.optimizer._target_=torch.optim.Adam",
                                          "model.optimizer.lr=0.05"], output_dir=out))
     g = objects["module"].hfunc
     assert isinstance(g, GlobalDirection) and g.shape == (3, 32, 32)  # the tiny backbone's images, not h
@@ -258,5 +258,5 @@ def test_image_space_direction_trains_through_train_and_edits_from_its_file(spac
     assert json.loads((tmp_path / "e" / "manifest.json").read_text())["mode"] == mode  # from the file
     edit(edit_cfg(tmp_path, ckpt, faces, "output_dir=" + str(tmp_path / "r"), "strength=0"))
     assert (tmp_path / "e" / "face_0.png").read_bytes() != (tmp_path / "r" / "face_0.png").read_bytes()
-    with pytest.raises(AsyrpUserError, match=f"set mode={mode}"):
-        edit(edit_cfg(tmp_path, ckpt, faces, "output_dir=" + str(tmp_path / "w"), "mode=asyrp"))
+    with pytest.raises(AsyrpUserError, match=f"set plan.mode={mode}"):
+        edit(edit_cfg(tmp_path, ckpt, faces, "output_dir=" + str(tmp_path / "w"), "plan.mode=asyrp"))

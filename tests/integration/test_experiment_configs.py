@@ -3,7 +3,7 @@
 Every experiment file is composed with Hydra's compose API exactly as `python train.py experiment=<name>` would,
 and checked for: non-empty source/target texts, the backbone family matching its dataset (DDPM for CelebA-HQ and
 LSUN, ADM for AFHQ-dog and METFACES) and the same h-function layout, t_edit > t_boost, and coverage of the 27 paper
-settings. These tests need conf/train.yaml and the dataset / arch / edit_interval groups: when those are missing they
+settings. These tests need conf/train.yaml and the dataset / arch / plan groups: when those are missing they
 fail (by design: a reproduction entry point that does not compose is a bug), they are not skipped.
 """
 from __future__ import annotations
@@ -149,7 +149,7 @@ def test_experiment_file_header_and_overrides(name: str):
     dataset = PAPER_SETTINGS[name][0]
     assert overrides.get("override /dataset") == dataset
     assert overrides.get("override /arch") == DATASET_ARCH[dataset]
-    assert overrides.get("override /edit_interval") == dataset
+    assert overrides.get("override /plan") == dataset
     attribute = overrides.get("override /attribute")
     assert (ATTRIBUTE_DIR / f"{attribute}.yaml").is_file(), f"{name}: no conf/attribute/{attribute}.yaml"
     # the block layout is not pinned: `auto` follows the backbone family, so hfunction=global composes too
@@ -190,9 +190,9 @@ def test_experiment_composes(name: str):
     assert built.kind == layout, f"{name}: h-function layout {built.kind}, expected {layout}"
 
     # edit interval
-    assert choices["edit_interval"] == dataset
-    assert int(cfg.edit_interval.t_edit) > int(cfg.edit_interval.t_boost), (
-        f"{name}: t_edit {cfg.edit_interval.t_edit} <= t_boost {cfg.edit_interval.t_boost}"
+    assert choices["plan"] == dataset
+    assert int(cfg.plan.t_edit) > int(cfg.plan.t_boost), (
+        f"{name}: t_edit {cfg.plan.t_edit} <= t_boost {cfg.plan.t_boost}"
     )
 
     # the paper setting's texts and the official training values
@@ -202,7 +202,7 @@ def test_experiment_composes(name: str):
         assert list(cfg.attribute.source) == source and list(cfg.attribute.target) == target
         assert "paper" in cfg.tags
         assert cfg.model.optimizer.lr == 0.5
-        assert cfg.model.n_inv == 40 and cfg.model.n_gen == 40 and cfg.model.t0 == 999
+        assert cfg.plan.n_inv == 40 and cfg.plan.n_gen == 40 and cfg.plan.t0 == 999
         assert cfg.model.loss.w_clip == 1.0 and cfg.model.loss.w_recon == 3.0
         assert cfg.model.loss.recon_scale_by_text_cosine is True
         assert cfg.dataset.n_images == 100

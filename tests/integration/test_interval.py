@@ -62,12 +62,12 @@ def test_paper_configs_and_resolve():
     official = {"celeba_hq": (513, 167), "afhq_dog": (482, 167), "lsun_church": (396, 293),
                 "lsun_bedroom": (384, 221), "metfaces": (396, 180)}
     for name, pair in official.items():
-        cfg = OmegaConf.load(ROOT / "conf" / "edit_interval" / f"{name}.yaml")
+        cfg = OmegaConf.load(ROOT / "conf" / "plan" / f"{name}.yaml").interval
         assert cfg.source == "paper"
         assert resolve_interval(cfg) == pair
         assert thresholds_for(cfg, "lpips") == (0.33, 1.2)
-    assert resolve_interval(OmegaConf.load(ROOT / "conf" / "edit_interval" / "fixed.yaml")) == (500, 200)
-    measured = OmegaConf.load(ROOT / "conf" / "edit_interval" / "measured.yaml")
+    assert resolve_interval(OmegaConf.load(ROOT / "conf" / "plan" / "fixed.yaml").interval) == (500, 200)
+    measured = OmegaConf.load(ROOT / "conf" / "plan" / "measured.yaml").interval
     with pytest.raises(ValueError, match="needs curves"):
         resolve_interval(measured)
     assert resolve_interval(measured, _synthetic()) == (500, 400)

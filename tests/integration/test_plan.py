@@ -76,8 +76,8 @@ def test_every_entry_point_walks_the_plans_timesteps(spacing, faces, tmp_path, r
     other = dataclasses.replace(plan, spacing="uniform" if spacing == "official" else "official")
     assert grid != set(other.seq_inv[:-1]) | set(other.seq_gen)  # the two spacings really differ
     run = tmp_path / "train"
-    steps = [f"model.n_inv={N_INV}", f"model.n_gen={N_GEN}", f"model.t0={T0}", f"model.spacing={spacing}",
-             f"edit_interval.t_edit={T_EDIT}", f"edit_interval.t_boost={T_BOOST}"]
+    steps = [f"plan.n_inv={N_INV}", f"plan.n_gen={N_GEN}", f"plan.t0={T0}", f"plan.spacing={spacing}",
+             f"plan.t_edit={T_EDIT}", f"plan.t_boost={T_BOOST}"]
     cfg = compose("train", ["debug=smoke", "~logger", "hparams_search=edit_quality", "callbacks.edit_grid=null",
                             "dataset.kind=folder", f"dataset.path={faces}", f"dataset.cache_dir={tmp_path / 'cache'}",
                             f"edit_quality.input_dir={faces}", "edit_quality.strengths=null", "hydra.job.num=0",
@@ -103,8 +103,7 @@ def test_every_entry_point_walks_the_plans_timesteps(spacing, faces, tmp_path, r
     ed.generate(ed.invert(images(1, size=32, seed=5)[0]), [[1.0]])
     walked["editor"] = _take(recorded)
     discover(compose("discover", ["arch=tiny_ddpm", "method=pca", "method.k=2", f"input_dir={faces}", "n_images=4",
-                                  f"n_inv={N_INV}", f"n_gen={N_GEN}", f"t0={T0}", f"t_edit={T_EDIT}",
-                                  f"t_boost={T_BOOST}", f"spacing={spacing}", f"cache_dir={tmp_path / 'dcache'}",
+                                  *steps, f"cache_dir={tmp_path / 'dcache'}",
                                   "judge=none", f"output_dir={tmp_path / 'dirs'}"], output_dir=tmp_path / "d"))
     walked["discover"] = _take(recorded)
     # every path walks the plan's grid, all of it (each inverts: the random tiny nets differ by seed between train and

@@ -250,14 +250,14 @@ def no_networks(monkeypatch):
 
 
 @pytest.mark.parametrize("overrides,needle", [
-    (["t_edit=300", "t_boost=400"], "t_boost=400 is above t_edit=300.*set t_boost <= t_edit"),
-    (["n_gen=0"], "n_gen=0.*>= 2.*set n_gen"),
-    (["n_inv=abc"], "n_inv='abc' must be an integer"),
-    (["t_edit=1500"], "t_edit=1500 is outside the schedule.*set t_edit"),
-    (["t0=1200"], "t0=1200 is outside the schedule.*set t0"),
-    (["t_boost=-3"], "t_boost=-3 is outside the schedule"),
+    (["plan.t_edit=300", "plan.t_boost=400"], "t_boost=400 is above t_edit=300.*set plan.t_boost <= plan.t_edit"),
+    (["plan.n_gen=0"], "n_gen=0.*>= 2.*set plan.n_gen"),
+    (["plan.n_inv=abc"], "plan.n_inv='abc' must be an integer"),
+    (["plan.t_edit=1500"], "t_edit=1500 is outside the schedule.*set plan.t_edit"),
+    (["plan.t0=1200"], "t0=1200 is outside the schedule.*set plan.t0"),
+    (["plan.t_boost=-3"], "t_boost=-3 is outside the schedule"),
     (["arch.family=unet9"], "arch.family='unet9'"),
-    (["mode=sideways"], "mode='sideways' is not one of"),
+    (["plan.mode=sideways"], "plan.mode='sideways' is not one of"),
     (["sweep=[0,1]", "strip=3"], "sweep and strip are both set"),
     (["strip=1"], "strip=1 must be >= 2"),
     (["coeffs=[1,2]"], "coeffs has 2 values for 1 checkpoints"),
@@ -283,9 +283,9 @@ def test_missing_required_value_names_the_key(tmp_path, world, no_networks, caps
 
 
 @pytest.mark.parametrize("override,needle", [
-    ("edit_interval.t_boost=600", "t_boost=600 is above t_edit=500.*edit_interval.t_boost"),
-    ("model.n_inv=0", "model.n_inv"),
-    ("model.mode=sideways", "model.mode='sideways'"),
+    ("plan.t_boost=600", "t_boost=600 is above t_edit=500.*plan.t_boost"),
+    ("plan.n_inv=0", "plan.n_inv"),
+    ("plan.mode=sideways", "plan.mode='sideways'"),
     ("model.n_iter=0", "model.n_iter=0 must be >= 1"),
     ("arch.family=unet9", "arch.family='unet9'"),
 ])

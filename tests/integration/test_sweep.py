@@ -35,6 +35,6 @@ def test_edit_quality_composes_with_every_synthfaces_experiment(tmp_path):
         assert cfg.optimized_metric == "edit/objective" and cfg.attribute.oracle_target
         assert str(cfg.edit_quality.input_dir).endswith("/select")
         assert cfg.hydra.sweeper.custom_search_space == "asyrp.sweep.t_edit_below_t0"
-        assert set(cfg.hydra.sweeper.params) >= {"model.t0", "model.optimizer.lr", "model.loss.w_recon", "model.n_iter",
+        assert set(cfg.hydra.sweeper.params) >= {"plan.t0", "model.optimizer.lr", "model.loss.w_recon", "model.n_iter",
                                                  "model.loss.clip_reference"}
         assert len(cfg.edit_quality.strengths) >= 3  # the edit strength: searched inside every trial
