@@ -16,14 +16,14 @@ def test_objective_is_the_margin_of_the_worse_target_or_clip_minus_drift():
 
 def test_table_widens_and_best_command_drops_sweep_only_overrides(tmp_path):
     path = tmp_path / "t.csv"
-    append_row(path, {"trial": 0, "overrides": "model.t0=400 hparams_search=edit_quality edit_quality.strength=0.9",
+    append_row(path, {"trial": 0, "overrides": "plan.t0=400 hparams_search=edit_quality edit_quality.strength=0.9",
                       "strength": 0.9, "edit/objective": -0.1})
-    append_row(path, {"trial": 1, "overrides": "model.t0=500 experiment=synthfaces_hat hydra.sweep.dir=x",
+    append_row(path, {"trial": 1, "overrides": "plan.t0=500 experiment=synthfaces_hat hydra.sweep.dir=x",
                       "strength": 1.1, "edit/objective": 0.05, "edit/lpips_rec": 0.1})
     rows = read_table(path)
     assert [r["trial"] for r in rows] == ["0", "1"] and rows[0]["edit/lpips_rec"] == "" and rows[1]["edit/lpips_rec"] == "0.1"
     line = best_command(path)
-    assert "best trial 1" in line and "python train.py model.t0=500 experiment=synthfaces_hat " in line
+    assert "best trial 1" in line and "python train.py plan.t0=500 experiment=synthfaces_hat " in line
     assert "hydra.sweep.dir" not in line and "strength=1.1" in line
 
 
