@@ -19,6 +19,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from .hfunctions.files import payload, save_hfunction
 from .ops.errors import TrainingDiverged
+from .ops.guard import Guard
 
 log = logging.getLogger(__name__)
 
@@ -153,25 +154,25 @@ class FiniteGuard(pl.Callback):
 
 
 class StopOnSignal(pl.Callback):
-    """Ctrl-C / SIGTERM during training (asyrp.ops.faults): at the end of the running batch, write last.ckpt
+    """Ctrl-C / SIGTERM during training, through the ``guard`` the task hands it (asyrp/ops/guard.py; under run_cli
+    ``asyrp.ops.faults.GUARD``): at the end of the running batch, write last.ckpt
     (the same mid-epoch checkpoint ModelCheckpoint writes, which a rerun resumes from exactly) and raise
     ``Interrupted``; the entry point prints one line and exits 130 / 143. The last batch of an epoch is not a stop:
     a run resumed after it would skip the epoch's validation and epoch-end files, so the stop comes one batch
     later (or training simply ends); validation is not cut either. A second signal stops at once."""
 
-    def on_train_start(self, trainer, pl_module) -> None:
-        from .ops import faults
+    def __init__(self, guard: Guard):
+        self.guard = guard
 
+    def on_train_start(self, trainer, pl_module) -> None:
         # one process: SIGTERM is ours alone. Lightning's own handler would stop right after the batch it came in,
         # without a checkpoint of that batch when it came after this callback ran (DDP keeps Lightning's, which
         # tells the other ranks)
-        if trainer.world_size == 1 and faults.stop_requested() is None:
-            faults.install_stop_handlers()
+        if trainer.world_size == 1 and not self.guard.stop_asked():
+            self.guard.take_signals()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        from .ops import faults
-
-        if faults.stop_requested() is None:
+        if not self.guard.stop_asked():
             return
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             return  # let the epoch end (validation, epoch-end checkpoints): a resume would skip them
@@ -181,7 +182,7 @@ class StopOnSignal(pl.Callback):
             last = Path(ckpt.dirpath) / "last.ckpt"
             trainer.save_checkpoint(last, weights_only=False)  # optimiser and loop state too: it resumes
             done = f"{last} holds step {trainer.global_step}"
-        faults.check_stop(done)
+        self.guard.stop(done)
 
 
 class ProgressLog(TQDMProgressBar):

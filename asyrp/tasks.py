@@ -33,6 +33,7 @@ from .hfunctions.files import hfunction_from_payload, read_hfunction_file
 from .ops import faults
 from .ops.claims import MANIFEST, claim_edit_dir, claim_train_dir, holds_claims
 from .ops.errors import AsyrpUserError
+from .ops.guard import UNGUARDED, Guard
 
 if TYPE_CHECKING:
     from .perf import PerfConfig
@@ -188,7 +189,7 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
     plan = plan_of(cfg.plan)
     # perf.pin_memory (auto: for a CUDA trainer) and perf.num_workers (null: keep dataset.num_workers)
     dm_kw = {**_plain(cfg.dataset), **loader_kwargs(perf, _device(cfg))}
-    datamodule = AsyrpDataModule(**dm_kw).bind(backbone, a, plan)
+    datamodule = AsyrpDataModule(**dm_kw).bind(backbone, a, plan, faults.GUARD)
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
         # build the cache here, in the launching process: bad images fail with our error before fit starts;
         # prepare_data inside fit then finds every entry and computes nothing
@@ -225,7 +226,7 @@ def _trainer(cfg: DictConfig) -> tuple[Any, list, list]:
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     if not any(isinstance(c, FiniteGuard) for c in callbacks):
         callbacks.append(FiniteGuard())  # NaN/inf stops the run before a bad checkpoint is written
-    callbacks.append(StopOnSignal())  # Ctrl-C / SIGTERM: last.ckpt at the end of the batch, one line, 130 / 143
+    callbacks.append(StopOnSignal(faults.GUARD))  # Ctrl-C / SIGTERM: last.ckpt at the end of the batch, one line, 130 / 143
     if cfg.trainer.get("enable_progress_bar", True) and not any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks):
         callbacks.append(ProgressLog())  # a bar on a terminal, timed lines in a log or pipe
     for lg in loggers:
@@ -272,7 +273,7 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
 
     ckpts = check_edit_config(cfg)
     secrets.install_log_filter()
-    job = _EditJob(cfg, ckpts)
+    job = _EditJob(cfg, ckpts, faults.GUARD)
     out = Path(str(cfg.output_dir)).expanduser()
     faults.check_writable(out, "output_dir")  # a read-only or foreign folder fails here, before any network
     faults.set_resume(f"rerun the same command with output_dir={out}: it edits only the images not done yet")
@@ -302,12 +303,13 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
 
 class _EditJob:
     """One edit run's inputs, settings and networks. Built from the config and the h-function files (each read
-    once) before any network is loaded; the settings end in one (K, n) coefficient matrix and one timestep plan."""
+    once) before any network is loaded; the settings end in one (K, n) coefficient matrix and one timestep plan.
+    ``guard`` (asyrp/ops/guard.py): where the edit loop and its cache build stop, and what they are doing."""
 
-    def __init__(self, cfg: DictConfig, ckpts: list[Path]):
+    def __init__(self, cfg: DictConfig, ckpts: list[Path], guard: Guard = UNGUARDED):
         from .ops.io import file_digest
 
-        self.cfg, self.ckpts = cfg, ckpts
+        self.cfg, self.ckpts, self.guard = cfg, ckpts, guard
         arch_cfg = cfg.arch.get("config") or {}
         self.size = int(arch_cfg.get("image_size") or arch_cfg.get("sample_size") or 0)
         self.seed = int(cfg.get("seed", 0))
@@ -410,7 +412,8 @@ class _EditJob:
         from .data.cache import cached_inversions
 
         entries = cached_inversions(str(self.cfg.cache_dir), self.backbone, self.a, [Path(it["source"]) for it in todo],
-                                    self.plan, image_size=self.size, batch_size=int(self.cfg.get("batch_size", 4)))
+                                    self.plan, image_size=self.size, batch_size=int(self.cfg.get("batch_size", 4)),
+                                    guard=self.guard)
         return {it["id"]: e["x_T"] for it, e in zip(todo, entries)}
 
     def _batch_start(self, batch: list[dict[str, Any]], x_T_cached: dict[str, torch.Tensor]):
@@ -449,13 +452,13 @@ class _EditJob:
         bar = Progress(len(todo), "edit", "img", enabled=bool(self.cfg.get("progress", True)))  # or lines in a log
         try:
             while i < len(todo):
-                faults.check_stop(f"{len(self.done)} of {len(self.inputs)} images are finished in {out} "
-                                     "(manifest.json lists them)")
+                self.guard.stop(f"{len(self.done)} of {len(self.inputs)} images are finished in {out} "
+                                "(manifest.json lists them)")
                 batch = todo[i:i + bs]
                 what = f"editing images {i + 1}-{i + len(batch)} of the {len(todo)} to do" + \
                     (" (retried at half the batch size)" if halved else "")
                 try:
-                    with faults.doing(what, "batch_size", bs):
+                    with self.guard.doing(what, "batch_size", bs):
                         x_edit = self._edit_batch(batch, x_T_cached)
                 except torch.OutOfMemoryError:  # what CUDA raises (torch's CPU allocator raises RuntimeError)
                     if halved or bs == 1:

@@ -13,7 +13,9 @@ here it is read from disk). The edited x_t cannot be cached because it depends o
 Entries are keyed by a digest of (backbone weights, alpha schedule, n_inv, n_gen, t0, spacing) for the folder and of
 (image file content, image size) or (seed, index, shape) per item, written atomically (tmp + os.replace), one file
 per item, so runs and sweep trials share them and adding images only computes the new ones. Concurrent builders
-of one cache folder take turns on its lock (``build``), so each entry is computed and written once.
+of one cache folder take turns on its lock (``build``; asyrp.ops.locks), so each entry is computed and written once.
+Between batches the build calls the ``guard`` its task handed it (asyrp/ops/guard.py): Ctrl-C under ``run_cli``
+stops there, with every entry written so far complete.
 """
 from __future__ import annotations
 
@@ -25,13 +27,13 @@ from typing import Sequence
 
 import torch
 
-from ..plan import EditPlan
-from ..samplers import WalkStep, ddim_invert, ddim_walk, generation_pairs
 from ..ops import locks
-from ..ops import faults
 from ..ops.errors import AsyrpUserError
+from ..ops.guard import UNGUARDED, Guard
 from ..ops.io import atomic_save, file_digest, module_fingerprint, tensor_digest
 from ..ops.progress import Progress
+from ..plan import EditPlan
+from ..samplers import WalkStep, ddim_invert, ddim_walk, generation_pairs
 from .images import list_images, load_image
 
 log = logging.getLogger(__name__)
@@ -71,8 +73,9 @@ class InversionCache:
     """Builds and finds cache entries for one backbone/schedule/step setting (see the module docstring)."""
 
     def __init__(self, root: str | Path, backbone, a: torch.Tensor, plan: EditPlan, *, image_size: int | None = None,
-                 batch_size: int = 4, dtype: torch.dtype = torch.float32):
+                 batch_size: int = 4, dtype: torch.dtype = torch.float32, guard: Guard = UNGUARDED):
         self.backbone = backbone
+        self.guard = guard
         self.a = a
         # keyed on and walking the plan's inversion part only: one cache serves every t_edit, t_boost and mode
         self.plan = p = plan.inversion_part()
@@ -143,12 +146,12 @@ class InversionCache:
         with Progress(len(todo), "inversion cache", "img") as bar:  # a bar, or timed lines in a log/pipe
             for i in range(0, len(todo), self.batch_size):
                 # Ctrl-C / SIGTERM: stop between batches; every entry written is complete and is reused
-                faults.check_stop(f"{i} of the {len(todo)} new inversion-cache entries are in {self.dir} "
-                                     "(kept for the next run)")
+                self.guard.stop(f"{i} of the {len(todo)} new inversion-cache entries are in {self.dir} "
+                                "(kept for the next run)")
                 chunk = todo[i:i + self.batch_size]
                 x0 = torch.stack([imgs[s.id] for s in chunk]) if chunk[0].path is not None else None
-                with faults.doing(f"building the inversion cache (entries {i + 1}-{i + len(chunk)} of {len(todo)}, "
-                                     f"in {self.dir})"):
+                with self.guard.doing(f"building the inversion cache (entries {i + 1}-{i + len(chunk)} of "
+                                      f"{len(todo)}, in {self.dir})"):
                     for s, entry in zip(chunk, self.compute(chunk, x0)):
                         atomic_save(entry, self.path_for(s))
                 bar.update(len(chunk))
@@ -165,11 +168,11 @@ class InversionCache:
 
 
 def cached_inversions(root: str | Path, backbone, a: torch.Tensor, files: Sequence[Path], plan: EditPlan, *,
-                      image_size: int, batch_size: int = 4) -> list[CacheEntry]:
+                      image_size: int, batch_size: int = 4, guard: Guard = UNGUARDED) -> list[CacheEntry]:
     """The cache entries of image ``files`` on ``plan``'s inversion part (computed only where missing): edits of
     images a run has inverted before (a sweep's trials, a rerun with another strength) start from the stored x_T
     instead of inverting again."""
-    cache = InversionCache(root, backbone, a, plan, image_size=image_size, batch_size=batch_size)
+    cache = InversionCache(root, backbone, a, plan, image_size=image_size, batch_size=batch_size, guard=guard)
     return [load_entry(p) for p in cache.build([Source(id=Path(f).name, path=Path(f)) for f in files])]
 
 

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..ops.errors import AsyrpUserError
+from ..ops.guard import UNGUARDED, Guard
 from ..plan import EditPlan
 from .cache import InversionCache, Source, image_sources, load_entry, noise_sources
 
@@ -93,10 +94,11 @@ class AsyrpDataModule(pl.LightningDataModule):
         self.train_set: CachedDataset | None = None
         self.val_set: CachedDataset | None = None
 
-    def bind(self, backbone, a: torch.Tensor, plan: EditPlan) -> "AsyrpDataModule":
-        """The inversion cache of ``plan`` (its inversion part) for this backbone and schedule."""
+    def bind(self, backbone, a: torch.Tensor, plan: EditPlan, guard: Guard = UNGUARDED) -> "AsyrpDataModule":
+        """The inversion cache of ``plan`` (its inversion part) for this backbone and schedule; its build stops and
+        names its work through ``guard`` (asyrp/ops/guard.py)."""
         self.cache = InversionCache(self.cache_dir, backbone, a, plan, image_size=self.image_size,
-                                    batch_size=max(self.batch_size, 4), dtype=self.cache_dtype)
+                                    batch_size=max(self.batch_size, 4), dtype=self.cache_dtype, guard=guard)
         return self
 
     def sources(self) -> list[Source]:

@@ -160,7 +160,7 @@ def discover(cfg: DictConfig, oracle: Any = None) -> dict[str, Any]:
     a = alphas(cfg.arch)
     oracle = _oracle(cfg, oracle)
     plan = plan_of(cfg.plan)
-    cache = InversionCache(str(cfg.cache_dir), backbone, a, plan, image_size=req["image_size"])
+    cache = InversionCache(str(cfg.cache_dir), backbone, a, plan, image_size=req["image_size"], guard=faults.GUARD)
     sources = [Source(id=p.name, path=p) for p in req["files"]]
     t_start = time.perf_counter()
     with PassCounter(backbone) as counter:

@@ -8,6 +8,11 @@ by a process that died, and the takeover is logged. The record also tells a refu
 A released lock file is unlinked while it is still locked; a process that was waiting on the old file notices
 (its inode is no longer the file at the path) and locks the new one, so two holders can never coexist.
 
+Why this lives below the core (a leaf of asyrp.ops, importable from anywhere): the inversion cache takes turns on
+its folder's lock whoever builds it (a training run, a sweep trial, an experiment script, a test), and a lock is a
+property of the shared folder, not of the process that runs the task; it holds no process-wide state. The claims on
+run folders (asyrp/ops/claims.py) use the same primitive from the task layer.
+
 Limits: flock is advisory (only asyrp's code takes it); on NFS, Linux emulates it with POSIX byte-range locks,
 which needs a working lock manager; it does not exist on Windows (there the locks are skipped with a warning).
 """

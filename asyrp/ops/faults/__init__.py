@@ -63,8 +63,54 @@ from .stop import (
     stop_requested,
 )
 
-__all__ = ["EXIT_BUG", "EXIT_MEMORY", "EXIT_NO_SPACE", "EXIT_PACKAGE", "EXIT_PERMISSION", "EXIT_SIGINT",
-           "EXIT_SIGTERM", "EXIT_USER_ERROR", "NO_PERMISSION", "NO_SPACE", "OPTIONAL_PACKAGES", "Interrupted",
-           "MissingPackage", "PermissionFault", "check_stop", "check_writable", "describe", "doing", "install",
-           "install_stop_handlers", "installed", "register_folder", "require", "require_logger_packages", "reset",
-           "set_resume", "stop_at_once", "stop_count", "stop_requested"]
+__all__ = [
+    "EXIT_BUG",
+    "EXIT_MEMORY",
+    "EXIT_NO_SPACE",
+    "EXIT_PACKAGE",
+    "EXIT_PERMISSION",
+    "EXIT_SIGINT",
+    "EXIT_SIGTERM",
+    "EXIT_USER_ERROR",
+    "GUARD",
+    "NO_PERMISSION",
+    "NO_SPACE",
+    "OPTIONAL_PACKAGES",
+    "Interrupted",
+    "MissingPackage",
+    "PermissionFault",
+    "check_stop",
+    "check_writable",
+    "describe",
+    "doing",
+    "install",
+    "install_stop_handlers",
+    "installed",
+    "register_folder",
+    "require",
+    "require_logger_packages",
+    "reset",
+    "set_resume",
+    "stop_at_once",
+    "stop_count",
+    "stop_requested",
+]
+
+
+class _ProcessGuard:
+    """The guard (asyrp/ops/guard.py) of a task run under ``run_cli``: this process's stop requests and messages."""
+
+    def stop(self, done: str) -> None:
+        check_stop(done)
+
+    def stop_asked(self) -> bool:
+        return stop_requested() is not None
+
+    def doing(self, what: str, batch_key: str | None = None, batch: int | None = None):
+        return doing(what, batch_key, batch)
+
+    def take_signals(self) -> None:
+        install_stop_handlers()
+
+
+GUARD = _ProcessGuard()
