@@ -2,9 +2,12 @@
 
     python tests/racer.py <barrier> edit <edit.py args...>    # edit.py as a script
     python tests/racer.py <barrier> train <train.py args...>  # train.py as a script
+    python tests/racer.py <barrier> discover <discover.py args...>  # discover.py as a script
     python tests/racer.py <barrier> cache <root>               # builds the tiny inversion cache (faults.tiny_cache)
     python tests/racer.py <barrier> hold <marker> <edit.py args...>  # edit.py that stops for good after its
                                                                      # first PNG, once <marker> is written
+    python tests/racer.py <barrier> hold_discover <marker> <discover.py args...>  # discover.py that stops for good
+                                                                                  # after its first file
 
 Each process imports everything first, then announces itself (``<barrier>.ready.<pid>``) and waits for the file
 ``<barrier>`` to appear (``-``: no barrier), so the contenders meet the shared folder within milliseconds.
@@ -51,18 +54,19 @@ def build_cache(root: str) -> None:
     print(json.dumps({"computed": computed}))
 
 
-def hold_after_first_png(marker: str, args: list[str]) -> None:
-    real = io.atomic_write_png
+def hold_after_first(writer: str, marker: str, name: str, args: list[str]) -> None:
+    """Run the script ``name``; once ``io.<writer>`` has written its first file, write ``marker`` and hang."""
+    real = getattr(io, writer)
 
-    def write(img, path):
-        out = real(img, path)
+    def write(data, path):
+        out = real(data, path)
         Path(marker).write_text(str(os.getpid()))
         while True:  # the claim stays held until this process is killed
             time.sleep(1)
         return out
 
-    io.atomic_write_png = write
-    script("edit.py", args)
+    setattr(io, writer, write)
+    script(name, args)
 
 
 if __name__ == "__main__":
@@ -73,7 +77,10 @@ if __name__ == "__main__":
         build_cache(rest[0])
     elif mode == "hold":
         wait_for(barrier)
-        hold_after_first_png(rest[0], rest[1:])
+        hold_after_first("atomic_write_png", rest[0], "edit.py", rest[1:])
+    elif mode == "hold_discover":
+        wait_for(barrier)
+        hold_after_first("atomic_write_bytes", rest[0], "discover.py", rest[1:])
     else:
         wait_for(barrier)
-        script({"edit": "edit.py", "train": "train.py"}[mode], rest)
+        script({"edit": "edit.py", "train": "train.py", "discover": "discover.py"}[mode], rest)

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig
 
 from ..ops import faults
+from ..ops.claims import claim_discover_dir, holds_claims, run_fingerprint
 from ..ops.errors import AsyrpUserError
 
 log = logging.getLogger(__name__)
@@ -90,15 +91,6 @@ def writer_labels(folder: Path, files: list[Path], target: str) -> torch.Tensor:
     return y
 
 
-def _claim_output(out: Path, overwrite: bool) -> None:
-    old = list(out.glob("*.pt")) + ([out / "directions.json"] if (out / "directions.json").is_file() else [])
-    if old and not overwrite:
-        raise AsyrpUserError(f"{out} already holds directions ({old[0].name}, ...): pass overwrite=true to replace "
-                             "them, or choose another output_dir")
-    for p in old:
-        p.unlink()
-
-
 def _find(cfg: DictConfig, backbone, walk, labels: torch.Tensor | None) -> tuple[list, dict]:
     from . import boundary_direction, jacobian_directions, mean_diff_direction, pca_directions
 
@@ -134,8 +126,11 @@ def _edit_rows(backbone, a, x_T, d, strengths, plan, cfg) -> torch.Tensor:
     return out.x_edit.cpu()
 
 
+@holds_claims
 def discover(cfg: DictConfig, oracle: Any = None) -> dict[str, Any]:
-    """Find directions with ``cfg.method`` on ``cfg.input_dir``; write <name>.pt, grid.png, directions.json.
+    """Find directions with ``cfg.method`` on ``cfg.input_dir``; write <name>.pt, grid.png, directions.json. The
+    output folder is claimed for the run like train's and edit's (asyrp.ops.claims): a second discover there is
+    refused in one line while this one runs.
 
     ``oracle``: an attribute oracle (``judge(images)`` -> class index per head, ``classes`` -> class names per head)
     that labels what each direction changes and, with labels=oracle, labels the images; the entry point passes the
@@ -154,7 +149,7 @@ def discover(cfg: DictConfig, oracle: Any = None) -> dict[str, Any]:
     faults.check_writable(out, "output_dir")  # read-only / unwritable folders: one line, exit 4, before any work
     faults.check_writable(cfg.cache_dir, "cache_dir")
     faults.set_resume("rerun the same command: finished inversion-cache entries are reused")
-    _claim_output(out, bool(cfg.get("overwrite", False)))
+    claim_discover_dir(out, run_fingerprint(cfg), bool(cfg.get("overwrite", False)))
     torch.manual_seed(int(cfg.seed))
     backbone = with_perf(build_backbone(cfg.arch).freeze(), check_perf(cfg.get("perf")))
     a = alphas(cfg.arch)

@@ -1,9 +1,10 @@
-"""Who owns an output folder: a training run folder (``hydra.run.dir``) or an edit ``output_dir``.
+"""Who owns an output folder: a training run folder (``hydra.run.dir``), an edit or a discover ``output_dir``.
 
 One folder holds the outputs of one run. A rerun with the same settings resumes it (train: from its own
 ``last.ckpt``; edit: only the images not done yet); another run's outputs are refused with one error line unless
 ``overwrite=true``. The train run folder is recognised by its stamp (``.asyrp_run.json``, a fingerprint of the
-config), the edit folder by the fingerprint in its ``manifest.json``.
+config), the edit folder by the fingerprint in its ``manifest.json``; a discover folder that already holds directions
+(``*.pt``, ``directions.json``) is refused without ``overwrite=true`` (discover has nothing to resume).
 
 Claiming a folder is atomic and exclusive for the life of the run: the claim is an OS lock on ``.asyrp.lock``
 in the folder (asyrp/ops/locks.py), taken before anything is written there, and the settings check runs under
@@ -44,9 +45,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 RUN_STAMP = ".asyrp_run.json"
 MANIFEST = "manifest.json"
 LOCK = ".asyrp.lock"
-_NOUN = {"train": "training run", "edit": "edit run"}
-_A = {"train": "a", "edit": "an"}
-_WHERE = {"train": "hydra.run.dir", "edit": "output_dir"}
+_NOUN = {"train": "training run", "edit": "edit run", "discover": "discover run"}
+_A = {"train": "a", "edit": "an", "discover": "a"}
+_WHERE = {"train": "hydra.run.dir", "edit": "output_dir", "discover": "output_dir"}
+_AFTER = {"discover": ""}  # what rerunning after the holder ends does (discover: refused, its directions are there)
 
 
 # -- claims: one process owns a folder for the life of its run -------------------------------------------------------
@@ -130,8 +132,9 @@ def _busy_error(folder: Path, task: str, fingerprint: str, holder: dict[str, Any
     who, where = locks.describe(holder), _WHERE.get(task, "folder")
     if holder.get("task") == task and holder.get("fingerprint") == fingerprint:
         run = f"{_A.get(task, 'a')} {_NOUN.get(task, task)}"
+        after = _AFTER.get(task, " (rerunning then resumes it or finds it done)")
         return AsyrpUserError(f"{folder} is in use: {run} with the same settings is in progress there ({who}); wait "
-                              f"for it to end (rerunning then resumes it or finds it done), or choose another {where}")
+                              f"for it to end{after}, or choose another {where}")
     other = _NOUN.get(str(holder.get("task")), "run")
     return AsyrpUserError(f"{folder} holds the outputs of another {other} (other settings), in progress there ({who}): "
                           f"choose another {where}")
@@ -242,3 +245,18 @@ def _check_edit_dir(out: Path, fingerprint: str, overwrite: bool) -> bool:
         raise AsyrpUserError(f"{out} already holds PNG files that are not from an edit run: pass overwrite=true to "
                              "write there anyway, or choose another output_dir")
     return False
+
+
+# -- discover: the output folder ------------------------------------------------------------------------------------
+def claim_discover_dir(out: str | Path, fingerprint: str, overwrite: bool = False) -> None:
+    """Claim ``out`` for a discover run (see the module docstring), then: directions already there (``*.pt``,
+    ``directions.json``) are an error without ``overwrite=true``, and removed with it."""
+    out = Path(out)
+    claim, fresh = claim_folder(out, "discover", fingerprint)
+    with _released_on_error(claim, fresh):
+        old = list(out.glob("*.pt")) + ([out / "directions.json"] if (out / "directions.json").is_file() else [])
+        if old and not overwrite:
+            raise AsyrpUserError(f"{out} already holds directions ({old[0].name}, ...): pass overwrite=true to replace "
+                                 "them, or choose another output_dir")
+        for p in old:
+            p.unlink()

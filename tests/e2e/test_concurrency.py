@@ -229,3 +229,62 @@ def test_cache_builders_started_together_write_each_entry_once(tmp_path):
         assert cache.path_for(s).read_bytes() == alone.path_for(s).read_bytes()
         assert load_entry(cache.path_for(s))["id"] == s.id
     assert sorted(p.name for p in cache.dir.iterdir()) == sorted(cache.path_for(s).name for s in sources)
+
+
+# -- discover: one output_dir ---------------------------------------------------------------------------------------
+def discover_args(world, tmp: Path, out: Path, *extra: str) -> list[str]:
+    return ["arch=tiny_ddpm", "method=pca", "method.k=1", f"input_dir={world['dir'] / 'faces'}", "n_images=4",
+            "plan.n_inv=4", "plan.n_gen=4", "plan.t_edit=500", "plan.t_boost=0", "judge=none",
+            f"cache_dir={world['dir'] / 'dcache'}", f"output_dir={out}", *extra]
+
+
+@pytest.mark.slow
+def test_discover_runs_started_together_on_one_output_dir(world, tmp_path):
+    """discover claims its output folder like train and edit: of four runs started together one writes the
+    directions, the others are refused in one line (in progress, or the directions are there already)."""
+    out = tmp_path / "out"
+    procs = race(tmp_path, [["discover", *discover_args(world, tmp_path, out, f"hydra.run.dir={tmp_path / f'h{i}'}")]
+                            for i in range(N)])
+    for p in procs:
+        assert "Traceback" not in p.stderr, p.stderr[-3000:]
+        if p.returncode != 0:
+            (err,) = error_lines(p)
+            assert p.returncode == 2 and ("a discover run with the same settings is in progress there" in err
+                                          or "already holds directions" in err), err
+    assert sum(p.returncode == 0 for p in procs) == 1, [(p.returncode, error_lines(p)) for p in procs]
+    assert any("in progress" in e for p in procs for e in error_lines(p)), [error_lines(p) for p in procs]
+    summary = json.loads((out / "directions.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == sorted([r["file"] for r in summary["directions"]] +
+                                                            ["directions.json", "grid.png"])  # no lock, no tmp
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_discover_holder_lets_the_next_run_take_over(world, tmp_path):
+    out, marker = tmp_path / "out", tmp_path / "holding"
+    args = discover_args(world, tmp_path, out, "overwrite=true")
+    holder = subprocess.Popen([sys.executable, str(TESTS / "racer.py"), "-", "hold_discover", str(marker), *args,
+                               f"hydra.run.dir={tmp_path / 'h0'}"], cwd=ROOT, env=env(), stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not marker.exists():
+            assert holder.poll() is None and time.monotonic() < deadline, holder.communicate()[1][-3000:]
+            time.sleep(0.05)
+        rec = json.loads((out / claims.LOCK).read_text())
+        assert rec["pid"] == holder.pid and rec["task"] == "discover"
+        held = sorted(p.name for p in out.iterdir())
+        # overwrite=true does not reach a folder in use: refused in one line naming the holder, nothing touched
+        refused = race(tmp_path, [["discover", *args, f"hydra.run.dir={tmp_path / 'h1'}"]])[0]
+        want = (f"error: {out} is in use: a discover run with the same settings is in progress there (pid "
+                f"{holder.pid} on {rec['host']}, since {rec['since']}); wait for it to end, or choose another output_dir")
+        assert refused.returncode == 2 and error_lines(refused) == [want], refused.stderr[-2000:]
+        assert sorted(p.name for p in out.iterdir()) == held
+    finally:
+        holder.kill()  # SIGKILL: no cleanup runs, the kernel drops the lock
+        holder.wait()
+    assert holder.returncode == -signal.SIGKILL and (out / claims.LOCK).exists()  # the dead holder's record stays
+    nxt = race(tmp_path, [["discover", *args, f"hydra.run.dir={tmp_path / 'h2'}"]])[0]
+    assert nxt.returncode == 0 and "Traceback" not in nxt.stderr, nxt.stderr[-3000:]
+    assert f"taking over a claim left by a process that ended without releasing it (pid {holder.pid}" in \
+        nxt.stdout + nxt.stderr
+    assert (out / "directions.json").is_file() and not (out / claims.LOCK).exists()
