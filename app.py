@@ -5,7 +5,7 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="app")
 def main(cfg: DictConfig) -> None:
-    from asyrp.app import serve
+    from asyrp.tasks.serve import serve
     from asyrp.ops.cli import run_cli
 
     world_examples = None

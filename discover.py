@@ -5,7 +5,7 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="discover")
 def main(cfg: DictConfig) -> None:
-    from asyrp.directions.task import discover
+    from asyrp.tasks.discover import discover
     from asyrp.ops.cli import run_cli
 
     run_cli(discover, cfg, oracle=_oracle(cfg))

@@ -6,7 +6,7 @@ from omegaconf import DictConfig
 @hydra.main(version_base="1.3", config_path="conf", config_name="edit")
 def main(cfg: DictConfig) -> None:
     from asyrp.ops.cli import run_cli
-    from asyrp.tasks import edit
+    from asyrp.tasks.edit import edit
 
     run_cli(edit, cfg)
 

@@ -7,7 +7,7 @@ from omegaconf import DictConfig, OmegaConf
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from asyrp.tasks import get_metric_value, train
+    from asyrp.tasks.train import get_metric_value, train
     from asyrp.ops.cli import run_cli
 
     from hydra.core.hydra_config import HydraConfig
@@ -16,7 +16,7 @@ def main(cfg: DictConfig) -> float | None:
     t_start = time.time()
     metric_dict, objects = run_cli(train, cfg)
     if cfg.get("edit_quality") and cfg.get("train", True):  # hparams_search=edit_quality: judge the trial by its edits
-        from asyrp.sweep import edit_quality
+        from asyrp.tasks.edit_quality import edit_quality
         from asyrp.synthfaces.oracle import find_oracle
 
         oracle = find_oracle() if cfg.attribute.get("oracle_target") else None  # the synthfaces attribute oracle

@@ -158,7 +158,7 @@ def check_resume_checkpoint(path: str | Path, auto: bool = False) -> None:
 
 
 
-# -- edit settings -------------------------------------------------------------------------------------------
+# -- edit coefficients -----------------------------------------------------------------------------------------
 def as_list(v: Any) -> list | None:
     if v is None:
         return None
@@ -167,7 +167,7 @@ def as_list(v: Any) -> list | None:
     return list(v) if isinstance(v, (list, tuple)) else [v]
 
 
-def _settings_rows(cfg: DictConfig, n: int, base: list[float]) -> tuple[list[list[float]], list[str]]:
+def _coefficient_rows(cfg: DictConfig, n: int, base: list[float]) -> tuple[list[list[float]], list[str]]:
     """Coefficient rows (K, n) of the outputs per image, and a label for each: one edit, a strength sweep
     (``sweep``), or an interpolation strip of ``strip`` steps from ``strip_from`` to the edit."""
     sweep, strip = as_list(cfg.get("sweep")), cfg.get("strip")
@@ -196,19 +196,19 @@ def _settings_rows(cfg: DictConfig, n: int, base: list[float]) -> tuple[list[lis
 
 
 @dataclass
-class EditSettings:
-    """The outputs per image of an edit run: ``coefficients`` (K, n) float64, row k = one output, column i = the
+class EditCoefficients:
+    """The outputs per image of an edit run: ``matrix`` (K, n) float64, row k = one output, column i = the
     coefficient of h-function i (strength x coeffs x sweep/strip, all applied), and a label per row."""
 
-    coefficients: torch.Tensor
+    matrix: torch.Tensor
     labels: list[str]
 
     @property
     def rows(self) -> list[list[float]]:
-        return self.coefficients.tolist()
+        return self.matrix.tolist()
 
 
-def edit_settings(cfg: DictConfig, n: int, stored_strengths: list[float | None] | None = None) -> EditSettings:
+def edit_coefficients(cfg: DictConfig, n: int, stored_strengths: list[float | None] | None = None) -> EditCoefficients:
     """The one reading of the edit settings: coeffs (one per h-function, default 1) x strength (``strength``, else
     the strength stored in each file, else 1), then a sweep of strengths or an interpolation strip over that edit."""
     coeffs = as_list(cfg.get("coeffs"))
@@ -222,8 +222,8 @@ def edit_settings(cfg: DictConfig, n: int, stored_strengths: list[float | None] 
     else:
         strengths = [1.0 if s is None else float(s) for s in (stored_strengths or [None] * n)]
     base = [(coeffs[i] if coeffs is not None else 1.0) * strengths[i] for i in range(n)]
-    rows, labels = _settings_rows(cfg, n, base)
-    return EditSettings(torch.tensor(rows, dtype=torch.float64), labels)
+    rows, labels = _coefficient_rows(cfg, n, base)
+    return EditCoefficients(torch.tensor(rows, dtype=torch.float64), labels)
 
 
 def check_edit_config(cfg: DictConfig) -> list[Path]:
@@ -260,7 +260,7 @@ def check_edit_config(cfg: DictConfig) -> list[Path]:
                    given["t_edit"] if given["t_edit"] is not None else (0 if given["t_boost"] is None else t0),
                    given["t_boost"])
     check_mode(p.get("mode"), "plan.mode")
-    edit_settings(cfg, len(ckpts))  # coeffs, strength, sweep / strip syntax
+    edit_coefficients(cfg, len(ckpts))  # coeffs, strength, sweep / strip syntax
     dev = str(cfg.get("device") or "cpu")
     if dev.startswith("cuda") and not torch.cuda.is_available():
         raise AsyrpUserError(f"device={dev} but CUDA is not available here: pass device=cpu")

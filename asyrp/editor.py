@@ -117,7 +117,7 @@ def load_editor(arch: Any, checkpoints: Sequence[str | Path], overrides: dict[st
     from .hfunctions.files import hfunction_from_payload, read_hfunction_file
     from .perf import with_perf
     from .plan import in_own_intervals, resolve_plan
-    from .tasks import alphas, build_backbone
+    from .tasks.toolbox import alphas, build_backbone
 
     payloads = [read_hfunction_file(c) for c in checkpoints]
     torch.manual_seed(int(overrides.get("seed") or 0))  # a random test backbone comes out the same every time

@@ -296,7 +296,7 @@ def setup(args: argparse.Namespace, find_oracle: Callable[[Path | None], Any] | 
     from omegaconf import OmegaConf
 
     from .clip import load_clip
-    from .tasks import alphas, build_backbone
+    from .tasks.toolbox import alphas, build_backbone
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("asyrp.backbones").setLevel(logging.ERROR)
@@ -366,7 +366,7 @@ def train_hfunction(world: World, attr: str, kind: str = "delta_block", *, n_tra
     should get its own --out parent.
     """
     from .config import compose
-    from .tasks import train
+    from .tasks.train import train
 
     args = world.args
     size = {"n_train": n_train or world.size["n_train"], "epochs": epochs or world.size["epochs"]}

@@ -22,7 +22,7 @@ from asyrp.data.images import scan_images
 from asyrp.plan import EditPlan
 from asyrp.synthfaces.oracle import load_oracle
 from asyrp.synthfaces.render import HEADS
-from asyrp.tasks import alphas, build_backbone
+from asyrp.tasks.toolbox import alphas, build_backbone
 
 
 def onset(rows: list[dict]) -> int | None:

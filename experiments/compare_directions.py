@@ -178,7 +178,7 @@ def main(argv=None) -> None:
 
     from asyrp.data.images import read_images, read_image_files
     from asyrp.synthfaces.oracle import load_oracle
-    from asyrp.tasks import alphas, build_backbone
+    from asyrp.tasks.toolbox import alphas, build_backbone
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -32,7 +32,8 @@ def main() -> None:
     import torch
     from gradio_client import Client, handle_file
 
-    from asyrp.app import build_app, example_images, make_editor
+    from asyrp.app import build_app
+    from asyrp.tasks.serve import example_images, make_editor
     from asyrp.config import compose
     from asyrp.synthfaces.render import write_example_faces
 

@@ -26,7 +26,7 @@ from asyrp.metrics import OracleEditScore
 from asyrp.plan import EditPlan
 from asyrp.samplers import edit
 from asyrp.synthfaces.oracle import load_oracle
-from asyrp.tasks import alphas, build_backbone
+from asyrp.tasks.toolbox import alphas, build_backbone
 
 
 def windows(t0: int, width: int) -> list[tuple[int, int]]:

@@ -33,10 +33,10 @@ from asyrp.metrics import EditScorer
 from asyrp.ops.io import file_digest
 from asyrp.plan import EditPlan
 from asyrp.synthfaces.oracle import load_oracle
-from asyrp.tasks import alphas, build_backbone
+from asyrp.tasks.toolbox import alphas, build_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
-SCORES = ["n", "clip_direction", "psnr_rec", "oracle"]  # the sweep's metrics (asyrp.sweep.edit_scorer) without LPIPS
+SCORES = ["n", "clip_direction", "psnr_rec", "oracle"]  # the sweep's metrics (asyrp.tasks.edit_quality.edit_scorer) without LPIPS
 
 
 def run(args: list[str], log: Path) -> None:

@@ -49,7 +49,7 @@ def tiny_cache(root: str | Path):
 
     from asyrp.data.cache import InversionCache, noise_sources
     from asyrp.plan import EditPlan
-    from asyrp.tasks import alphas, build_backbone
+    from asyrp.tasks.toolbox import alphas, build_backbone
 
     arch = {"name": "tiny_ddpm", "family": "ddpm", "checkpoint": None, "beta_schedule": "linear",
             "config": {"image_size": 32, "ch": 32, "ch_mult": [1, 2, 2], "num_res_blocks": 1, "attn_resolutions": [16],

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 import asyrp.ops.io as io
-import asyrp.tasks  # noqa: F401 - imported before the barrier: the race starts at the work, not at the imports
+import asyrp.tasks.edit, asyrp.tasks.train  # noqa: F401 - imported before the barrier: the race starts at the work, not at the imports
 
 ROOT = Path(__file__).resolve().parents[1]
 

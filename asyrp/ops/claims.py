@@ -18,7 +18,7 @@ A claim lasts until the function decorated with ``@holds_claims`` that took it r
 ``release_all`` / the end of the process (the Hydra callback's claim on the train run folder, taken before Hydra
 writes ``.hydra/``). Claiming a folder this thread already holds returns that claim (the callback, then the task).
 
-Used by the tasks (asyrp/tasks.py) and by the Hydra callback (asyrp/ops/hydra_callbacks.py).
+Used by the tasks (asyrp/tasks/) and by the Hydra callback (asyrp/ops/hydra_callbacks.py).
 """
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ import torch
 from helpers import images, tiny_hfunction_file
 
 import asyrp.ops.claims as claims
-import asyrp.tasks as tasks
+import asyrp.tasks.edit as edit_task
+import asyrp.tasks.train as train_task
 from asyrp.config import compose
 from asyrp.data.cache import load_entry
 from asyrp.ops.io import atomic_write_png
@@ -113,7 +114,7 @@ def world(tmp_path_factory):
     args = ["arch=tiny_ddpm", f"checkpoint={d / 'hf.pt'}", f"input_dir={d / 'faces'}", "batch_size=1", "progress=false"]
     refs = {}
     for s in ("1.0", "0.5"):  # what each setting writes, from a run alone
-        refs[s] = tasks.edit(compose("edit", args + [f"strength={s}"], output_dir=d / f"ref_{s}"))["output_dir"]
+        refs[s] = edit_task.edit(compose("edit", args + [f"strength={s}"], output_dir=d / f"ref_{s}"))["output_dir"]
     return {"dir": d, "args": args, "refs": refs}
 
 
@@ -202,7 +203,7 @@ def test_train_runs_started_together_on_one_run_dir(tmp_path):
     assert f"model.optimizer.lr={lr}" in (run_dir / ".hydra" / "overrides.yaml").read_text()
     assert not (run_dir / claims.LOCK).exists() and not list(run_dir.rglob(".*.tmp"))
     got = torch.load(run_dir / "checkpoints" / "hfunction.pt", weights_only=True)
-    _, ref = tasks.train(compose("train", TRAIN + [f"model.optimizer.lr={lr}", f"dataset.cache_dir={cache}"],
+    _, ref = train_task.train(compose("train", TRAIN + [f"model.optimizer.lr={lr}", f"dataset.cache_dir={cache}"],
                                  output_dir=tmp_path / "ref"))
     want = ref["module"].hfunc.state_dict()
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from asyrp.config import compose
-from asyrp.tasks import train
+from asyrp.tasks.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
 TOL = 1e-4  # float32 all-reduce vs one batched sum; measured ~2e-5 after 8 SGD steps at lr 0.5

@@ -20,7 +20,8 @@ import pytest
 import torch
 from helpers import images, tiny_hfunction_file
 
-import asyrp.tasks as tasks
+import asyrp.tasks.train as train_task
+import asyrp.tasks.toolbox as toolbox
 from asyrp.config import compose
 from asyrp.ops import faults
 from asyrp.ops.cli import run_cli
@@ -195,10 +196,10 @@ def test_unwritable_folders_are_found_before_any_work(code, tmp_path, monkeypatc
         raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
-    monkeypatch.setattr(tasks, "build_backbone", lambda *a, **k: pytest.fail("a network was built"))
+    monkeypatch.setattr(toolbox, "build_backbone", lambda *a, **k: pytest.fail("a network was built"))
     cfg = compose("train", [*SMOKE, f"dataset.cache_dir={tmp_path / 'cache'}"], output_dir=tmp_path / "run")
     with pytest.raises(SystemExit) as ex:
-        run_cli(tasks.train, cfg)
+        run_cli(train_task.train, cfg)
     assert ex.value.code == 4
     line = capsys.readouterr().err.strip()
     want = "is on a read-only file system" if code == errno.EROFS else "is not writable (permission denied)"

@@ -17,7 +17,8 @@ from helpers import images, tiny_hfunction_file
 from PIL import Image
 
 import asyrp.ops.claims as claims
-import asyrp.tasks as tasks
+import asyrp.tasks.edit as edit_task
+import asyrp.tasks.train as train_task
 from asyrp.config import compose
 from asyrp.ops import secrets
 from asyrp.ops.io import atomic_write_png
@@ -91,7 +92,7 @@ def test_sigkill_during_training_then_resume_matches_uninterrupted(killed_and_re
     # the killed run still held the run folder: the kernel dropped its lock, the rerun takes the claim over
     assert "taking over a claim left by a process that ended" in k["resumed"].stderr + k["resumed"].stdout
     args = [a for a in TRAIN_ARGS if "killer" not in a]
-    _, ref = tasks.train(compose("train", args + [f"dataset.cache_dir={k['dir'] / 'cache'}"], output_dir=tmp_path / "ref"))
+    _, ref = train_task.train(compose("train", args + [f"dataset.cache_dir={k['dir'] / 'cache'}"], output_dir=tmp_path / "ref"))
     assert ref["trainer"].global_step == 16
     got = torch.load(k["dir"] / "run" / "checkpoints" / "hfunction.pt", weights_only=True)["state_dict"]
     want = ref["module"].hfunc.state_dict()
@@ -164,11 +165,11 @@ def test_sigkill_during_edit_then_rerun_completes_only_the_missing(tmp_path, wor
     before = {f.name: f.stat().st_mtime_ns for f in out.glob("img_*.png")}
     assert sorted(before) == ["img_0.png", "img_1.png", "img_2.png"]
     assert not list(out.glob(".*.tmp"))
-    res = tasks.edit(compose("edit", args[:-1], output_dir=tmp_path / "run"))
+    res = edit_task.edit(compose("edit", args[:-1], output_dir=tmp_path / "run"))
     assert res["done_before"] == 3 and res["edited"] == 2
     assert all((out / n).stat().st_mtime_ns == t for n, t in before.items())  # done images not recomputed
     # ... and the result is that of one uninterrupted run
-    ref = tasks.edit(compose("edit", args[:-1] + [f"output_dir={tmp_path / 'ref'}"], output_dir=tmp_path / "run2"))
+    ref = edit_task.edit(compose("edit", args[:-1] + [f"output_dir={tmp_path / 'ref'}"], output_dir=tmp_path / "run2"))
     assert ref["edited"] == 5
     for i in range(5):  # the same up to batch-composition float noise (one 8-bit level)
         got, want = (np.asarray(Image.open(d / f"img_{i}.png"), dtype=np.int16) for d in (out, tmp_path / "ref"))

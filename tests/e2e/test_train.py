@@ -10,7 +10,7 @@ import torch
 from asyrp.config import compose
 from asyrp.ops.cli import run_cli
 from asyrp.ops.errors import AsyrpUserError
-from asyrp.tasks import train
+from asyrp.tasks.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,8 @@ from PIL import Image
 gradio = pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from asyrp.app import build_app, example_images, make_editor  # noqa: E402
+from asyrp.app import build_app  # noqa: E402
+from asyrp.tasks.serve import example_images, make_editor  # noqa: E402
 from asyrp.synthfaces.render import write_example_faces  # noqa: E402
 from asyrp.hfunctions import FORMAT as HFUNCTION_FORMAT  # noqa: E402
 from asyrp.hfunctions import build_hfunction  # noqa: E402
@@ -41,7 +42,7 @@ def _hfunction(path: Path, backbone, seed: int, name: str) -> Path:
 def served(tmp_path_factory):
     d = tmp_path_factory.mktemp("app")
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    from asyrp.tasks import build_backbone
+    from asyrp.tasks.toolbox import build_backbone
 
     bb = build_backbone(compose("app", [], output_dir=d).arch)
     files = [_hfunction(d / "a.pt", bb, 0, "smiling"), _hfunction(d / "b.pt", bb, 1, "glasses")]

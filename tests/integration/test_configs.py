@@ -7,7 +7,8 @@ from omegaconf import OmegaConf
 
 from asyrp.config import CONF_DIR, compose
 from asyrp.data import AsyrpDataModule
-from asyrp.tasks import instantiate_list, train
+from asyrp.tasks.toolbox import instantiate_list
+from asyrp.tasks.train import train
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 

@@ -13,12 +13,12 @@ from helpers import images, tiny_backbone
 from asyrp.directions import (boundary_direction, direction_hfunction, jacobian_directions, mean_diff_direction,
                               oracle_labels, pca_directions, record_walk, save_direction, target_gain,
                               top_singular_vectors)
-from asyrp.directions.task import discover
+from asyrp.tasks.discover import discover
 from asyrp.hfunctions import Composition, load_hfunction_checkpoint
 from asyrp.plan import EditPlan
 from asyrp.samplers import ddim_invert, edit as asyrp_edit
 from asyrp.schedules import alphas_cumprod, make_betas, timesteps
-from asyrp.tasks import edit
+from asyrp.tasks.edit import edit
 from asyrp.config import compose
 from asyrp.ops.errors import AsyrpUserError
 from asyrp.ops.io import atomic_write_png

@@ -11,7 +11,8 @@ from helpers import images
 from PIL import Image
 
 from asyrp.hfunctions import load_official_hfunction
-from asyrp.tasks import edit, train
+from asyrp.tasks.edit import edit
+from asyrp.tasks.train import train
 from asyrp.config import compose
 from asyrp.ops.errors import AsyrpUserError
 from asyrp.ops.io import atomic_write_png
@@ -127,10 +128,12 @@ def test_composition_keeps_each_function_in_its_own_interval(trained, faces, tmp
         b = np.asarray(Image.open(tmp_path / "alone" / name), dtype=np.int16)
         assert np.abs(a - b).max() <= 2
     # inside the run: the composed functions are zero outside their own intervals (t 333: only the low one acts)
-    from asyrp.tasks import _EditJob
+    from asyrp.tasks.edit import EditLoop
+    from asyrp.tasks.edit_request import edit_request
 
-    job = _EditJob(edit_cfg(tmp_path, f"[{trained / 'hfunction.pt'},{low}]", faces, f"output_dir={tmp_path / 'j'}"),
-                   [trained / "hfunction.pt", low])
+    req = edit_request(edit_cfg(tmp_path, f"[{trained / 'hfunction.pt'},{low}]", faces, f"output_dir={tmp_path / 'j'}"),
+                       [trained / "hfunction.pt", low])
+    job = EditLoop(req, tmp_path / "j")
     job.load_networks()
     x = torch.randn(2, 3, 32, 32)
     for t, active in ((999, [True, True]), (666, [True, True]), (333, [False, True])):

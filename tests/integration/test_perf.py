@@ -295,7 +295,7 @@ def test_torch_compile_within_tolerance():
     assert _rel(out, ref) < 1e-4 and _rel(pair[2:], ref) < 1e-4, time.perf_counter() - t0
 
 
-# -- the options wired into the tasks (asyrp.tasks.train / edit, the perf config group) ----------------------------
+# -- the options wired into the tasks (asyrp.tasks.train / asyrp.tasks.edit, the perf config group) ----------------------------
 # everything that has an "off" on CPU, forced off. sdpa is left out: on CPU its default ("auto") keeps diffusers'
 # own attention (SDPA), which sdpa=false would replace by the explicit softmax (a 1e-5 change, tested above).
 FORCED_OFF = ["perf.autocast=null", "perf.channels_last=false", "perf.compile=false", "perf.inference_mode=false",
@@ -347,7 +347,7 @@ def test_perf_composes_in_the_task_configs(task, tmp_path):
 def smoke_run(tmp_path_factory):
     """One smoke training run with the perf defaults: its h-function and the objects train() returns."""
     from asyrp.config import compose
-    from asyrp.tasks import train
+    from asyrp.tasks.train import train
 
     out = tmp_path_factory.mktemp("perf_train")
     _, objects = train(compose("train", SMOKE + [f"dataset.cache_dir={out / 'cache'}"], output_dir=out))
@@ -356,7 +356,7 @@ def smoke_run(tmp_path_factory):
 
 def test_train_with_perf_defaults_is_unchanged_on_cpu(smoke_run, tmp_path, monkeypatch):
     from asyrp.config import compose
-    from asyrp.tasks import train
+    from asyrp.tasks.train import train
 
     out, objects = smoke_run
     bb = objects["backbone"]
@@ -377,7 +377,7 @@ def test_train_channels_last_reaches_the_backbone(tmp_path, monkeypatch):
     import pytorch_lightning as pl
 
     from asyrp.config import compose
-    from asyrp.tasks import train
+    from asyrp.tasks.train import train
 
     real_fit, pickled = pl.Trainer.fit, []
 
@@ -420,7 +420,7 @@ def _conv_channels_last(backbone) -> bool:
 
 @pytest.fixture()
 def spy_edit(monkeypatch):
-    """Records, for every batch asyrp.tasks.edit runs, the backbone, the edited images and the grad mode."""
+    """Records, for every batch the edit task runs, the backbone, the edited images and the grad mode."""
     import asyrp.samplers as samplers
 
     calls: list[dict] = []
@@ -439,7 +439,7 @@ def spy_edit(monkeypatch):
 def _edit(smoke_run, tmp_path, name, spy, *extra):
     from asyrp.config import compose
     from asyrp.ops.io import atomic_write_png
-    from asyrp.tasks import edit as edit_task
+    from asyrp.tasks.edit import edit as edit_task
 
     faces = tmp_path / "faces"
     if not faces.is_dir():
@@ -457,7 +457,7 @@ def _edit(smoke_run, tmp_path, name, spy, *extra):
 
 
 def test_edit_with_perf_defaults_is_unchanged_on_cpu(smoke_run, tmp_path, spy_edit, monkeypatch):
-    """asyrp.tasks.edit with the perf defaults on CPU: the same images, bit for bit, as with the options forced off
+    """The edit task with the perf defaults on CPU: the same images, bit for bit, as with the options forced off
     and as the task before perf was wired in; inference_mode forced on changes nothing either."""
     x_def, png_def, calls = _edit(smoke_run, tmp_path, "defaults", spy_edit)
     assert all(not c["inference"] and not c["grad"] for c in calls)  # no_grad, as before

@@ -65,10 +65,11 @@ def test_every_entry_point_walks_the_plans_timesteps(spacing, faces, tmp_path, r
     from hydra.core.hydra_config import HydraConfig
 
     from asyrp.config import compose
-    from asyrp.directions.task import discover
+    from asyrp.tasks.discover import discover
     from asyrp.editor import load_editor
-    from asyrp.sweep import edit_config, edit_quality
-    from asyrp.tasks import edit, train
+    from asyrp.tasks.edit_quality import edit_config, edit_quality
+    from asyrp.tasks.edit import edit
+    from asyrp.tasks.train import train
 
     plan = EditPlan(n_inv=N_INV, n_gen=N_GEN, t0=T0, t_edit=T_EDIT, t_boost=T_BOOST, spacing=spacing)
     # inversion evaluates the network at seq_inv[:-1], every generation walk (cache, training, edits) at seq_gen

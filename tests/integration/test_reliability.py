@@ -13,7 +13,10 @@ from helpers import images, tiny_hfunction_file
 from PIL import Image
 
 import asyrp.ops.claims as claims
-import asyrp.tasks as tasks
+import asyrp.tasks.edit as edit_task
+import asyrp.tasks.train as train_task
+import asyrp.tasks.toolbox as toolbox
+import asyrp.tasks.edit_request as edit_request
 from asyrp.checks import check_arch
 from asyrp.config import compose
 from asyrp.data.images import scan_images
@@ -71,17 +74,17 @@ def test_backbone_checkpoint_faults_name_the_file_and_the_fix(tmp_path):
     for name in ("trunc.ckpt", "junk.ckpt"):
         arch["checkpoint"] = str(tmp_path / name)
         with pytest.raises(AsyrpUserError, match=rf"{name}.*re-download"):
-            tasks.build_backbone(arch)
+            toolbox.build_backbone(arch)
     # another family (an ADM checkpoint for a DDPM config) and another size (channels differ)
     adm = torch.load(REF / "adm_tiny.pt", weights_only=True)
     torch.save(adm["state_dict"], tmp_path / "adm.ckpt")
     arch["checkpoint"] = str(tmp_path / "adm.ckpt")
     with pytest.raises(AsyrpUserError, match=r"adm.ckpt.*does not fit family 'ddpm'.*(arch=|config)"):
-        tasks.build_backbone(arch)
+        toolbox.build_backbone(arch)
     arch["checkpoint"] = str(good)
     arch["config"] = dict(tiny["config"], ch=int(tiny["config"]["ch"]) * 2)
     with pytest.raises(AsyrpUserError, match=r"good.ckpt.*mis-shaped keys"):
-        tasks.build_backbone(arch)
+        toolbox.build_backbone(arch)
 
 
 def test_pickled_code_in_checkpoints_is_refused_never_run(tmp_path, world):
@@ -89,7 +92,7 @@ def test_pickled_code_in_checkpoints_is_refused_never_run(tmp_path, world):
     arch, tiny = _tiny_arch(tmp_path / "evil.ckpt")
     torch.save({"state_dict": tiny["state_dict"], "hook": _Payload(str(marker))}, tmp_path / "evil.ckpt")
     with pytest.raises(AsyrpUserError, match=r"evil.ckpt.*refused for safety"):
-        tasks.build_backbone(arch)
+        toolbox.build_backbone(arch)
     torch.save({"0": torch.load(world["official"], weights_only=True)["0"], "hook": _Payload(str(marker))},
                tmp_path / "evil.pth")
     with pytest.raises(AsyrpUserError, match=r"evil.pth.*refused for safety.*re-save its tensors only"):
@@ -137,7 +140,7 @@ def test_resume_checkpoint_faults_one_line_before_any_work(tmp_path, world, no_n
         run_dir = tmp_path / f"run_{Path(name).stem}"
         cfg = compose("train", ["debug=smoke", f"ckpt_path={tmp_path / name}"], output_dir=run_dir)
         with pytest.raises(SystemExit) as exc:
-            run_cli(tasks.train, cfg)
+            run_cli(train_task.train, cfg)
         err = capsys.readouterr().err.strip().splitlines()
         import re
         assert exc.value.code == 2 and len(err) == 1 and re.search(needle, err[0]), err
@@ -149,7 +152,7 @@ def test_resume_checkpoint_faults_one_line_before_any_work(tmp_path, world, no_n
     (tmp_path / "own" / "checkpoints").mkdir()
     (tmp_path / "own" / "checkpoints" / "last.ckpt").write_bytes(data[: len(data) // 3])
     with pytest.raises(SystemExit):
-        run_cli(tasks.train, cfg)
+        run_cli(train_task.train, cfg)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot resume from" in err[0] and "last.ckpt" in err[0] and "delete" in err[0], err
 
@@ -205,7 +208,7 @@ def test_image_zoo_valid_processed_bad_skipped_and_listed(tmp_path, world):
     x, notes = read_image(tmp_path / "zoo" / "d_16bit.png", 32)
     assert x.shape == (3, 32, 32) and -0.9 < float(x.mean()) < 0.9 and any("16" in n for n in notes)
     # end to end: seven images edited (centre-crop + resize to 32), the other files skipped and listed in the manifest
-    res = tasks.edit(edit_cfg(tmp_path / "run", f"checkpoint={world['hf']}", f"input_dir={tmp_path / 'zoo'}",
+    res = edit_task.edit(edit_cfg(tmp_path / "run", f"checkpoint={world['hf']}", f"input_dir={tmp_path / 'zoo'}",
                               "grid_rows=3"))
     out = tmp_path / "run" / "edited"
     assert res["edited"] == 7
@@ -228,14 +231,14 @@ def test_image_zoo_valid_processed_bad_skipped_and_listed(tmp_path, world):
 def test_empty_or_unusable_folder_is_one_error_and_no_output(tmp_path, world):
     (tmp_path / "empty").mkdir()
     with pytest.raises(AsyrpUserError, match="no images"):
-        tasks.edit(edit_cfg(tmp_path / "r", f"checkpoint={world['hf']}", f"input_dir={tmp_path / 'empty'}"))
+        edit_task.edit(edit_cfg(tmp_path / "r", f"checkpoint={world['hf']}", f"input_dir={tmp_path / 'empty'}"))
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.png").write_bytes(b"")
     (tmp_path / "bad" / "y.png").write_bytes(b"junk")
     with pytest.raises(AsyrpUserError, match=r"none of the 2 files .*x.png: empty file"):
-        tasks.edit(edit_cfg(tmp_path / "r", f"checkpoint={world['hf']}", f"input_dir={tmp_path / 'bad'}"))
+        edit_task.edit(edit_cfg(tmp_path / "r", f"checkpoint={world['hf']}", f"input_dir={tmp_path / 'bad'}"))
     with pytest.raises(AsyrpUserError, match="no files match"):
-        tasks.edit(edit_cfg(tmp_path / "r", f"checkpoint={world['hf']}", f"input_dir={tmp_path / 'bad'}/*.jpg"))
+        edit_task.edit(edit_cfg(tmp_path / "r", f"checkpoint={world['hf']}", f"input_dir={tmp_path / 'bad'}/*.jpg"))
     assert not (tmp_path / "r" / "edited").exists()
 
 
@@ -245,8 +248,8 @@ def no_networks(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a network was loaded before the config was checked")
 
-    monkeypatch.setattr(tasks, "build_backbone", boom)
-    monkeypatch.setattr(tasks, "read_hfunction_file", boom)
+    monkeypatch.setattr(toolbox, "build_backbone", boom)
+    monkeypatch.setattr(edit_request, "read_hfunction_file", boom)
 
 
 @pytest.mark.parametrize("overrides,needle", [
@@ -267,7 +270,7 @@ def no_networks(monkeypatch):
 def test_bad_edit_config_rejected_before_work(overrides, needle, tmp_path, world, no_networks, capsys):
     cfg = edit_cfg(tmp_path / "r", f"checkpoint={world['hf']}", f"input_dir={world['faces']}", *overrides)
     with pytest.raises(SystemExit) as exc:
-        run_cli(tasks.edit, cfg)
+        run_cli(edit_task.edit, cfg)
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and len(err) == 1 and err[0].startswith("error: ")
     import re
@@ -278,7 +281,7 @@ def test_bad_edit_config_rejected_before_work(overrides, needle, tmp_path, world
 def test_missing_required_value_names_the_key(tmp_path, world, no_networks, capsys):
     cfg = compose("edit", ["arch=tiny_ddpm", f"input_dir={world['faces']}"], output_dir=tmp_path / "r")
     with pytest.raises(SystemExit):
-        run_cli(tasks.edit, cfg)
+        run_cli(edit_task.edit, cfg)
     assert "checkpoint is required but not set (???): pass checkpoint=" in capsys.readouterr().err
 
 
@@ -292,7 +295,7 @@ def test_missing_required_value_names_the_key(tmp_path, world, no_networks, caps
 def test_bad_train_config_rejected_before_work(override, needle, tmp_path, no_networks, capsys):
     cfg = compose("train", ["debug=smoke", override], output_dir=tmp_path)
     with pytest.raises(SystemExit):
-        run_cli(tasks.train, cfg)
+        run_cli(train_task.train, cfg)
     import re
     assert re.search(needle, capsys.readouterr().err)
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / claims.RUN_STAMP).exists()
@@ -350,7 +353,7 @@ def test_nan_or_inf_loss_stops_and_keeps_the_last_good_checkpoint(bad, needle, t
     cfg = compose("train", ["debug=smoke", "~logger", f"dataset.cache_dir={tmp_path / 'cache'}", "dataset.batch_size=1",
                             "callbacks.edit_grid=null", "trainer.limit_val_batches=0"], output_dir=tmp_path / "run")
     with pytest.raises(TrainingDiverged, match=r"diverged at step 6.*last good checkpoint is .*last.ckpt \(step 4\)") as exc:
-        tasks.train(cfg)
+        train_task.train(cfg)
     import re
     assert re.search(needle, str(exc.value)), str(exc.value)
     ck = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
@@ -362,21 +365,21 @@ def test_nan_or_inf_loss_stops_and_keeps_the_last_good_checkpoint(bad, needle, t
 # == 5. outputs: atomic, never over another run's, the same run resumes ===========================================
 def test_edit_output_dir_belongs_to_one_run(tmp_path, world):
     base = [f"checkpoint={world['hf']}", f"input_dir={world['faces']}", f"output_dir={tmp_path / 'out'}"]
-    tasks.edit(edit_cfg(tmp_path / "r1", *base))
+    edit_task.edit(edit_cfg(tmp_path / "r1", *base))
     first = (tmp_path / "out" / "face_0.png").read_bytes()
-    again = tasks.edit(edit_cfg(tmp_path / "r2", *base))  # same settings: a resume with nothing left to do
+    again = edit_task.edit(edit_cfg(tmp_path / "r2", *base))  # same settings: a resume with nothing left to do
     assert again["edited"] == 0 and again["done_before"] == 3
     with pytest.raises(AsyrpUserError, match="another edit run.*overwrite=true"):
-        tasks.edit(edit_cfg(tmp_path / "r3", *base, "strength=2"))
+        edit_task.edit(edit_cfg(tmp_path / "r3", *base, "strength=2"))
     assert (tmp_path / "out" / "face_0.png").read_bytes() == first
-    res = tasks.edit(edit_cfg(tmp_path / "r4", *base, "strength=2", "overwrite=true"))
+    res = edit_task.edit(edit_cfg(tmp_path / "r4", *base, "strength=2", "overwrite=true"))
     assert res["edited"] == 3 and json.loads((tmp_path / "out" / "manifest.json").read_text())["coefficients"] == [[2.0]]
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temp files left
     # a folder of PNGs that no edit run wrote (no manifest.json) is not written into either
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "face_0.png").write_bytes(first)
     with pytest.raises(AsyrpUserError, match="already holds PNG files that are not from an edit run.*overwrite=true"):
-        tasks.edit(edit_cfg(tmp_path / "r5", *base[:2], f"output_dir={tmp_path / 'photos'}"))
+        edit_task.edit(edit_cfg(tmp_path / "r5", *base[:2], f"output_dir={tmp_path / 'photos'}"))
     assert [p.name for p in (tmp_path / "photos").iterdir()] == ["face_0.png"]
 
 
@@ -417,7 +420,7 @@ def test_lightning_checkpoints_are_renamed_into_place_beside_the_target(tmp_path
     monkeypatch.setattr(io.os, "replace", lambda a, b: (replaced.append((Path(a), Path(b))), real_replace(a, b))[1])
     cfg = compose("train", ["debug=smoke", "~logger", f"dataset.cache_dir={tmp_path / 'cache'}", "callbacks.edit_grid=null",
                             "trainer.limit_val_batches=0", "+trainer.max_steps=2"], output_dir=tmp_path / "run")
-    tasks.train(cfg)
+    train_task.train(cfg)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     moves = [(a, b) for a, b in replaced if b == last]
     assert moves and all(a.parent == last.parent and a.name.startswith(".last.ckpt.") for a, _ in moves), replaced

@@ -156,7 +156,7 @@ def _world(toy):
 
 
 def test_sweep_row_and_experiment_world_agree_through_the_scorer(toy, monkeypatch):
-    from asyrp.sweep import edit_scorer
+    from asyrp.tasks.edit_quality import edit_scorer
 
     calls = []
     score = EditScorer.score

@@ -2,7 +2,7 @@
 
 import pytest
 
-from asyrp.sweep import append_row, best_command, objective, read_table
+from asyrp.tasks.edit_quality import append_row, best_command, objective, read_table
 
 
 def test_objective_is_the_margin_of_the_worse_target_or_clip_minus_drift():
@@ -34,7 +34,7 @@ def test_edit_quality_composes_with_every_synthfaces_experiment(tmp_path):
         cfg = compose("train", ["hparams_search=edit_quality", f"experiment=synthfaces_{attr}"], output_dir=tmp_path)
         assert cfg.optimized_metric == "edit/objective" and cfg.attribute.oracle_target
         assert str(cfg.edit_quality.input_dir).endswith("/select")
-        assert cfg.hydra.sweeper.custom_search_space == "asyrp.sweep.t_edit_below_t0"
+        assert cfg.hydra.sweeper.custom_search_space == "asyrp.tasks.edit_quality.t_edit_below_t0"
         assert set(cfg.hydra.sweeper.params) >= {"plan.t0", "model.optimizer.lr", "model.loss.w_recon", "model.n_iter",
                                                  "model.loss.clip_reference"}
         assert len(cfg.edit_quality.strengths) >= 3  # the edit strength: searched inside every trial

@@ -20,7 +20,7 @@ LEAVES = {"asyrp.ops.errors", "asyrp.ops.io", "asyrp.ops.progress", "asyrp.ops.l
 PROCESS = {"asyrp.ops.faults", "asyrp.ops.cli", "asyrp.ops.claims", "asyrp.ops.secrets", "asyrp.ops.lightning",
            "asyrp.ops.hydra_callbacks"}
 # the task layer and the entry points inside the package (python -m asyrp.synthfaces.data)
-MAY_ACT_ON_THE_PROCESS = ("asyrp.ops", "asyrp.tasks", "asyrp.directions.task", "asyrp.app", "asyrp.synthfaces.data")
+MAY_ACT_ON_THE_PROCESS = ("asyrp.ops", "asyrp.tasks", "asyrp.app", "asyrp.synthfaces.data")
 
 
 def module_name(path: Path) -> str:

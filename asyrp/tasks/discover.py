@@ -35,7 +35,6 @@ def check_discover_config(cfg: DictConfig) -> dict[str, Any]:
     from ..config import as_int
     from ..plan import plan_of
     from ..data.images import scan_images
-    from ..plan import check_schedule
 
     check_complete(cfg)
     check_perf(cfg.get("perf"))
@@ -92,7 +91,7 @@ def writer_labels(folder: Path, files: list[Path], target: str) -> torch.Tensor:
 
 
 def _find(cfg: DictConfig, backbone, walk, labels: torch.Tensor | None) -> tuple[list, dict]:
-    from . import boundary_direction, jacobian_directions, mean_diff_direction, pca_directions
+    from ..directions import boundary_direction, jacobian_directions, mean_diff_direction, pca_directions
 
     m = cfg.method
     try:
@@ -119,7 +118,7 @@ def _find(cfg: DictConfig, backbone, walk, labels: torch.Tensor | None) -> tuple
 def _edit_rows(backbone, a, x_T, d, strengths, plan, cfg) -> torch.Tensor:
     """(K, M, 3, H, W): the M images edited along direction d at each strength (one inversion, batched)."""
     from ..samplers import edit
-    from .files import direction_hfunction
+    from ..directions.files import direction_hfunction
 
     out = edit(backbone, None, direction_hfunction(d), a=a, plan=plan, strength=list(strengths),
                seeds=[int(cfg.seed) + i for i in range(x_T.shape[0])], x_T=x_T)
@@ -140,9 +139,9 @@ def discover(cfg: DictConfig, oracle: Any = None) -> dict[str, Any]:
     from ..data.cache import InversionCache, Source, load_entry
     from ..perf import PassCounter, with_perf
     from ..plan import plan_of
-    from ..tasks import alphas, build_backbone
-    from . import record_walk
-    from .files import save_direction
+    from .toolbox import alphas, build_backbone
+    from ..directions import record_walk
+    from ..directions.files import save_direction
 
     req = check_discover_config(cfg)
     out = Path(str(cfg.output_dir)).expanduser()
@@ -207,15 +206,15 @@ def _oracle_labels_of(cfg: DictConfig, oracle, x0: torch.Tensor) -> torch.Tensor
 def _write(cfg: DictConfig, out: Path, backbone, a, plan, x_T, directions, oracle, cost, req) -> dict[str, Any]:
     """Edit the first images along every direction at each strength (grid + oracle labels), then write the files."""
     from ..grid import save_grid, table_grid
-    from ..ops.io import atomic_write_json
     from ..plan import stored_edit
-    from . import oracle_labels
-    from .files import save_direction
+    from ..ops.io import atomic_write_json
+    from ..directions import oracle_labels
+    from ..directions.files import save_direction
 
     strengths = sorted({0.0, *(float(s) for s in cfg.method.strengths)})
     n_label = min(int(cfg.label_images), x_T.shape[0]) if oracle is not None else 0
     n_grid = min(int(cfg.grid_images), x_T.shape[0])
-    edit_settings = stored_edit(plan, 1.0)
+    stored = stored_edit(plan, 1.0)
     rows, row_labels, records = [], [], []
     t_edit_start = time.perf_counter()
     for d in directions:
@@ -231,7 +230,7 @@ def _write(cfg: DictConfig, out: Path, backbone, a, plan, x_T, directions, oracl
         if cfg.method.name in SUPERVISED:
             extra["attribute"] = str(cfg.attribute.oracle_target)
             extra["label"] = extra["attribute"]
-        path = save_direction(d, out / f"{d.name}.pt", backbone, arch=_plain(cfg.arch), edit=edit_settings,
+        path = save_direction(d, out / f"{d.name}.pt", backbone, arch=_plain(cfg.arch), edit=stored,
                               extra=extra)
         records.append({"file": path.name, "name": d.name, "label": extra["label"],
                         **({k: lab[k] for k in ("main_head", "others_moved", "disentanglement")} if lab else {}),
@@ -247,7 +246,7 @@ def _write(cfg: DictConfig, out: Path, backbone, a, plan, x_T, directions, oracl
                "judge": "synthfaces oracle" if oracle is not None else None, "label_images": n_label,
                "grid": {"file": "grid.png", "rows": f"{len(directions)} directions x {n_grid} images",
                         "columns": [f"strength {s:g}" for s in strengths]},
-               "edit": edit_settings, "cost": cost,
+               "edit": stored, "cost": cost,
                "label_and_grid_seconds": time.perf_counter() - t_edit_start, "directions": records}
     atomic_write_json(summary, out / "directions.json")
     return {"output_dir": out, "files": [out / r["file"] for r in records], "summary": summary}

@@ -1,7 +1,7 @@
 """The ``hparams_search=edit_quality`` objective: a sweep trial is judged by its edits, not by its training loss.
 
 After a trial has trained its h-function through the normal train path, ``edit_quality`` edits a held-out
-*selection* split through the normal edit path (``asyrp.tasks.edit``, with the inversion cache, so no trial after
+*selection* split through the normal edit path (``asyrp.tasks.edit.edit``, with the inversion cache, so no trial after
 the first inverts an image twice) and measures, through ``asyrp.metrics.EditScorer``:
 
 - on any dataset: ``edit/clip_direction`` (directional CLIP score between source and edit), ``edit/psnr_rec``
@@ -33,11 +33,11 @@ import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .ops.errors import AsyrpUserError
-from .plan import FIELDS
+from ..ops.errors import AsyrpUserError
+from ..plan import FIELDS
 
 if TYPE_CHECKING:
-    from .metrics import EditScorer
+    from ..metrics import EditScorer
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def edit_scorer(cfg: DictConfig, clip, oracle: Any = None) -> tuple[EditScorer, 
     """The scorer of a sweep trial and the metrics it reports: CLIP direction (source -> edit), PSNR / LPIPS (when
     ``edit_quality.lpips`` gives weights) of the edit to the unedited reconstruction, and the oracle's success /
     preserved when the attribute has an ``oracle_target`` (``oracle``: passed in by the entry point)."""
-    from .metrics import EditScorer
+    from ..metrics import EditScorer
 
     eq = cfg.edit_quality
     target = cfg.attribute.get("oracle_target") if eq.get("judge", "auto") in ("auto", "oracle") else None
@@ -86,13 +86,13 @@ def edit_scorer(cfg: DictConfig, clip, oracle: Any = None) -> tuple[EditScorer, 
 
 
 def measure(cfg: DictConfig, clip, backbone, res: Mapping[str, Any], oracle: Any = None) -> list[dict[str, float]]:
-    """The edit metrics and objective of one edit run (``res``: what ``asyrp.tasks.edit`` returned), one dict per
+    """The edit metrics and objective of one edit run (``res``: what ``asyrp.tasks.edit.edit`` returned), one dict per
     edit strength of the run (``edit/strength``)."""
     import json
 
-    from .data.cache import cached_inversions
-    from .data.images import read_image_files
-    from .tasks import alphas
+    from ..data.cache import cached_inversions
+    from ..data.images import read_image_files
+    from .toolbox import alphas
 
     eq, out = cfg.edit_quality, Path(res["output_dir"])
     man = json.loads(Path(res["manifest"]).read_text())
@@ -189,7 +189,7 @@ def edit_quality(cfg: DictConfig, objects: Mapping[str, Any], oracle: Any = None
     if not eq.get("input_dir") or not Path(str(eq.input_dir)).exists():
         raise AsyrpUserError(f"edit_quality.input_dir={eq.get('input_dir')} does not exist: write a selection split "
                              "(python -m asyrp.synthfaces.data --n-select 64) or pass edit_quality.input_dir=<folder>")
-    from .tasks import edit
+    from .edit import edit
 
     t_start = time.time()
     run_dir = Path(str(cfg.paths.output_dir))

@@ -1,0 +1,196 @@
+"""The train task (train.py, conf/train.yaml): ``train(cfg) -> (metric_dict, object_dict)`` trains an h-function for
+one attribute; a sweep optimises ``metric_dict[cfg.optimized_metric]`` (``get_metric_value``).
+
+The task only orders the work; the rooms it calls: config checks (asyrp.checks: every problem the user can fix,
+before any network pass or output file, as ONE ``AsyrpUserError``), run folders (asyrp.ops.claims), the h-function
+(asyrp.hfunctions), the plan (asyrp.plan), the inversion cache and data (asyrp.data), the module (asyrp.module).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ..checks import check_perf, check_resume_checkpoint, check_train_config
+from ..ops.claims import claim_train_dir, holds_claims
+from ..ops import faults
+from ..config import plain as _plain
+from ..ops.errors import AsyrpUserError
+from .toolbox import alphas, build_backbone, instantiate_list
+
+if TYPE_CHECKING:
+    from ..perf import PerfConfig
+
+log = logging.getLogger(__name__)
+
+
+def get_metric_value(metric_dict: Mapping[str, Any], name: str | None, required: bool = True) -> float | None:
+    """The value a sweep optimises. Missing: an error in a sweep (required), else None with a warning."""
+    if not name:
+        return None
+    if name not in metric_dict:
+        msg = (f"optimized_metric={name!r} was not logged (logged: {sorted(metric_dict)}); enable validation "
+               "(trainer.limit_val_batches > 0, dataset.n_val > 0) or choose a logged metric")
+        if required:
+            raise AsyrpUserError(msg)
+        log.warning(msg)
+        return None
+    return float(metric_dict[name])
+
+
+def _device(cfg: DictConfig) -> str:
+    acc = str(cfg.trainer.get("accelerator", "cpu"))
+    return "cuda" if acc in ("gpu", "cuda") and torch.cuda.is_available() else "cpu"
+
+
+# -- train -----------------------------------------------------------------------------------------------------
+@holds_claims  # the run folder is this run's until train returns
+def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    import pytorch_lightning as pl
+
+    from ..ops import secrets
+
+    accounted = check_train_config(cfg)  # every user-fixable problem, before any network is loaded or file written
+    faults.require_logger_packages(cfg.get("logger"))  # logger=wandb without wandb: which extra to install
+    _train_folders(cfg)  # unwritable run / cache folders fail here; how to resume, for the fault messages
+    secrets.register(secrets.collect_config_secrets(cfg))
+    secrets.install_log_filter()
+    ckpt_path = cfg.get("ckpt_path")
+    rank0 = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    if ckpt_path:
+        check_resume_checkpoint(ckpt_path)  # before the run folder is claimed: a bad file costs nothing
+    resume_own = claim_train_dir(cfg, write=rank0)
+    if resume_own is not None:
+        check_resume_checkpoint(resume_own, auto=True)  # e.g. torn by a kill during a copy-based write
+    ckpt_path = resume_own or ckpt_path
+    if accounted is not None and rank0:  # the run records which files of dataset.path it used and which it skipped
+        from ..ops.io import atomic_write_json
+
+        atomic_write_json({"source": str(cfg.dataset.path), "used": [str(f) for f in accounted[0]],
+                           "skipped": [{"path": str(f), "reason": r} for f, r in accounted[1]]},
+                          Path(str(cfg.paths.output_dir)) / "inputs.json")
+    pl.seed_everything(int(cfg.seed), workers=True)
+
+    perf = check_perf(cfg.get("perf"))
+    parts = _training_parts(cfg, perf)
+    trainer, callbacks, loggers = _trainer(cfg)
+    if cfg.get("train", True):
+        with faults.doing("training", "dataset.batch_size", int(cfg.dataset.get("batch_size", 1))):
+            trainer.fit(parts["module"], datamodule=parts["datamodule"], ckpt_path=str(ckpt_path) if ckpt_path else None)
+    metric_dict = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    objects = {"cfg": cfg, **parts, "trainer": trainer, "callbacks": callbacks, "loggers": loggers}
+    return metric_dict, objects
+
+
+def _sweep_info() -> tuple[str, str] | None:
+    """(sweep dir, trial number) inside a Hydra multirun, else None."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        return (str(hc.sweep.dir), str(hc.job.num)) if hc.mode == RunMode.MULTIRUN else None
+    except Exception:  # noqa: BLE001 - not under Hydra (tests, notebooks)
+        return None
+
+
+def _train_folders(cfg: DictConfig) -> None:
+    """Check that the run and cache folders can be written (before any work) and say how a stopped run resumes."""
+    out = Path(str(cfg.paths.output_dir))
+    faults.check_writable(out, "hydra.run.dir")
+    if cfg.dataset.get("cache_dir"):
+        faults.check_writable(cfg.dataset.cache_dir, "dataset.cache_dir")
+    sweep = _sweep_info()
+    if sweep is not None:
+        storage = OmegaConf.select(cfg, "hydra.sweeper.storage", default=None)
+        hint = (f"rerun the same command with hydra.sweep.dir={sweep[0]} (trial {sweep[1]} stopped): "
+                + ("the study in its storage continues" if storage else "the study was in memory and starts anew")
+                + "; a trial with the same settings as before (a seeded sampler repeats them) resumes from its folder")
+    else:
+        hint = f"rerun the same command with hydra.run.dir={out}: it resumes from {out / 'checkpoints' / 'last.ckpt'}"
+    faults.set_resume(hint + " (the inversion cache keeps every finished entry)")
+
+
+def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
+    """Backbone, schedule, CLIP, h-function, the DataModule (its inversion cache built here) and the module, all on
+    one plan (the plan group: n_inv, n_gen, t0, t_edit, t_boost, spacing, mode)."""
+    from hydra.utils import instantiate
+
+    from ..clip import load_clip
+    from ..data import AsyrpDataModule
+    from ..hfunctions.build import build_hfunction
+    from ..module import AsyrpModule
+    from ..perf import loader_kwargs, with_perf
+    from ..plan import plan_of
+    from ..ops import secrets
+
+    # speed options (asyrp.perf; auto = on for CUDA), resolved on the device of each input: on the CPU while the
+    # inversion cache is built here, on the training device once Lightning has moved the module
+    backbone = with_perf(build_backbone(cfg.arch), perf)
+    a = alphas(cfg.arch)
+    clip = load_clip(cfg.clip)
+    hf_cfg = _plain(cfg.hfunction)
+    try:
+        hfunc = build_hfunction(hf_cfg, backbone)
+    except (ValueError, FileNotFoundError) as err:
+        raise AsyrpUserError(f"could not build the h-function from hfunction config: {err}") from err
+
+    m = cfg.model
+    plan = plan_of(cfg.plan)
+    # perf.pin_memory (auto: for a CUDA trainer) and perf.num_workers (null: keep dataset.num_workers)
+    dm_kw = {**_plain(cfg.dataset), **loader_kwargs(perf, _device(cfg))}
+    datamodule = AsyrpDataModule(**dm_kw).bind(backbone, a, plan, faults.GUARD)
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        # build the cache here, in the launching process: bad images fail with our error before fit starts;
+        # prepare_data inside fit then finds every entry and computes nothing
+        with faults.doing("building the inversion cache", "dataset.batch_size", int(cfg.dataset.get("batch_size", 1))):
+            datamodule.prepare_data()
+
+    # everything saved (hparams.yaml, last.ckpt, hfunction.pt) goes through redact: no credentials in outputs
+    module = AsyrpModule(
+        hfunc, backbone, clip, a,
+        source=list(cfg.attribute.source), target=list(cfg.attribute.target),
+        optimizer=instantiate(m.optimizer), scheduler=instantiate(m.scheduler) if m.get("scheduler") else None,
+        plan=plan, strength=m.strength, loss=_plain(m.loss), seed=cfg.seed,
+        config=secrets.redact({"hfunction": hf_cfg, "arch": {k: _plain(cfg.arch.get(k)) for k in ("name", "family", "beta_schedule")},
+                               "attribute": _plain(cfg.attribute),
+                               "model": {k: v for k, v in _plain(m).items() if k not in ("optimizer", "scheduler")},
+                               "plan": _plain(cfg.plan),
+                               "run": secrets.redact(_plain(cfg))}),
+    )
+    return {"module": module, "datamodule": datamodule, "backbone": backbone, "clip": clip}
+
+
+def _trainer(cfg: DictConfig) -> tuple[Any, list, list]:
+    """The Lightning Trainer with the configured callbacks and loggers, plus the ones every run needs."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from ..callbacks import FiniteGuard, ProgressLog, StopOnSignal
+    from ..ops import secrets
+    from ..ops.lightning import AtomicCheckpointIO
+
+    callbacks = instantiate_list(cfg.get("callbacks"))
+    loggers = instantiate_list(cfg.get("logger"))
+    if not loggers:  # nothing to report a learning rate to (logger=null / ~logger)
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
+    if not any(isinstance(c, FiniteGuard) for c in callbacks):
+        callbacks.append(FiniteGuard())  # NaN/inf stops the run before a bad checkpoint is written
+    callbacks.append(StopOnSignal(faults.GUARD))  # Ctrl-C / SIGTERM: last.ckpt at the end of the batch, one line, 130 / 143
+    if cfg.trainer.get("enable_progress_bar", True) and not any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks):
+        callbacks.append(ProgressLog())  # a bar on a terminal, timed lines in a log or pipe
+    for lg in loggers:
+        if isinstance(lg, pl.loggers.WandbLogger) and lg.save_dir and "WANDB_DIR" not in os.environ:
+            # spawned ranks attach to the launcher's run but resolve media paths from WANDB_DIR (default: cwd)
+            os.environ["WANDB_DIR"] = str(lg.save_dir)
+        if isinstance(lg, pl.loggers.WandbLogger):
+            secrets.guard_wandb_init()  # W&B records sys.argv: a key passed as an override must not reach it
+    # last.ckpt is written to a temporary file beside it, then renamed (Lightning's writer may copy from /tmp).
+    # hparams reach the loggers through Lightning inside fit (on rank 0 of the training processes): creating the
+    # W&B run here, in the launcher, would leave spawned ranks attached to a run they cannot write media to
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
+    return trainer, callbacks, loggers
