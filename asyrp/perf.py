@@ -67,11 +67,6 @@ class PerfConfig:
         return cls(**dict(cfg))
 
 
-def _device_of(module: torch.nn.Module) -> torch.device:
-    p = next(module.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def _on(value: Any, device: torch.device) -> bool:
     """Resolve an on/off/auto option: auto = on for CUDA."""
     if value == AUTO:

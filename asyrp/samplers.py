@@ -115,19 +115,6 @@ def ddim_walk(
     return x
 
 
-def ddim_step(
-    backbone: Backbone,
-    x_t: torch.Tensor,
-    t: int,
-    t_next: int,
-    a: torch.Tensor,
-    eta: float = 0.0,
-    noise: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """One DDIM step from t to t_next (either direction: t_next > t inverts). One full network pass."""
-    return ddim_walk(backbone, x_t, [(t, t_next)], a, eta=eta, noise=None if noise is None else lambda *_: noise)
-
-
 @torch.no_grad()
 def ddim_invert(backbone: Backbone, x0: torch.Tensor, seq: Sequence[int], a: torch.Tensor) -> torch.Tensor:
     """Deterministic DDIM inversion x0 -> x_T along ``seq`` (no clipping: clipping would break invertibility)."""
@@ -397,8 +384,3 @@ def _is_multi(strength: Coefficients, hfunc) -> bool:
         return False
     c = torch.as_tensor(strength)
     return c.dim() == 2 or (c.dim() == 1 and not (n_components(hfunc) > 1 and c.numel() == n_components(hfunc)))
-
-
-def reconstruct(backbone: Backbone, x0: torch.Tensor, *, a: torch.Tensor, plan: EditPlan, **kw) -> EditResult:
-    """The unedited counterpart of ``edit`` (same inversion, boosting and seeds): ``edit(..., hfunc=None)``."""
-    return edit(backbone, x0, None, a=a, plan=plan, **kw)

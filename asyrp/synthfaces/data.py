@@ -14,40 +14,12 @@ import argparse
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
 from ..ops.cli import run_cli
 from ..ops.errors import AsyrpUserError
 from ..ops.io import atomic_path, atomic_write_json
-from .render import HEADS, render, sample_face
+from .render import render, sample_face
 
 SPLIT_SEEDS = {"train": 1, "test": 2, "select": 3, "labelled": 4}
-
-
-class SynthFaces(torch.utils.data.Dataset):
-    """Faces of dataset ``seed`` rendered on the fly: item i = (image (3, size, size) in [-1, 1], labels (len(HEADS),)
-    long: the class index per oracle head, in ``HEADS`` order). Deterministic in (seed, i)."""
-
-    heads = tuple(HEADS)
-
-    def __init__(self, seed: int = 0, n: int = 10_000, size: int = 32):
-        self.seed, self.n, self.size = seed, n, size
-
-    def __len__(self) -> int:
-        return self.n
-
-    def face(self, i: int):
-        return sample_face(self.seed, i)
-
-    def __getitem__(self, i: int):
-        import numpy as np
-
-        if not 0 <= i < self.n:
-            raise IndexError(i)
-        f = self.face(i)
-        img = torch.from_numpy(np.asarray(render(f, self.size)).copy()).permute(2, 0, 1).float() / 127.5 - 1
-        labels = f.labels()
-        return img, torch.tensor([labels[k] for k in self.heads])
 
 
 def write_split(folder: str | Path, seed: int, n: int, exclude: dict[str, str] | None = None, size: int = 32,

@@ -109,9 +109,9 @@ def test_measure_along_the_inversion_files_P_t_under_its_own_t():
     ts = [0, 250, 500]
     c = measure_curves(bb, x0, a=A, distance=RMSEDistance(), ts=ts, process="inversion")
     assert c.deficiency[0] == 0.0  # the walk starts at x itself
-    from asyrp.samplers import P_t, ddim_step
+    from asyrp.samplers import P_t, ddim_walk
 
-    x250 = ddim_step(bb, x0, 0, 250, A)
+    x250 = ddim_walk(bb, x0, [(0, 250)], A)
     P250 = P_t(x250, bb.eps(bb(x250, 250)), A[250])
     d = RMSEDistance()
     assert abs(c.strength[1] - d(x0, P250).mean().item()) < 1e-5

@@ -13,10 +13,9 @@ from asyrp.samplers import (
     asyrp_step,
     ddim_generate,
     ddim_invert,
-    ddim_step,
+    ddim_walk,
     edit,
     edit_eps,
-    reconstruct,
 )
 from asyrp.schedules import alphas_cumprod, make_betas, timesteps
 from helpers import images, tiny_backbone
@@ -58,7 +57,7 @@ def test_zero_delta_h_is_exactly_the_ddim_step(bb, hfunc_kind):
     hf = GlobalDirection(bb.h_shape, init_std=0.0) if hfunc_kind == "zero_direction" else _block(bb, zero_init=True)
     for t, t_next in [(999, 973), (513, 487), (25, 0), (0, -1)]:
         res = asyrp_step(bb, x, t, t_next, A, hf)
-        ref = ddim_step(bb, x, t, t_next, A)
+        ref = ddim_walk(bb, x, [(t, t_next)], A)
         assert torch.count_nonzero(res.delta_h) == 0
         assert (res.x_next - ref).abs().max().item() < 1e-6
         assert (res.P_edit - res.P_orig).abs().max().item() < 1e-6
@@ -84,7 +83,7 @@ def test_symmetric_differs_and_moves_less_than_asymmetric(bb):
     """Same eps_edit in both, but the symmetric step also shifts D_t, which partly cancels the change of P_t."""
     x = torch.randn(2, 3, 16, 16)
     hf = _direction(bb, 0.3)
-    ref = ddim_step(bb, x, 713, 570, A)
+    ref = ddim_walk(bb, x, [(713, 570)], A)
     asy = asyrp_step(bb, x, 713, 570, A, hf, mode="asyrp")
     sym = asyrp_step(bb, x, 713, 570, A, hf, mode="symmetric")
     assert (asy.x_next - sym.x_next).abs().max().item() > 1e-3
@@ -119,14 +118,14 @@ def test_edit_eps_is_differentiable_wrt_the_hfunction_only(bb):
 def test_baseline_modes(bb):
     x = torch.randn(2, 3, 16, 16)
     img_dir = GlobalDirection((3, 16, 16), init_std=0.1)
-    ref = ddim_step(bb, x, 700, 600, A)
+    ref = ddim_walk(bb, x, [(700, 600)], A)
     # eps_shift: eps_edit = eps + delta in P_t only; D_t keeps eps
     es = edit_eps(bb, x, 700, img_dir, mode="eps_shift", strength=2.0)
     assert torch.allclose(es.eps_edit - es.eps, 2.0 * img_dir.delta_h.expand(2, -1, -1, -1), atol=1e-6)
     assert torch.allclose(es.eps, bb.eps(bb(x, 700)), atol=1e-5)
     # x_shift: a plain DDIM step from the shifted latent
     xs = asyrp_step(bb, x, 700, 600, A, img_dir, mode="x_shift")
-    assert torch.allclose(xs.x_next, ddim_step(bb, x + img_dir.delta_h, 700, 600, A), atol=1e-5)
+    assert torch.allclose(xs.x_next, ddim_walk(bb, x + img_dir.delta_h, [(700, 600)], A), atol=1e-5)
     assert (xs.x_next - ref).abs().max() > 1e-3
     with pytest.raises(ValueError, match="unknown mode"):
         edit_eps(bb, x, 700, img_dir, mode="nope")
@@ -149,7 +148,7 @@ def test_strength_zero_is_the_plain_reconstruction_exactly(bb):
         assert torch.equal(res.x_edit, x_rec)
     # with quality boosting the reconstruction is the same call without an edit, same seeds
     a = edit(bb, x0, hf, **KW, strength=0.0, seeds=[3, 4])
-    b = reconstruct(bb, x0, a=A, plan=replace(PLAN, t_edit=None), seeds=[3, 4])
+    b = edit(bb, x0, None, a=A, plan=replace(PLAN, t_edit=None), seeds=[3, 4])
     assert torch.equal(a.x_edit, b.x_edit)
     assert not torch.equal(a.x_edit, x_rec)  # boosting did inject noise
     # and a real edit changes the output
