@@ -296,11 +296,5 @@ class PassCounter:
     def rows(self, kind: str) -> int:
         return sum(c.rows for c in self.calls if c.kind == kind)
 
-    def n_calls(self, kind: str) -> int:
-        return sum(1 for c in self.calls if c.kind == kind)
-
-    def decode_rows(self) -> list[int]:
-        return [c.rows for c in self.calls if c.kind == "decode"]
-
     def seconds(self, kind: str | None = None) -> float:
         return sum(c.end - c.start for c in self.calls if kind is None or c.kind == kind)
