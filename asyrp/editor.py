@@ -113,15 +113,14 @@ def load_editor(arch: Any, checkpoints: Sequence[str | Path], overrides: dict[st
     settings resolved like edit.py does: explicit ``overrides``, else the first file's, else ``fallback`` (the
     plan's interval preset: t_edit, t_boost), through the one resolver (asyrp.plan.resolve_plan). Files trained on
     different intervals each act in their own, as in edit.py (asyrp.plan.own_intervals)."""
-    from .checks import check_hfunction_mode, check_perf
+    from . import build
+    from .checks import check_hfunction_mode
     from .hfunctions.files import hfunction_from_payload, read_hfunction_file
-    from .perf import with_perf
     from .plan import in_own_intervals, resolve_plan
-    from .tasks.toolbox import alphas, build_backbone
 
     payloads = [read_hfunction_file(c) for c in checkpoints]
     torch.manual_seed(int(overrides.get("seed") or 0))  # a random test backbone comes out the same every time
-    backbone = with_perf(build_backbone(arch, device=device), check_perf(perf))
+    backbone = build.backbone(arch, device=device, perf=perf)
     fns, names, defaults, edits = [], [], [], []
     for p, c in zip(payloads, checkpoints):
         fn, meta = hfunction_from_payload(p, c, backbone, arch.get("name"))
@@ -133,5 +132,5 @@ def load_editor(arch: Any, checkpoints: Sequence[str | Path], overrides: dict[st
     check_hfunction_mode(plan.mode, "plan.mode", [p.get("hfunction") if isinstance(p, dict) else None for p in payloads])
     scales = [w["step_scale"] for w in windows] if windows else []
     fns = in_own_intervals(fns, windows) if windows else fns
-    return Editor(backbone, fns, names, alphas(arch).to(next(backbone.parameters()).device), plan,
+    return Editor(backbone, fns, names, build.alpha_bar(arch).to(next(backbone.parameters()).device), plan,
                   int(overrides.get("seed") or 0), defaults, scales=scales)

@@ -295,8 +295,7 @@ def setup(args: argparse.Namespace, find_oracle: Callable[[Path | None], Any] | 
     import the toy world."""
     from omegaconf import OmegaConf
 
-    from .clip import load_clip
-    from .tasks.toolbox import alphas, build_backbone
+    from . import build
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("asyrp.backbones").setLevel(logging.ERROR)
@@ -322,9 +321,9 @@ def setup(args: argparse.Namespace, find_oracle: Callable[[Path | None], Any] | 
     arch_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "arch" / f"{args.arch}.yaml"), resolve=True)
     if args.checkpoint:
         arch_cfg["checkpoint"] = str(Path(args.checkpoint).resolve())
-    backbone = build_backbone(arch_cfg, device=args.device)
-    clip = load_clip(OmegaConf.load(ROOT / "conf" / "clip" / f"{args.clip}.yaml"), device=args.device)
-    a = alphas(arch_cfg).to(args.device)
+    backbone = build.backbone(arch_cfg, device=args.device)
+    clip = build.clip(OmegaConf.load(ROOT / "conf" / "clip" / f"{args.clip}.yaml"), device=args.device)
+    a = build.alpha_bar(arch_cfg).to(args.device)
 
     oracle = None
     if args.oracle != "none" and (args.oracle != "auto" or synth):

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
+from asyrp import build
 from asyrp.config import compose
 from asyrp.data.cache import cached_inversions
 from asyrp.data.images import scan_images
 from asyrp.plan import EditPlan
 from asyrp.synthfaces.oracle import load_oracle
 from asyrp.synthfaces.render import HEADS
-from asyrp.tasks.toolbox import alphas, build_backbone
 
 
 def onset(rows: list[dict]) -> int | None:
@@ -44,10 +44,10 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=40)
     a = p.parse_args(argv)
     cfg = compose("train", ["experiment=synthfaces_smiling"])
-    backbone = build_backbone(cfg.arch)
+    backbone = build.backbone(cfg.arch)
     files, _ = scan_images(a.images, None, 32)
     plan = EditPlan(n_inv=a.steps, n_gen=a.steps, t0=a.t0)
-    entries = cached_inversions(a.cache, backbone, alphas(cfg.arch), files, plan, image_size=32, batch_size=16)
+    entries = cached_inversions(a.cache, backbone, build.alpha_bar(cfg.arch), files, plan, image_size=32, batch_size=16)
     oracle = load_oracle()
     P = torch.stack([e["P_orig"] for e in entries]).float()  # (N, K, 3, H, W), K generation steps (t descending)
     ts = entries[0]["t"].tolist()

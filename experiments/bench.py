@@ -53,17 +53,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from omegaconf import OmegaConf  # noqa: E402
-
-from asyrp import samplers  # noqa: E402
-from asyrp.backbones import load_backbone  # noqa: E402
+from asyrp import build, samplers  # noqa: E402
 from asyrp.hfunctions import Composition, DeltaBlock, apply_hfunction  # noqa: E402
 from asyrp.perf import PassCounter, with_perf  # noqa: E402
 from asyrp.plan import EditPlan  # noqa: E402
 from asyrp.samplers import P_t, ddim_update, generation_pairs, inversion_pairs  # noqa: E402
-from asyrp.schedules import alpha_at, alphas_cumprod, make_betas, timesteps  # noqa: E402
+from asyrp.schedules import alpha_at, timesteps  # noqa: E402
+from asyrp.config import compose, plain  # noqa: E402
 
-CONF = ROOT / "conf"
 _DDIM_INVERT = samplers.ddim_invert  # the bench's inversion clock (patched into samplers.edit) calls the original
 WORKLOADS = ("edit", "edit_cached", "train", "strip", "compose", "cache")
 
@@ -149,15 +146,16 @@ def _timed(clock: dict[str, float], name: str):
 
 
 def load_arch(name: str, device: str):
-    arch = OmegaConf.load(CONF / "arch" / f"{name}.yaml")
+    """(arch config, bare backbone, alpha_bar, random weights?): random weights when the checkpoint is absent (only
+    the architecture matters for cost)."""
     os.environ.setdefault("ASYRP_ROOT", str(ROOT))
-    arch = OmegaConf.to_container(arch, resolve=True)
+    arch = plain(compose("train", [f"arch={name}"]).arch)
     ckpt = arch.get("checkpoint")
     random_weights = not (ckpt and Path(ckpt).exists())
+    if random_weights:
+        arch["checkpoint"] = None
     torch.manual_seed(0)
-    bb = load_backbone(arch["family"], arch["config"], None if random_weights else ckpt, device=device)
-    a = alphas_cumprod(make_betas(arch.get("beta_schedule", "linear")))
-    return arch, bb, a, random_weights
+    return arch, build.backbone(arch, device=device), build.alpha_bar(arch), random_weights
 
 
 def make_hfunc(bb, family: str, seed: int = 0):
@@ -170,13 +168,11 @@ def make_hfunc(bb, family: str, seed: int = 0):
 
 
 def load_clip_for_bench(device: str):
-    from asyrp.clip import load_clip
-
     os.environ.setdefault("ASYRP_ROOT", str(ROOT))
-    cfg = OmegaConf.to_container(OmegaConf.load(CONF / "clip" / "synthfaces.yaml"), resolve=True)
+    cfg = plain(compose("train", ["clip=synthfaces"]).clip)
     if not Path(cfg["weights"]).exists():
-        cfg = OmegaConf.to_container(OmegaConf.load(CONF / "clip" / "tiny.yaml"), resolve=True)
-    return load_clip(cfg, device=device), cfg["name"]
+        cfg = plain(compose("train", ["clip=tiny"]).clip)
+    return build.clip(cfg, device=device), cfg["name"]
 
 
 def smooth_images(n: int, size: int, channels: int = 3, seed: int = 0) -> torch.Tensor:

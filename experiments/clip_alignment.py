@@ -11,8 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from asyrp.clip import load_clip
-from asyrp.config import compose, plain
+from asyrp import build
+from asyrp.config import compose
 from asyrp.synthfaces.oracle import to_tensor
 from asyrp.synthfaces.render import render, sample_face
 
@@ -33,7 +33,7 @@ def images(faces) -> torch.Tensor:
 
 @torch.no_grad()
 def main(n: int = 64) -> None:
-    clip = load_clip(plain(compose("train", ["experiment=synthfaces_smiling"]).clip))
+    clip = build.clip(compose("train", ["experiment=synthfaces_smiling"]).clip)
     faces = [sample_face(7, i) for i in range(400)]  # dataset seed 7: none of the splits the recipes use
     for name, (lacks, change) in EDITS.items():
         attr = compose("train", [f"experiment=synthfaces_{name}"]).attribute

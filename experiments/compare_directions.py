@@ -142,12 +142,12 @@ def train_cost(log_path: str | None, settings: dict, n_train: int, epochs: int) 
 
 
 def row(ctx, name: str, path: Path, train_logs: dict) -> dict:
-    from asyrp.hfunctions import load_hfunction_checkpoint
+    from asyrp import build
 
     sign, summary = 1.0, None
     if path.is_dir():
         path, sign, summary = pick_direction(path, ctx["target"])
-    hfunc, meta = load_hfunction_checkpoint(path, ctx["backbone"], "synthfaces")
+    hfunc, meta = build.trained_hfunction(path, ctx["backbone"], "synthfaces")
     settings = {k: meta["edit"][k] for k in ("n_inv", "n_gen", "t0", "t_edit", "t_boost")}
     settings["mode"] = meta["edit"].get("mode") or "asyrp"
     method = (meta.get("direction") or {}).get("method", "asyrp")
@@ -174,22 +174,20 @@ def row(ctx, name: str, path: Path, train_logs: dict) -> dict:
 
 
 def main(argv=None) -> None:
-    from omegaconf import OmegaConf
-
+    from asyrp import build
+    from asyrp.config import compose
     from asyrp.data.images import read_images, read_image_files
     from asyrp.synthfaces.oracle import load_oracle
-    from asyrp.tasks.toolbox import alphas, build_backbone
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.manual_seed(args.seed)
-    arch = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "arch" / "synthfaces.yaml"), resolve=True)
-    attr = OmegaConf.load(ROOT / "conf" / "attribute" / f"{args.attribute}.yaml")
-    target = str(attr.oracle_target)
+    cfg = compose("train", ["arch=synthfaces", f"attribute={args.attribute}"])
+    target = str(build.attribute(cfg.attribute)["oracle_target"])
     head, value = target.split("=", 1)
     labels = json.loads((Path(args.select) / "attributes.json").read_text())
     sel_files = [Path(args.select) / n for n in sorted(labels) if str(labels[n][head]) != value][:args.n_select]
-    ctx = {"backbone": build_backbone(arch).freeze(), "a": alphas(arch), "oracle": load_oracle(), "target": target,
+    ctx = {"backbone": build.backbone(cfg.arch), "a": build.alpha_bar(cfg.arch), "oracle": load_oracle(), "target": target,
            "test": read_images(args.test, 32, args.n_test), "select": read_image_files(sel_files, 32),
            "seeds": [args.seed + i for i in range(max(args.n_test, args.n_select))], "inversions": {}, "recon": {},
            "select_asyrp": args.select_asyrp}

@@ -25,22 +25,20 @@ from asyrp.interval import (  # noqa: E402
     make_distance,
     measure_curves,
 )
+from asyrp import build  # noqa: E402
 from asyrp.data.images import read_images  # noqa: E402
-from asyrp.schedules import alphas_cumprod, make_betas  # noqa: E402
+from asyrp.config import compose, plain  # noqa: E402
 
-def build_backbone(args) -> tuple[torch.nn.Module, str]:
-    from omegaconf import OmegaConf
 
-    from asyrp.backbones import load_backbone
-
-    arch = OmegaConf.load(ROOT / "conf" / "arch" / f"{'tiny_ddpm' if args.tiny else args.arch}.yaml")
-    config = OmegaConf.to_container(arch.config, resolve=True)
+def arch_config(args) -> dict:
+    """The arch of the command line (--tiny: tiny_ddpm, random weights, at --image-size)."""
     if args.tiny:  # random weights (seeded); the image size follows --image-size
         torch.manual_seed(0)
-        config["image_size"] = args.image_size or 16
-    checkpoint = None if args.tiny else args.checkpoint or OmegaConf.to_container(arch, resolve=True).get("checkpoint")
-    bb = load_backbone(arch.family, config, checkpoint, device=args.device)
-    return bb, str(arch.get("beta_schedule", "linear"))
+        return plain(compose("train", ["arch=tiny_ddpm", f"arch.config.image_size={args.image_size or 16}"]).arch)
+    arch = plain(compose("train", [f"arch={args.arch}"]).arch)
+    if args.checkpoint:
+        arch["checkpoint"] = args.checkpoint
+    return arch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,11 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("outputs/interval"))
     args = ap.parse_args(argv)
 
-    backbone, schedule = build_backbone(args)
-    backbone = backbone.to(args.device)
+    arch = arch_config(args)
+    backbone = build.backbone(arch, device=args.device)
     size = args.image_size or backbone.image_size
     x0 = read_images(args.images, size, args.n_images, what="--images").to(args.device)
-    a = alphas_cumprod(make_betas(schedule)).to(args.device)
+    a = build.alpha_bar(arch).to(args.device)
     kw = {"net": args.lpips_net, "backbone_weights": args.lpips_weights} if args.distance == "lpips" else {}
     distance = make_distance(args.distance, **kw).to(args.device)
 

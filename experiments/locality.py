@@ -18,15 +18,15 @@ from pathlib import Path
 
 import torch
 
+from asyrp import build
 from asyrp.config import compose
 from asyrp.data.cache import cached_inversions
 from asyrp.data.images import read_image_files, scan_images
-from asyrp.hfunctions import TimeWindow, load_hfunction_checkpoint
+from asyrp.hfunctions import TimeWindow
 from asyrp.metrics import OracleEditScore
 from asyrp.plan import EditPlan
 from asyrp.samplers import edit
 from asyrp.synthfaces.oracle import load_oracle
-from asyrp.tasks.toolbox import alphas, build_backbone
 
 
 def windows(t0: int, width: int) -> list[tuple[int, int]]:
@@ -50,8 +50,8 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="outputs/locality.json")
     a = p.parse_args(argv)
     cfg = compose("train", ["experiment=synthfaces_smiling"])
-    backbone, a_bar, oracle = build_backbone(cfg.arch), alphas(cfg.arch), load_oracle()
-    fn, _ = load_hfunction_checkpoint(a.hfunction, backbone, "synthfaces")
+    backbone, a_bar, oracle = build.backbone(cfg.arch), build.alpha_bar(cfg.arch), load_oracle()
+    fn, _ = build.trained_hfunction(a.hfunction, backbone, "synthfaces")
     files, _ = scan_images(a.images, None, 32)
     x0 = read_image_files(files, 32)
     steps = EditPlan(n_inv=a.steps, n_gen=a.steps, t0=a.t0, t_boost=0)

@@ -25,15 +25,14 @@ from pathlib import Path
 
 import torch
 
-from asyrp.clip import load_clip
-from asyrp.config import compose, plain
+from asyrp import build
+from asyrp.config import compose
 from asyrp.data.cache import cached_inversions
 from asyrp.data.images import read_image_files
 from asyrp.metrics import EditScorer
 from asyrp.ops.io import file_digest
 from asyrp.plan import EditPlan
 from asyrp.synthfaces.oracle import load_oracle
-from asyrp.tasks.toolbox import alphas, build_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORES = ["n", "clip_direction", "psnr_rec", "oracle"]  # the sweep's metrics (asyrp.tasks.edit_quality.edit_scorer) without LPIPS
@@ -90,7 +89,7 @@ def judge(a, cfg, world, edited: Path, split: str, strengths: list[float], texts
     srcs = [Path(it["source"]) for it in items]
     x_src = read_image_files(srcs, 32)
     steps = EditPlan(n_inv=man["n_inv"], n_gen=man["n_gen"], t0=man["t0"], spacing=man.get("spacing", "official"))
-    entries = cached_inversions(a.cache, backbone, alphas(cfg.arch), srcs, steps, image_size=32)
+    entries = cached_inversions(a.cache, backbone, build.alpha_bar(cfg.arch), srcs, steps, image_size=32)
     x_rec = torch.stack([e["x_rec"] for e in entries]).float()
     scorer = EditScorer(clip=clip, source=list(texts[0]), target=list(texts[1]), oracle=oracle, oracle_target=target)
     rows = []
@@ -144,7 +143,7 @@ def main(argv=None) -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     a.cache = a.cache or str(a.out.parent / "cache")
     cfg = compose("train", [f"experiment={a.experiment}", *a.overrides])
-    world = (load_clip(plain(cfg.clip)), build_backbone(cfg.arch), load_oracle())
+    world = (build.clip(cfg.clip), build.backbone(cfg.arch), load_oracle())
     texts = (cfg.attribute.source, cfg.attribute.target)
     rev = [-abs(s) for s in (a.reverse_strengths or a.strengths)]
     results = {"experiment": a.experiment, "overrides": a.overrides, "strengths": a.strengths,

@@ -50,13 +50,11 @@ def check_oracle(oracle, n: int) -> dict:
 
 
 def check_clip(n: int) -> dict:
-    from omegaconf import OmegaConf
-
-    from asyrp.clip import load_clip
+    from asyrp import build
+    from asyrp.config import compose
     from asyrp.synthfaces.clip import zero_shot_accuracy
 
-    cfg = OmegaConf.load(ROOT / "conf" / "clip" / "synthfaces.yaml")
-    clip = load_clip(OmegaConf.to_container(cfg, resolve=True))
+    clip = build.clip(compose("train", ["clip=synthfaces"]).clip)
     return {"n": n, "zero_shot": zero_shot_accuracy(clip, seed=8, n=n)}
 
 
@@ -118,10 +116,8 @@ def main(argv=None) -> None:
         args.n_samples, args.samplers, args.n_inv = 64, "eta1_clip_100", 16
     args.out.mkdir(parents=True, exist_ok=True)
 
-    from omegaconf import OmegaConf
-
-    from asyrp.backbones import load_backbone
-    from asyrp.schedules import alphas_cumprod, make_betas
+    from asyrp import build
+    from asyrp.config import compose, plain
     from asyrp.synthfaces.ddpm import sample
     from asyrp.synthfaces.oracle import load_oracle
 
@@ -135,9 +131,9 @@ def main(argv=None) -> None:
     report["clip"] = check_clip(500)
     print("clip", json.dumps(report["clip"]), flush=True)
 
-    arch = OmegaConf.load(ROOT / "conf" / "arch" / "synthfaces.yaml")
-    bb = load_backbone(arch.family, OmegaConf.to_container(arch.config), args.ddpm)
-    a = alphas_cumprod(make_betas("linear")).float()
+    arch = {**plain(compose("train", ["arch=synthfaces"]).arch), "checkpoint": str(args.ddpm)}
+    bb = build.backbone(arch)
+    a = build.alpha_bar(arch).float()
     report["inversion"], x0, x_rec = check_inversion(bb, a, args.n_inv, 40)
     print("inversion", json.dumps(report["inversion"]), flush=True)
     from asyrp.grid import columns_grid, save_grid

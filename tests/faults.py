@@ -47,16 +47,16 @@ def tiny_cache(root: str | Path):
     """The inversion cache of the tiny_ddpm arch (seed 0 weights) for 4 random samples, 4 steps."""
     import torch
 
+    from asyrp import build
     from asyrp.data.cache import InversionCache, noise_sources
     from asyrp.plan import EditPlan
-    from asyrp.tasks.toolbox import alphas, build_backbone
 
     arch = {"name": "tiny_ddpm", "family": "ddpm", "checkpoint": None, "beta_schedule": "linear",
             "config": {"image_size": 32, "ch": 32, "ch_mult": [1, 2, 2], "num_res_blocks": 1, "attn_resolutions": [16],
                        "in_channels": 3, "out_ch": 3, "dropout": 0.0, "resamp_with_conv": True}}
     torch.manual_seed(0)
-    backbone = build_backbone(arch)
-    cache = InversionCache(root, backbone, alphas(arch), EditPlan(n_inv=4, n_gen=4), batch_size=4)
+    backbone = build.backbone(arch)
+    cache = InversionCache(root, backbone, build.alpha_bar(arch), EditPlan(n_inv=4, n_gen=4), batch_size=4)
     return cache, noise_sources(0, 4)
 
 

@@ -54,13 +54,13 @@ def tiny_hfunction_file(d, *, n_steps: int = 4, attribute: str | None = "smiling
                         official: bool = False):
     """A delta_block h-function for the random tiny_ddpm backbone (torch seed 0), written as ``d / "hf.pt"``
     (and ``d / "hf_official.pth"`` with ``official``) through asyrp.hfunctions; returns the backbone."""
-    from asyrp.tasks import toolbox
+    from asyrp import build
     from asyrp.config import compose
     from asyrp.hfunctions import build_hfunction, payload, save_hfunction
 
     cfg = compose("edit", ["arch=tiny_ddpm", "checkpoint=x", "input_dir=x"], output_dir=d / "r")
     torch.manual_seed(0)
-    bb = toolbox.build_backbone(cfg.arch)
+    bb = build.backbone(cfg.arch)
     hf = build_hfunction({"kind": "delta_block", "layout": "ddpm", "seed": 0}, bb)
     edit = {"t_edit": 500, "t_boost": 200, "n_inv": n_steps, "n_gen": n_steps, "t0": 999, "mode": "asyrp"}
     if strength is not None:

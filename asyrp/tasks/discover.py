@@ -135,12 +135,10 @@ def discover(cfg: DictConfig, oracle: Any = None) -> dict[str, Any]:
     that labels what each direction changes and, with labels=oracle, labels the images; the entry point passes the
     synthfaces one (discover.py), so this module does not depend on the toy world.
     """
-    from ..checks import check_perf
+    from .. import build
     from ..data.cache import InversionCache, Source, load_entry
-    from ..perf import PassCounter, with_perf
-    from ..plan import plan_of
-    from .toolbox import alphas, build_backbone
     from ..directions import record_walk
+    from ..perf import PassCounter
     from ..directions.files import save_direction
 
     req = check_discover_config(cfg)
@@ -150,10 +148,10 @@ def discover(cfg: DictConfig, oracle: Any = None) -> dict[str, Any]:
     faults.set_resume("rerun the same command: finished inversion-cache entries are reused")
     claim_discover_dir(out, run_fingerprint(cfg), bool(cfg.get("overwrite", False)))
     torch.manual_seed(int(cfg.seed))
-    backbone = with_perf(build_backbone(cfg.arch).freeze(), check_perf(cfg.get("perf")))
-    a = alphas(cfg.arch)
+    backbone = build.backbone(cfg.arch, perf=cfg.get("perf"))
+    a = build.alpha_bar(cfg.arch)
     oracle = _oracle(cfg, oracle)
-    plan = plan_of(cfg.plan)
+    plan, _ = build.plan(cfg)
     cache = InversionCache(str(cfg.cache_dir), backbone, a, plan, image_size=req["image_size"], guard=faults.GUARD)
     sources = [Source(id=p.name, path=p) for p in req["files"]]
     t_start = time.perf_counter()

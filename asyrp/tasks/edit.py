@@ -78,17 +78,16 @@ class EditLoop:
 
     def load_networks(self) -> None:
         """The backbone (behind the speed options), the h-function(s) and the (K, n) strengths each output uses."""
+        from .. import build
         from ..hfunctions.files import hfunction_from_payload
         from ..hfunctions.modules import Composition
-        from ..perf import with_perf
         from ..plan import in_own_intervals
-        from . import toolbox
 
         req, cfg = self.req, self.cfg
         torch.manual_seed(req.seed)  # random test backbones (checkpoint: null) come out the same every run
         self.perf = check_perf(cfg.get("perf"))
         # speed options: auto = on when the backbone is on CUDA (off on CPU)
-        self.backbone = with_perf(toolbox.build_backbone(cfg.arch, device=cfg.get("device") or "cpu"), self.perf)
+        self.backbone = build.backbone(cfg.arch, device=cfg.get("device") or "cpu", perf=self.perf)
         self.size = int(self.backbone.image_size)
         self.dev = next(self.backbone.parameters()).device
         fns = [hfunction_from_payload(p, c, self.backbone, cfg.arch.get("name"))[0]
@@ -98,7 +97,7 @@ class EditLoop:
             fns = in_own_intervals(fns, req.windows)
             c = c * torch.tensor([w["step_scale"] for w in req.windows], dtype=c.dtype)
         self.hfunc = fns[0] if len(fns) == 1 else Composition(fns).to(self.dev)
-        self.a = toolbox.alphas(cfg.arch)
+        self.a = build.alpha_bar(cfg.arch)
         # (K, n): K outputs per image from one inversion; random inputs also give the unedited sample (row 0)
         self.coeffs = torch.cat([c.new_zeros(1, c.shape[1]), c]) if req.random_inputs else c
 

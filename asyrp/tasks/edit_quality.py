@@ -90,9 +90,9 @@ def measure(cfg: DictConfig, clip, backbone, res: Mapping[str, Any], oracle: Any
     edit strength of the run (``edit/strength``)."""
     import json
 
+    from .. import build
     from ..data.cache import cached_inversions
     from ..data.images import read_image_files
-    from .toolbox import alphas
 
     eq, out = cfg.edit_quality, Path(res["output_dir"])
     man = json.loads(Path(res["manifest"]).read_text())
@@ -100,7 +100,7 @@ def measure(cfg: DictConfig, clip, backbone, res: Mapping[str, Any], oracle: Any
     size = int(man["image_size"] or 32)
     x_src = read_image_files([it["source"] for it in items], size)
     # the unedited reconstruction: stored in the inversion cache by the edit run (nothing is computed here)
-    entries = cached_inversions(str(cfg.dataset.cache_dir), backbone, alphas(cfg.arch),
+    entries = cached_inversions(str(cfg.dataset.cache_dir), backbone, build.alpha_bar(cfg.arch),
                                 [Path(it["source"]) for it in items], res["plan"], image_size=size)
     x_rec = torch.stack([e["x_rec"] for e in entries]).float()
     scorer, metrics = edit_scorer(cfg, clip, oracle)

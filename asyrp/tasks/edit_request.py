@@ -111,13 +111,11 @@ def _inputs(cfg: DictConfig, seed: int, size: int, random_inputs: bool):
 
 
 def _plan(cfg: DictConfig, checkpoints: list[Path], metas: list[Mapping[str, Any]]):
-    """The plan (asyrp.plan.resolve_plan): the config's plan.*, else the values stored in the first file, else
-    plan.interval's; a composition of files trained on different intervals keeps each function in its own."""
-    from ..plan import FIELDS, resolve_plan
+    """The plan (asyrp.build.plan: asyrp.plan.resolve_plan): the config's plan.*, else the values stored in the first
+    file, else plan.interval's; a composition of files trained on different intervals keeps each function in its own."""
+    from .. import build
 
-    p = cfg.plan
-    plan, windows = resolve_plan({k: p.get(k) for k in FIELDS}, [dict(m.get("edit") or {}) for m in metas],
-                                 p.get("interval"))
+    plan, windows = build.plan(cfg, [dict(m.get("edit") or {}) for m in metas])
     check_hfunction_mode(plan.mode, "plan.mode", [m.get("hfunction") for m in metas])
     for w, c in zip(windows or [], checkpoints):
         w["path"] = str(c)

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .. import build
 from ..checks import check_perf, check_resume_checkpoint, check_train_config
 from ..ops.claims import claim_train_dir, holds_claims
 from ..ops import faults
 from ..config import plain as _plain
 from ..ops.errors import AsyrpUserError
-from .toolbox import alphas, build_backbone, instantiate_list
 
 if TYPE_CHECKING:
     from ..perf import PerfConfig
@@ -120,27 +120,22 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
     one plan (the plan group: n_inv, n_gen, t0, t_edit, t_boost, spacing, mode)."""
     from hydra.utils import instantiate
 
-    from ..clip import load_clip
     from ..data import AsyrpDataModule
-    from ..hfunctions.build import build_hfunction
     from ..module import AsyrpModule
-    from ..perf import loader_kwargs, with_perf
-    from ..plan import plan_of
     from ..ops import secrets
+    from ..perf import loader_kwargs
 
     # speed options (asyrp.perf; auto = on for CUDA), resolved on the device of each input: on the CPU while the
     # inversion cache is built here, on the training device once Lightning has moved the module
-    backbone = with_perf(build_backbone(cfg.arch), perf)
-    a = alphas(cfg.arch)
-    clip = load_clip(cfg.clip)
+    backbone = build.backbone(cfg.arch, perf=perf)
+    a = build.alpha_bar(cfg.arch)
+    clip = build.clip(cfg.clip)
     hf_cfg = _plain(cfg.hfunction)
-    try:
-        hfunc = build_hfunction(hf_cfg, backbone)
-    except (ValueError, FileNotFoundError) as err:
-        raise AsyrpUserError(f"could not build the h-function from hfunction config: {err}") from err
+    hfunc = build.hfunction(hf_cfg, backbone)
+    attr = build.attribute(cfg.attribute)
 
     m = cfg.model
-    plan = plan_of(cfg.plan)
+    plan, _ = build.plan(cfg)
     # perf.pin_memory (auto: for a CUDA trainer) and perf.num_workers (null: keep dataset.num_workers)
     dm_kw = {**_plain(cfg.dataset), **loader_kwargs(perf, _device(cfg))}
     datamodule = AsyrpDataModule(**dm_kw).bind(backbone, a, plan, faults.GUARD)
@@ -153,7 +148,7 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
     # everything saved (hparams.yaml, last.ckpt, hfunction.pt) goes through redact: no credentials in outputs
     module = AsyrpModule(
         hfunc, backbone, clip, a,
-        source=list(cfg.attribute.source), target=list(cfg.attribute.target),
+        source=attr["source"], target=attr["target"],
         optimizer=instantiate(m.optimizer), scheduler=instantiate(m.scheduler) if m.get("scheduler") else None,
         plan=plan, strength=m.strength, loss=_plain(m.loss), seed=cfg.seed,
         config=secrets.redact({"hfunction": hf_cfg, "arch": {k: _plain(cfg.arch.get(k)) for k in ("name", "family", "beta_schedule")},
@@ -174,8 +169,8 @@ def _trainer(cfg: DictConfig) -> tuple[Any, list, list]:
     from ..ops import secrets
     from ..ops.lightning import AtomicCheckpointIO
 
-    callbacks = instantiate_list(cfg.get("callbacks"))
-    loggers = instantiate_list(cfg.get("logger"))
+    callbacks = build.instances(cfg.get("callbacks"))
+    loggers = build.instances(cfg.get("logger"))
     if not loggers:  # nothing to report a learning rate to (logger=null / ~logger)
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     if not any(isinstance(c, FiniteGuard) for c in callbacks):

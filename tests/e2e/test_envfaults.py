@@ -21,7 +21,7 @@ import torch
 from helpers import images, tiny_hfunction_file
 
 import asyrp.tasks.train as train_task
-import asyrp.tasks.toolbox as toolbox
+import asyrp.build as build
 from asyrp.config import compose
 from asyrp.ops import faults
 from asyrp.ops.cli import run_cli
@@ -196,7 +196,7 @@ def test_unwritable_folders_are_found_before_any_work(code, tmp_path, monkeypatc
         raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
-    monkeypatch.setattr(toolbox, "build_backbone", lambda *a, **k: pytest.fail("a network was built"))
+    monkeypatch.setattr(build, "backbone", lambda *a, **k: pytest.fail("a network was built"))
     cfg = compose("train", [*SMOKE, f"dataset.cache_dir={tmp_path / 'cache'}"], output_dir=tmp_path / "run")
     with pytest.raises(SystemExit) as ex:
         run_cli(train_task.train, cfg)

@@ -42,9 +42,9 @@ def _hfunction(path: Path, backbone, seed: int, name: str) -> Path:
 def served(tmp_path_factory):
     d = tmp_path_factory.mktemp("app")
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    from asyrp.tasks.toolbox import build_backbone
+    from asyrp import build
 
-    bb = build_backbone(compose("app", [], output_dir=d).arch)
+    bb = build.backbone(compose("app", [], output_dir=d).arch)
     files = [_hfunction(d / "a.pt", bb, 0, "smiling"), _hfunction(d / "b.pt", bb, 1, "glasses")]
     cfg = compose("app", [f"checkpoint=[{files[0]},{files[1]}]", "strip=[0,1,2]"] + STEPS, output_dir=d / "run")
     editor = make_editor(cfg)

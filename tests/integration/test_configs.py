@@ -5,9 +5,9 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from asyrp import build
 from asyrp.config import CONF_DIR, compose
 from asyrp.data import AsyrpDataModule
-from asyrp.tasks.toolbox import instantiate_list
 from asyrp.tasks.train import train
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
@@ -68,7 +68,7 @@ def test_trainer_configs(trainer, tmp_path):
 def test_logger_configs(logger, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = compose("train", [f"logger={logger}"], output_dir=tmp_path)
-    assert instantiate_list(cfg.logger)
+    assert build.instances(cfg.logger)
 
 
 @pytest.mark.parametrize("callbacks", names("callbacks") + ["default"])
@@ -76,7 +76,7 @@ def test_callback_configs(callbacks, tmp_path):
     import pytorch_lightning as pl
 
     cfg = compose("train", [f"callbacks={callbacks}"], output_dir=tmp_path)
-    made = instantiate_list(cfg.get("callbacks"))
+    made = build.instances(cfg.get("callbacks"))
     wanted = [c for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
     assert len(made) == len(wanted) and all(isinstance(c, pl.Callback) for c in made)
 

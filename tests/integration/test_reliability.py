@@ -12,10 +12,10 @@ import torch
 from helpers import images, tiny_hfunction_file
 from PIL import Image
 
+import asyrp.build as build
 import asyrp.ops.claims as claims
 import asyrp.tasks.edit as edit_task
 import asyrp.tasks.train as train_task
-import asyrp.tasks.toolbox as toolbox
 import asyrp.tasks.edit_request as edit_request
 from asyrp.checks import check_arch
 from asyrp.config import compose
@@ -74,17 +74,17 @@ def test_backbone_checkpoint_faults_name_the_file_and_the_fix(tmp_path):
     for name in ("trunc.ckpt", "junk.ckpt"):
         arch["checkpoint"] = str(tmp_path / name)
         with pytest.raises(AsyrpUserError, match=rf"{name}.*re-download"):
-            toolbox.build_backbone(arch)
+            build.backbone(arch)
     # another family (an ADM checkpoint for a DDPM config) and another size (channels differ)
     adm = torch.load(REF / "adm_tiny.pt", weights_only=True)
     torch.save(adm["state_dict"], tmp_path / "adm.ckpt")
     arch["checkpoint"] = str(tmp_path / "adm.ckpt")
     with pytest.raises(AsyrpUserError, match=r"adm.ckpt.*does not fit family 'ddpm'.*(arch=|config)"):
-        toolbox.build_backbone(arch)
+        build.backbone(arch)
     arch["checkpoint"] = str(good)
     arch["config"] = dict(tiny["config"], ch=int(tiny["config"]["ch"]) * 2)
     with pytest.raises(AsyrpUserError, match=r"good.ckpt.*mis-shaped keys"):
-        toolbox.build_backbone(arch)
+        build.backbone(arch)
 
 
 def test_pickled_code_in_checkpoints_is_refused_never_run(tmp_path, world):
@@ -92,7 +92,7 @@ def test_pickled_code_in_checkpoints_is_refused_never_run(tmp_path, world):
     arch, tiny = _tiny_arch(tmp_path / "evil.ckpt")
     torch.save({"state_dict": tiny["state_dict"], "hook": _Payload(str(marker))}, tmp_path / "evil.ckpt")
     with pytest.raises(AsyrpUserError, match=r"evil.ckpt.*refused for safety"):
-        toolbox.build_backbone(arch)
+        build.backbone(arch)
     torch.save({"0": torch.load(world["official"], weights_only=True)["0"], "hook": _Payload(str(marker))},
                tmp_path / "evil.pth")
     with pytest.raises(AsyrpUserError, match=r"evil.pth.*refused for safety.*re-save its tensors only"):
@@ -248,7 +248,7 @@ def no_networks(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a network was loaded before the config was checked")
 
-    monkeypatch.setattr(toolbox, "build_backbone", boom)
+    monkeypatch.setattr(build, "backbone", boom)
     monkeypatch.setattr(edit_request, "read_hfunction_file", boom)
 
 
