@@ -277,6 +277,27 @@ def f_row(a, ctx: dict, rows: Rows, attr: str, win: Window) -> None:
     rows.add(fitted_row(base, judged, curve, time.process_time() - t, held_out_loss=round(held_out, 6)))
 
 
+def table(rows: list[dict]) -> str:
+    """The markdown table of docs/results.md ("The h-only ceiling") from rows.jsonl."""
+    head = ["attribute", "window", "mode", "success", "preserved", "kept per other head", "dB to true render",
+            "final loss (start)", "converged (drop in last 20%)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    order = {"true_render": 0, "floor": 1, "target_rec": 2, "per_face": 3, "f_ht": 4}
+    for r in sorted(rows, key=lambda r: (list(ATTRIBUTES).index(r["attribute"]), -r.get("t0", 1000),
+                                         order[r["mode"]])):
+        kept = ", ".join(f"{k.split('/')[1]} {v:.2f}" for k, v in r.items() if k.startswith("preserved/") and v < 1)
+        loss = f"{r['final_loss']:.3f}" if "final_loss" in r else "-"
+        if "first_loss" in r:
+            loss += f" ({r['first_loss']:.3f})"
+        if "held_out_loss" in r:
+            loss += f"; held-out {r['held_out_loss']:.3f}"
+        conv = f"{'yes' if r['converged'] else 'no'} ({100 * r['tail_drop']:.1f}%)" if "converged" in r else "-"
+        lines.append("| " + " | ".join([r["attribute"], r["window"], r["mode"], f"{r['success']:.2f}",
+                                        f"{r['preserved']:.2f}", kept or "all 1.00", f"{r['psnr_true']:.1f}", loss,
+                                        conv]) + " |")
+    return "\n".join(lines)
+
+
 def parse_window(s: str) -> tuple[int, int]:
     hi, lo = (int(v) for v in s.split(":"))
     if not 0 < lo < hi <= 999:
@@ -300,7 +321,11 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=12)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("outputs/ceiling"))
+    p.add_argument("--table", action="store_true", help="only print the markdown table of <out>/rows.jsonl")
     a = p.parse_args(argv)
+    if a.table:
+        print(table(Rows(a.out).rows))
+        return
     a.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.FileHandler(a.out / "ceiling.log"), logging.StreamHandler()])
