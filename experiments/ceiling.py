@@ -20,8 +20,9 @@ through every step to t = 0). ``--lookahead K`` instead compares the images of a
 and from x*_{t_end} (in a 4-face pilot on glasses it fitted worse: 22.9 dB to the true render against 31.3 dB).
 Reference rows: ``true_render`` (the oracle on the true edit itself), ``floor`` (the unedited reconstruction from
 t0) and ``target_rec`` (the plain walk from x*_{t_end}: what a perfect fit yields).
-The oracle judges every row as asyrp.metrics.OracleEditScore does (success, preserved, kept rate per other head);
-``psnr_true`` is the PSNR to the true render. These rows use the true edit: they never count toward any target.
+The oracle judges every row through asyrp.metrics.EditScorer (its ``oracle`` metric: success, preserved, kept rate
+per other head); ``psnr_true`` is its ``psnr`` to the true render. These rows use the true edit: they never count
+toward any target.
 
 Resumable: each (attribute, window, mode) row is appended to <out>/rows.jsonl as it finishes and skipped on a rerun;
 progress goes to <out>/ceiling.log; <out>/ceiling.csv is rewritten after every row.
@@ -38,14 +39,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from asyrp.config import compose, plain
 from asyrp.hfunctions import HFunction, build_hfunction
-from asyrp.metrics import OracleEditScore, PSNRPreservation
-from asyrp.samplers import asyrp_step, ddim_generate, ddim_invert, ddim_walk, edit, generation_pairs
-from asyrp.schedules import timesteps
+from asyrp.metrics import EditScorer
+from asyrp.plan import EditPlan, generation_pairs
+from asyrp.samplers import ddim_generate, ddim_invert, ddim_walk, edit, edit_eps
+from asyrp.schedules import alpha_at, timesteps
+from asyrp.synthfaces.data import SPLIT_SEEDS
 from asyrp.synthfaces.oracle import load_oracle, to_tensor
 from asyrp.synthfaces.render import render, sample_face
-from asyrp.tasks import alphas, build_backbone
-from asyrp.utils.config import compose, plain
+from asyrp.tasks.toolbox import alphas, build_backbone
 
 log = logging.getLogger("ceiling")
 
@@ -58,7 +61,6 @@ ATTRIBUTES = {
     "blond_hair": ("hair_colour", "blond"),
     "red_hair": ("hair_colour", "red"),
 }
-SPLIT_SEEDS = {"train": 1, "test": 2}  # as asyrp.synthfaces.data writes its splits
 
 
 class PerFaceShift(HFunction):
@@ -70,7 +72,7 @@ class PerFaceShift(HFunction):
         self.delta_h = torch.nn.Parameter(torch.zeros(len(ts), n_faces, *h_shape))
 
     def forward(self, h, emb=None, t=None):
-        k = int(round(float(torch.as_tensor(t).reshape(-1)[0])))
+        k = round(float(torch.as_tensor(t).reshape(-1)[0]))
         if k not in self.slot or h.shape[0] != self.delta_h.shape[1]:
             raise ValueError(f"PerFaceShift: no entry for t={k} and {h.shape[0]} faces")
         return self.delta_h[self.slot[k]].to(h.dtype)
@@ -86,18 +88,20 @@ def face_pairs(attr: str, split: str, n: int) -> tuple[torch.Tensor, torch.Tenso
         i += 1
         if getattr(f, field) != value:
             faces.append(f)
-    draw = lambda fs: to_tensor(np.stack([np.asarray(render(f, 32)) for f in fs]))  # noqa: E731
+    draw = lambda fs: to_tensor(np.stack([np.asarray(render(f, 32)) for f in fs]))
     return draw(faces), draw([f.replace(**{field: value}) for f in faces])
 
 
 class Window:
-    """The DDIM grid of one window [t0, t_lo]: the editing steps, where they end, and the walks around them."""
+    """One window [t0, t_lo] as an EditPlan (``steps`` DDIM steps over [t0, 0], the h-function on t >= t_lo, no
+    boosting): its editing steps, where they end, and the walks around them."""
 
-    def __init__(self, backbone, a: torch.Tensor, t0: int, t_lo: int, steps: int, lookahead: int = 3):
+    def __init__(self, backbone, a: torch.Tensor, t0: int, t_lo: int, steps: int, lookahead: int = 0):
         self.backbone, self.a, self.t0, self.t_lo, self.steps = backbone, a, t0, t_lo, steps
         self.lookahead = lookahead
-        self.seq = timesteps(steps, t0)
-        self.edit_pairs = [(t, tn) for t, tn in generation_pairs(self.seq) if t >= t_lo]
+        self.plan = EditPlan(n_inv=steps, n_gen=steps, t0=t0, t_edit=t_lo, t_boost=0)
+        self.seq = self.plan.seq_gen
+        self.edit_pairs = [(t, tn) for _, t, tn in self.plan.edit_steps()]
         self.t_end = self.edit_pairs[-1][1]
         self.coarse = timesteps(lookahead + 1, self.t_end)  # the loss's short DDIM walk from t_end to 0
 
@@ -111,17 +115,19 @@ class Window:
         return ddim_invert(self.backbone, x0, seq, self.a)
 
     def walk(self, x_T: torch.Tensor, fn) -> torch.Tensor:
-        """The edited walk through the window (differentiable w.r.t. fn): x at the window's end."""
-        x = x_T
-        for t, tn in self.edit_pairs:
-            x = asyrp_step(self.backbone, x, t, tn, self.a, fn).x_next
-        return x
+        """The edited walk through the window (Asyrp steps: only P_t sees h + delta_h; differentiable w.r.t. fn):
+        x at the window's end."""
+        def predict(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            ee = edit_eps(self.backbone, x, t, fn, mode=self.plan.mode)
+            return x, ee.eps_edit, ee.eps
+
+        return ddim_walk(self.backbone, x_T, self.edit_pairs, self.a, predict=predict)
 
     def look(self, x_end: torch.Tensor) -> torch.Tensor:
         """x_end / sqrt(alpha_bar) (lookahead 0), or the image a short plain DDIM walk of ``lookahead`` steps makes
         from the window's end (differentiable)."""
         if self.lookahead == 0:
-            return x_end / float(self.a[self.t_end]) ** 0.5
+            return x_end / float(alpha_at(self.a, self.t_end)) ** 0.5
         return ddim_walk(self.backbone, x_end, generation_pairs(self.coarse), self.a)
 
     def loss(self, x_end: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -131,8 +137,8 @@ class Window:
     @torch.no_grad()
     def final(self, x_T: torch.Tensor, fn) -> torch.Tensor:
         """The image the project's edit path makes: asyrp.samplers.edit with fn on the window, DDIM below."""
-        return edit(self.backbone, None, fn, a=self.a, n_inv=self.steps, n_gen=self.steps, t_edit=self.t_lo,
-                    t_boost=0, t0=self.t0, x_T=x_T, seeds=list(range(x_T.shape[0]))).x_edit
+        seeds = list(range(x_T.shape[0]))
+        return edit(self.backbone, None, fn, a=self.a, plan=self.plan, x_T=x_T, seeds=seeds).x_edit
 
     @torch.no_grad()
     def below(self, x_end: torch.Tensor) -> torch.Tensor:
@@ -184,15 +190,11 @@ def fit_f(win: Window, x_T: torch.Tensor, target: torch.Tensor, epochs: int, lr:
     return fn.eval().requires_grad_(False), curve
 
 
-@torch.no_grad()
 def score(oracle, target: str, x_src: torch.Tensor, x_out: torch.Tensor, x_true: torch.Tensor) -> dict:
-    """The oracle's verdict (asyrp.metrics.OracleEditScore) and the PSNR to the true render."""
-    s = OracleEditScore.from_oracle(oracle, target)
-    s.update(x_src, x_out.clamp(-1, 1))
-    p = PSNRPreservation()
-    p.update(x_true, x_out.clamp(-1, 1))
-    out = {k: round(float(v), 4) for k, v in s.compute().items() if k != "already_target"}
-    return {**out, "psnr_true": round(float(p.compute()), 2)}
+    """The oracle's verdict (EditScorer's ``oracle`` metric) and the PSNR to the true render (``psnr_true``)."""
+    scorer, x_out = EditScorer(oracle=oracle, oracle_target=target), x_out.clamp(-1, 1)
+    out = {k: round(v, 4) for k, v in scorer.score(x_src, x_out, ["oracle"]).items() if k != "already_target"}
+    return {**out, "psnr_true": round(scorer.score(x_true, x_out, ["psnr"])["psnr"], 2)}
 
 
 class Rows:
@@ -243,7 +245,7 @@ def per_face_rows(a, ctx: dict, rows: Rows, attr: str, win: Window) -> None:
     x_T, x_end = win.invert(src), win.invert(true, to_end=True)
     with torch.no_grad():
         target = win.look(x_end)
-    judge = lambda x: score(ctx["oracle"], ctx["target"][attr], src, x, true)  # noqa: E731
+    judge = lambda x: score(ctx["oracle"], ctx["target"][attr], src, x, true)
     if "floor" in todo:
         rec = win.final(x_T, None)
         with torch.no_grad():

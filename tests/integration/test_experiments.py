@@ -121,3 +121,33 @@ def test_t0_reaches_training_and_the_walk(tmp_path):
     w999 = world("--out", str(tmp_path / "exp" / "b"))
     assert w999.t0 == 999
     assert not torch.allclose(w.invert(w.x), w999.invert(w999.x))
+
+
+def test_ceiling_writes_the_rows_of_the_doc_table(tmp_path, capsys):
+    """experiments/ceiling.py on the shipped synthfaces models, shrunk (2 faces, 6 steps, 1 iteration): every row the
+    docs/results.md table shows is written with its fields, a rerun skips them, and --table prints them."""
+    import json
+
+    mod = _script("ceiling")
+    out = tmp_path / "ceiling"
+    argv = ["--attributes", "glasses", "--windows", "400:250", "--n-faces", "2", "--steps", "6", "--iters", "1",
+            "--n-train", "2", "--epochs", "1", "--batch", "2", "--out", str(out)]
+    mod.main(argv)
+    mod.main(argv)  # resumable: every row is found done
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert [(r["window"], r["mode"]) for r in rows] == [("-", "true_render")] + [
+        ("[400, 250]", m) for m in ("floor", "target_rec", "per_face", "f_ht")]
+    heads = {f"preserved/{h}" for h in ("mouth", "hair_colour", "hair_length", "hat", "skin", "background")}
+    for r in rows:
+        assert r["attribute"] == "glasses" and r["n_faces"] == 2
+        assert 0 <= r["success"] <= 1 and 0 <= r["preserved"] <= 1 and r["psnr_true"] > 0
+        assert {k for k in r if k.startswith("preserved/")} == heads
+    for r in rows[3:]:
+        assert {"final_loss", "first_loss", "tail_drop", "converged"} <= set(r) and r["final_loss"] > 0
+    assert rows[-1]["held_out_loss"] > 0 and rows[0]["success"] == 1.0  # the oracle knows the true render
+    assert rows[2]["success"] == 1.0 and rows[1]["success"] == 0.0  # the true edit's own walk vs. doing nothing
+    capsys.readouterr()
+    mod.main(["--table", "--out", str(out)])
+    table = capsys.readouterr().out
+    assert table.startswith("| attribute | window | mode | success | preserved | kept per other head |")
+    assert table.count("| glasses |") == 5
