@@ -39,8 +39,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asyrp.config import compose, plain
-from asyrp.hfunctions import HFunction, build_hfunction
+from asyrp import build
+from asyrp.config import compose
+from asyrp.hfunctions import HFunction
 from asyrp.metrics import EditScorer
 from asyrp.plan import EditPlan, generation_pairs
 from asyrp.samplers import ddim_generate, ddim_invert, ddim_walk, edit, edit_eps
@@ -48,7 +49,6 @@ from asyrp.schedules import alpha_at, timesteps
 from asyrp.synthfaces.data import SPLIT_SEEDS
 from asyrp.synthfaces.oracle import load_oracle, to_tensor
 from asyrp.synthfaces.render import render, sample_face
-from asyrp.tasks.toolbox import alphas, build_backbone
 
 log = logging.getLogger("ceiling")
 
@@ -172,7 +172,7 @@ def fit_per_face(win: Window, x_T: torch.Tensor, target: torch.Tensor, iters: in
 def fit_f(win: Window, x_T: torch.Tensor, target: torch.Tensor, epochs: int, lr: float, batch: int):
     """The DeltaBlock f(h, t) (zero-initialised, as in conf/hfunction/delta_block.yaml otherwise) trained on the
     train faces with the same loss; the curve is the mean loss of each epoch."""
-    fn = build_hfunction({"kind": "delta_block", "zero_init": True, "num_groups": 8, "seed": 0}, win.backbone)
+    fn = build.hfunction({"kind": "delta_block", "zero_init": True, "num_groups": 8, "seed": 0}, win.backbone)
     opt = torch.optim.Adam(fn.parameters(), lr=lr)
     g = torch.Generator().manual_seed(0)
     curve = []
@@ -334,9 +334,9 @@ def main(argv=None) -> None:
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     cfg = compose("train", ["experiment=synthfaces_smiling"])
-    backbone = build_backbone(cfg.arch).requires_grad_(False)
-    a_bar = alphas(cfg.arch)
-    targets = {k: plain(compose("train", [f"experiment=synthfaces_{k}"]).attribute)["oracle_target"]
+    backbone = build.backbone(cfg.arch).requires_grad_(False)
+    a_bar = build.alpha_bar(cfg.arch)
+    targets = {k: build.attribute(compose("train", [f"experiment=synthfaces_{k}"]).attribute)["oracle_target"]
                for k in a.attributes}
     ctx = {"oracle": load_oracle(), "target": targets,
            "test": {k: face_pairs(k, "test", a.n_faces) for k in a.attributes}}
