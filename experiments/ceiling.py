@@ -329,8 +329,21 @@ def main(argv=None) -> None:
         print(table(Rows(a.out).rows))
         return
     a.out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        handlers=[logging.FileHandler(a.out / "ceiling.log"), logging.StreamHandler()])
+    handlers = [logging.FileHandler(a.out / "ceiling.log"), logging.StreamHandler()]
+    for h in handlers:
+        h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        log.addHandler(h)
+    log.setLevel(logging.INFO)
+    try:
+        run(a)
+    finally:  # a caller in the same process (the tests) keeps no open log file
+        for h in handlers:
+            log.removeHandler(h)
+            h.close()
+
+
+def run(a: argparse.Namespace) -> None:
+    """Every row of the command line's attributes, windows and modes not yet in <out>/rows.jsonl."""
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     cfg = compose("train", ["experiment=synthfaces_smiling"])
