@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     if set(kinds) - set(KINDS):
         raise SystemExit(f"--kinds: unknown {sorted(set(kinds) - set(KINDS))}")
     w = C.setup(args, find_oracle)
-    attr = C.resolve_attribute(args.attribute)
+    attr = w.resolve_attribute(args.attribute)
     x0 = w.x
     x_T = w.invert(x0)
     rec = w.edit(x_T, None).x_edit

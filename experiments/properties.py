@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     if bad:
         raise SystemExit(f"--only: unknown {sorted(bad)}")
     w = C.setup(args, find_oracle)
-    attr = C.resolve_attribute(args.attribute)
+    attr = w.resolve_attribute(args.attribute)
     f, prov = w.hfunction(attr)
     x0 = w.x
     N = x0.shape[0]
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     if "compositionality" in only:
         from asyrp.hfunctions import Composition
 
-        attr2 = C.resolve_attribute(args.attribute2)
+        attr2 = w.resolve_attribute(args.attribute2)
         f2, prov2 = w.hfunction(attr2)
         notes.append(f"second h-function {attr2}: {prov2}")
         comp = Composition([f, f2])

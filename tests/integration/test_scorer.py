@@ -148,11 +148,11 @@ def test_absent_networks_are_named_and_refused(toy):
 
 def _world(toy):
     from asyrp import experiment as E
+    from asyrp.plan import EditPlan
 
-    E.ATTRIBUTE_PREFIX["prefix"] = "synthfaces_"
     return E.World(args=Namespace(smoke=True, quick=False, seed=0, clip="toy"), arch_cfg={}, backbone=None, a=None,
-                   clip=toy.clip, oracle=toy.oracle, x=toy.x_src, image_source="", t_edit=0, t_boost=0, n_steps=4,
-                   size={}, out=ROOT)
+                   clip=toy.clip, oracle=toy.oracle, x=toy.x_src, image_source="", plan=EditPlan(n_inv=4, n_gen=4,
+                   t_edit=0, t_boost=0), size={}, out=ROOT, attribute_prefix="synthfaces_")
 
 
 def test_sweep_row_and_experiment_world_agree_through_the_scorer(toy, monkeypatch):
