@@ -90,7 +90,7 @@ def instances(group: Any) -> list:
 
 def plan(cfg: Mapping[str, Any], stored: Sequence[Mapping[str, Any]] | None = None) -> tuple[Any, list[dict] | None]:
     """(EditPlan, windows) of a composed config's ``plan`` group, through asyrp.plan. Without ``stored`` the group is
-    complete (train, discover, the experiment world): ``plan_of``, no windows. With the ``edit`` entries stored in the
+    complete (train, discover, the experiment scripts): ``plan_of``, no windows. With the ``edit`` entries stored in the
     h-function files (edit.py, app.py: a null field = as stored): ``resolve_plan`` (the group, else the first file,
     else plan.interval); ``windows``: a composition of files trained on different intervals, each in its own."""
     from .plan import FIELDS, plan_of, resolve_plan

@@ -13,7 +13,7 @@ import torch
 from .options import rel
 
 if TYPE_CHECKING:
-    from .world import World
+    from .shared import Experiment
 
 
 def fmt(v: Any) -> str:
@@ -26,19 +26,19 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
-def write_table(world: World, name: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *,
+def write_table(exp: Experiment, name: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *,
                 title: str, notes: Sequence[str] = ()) -> Path:
     """<out>/<name>.md (a markdown table with the run's settings) and <out>/<name>.csv."""
-    md = world.out / f"{name}.md"
+    md = exp.out / f"{name}.md"
     lines = [f"# {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
         lines.append("| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |")
-    lines += ["", "Settings: " + ", ".join(f"{k}={v}" for k, v in world.describe().items())]
+    lines += ["", "Settings: " + ", ".join(f"{k}={v}" for k, v in exp.describe().items())]
     lines += ["", "Command: `python " + " ".join([rel(sys.argv[0])] + sys.argv[1:]) + "`"]
-    for n in list(notes) + world.notes:
+    for n in list(notes) + exp.notes:
         lines.append(f"- {n}")
     md.write_text("\n".join(lines) + "\n")
-    with open(world.out / f"{name}.csv", "w", newline="") as f:
+    with open(exp.out / f"{name}.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(columns)
         for r in rows:

@@ -7,7 +7,7 @@ exactly the value of one pass over all their data (``Metric.merge_state`` does t
 Images are tensors in [-1, 1], (B, C, H, W). Networks are passed in as callables and never downloaded. One concern
 per module:
 
-- ``scorer``:    ``EditScorer`` (metrics by name: the sweep objective, the experiment world, direction labels, the
+- ``scorer``:    ``EditScorer`` (metrics by name: the sweep objective, the experiment scripts, direction labels, the
                  synthfaces judge and experiments/recipes.py score through it), ``METRICS``, ``MetricAbsent``;
 - ``clip``:      ``DirectionalCLIPSimilarity`` (cos(E(x_edit) - E(x_src), text direction)), ``CLIPTextSimilarity``
                  (cos(E(x_edit), E_T(target)));

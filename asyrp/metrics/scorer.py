@@ -1,4 +1,4 @@
-"""The one edit scorer: every place that judges edits (the sweep objective, the experiment world, direction labels,
+"""The one edit scorer: every place that judges edits (the sweep objective, the experiment scripts, direction labels,
 the synthfaces judge, experiments/recipes.py) asks an ``EditScorer`` for metrics by name.
 
 The networks are passed in, never imported or downloaded here: ``clip`` (with ``source`` / ``target`` texts),

@@ -1,5 +1,5 @@
 """asyrp.metrics.EditScorer: each metric equals its direct computation, absent networks are named, and every former
-scoring path (the sweep, the experiment world, the synthfaces judge, direction labels, recipes.py) goes through it."""
+scoring path (the sweep, the experiment scripts, the synthfaces judge, direction labels, recipes.py) goes through it."""
 from __future__ import annotations
 
 import importlib.util
@@ -150,7 +150,7 @@ def _world(toy):
     from asyrp import experiment as E
     from asyrp.plan import EditPlan
 
-    return E.World(args=Namespace(smoke=True, quick=False, seed=0, clip="toy"), arch_cfg={}, backbone=None, a=None,
+    return E.Experiment(args=Namespace(smoke=True, quick=False, seed=0, clip="toy"), arch_cfg={}, backbone=None, a=None,
                    clip=toy.clip, oracle=toy.oracle, x=toy.x_src, image_source="", plan=EditPlan(n_inv=4, n_gen=4,
                    t_edit=0, t_boost=0), size={}, out=ROOT, attribute_prefix="synthfaces_")
 

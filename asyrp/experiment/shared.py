@@ -1,4 +1,4 @@
-"""The world the experiment scripts measure in: a composed ``train`` config (asyrp.config.compose, the script's
+"""The exp the experiment scripts measure in: a composed ``train`` config (asyrp.config.compose, the script's
 options as overrides) and what asyrp.build makes of it (backbone, alpha_bar, CLIP, attributes, h-functions, the
 plan), plus the oracle, the test images, editing and scoring."""
 from __future__ import annotations
@@ -23,7 +23,7 @@ log = logging.getLogger("experiments")
 
 
 @dataclass
-class World:
+class Experiment:
     args: argparse.Namespace
     arch_cfg: dict
     backbone: Any
@@ -32,7 +32,7 @@ class World:
     oracle: Any
     x: torch.Tensor                # test images in [-1, 1]
     image_source: str
-    plan: EditPlan                 # every walk of the world: n_inv = n_gen steps from t0, edits for t >= t_edit
+    plan: EditPlan                 # every walk of the exp: n_inv = n_gen steps from t0, edits for t >= t_edit
     size: dict
     out: Path
     extra_overrides: list = field(default_factory=list)  # the script's own config overrides; training repeats them
@@ -127,7 +127,7 @@ class World:
     @torch.no_grad()
     def edit(self, x_T: torch.Tensor, hfunc, *, strength: Any = 1.0, mode: str = "asyrp", trajectory: bool = False,
              t_edit: int | None = None, batch_size: int = 64):
-        """asyrp.samplers.edit from cached x_T (same seeds for every method), in batches of images, on the world's
+        """asyrp.samplers.edit from cached x_T (same seeds for every method), in batches of images, on the exp's
         plan (with another t_edit / mode when given)."""
         from ..samplers import edit
 
@@ -149,7 +149,7 @@ class World:
 
     # -- scoring ---------------------------------------------------------------------------------------------
     def scorer(self, attr: str):
-        """The edit scorer of an attribute: the world's CLIP and oracle, the attribute's texts and oracle target."""
+        """The edit scorer of an attribute: the experiment's CLIP and oracle, the attribute's texts and oracle target."""
         from ..metrics import EditScorer
 
         at = self.attribute(attr)
@@ -196,7 +196,7 @@ class World:
 
 def parse_hfunction_args(items: Iterable[str], resolve: Callable[[str], str]) -> dict[tuple[str, str], Path]:
     """['smiling=a.pt', 'smiling:global=b.pt'] -> {('synthfaces_smiling', 'delta_block'): a.pt, (..., 'global'): b.pt},
-    attribute names through ``resolve`` (World.resolve_attribute)."""
+    attribute names through ``resolve`` (Experiment.resolve_attribute)."""
     out = {}
     for item in items:
         if "=" not in item:
@@ -229,11 +229,11 @@ def random_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
 
 # -- setting up ----------------------------------------------------------------------------------------------------
 def setup(args: argparse.Namespace, find_oracle: Callable[[Path | None], Any] | None = None,
-          overrides: Sequence[str] = ()) -> World:
-    """The experiment world from the script's arguments: a composed ``train`` config (``world_overrides``, then the
+          overrides: Sequence[str] = ()) -> Experiment:
+    """The experiment exp from the script's arguments: a composed ``train`` config (``world_overrides``, then the
     script's ``overrides``, e.g. ``arch.config.image_size=16``) built through asyrp.build. ``find_oracle(folder)``
     (None: the default one) returns an attribute oracle or None; the script passes it
-    (asyrp.synthfaces.oracle.find_oracle), so this package does not import the toy world."""
+    (asyrp.synthfaces.oracle.find_oracle), so this package does not import the toy exp."""
     from ..config import compose, plain
 
     _process_settings(args)
@@ -252,7 +252,7 @@ def setup(args: argparse.Namespace, find_oracle: Callable[[Path | None], Any] | 
     x, src = _test_images(args, synth, backbone.image_size, size["n_images"])
     out = args.out or ROOT / "outputs" / "experiments" / args.experiment
     out.mkdir(parents=True, exist_ok=True)
-    return World(args=args, arch_cfg=arch_cfg, backbone=backbone, a=a, clip=clip, oracle=oracle, x=x.to(args.device),
+    return Experiment(args=args, arch_cfg=arch_cfg, backbone=backbone, a=a, clip=clip, oracle=oracle, x=x.to(args.device),
                  image_source=src, plan=plan, size=size, out=out, extra_overrides=list(overrides),
                  attribute_prefix="synthfaces_" if synth else "")
 
