@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .base import UNet2DBackbone
+from .base import UNet2DBackbone, family_config
 from .checkpoints import KeyPlan, Layout, Rule
 
 FAMILY = "adm"
@@ -63,13 +63,7 @@ def normalize_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ValueError(f"family {FAMILY!r} needs a config with {', '.join(REQUIRED)} (create_model's arguments)")
     config = dict(config)
     config.pop("attention_rates", None)
-    unknown = set(config) - set(DEFAULTS) - set(REQUIRED) - IGNORED
-    if unknown:
-        raise ValueError(f"unknown {FAMILY} config keys {sorted(unknown)}; known: {sorted(set(DEFAULTS) | set(REQUIRED))}")
-    missing = [k for k in REQUIRED if k not in config]
-    if missing:
-        raise ValueError(f"{FAMILY} config lacks {missing}")
-    cfg = {**DEFAULTS, **{k: v for k, v in config.items() if k not in IGNORED}}
+    cfg = family_config(FAMILY, config, DEFAULTS, REQUIRED, IGNORED)
     for k in ("image_size", "num_channels", "num_res_blocks", "num_heads", "num_head_channels", "num_heads_upsample"):
         cfg[k] = int(cfg[k])
     for k in ("learn_sigma", "class_cond", "use_checkpoint", "use_scale_shift_norm", "resblock_updown", "use_fp16",

@@ -53,6 +53,19 @@ class Encoding:
         return replace(self.repeat(h.shape[0] // B), h=h)
 
 
+
+def family_config(family: str, config: dict[str, Any], defaults: dict[str, Any], required: tuple[str, ...],
+                  ignored: set[str]) -> dict[str, Any]:
+    """An upstream family's hyperparameters, checked and completed: an unknown or missing key is one error naming the
+    known ones (a typo would otherwise build a different network), upstream keys of no use here (``ignored``) dropped."""
+    unknown = set(config) - set(defaults) - set(required) - ignored
+    if unknown:
+        raise ValueError(f"unknown {family} config keys {sorted(unknown)}; known: {sorted(set(defaults) | set(required))}")
+    missing = [k for k in required if k not in config]
+    if missing:
+        raise ValueError(f"{family} config lacks {missing}")
+    return {**defaults, **{k: v for k, v in config.items() if k not in ignored}}
+
 def _as_timesteps(t: torch.Tensor | float | int, x: torch.Tensor) -> torch.Tensor:
     """Broadcast ``t`` (scalar or one per image, on the 0..T-1 scale) to a float vector of the batch size."""
     t = torch.as_tensor(t, device=x.device)

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .base import UNet2DBackbone
+from .base import UNet2DBackbone, family_config
 from .checkpoints import KeyPlan, Layout, Rule
 
 FAMILY = "ddpm"
@@ -36,13 +36,7 @@ def normalize_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
         if "channels" in data:
             flat.setdefault("in_channels", data["channels"])
         config = flat
-    unknown = set(config) - set(DEFAULTS) - set(REQUIRED) - IGNORED
-    if unknown:
-        raise ValueError(f"unknown {FAMILY} config keys {sorted(unknown)}; known: {sorted(set(DEFAULTS) | set(REQUIRED))}")
-    missing = [k for k in REQUIRED if k not in config]
-    if missing:
-        raise ValueError(f"{FAMILY} config lacks {missing}")
-    cfg = {**DEFAULTS, **{k: v for k, v in config.items() if k not in IGNORED}}
+    cfg = family_config(FAMILY, config, DEFAULTS, REQUIRED, IGNORED)
     cfg["ch_mult"] = [int(m) for m in cfg["ch_mult"]]
     cfg["attn_resolutions"] = [int(r) for r in cfg["attn_resolutions"]]
     for k in ("image_size", "ch", "num_res_blocks", "in_channels", "out_ch"):

@@ -12,8 +12,6 @@ from torch import nn
 
 from .modules import DeltaBlock, GlobalDirection, HFunction
 
-__all__ = ["SPACE_MODES", "build_hfunction", "check_space_mode", "hfunction_space", "load_hfunction_weights",
-           "space_shape"]
 
 
 def _torch_load(path: str | Path) -> Any:

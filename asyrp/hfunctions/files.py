@@ -26,17 +26,6 @@ from ..ops.io import atomic_save
 from .build import _is_state_dict, _torch_load, build_hfunction, hfunction_space, space_shape
 from .modules import ADM_KEYS, DDPM_KEYS, DeltaBlock, GlobalDirection, HFunction
 
-__all__ = [
-    "FORMAT",
-    "payload",
-    "save_hfunction",
-    "load_official_hfunction",
-    "official_from_object",
-    "read_hfunction_file",
-    "probe_hfunction",
-    "hfunction_from_payload",
-    "load_hfunction_checkpoint",
-]
 
 log = logging.getLogger(__name__)
 

@@ -19,15 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = [
-    "HFunction",
-    "DeltaBlock",
-    "GlobalDirection",
-    "Composition",
-    "TimeWindow",
-    "apply_hfunction",
-    "n_components",
-]
 
 
 Coefficients = float | int | torch.Tensor | Sequence[float] | Sequence[Sequence[float]]
