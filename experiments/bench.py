@@ -208,7 +208,7 @@ class Bench:
         if args.perf:
             self.bb = with_perf(self.bb, json.loads(args.perf))
         self.family = self.arch["family"]
-        self.bb.h_shape  # probe once, before counting
+        _ = self.bb.h_shape  # probe once, before counting
         B, size = args.batch, self.bb.image_size
         self.x0 = smooth_images(B, size, self.bb.in_channels).to(self.dev)
         self.seeds = list(range(B))

@@ -88,7 +88,9 @@ def face_pairs(attr: str, split: str, n: int) -> tuple[torch.Tensor, torch.Tenso
         i += 1
         if getattr(f, field) != value:
             faces.append(f)
-    draw = lambda fs: to_tensor(np.stack([np.asarray(render(f, 32)) for f in fs]))
+    def draw(fs):
+        return to_tensor(np.stack([np.asarray(render(f, 32)) for f in fs]))
+
     return draw(faces), draw([f.replace(**{field: value}) for f in faces])
 
 
@@ -245,7 +247,9 @@ def per_face_rows(a, ctx: dict, rows: Rows, attr: str, win: Window) -> None:
     x_T, x_end = win.invert(src), win.invert(true, to_end=True)
     with torch.no_grad():
         target = win.look(x_end)
-    judge = lambda x: score(ctx["oracle"], ctx["target"][attr], src, x, true)
+    def judge(x):
+        return score(ctx["oracle"], ctx["target"][attr], src, x, true)
+
     if "floor" in todo:
         rec = win.final(x_T, None)
         with torch.no_grad():

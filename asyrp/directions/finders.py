@@ -99,7 +99,7 @@ def top_singular_vectors(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Ten
     V = torch.linalg.qr(torch.randn(D, k, generator=g, dtype=torch.float64)).Q.T  # (k, D) orthonormal rows
     evals = torch.zeros(k, dtype=torch.float64)
     it = 0
-    for it in range(1, iters + 1):
+    for it in range(1, iters + 1):  # noqa: B007 (read after the loop: the iterations it took)
         W = apply_A(V)
         evals, R = torch.linalg.eigh(V @ W.T)
         order = evals.argsort(descending=True)

@@ -38,7 +38,7 @@ def atomic_path(path: str | os.PathLike, size: int | None = None):
         yield tmp
         os.replace(tmp, path)
     except OSError as err:
-        raise annotate(err, path, size)
+        raise annotate(err, path, size)  # noqa: B904 (the same error, re-raised with its path)
     finally:
         if tmp is not None and tmp.exists():
             tmp.unlink()

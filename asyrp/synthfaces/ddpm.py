@@ -75,7 +75,9 @@ def _start(unet, ema, opt, g: torch.Generator, state_path: Path, init_from: str 
     (fresh optimiser, a new warm-up), else step 0 from scratch."""
     if state_path.exists():
         st = torch.load(state_path, map_location="cpu", weights_only=True)
-        unet.load_state_dict(st["model"]); ema.load_state_dict(st["ema"]); opt.load_state_dict(st["opt"])
+        unet.load_state_dict(st["model"])
+        ema.load_state_dict(st["ema"])
+        opt.load_state_dict(st["opt"])
         g.set_state(st["rng"])
         rewarm = st.get("warm_start_from_step")  # lineage (and an unfinished warm-up) survive a resume
         log.info("resumed at step %d", int(st["step"]))
@@ -172,9 +174,11 @@ def train_ddpm(out_dir: str | Path, work_dir: str | Path, *, steps: int = 6000, 
             log.info("step %d loss %.4f (mean of last 100: %.4f) lr %.2e %.1f steps/min", step, losses[-1],
                      np.mean(losses[-100:]), opt.param_groups[0]["lr"], 60 * (step - step0) / (now - t_start))
         if now - t_save > save_every_min * 60:
-            save(); t_save = now
+            save()
+            t_save = now
         if now - t_export > export_every_min * 60:
-            export(ema.state_dict(), out_dir, meta()); t_export = now
+            export(ema.state_dict(), out_dir, meta())
+            t_export = now
             log.info("exported EMA snapshot at step %d -> %s", step, out_dir)
         if max_minutes is not None and now - t_start > max_minutes * 60:
             log.info("time budget reached at step %d", step)

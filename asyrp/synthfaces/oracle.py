@@ -60,7 +60,7 @@ class Oracle(nn.Module):
 
 def labels_tensor(faces) -> dict[str, torch.Tensor]:
     labs = [f.labels() for f in faces]
-    return {k: torch.tensor([l[k] for l in labs]) for k in HEADS}
+    return {k: torch.tensor([lab[k] for lab in labs]) for k in HEADS}
 
 
 def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:

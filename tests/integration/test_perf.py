@@ -41,7 +41,7 @@ def _floor_rows(K: int = 1, invert: bool = True) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def bb():
     b = tiny_backbone(0)
-    b.h_shape  # probe before counting
+    _ = b.h_shape  # probe before counting
     return b
 
 
@@ -136,7 +136,7 @@ def test_second_run_does_zero_inversion_passes(bb, tmp_path):
     for i, img in enumerate(images(3, seed=4)):
         atomic_write_png(img, folder / f"img_{i}.png")
     counts = []
-    for run in range(2):
+    for _ in range(2):
         dm = AsyrpDataModule(kind="folder", path=str(folder), n_images=3, batch_size=2, cache_dir=str(tmp_path / "c"))
         dm.bind(bb, A, PLAN)
         with PassCounter(bb) as c:

@@ -261,7 +261,7 @@ def test_baseline_costs():
     bb = tiny_backbone(0)
     x = torch.randn(2, 3, 16, 16)
     hf, img = _direction(bb, 0.1), GlobalDirection((3, 16, 16), init_std=0.1)
-    bb.h_shape  # probe before counting
+    _ = bb.h_shape  # probe before counting
     expected = {
         "asyrp": ({"forward": 0, "encode": 1, "decode": 1}, [4]),
         "symmetric": ({"forward": 0, "encode": 1, "decode": 1}, [2]),

@@ -107,7 +107,7 @@ def check_writable(path: str | os.PathLike, key: str, room: int = 0) -> None:
             os.close(fd)
     except OSError as err:
         if err.errno not in NO_PERMISSION:
-            raise annotate(err, folder, room or None)
+            raise annotate(err, folder, room or None)  # noqa: B904 (the same error, re-raised with its path)
         what = "is on a read-only file system" if err.errno == errno.EROFS else "is not writable (permission denied)"
         where = f"{folder}" if probe == folder else f"{folder} (its parent {probe})"
         raise PermissionFault(f"{where} {what}: nothing was written. Choose another {key}=<folder> or make it "
