@@ -48,6 +48,10 @@ __all__ = [
     "thresholds_for",
     "resolve_interval",
     "DEFAULT_THRESHOLDS",
+    "choose_interval",
+    "value_at",
+    "summary_rows",
+    "curve_table",
 ]
 
 #: (edit, boost) thresholds per distance. LPIPS: the paper's 0.33 / 1.2. RMSE: see RMSEDistance.
@@ -285,3 +289,57 @@ def resolve_interval(cfg: Mapping[str, Any], curve: IntervalCurves | None = None
         cos = float(text_cosine if text_cosine is not None else cfg.get("text_cosine", 1.0))
         return choose_t_edit(curve, edit_th, cos), choose_t_boost(curve, boost_th)
     raise ValueError(f"unknown plan.interval source {source!r}: use paper, fixed or measured")
+
+
+# -- reporting a measurement ---------------------------------------------------------------------------------------
+def choose_interval(curve: IntervalCurves, edit_threshold: float, boost_threshold: float,
+                    text_cosine: float = 1.0) -> tuple[int | None, int | None, list[str]]:
+    """(t_edit, t_boost, problems): a curve that never reaches its threshold gives None and its reason."""
+    chosen, problems = [], []
+    for name, choose, args in (("t_edit", choose_t_edit, (edit_threshold, text_cosine)),
+                               ("t_boost", choose_t_boost, (boost_threshold,))):
+        try:
+            chosen.append(choose(curve, *args))
+        except NoCrossingError as err:
+            chosen.append(None)
+            problems.append(f"{name}: {err}")
+    return chosen[0], chosen[1], problems
+
+
+def value_at(curve: IntervalCurves, which: str, t: int) -> float:
+    """The measured value of ``which`` ("strength" | "deficiency") at the measured timestep nearest to t."""
+    i = min(range(len(curve.t)), key=lambda k: abs(curve.t[k] - t))
+    return getattr(curve, which)[i]
+
+
+def summary_rows(curve: IntervalCurves, t_edit: int | None, t_boost: int | None, *, edit_threshold: float,
+                 boost_threshold: float, text_cosine: float = 1.0, configured: tuple[int, int] | None = None,
+                 stride: int | None = None) -> list[dict[str, Any]]:
+    """The rows (quantity, value, detail) that summarise a measurement: the chosen t_edit / t_boost (NaN when a
+    curve never reaches its threshold) next to the ``configured`` (t_edit, t_boost), the curves at t = 0 / 500 / 999
+    and how monotone the strength curve is."""
+    nan = float("nan")
+    d = curve.distance
+    conf = configured or (None, None)
+    rising = sum(b >= a for a, b in zip(curve.strength, curve.strength[1:])) / max(len(curve.t) - 1, 1)
+    at = {w: " / ".join(f"{value_at(curve, w, t):.3g}" for t in (0, 500, 999)) for w in ("strength", "deficiency")}
+    return [
+        {"quantity": f"t_edit (text cosine {text_cosine:g})", "value": nan if t_edit is None else t_edit,
+         "detail": f"first t with {d}(x, P_t) >= {edit_threshold * text_cosine:g}; configured t_edit = {conf[0]}"},
+        {"quantity": "t_boost", "value": nan if t_boost is None else t_boost,
+         "detail": f"first t with {d}(x, x_t) >= {boost_threshold:g}; configured t_boost = {conf[1]}"},
+        {"quantity": "strength d(x, P_t) at t = 0 / 500 / 999", "value": curve.strength[0], "detail": at["strength"]},
+        {"quantity": "deficiency d(x, x_t) at t = 0 / 500 / 999", "value": curve.deficiency[0],
+         "detail": at["deficiency"]},
+        {"quantity": "strength curve monotone (fraction of rising steps)", "value": rising,
+         "detail": f"{len(curve.t)} timesteps" + (f", stride {stride}" if stride else "")},
+    ]
+
+
+def curve_table(curve: IntervalCurves) -> list[str]:
+    """The curves as markdown lines (a "## Curves" section)."""
+    lines = ["## Curves", "", "| t | strength | strength_std | deficiency | deficiency_std |", "|---|---|---|---|---|"]
+    for i, t in enumerate(curve.t):
+        lines.append(f"| {t} | {curve.strength[i]:.4g} | {curve.strength_std[i]:.3g} | {curve.deficiency[i]:.4g} | "
+                     f"{curve.deficiency_std[i]:.3g} |")
+    return lines

@@ -81,12 +81,15 @@ def test_properties_linearity_of_a_linear_world():
     assert mod.r2(c, c ** 2)[0] == pytest.approx(0.0, abs=1e-12)
 
 
-def test_curves_smoke(tmp_path):
-    mod = _script("curves")
+def test_interval_smoke(tmp_path):
+    """experiments/interval.py in the experiment world: the summary table and every output file."""
+    mod = _script("interval")
     assert mod.main(TINY + ["--out", str(tmp_path / "curves")]) == 0
-    _check(tmp_path / "curves" / "curves.md", mod.COLUMNS, ["value"])
-    assert (tmp_path / "curves" / "curves.png").is_file()
-    assert (tmp_path / "curves" / "interval_curves.csv").is_file()
+    rows = _check(tmp_path / "curves" / "curves.md", mod.COLUMNS, ["value"])
+    assert [r[0] for r in rows[:2]] == ["t_edit (text cosine 1)", "t_boost"]
+    assert rows[-1][0] == "t_edit for synthfaces_smiling"
+    for name in ("curves.png", "curves.csv", "interval_curves.png", "interval_curves.csv"):
+        assert (tmp_path / "curves" / name).is_file(), name
 
 
 def test_global_vs_implicit_smoke_trains_through_the_task(tmp_path):
