@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -n 2
 
-.PHONY: install test test-fast demo synthfaces synthfaces-check clean
+.PHONY: install lint test test-fast demo synthfaces synthfaces-check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-test: $(VENV)/.installed
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint
 	WANDB_MODE=offline $(PY) -m pytest $(PYTEST_ARGS) tests
 
 # The quick loop: tests/unit (maths, parity fixtures, single modules) without the slow ones; `make test` runs all

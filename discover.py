@@ -1,12 +1,13 @@
 """Find h-space directions without CLIP: `python discover.py method=pca|jacobian|mean_diff|boundary` (conf/discover.yaml)."""
+
 import hydra
 from omegaconf import DictConfig
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="discover")
 def main(cfg: DictConfig) -> None:
-    from asyrp.tasks.discover import discover
     from asyrp.ops.cli import run_cli
+    from asyrp.tasks.discover import discover
 
     run_cli(discover, cfg, oracle=_oracle(cfg))
 

@@ -1,4 +1,5 @@
 """Edit images with trained h-functions: `python edit.py checkpoint=... input_dir=... arch=...` (see conf/edit.yaml)."""
+
 import hydra
 from omegaconf import DictConfig
 

@@ -1,4 +1,5 @@
 """Train an Asyrp h-function: `python train.py experiment=celeba_smiling` (see conf/train.yaml)."""
+
 import time
 
 import hydra
@@ -7,21 +8,22 @@ from omegaconf import DictConfig, OmegaConf
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from asyrp.tasks.train import get_metric_value, train
-    from asyrp.ops.cli import run_cli
-
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+
+    from asyrp.ops.cli import run_cli
+    from asyrp.tasks.train import get_metric_value, train
 
     t_start = time.time()
     metric_dict, objects = run_cli(train, cfg)
     if cfg.get("edit_quality") and cfg.get("train", True):  # hparams_search=edit_quality: judge the trial by its edits
-        from asyrp.tasks.edit_quality import edit_quality
         from asyrp.synthfaces.oracle import find_oracle
+        from asyrp.tasks.edit_quality import edit_quality
 
         oracle = find_oracle() if cfg.attribute.get("oracle_target") else None  # the synthfaces attribute oracle
-        metric_dict.update(run_cli(edit_quality, cfg, {**objects, "train_seconds": round(time.time() - t_start, 1)},
-                                   oracle))
+        metric_dict.update(
+            run_cli(edit_quality, cfg, {**objects, "train_seconds": round(time.time() - t_start, 1)}, oracle)
+        )
     # a sweep (hparams_search=...) optimises this value; a single run does not need it
     sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     name = cfg.get("optimized_metric")

@@ -8,16 +8,16 @@ A slider move re-runs only the generation from the cached x_T. Offline: no analy
 gradio_client through the named endpoints ``/load``, ``/edit`` and ``/strip``); the task that serves it is
 ``asyrp.tasks.serve.serve``.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
 
 import torch
-from omegaconf import DictConfig
 
 from .ops import faults
 from .ops.errors import AsyrpUserError
@@ -63,14 +63,19 @@ class EditorView:
 
         xs = self.editor.strip(inv, coeffs, self.strip_scales)
         labels = [strength_label(self.editor.names, [s * c for c in coeffs]) for s in self.strip_scales]
-        return table_grid([list(xs)], labels, title="strip: the edit at " + ", ".join(f"{s:g}x" for s in
-                                                                                    self.strip_scales))
+        return table_grid(
+            [list(xs)], labels, title="strip: the edit at " + ", ".join(f"{s:g}x" for s in self.strip_scales)
+        )
 
     def _edit(self, inv, coeffs: Sequence[float]):
         t = time.perf_counter()
         x = self.editor.generate(inv, [list(coeffs)])[0]
         dt = time.perf_counter() - t
-        how = f"inversion cached, computed once in {inv.seconds:.2f} s" if inv.hits else f"inverted in {inv.seconds:.2f} s"
+        how = (
+            f"inversion cached, computed once in {inv.seconds:.2f} s"
+            if inv.hits
+            else f"inverted in {inv.seconds:.2f} s"
+        )
         return self._show(x), f"edit {self._label(coeffs)}: generated in {dt:.2f} s ({how})"
 
     def edit(self, path: str | None, *coeffs: float):
@@ -104,26 +109,39 @@ def _guard(fn):
             return fn(*args)
         except (ValueError, AsyrpUserError) as err:
             raise gr.Error(str(err)) from None
+
     run.__name__ = fn.__name__
     return run
 
 
-def build_app(editor, examples: Sequence[str | Path] = (), strip: Sequence[float] = (-1, -0.5, 0, 0.5, 1, 1.5),
-              max_strength: float = 2.0):
+def build_app(
+    editor,
+    examples: Sequence[str | Path] = (),
+    strip: Sequence[float] = (-1, -0.5, 0, 0.5, 1, 1.5),
+    max_strength: float = 2.0,
+):
     """The page: image in, one slider per h-function, input | reconstruction | edit, and the strip."""
     gr = require_gradio()
     view = EditorView(editor, strip)
     s = editor.plan
     with gr.Blocks(title="asyrp editor", analytics_enabled=False) as app:
-        gr.Markdown(f"## asyrp: edit in h-space\nh-functions: {', '.join(editor.names)} · {s.n_inv} inversion / "
-                    f"{s.n_gen} generation steps to t0={s.t0}, edit while t >= {s.t_edit}, boost below {s.t_boost}. "
-                    "The inversion of an image is computed once; a slider move re-runs only the generation.")
+        gr.Markdown(
+            f"## asyrp: edit in h-space\nh-functions: {', '.join(editor.names)} · {s.n_inv} inversion / "
+            f"{s.n_gen} generation steps to t0={s.t0}, edit while t >= {s.t_edit}, boost below {s.t_boost}. "
+            "The inversion of an image is computed once; a slider move re-runs only the generation."
+        )
         with gr.Row():
-            image = gr.Image(value=str(examples[0]) if examples else None, type="filepath",
-                             label="image (upload or pick below)", height=256)
+            image = gr.Image(
+                value=str(examples[0]) if examples else None,
+                type="filepath",
+                label="image (upload or pick below)",
+                height=256,
+            )
             with gr.Column():
-                sliders = [gr.Slider(-max_strength, max_strength, value=d, step=0.05, label=f"{n} strength")
-                           for n, d in zip(editor.names, editor.defaults)]
+                sliders = [
+                    gr.Slider(-max_strength, max_strength, value=d, step=0.05, label=f"{n} strength")
+                    for n, d in zip(editor.names, editor.defaults)
+                ]
                 status = gr.Markdown("pick an image")
         with gr.Row():
             shown = gr.Image(type="pil", label="input", format="png")

@@ -5,6 +5,7 @@ Every entry point, task and experiment script builds through these functions, so
 bad config fails with one ``AsyrpUserError`` naming it. The arguments are config groups as composed by Hydra
 (``cfg.arch``, ``cfg.clip``, ``cfg.attribute``, ``cfg.hfunction``; DictConfig or plain dict).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -53,8 +54,12 @@ def clip(cfg: Mapping[str, Any], *, device: str | torch.device = "cpu"):
 def attribute(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """An attribute of ``conf/attribute``: its name, the CLIP source / target texts and what an oracle checks."""
     try:
-        return {"name": cfg.get("name"), "source": [str(s) for s in cfg["source"]],
-                "target": [str(s) for s in cfg["target"]], "oracle_target": cfg.get("oracle_target")}
+        return {
+            "name": cfg.get("name"),
+            "source": [str(s) for s in cfg["source"]],
+            "target": [str(s) for s in cfg["target"]],
+            "oracle_target": cfg.get("oracle_target"),
+        }
     except KeyError as err:
         raise AsyrpUserError(f"attribute config has no {err}: give name, source and target (conf/attribute/)") from err
 

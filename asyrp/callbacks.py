@@ -5,6 +5,7 @@
 Optionally also the official layout ``{"0": state_dict}`` that ``asyrp.hfunctions.load_official_hfunction`` reads.
 Lightning's own ``last.ckpt`` (ModelCheckpoint) is for resuming; it too holds only the h-function's weights.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,8 +24,7 @@ from .ops.guard import Guard
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HFunctionCheckpoint", "EditGrid", "FiniteGuard", "ProgressLog",
-           "StopOnSignal", "hfunction_payload"]
+__all__ = ["HFunctionCheckpoint", "EditGrid", "FiniteGuard", "ProgressLog", "StopOnSignal", "hfunction_payload"]
 
 
 def _all_finite(module: torch.nn.Module) -> bool:
@@ -38,8 +38,13 @@ def hfunction_payload(pl_module) -> dict[str, Any]:
 class HFunctionCheckpoint(pl.Callback):
     """Save ``hfunction.pt`` (and ``hfunction_official.pth``) at the end of every epoch and of training."""
 
-    def __init__(self, dirpath: str, filename: str = "hfunction.pt", export_official: bool = True,
-                 official_filename: str = "hfunction_official.pth"):
+    def __init__(
+        self,
+        dirpath: str,
+        filename: str = "hfunction.pt",
+        export_official: bool = True,
+        official_filename: str = "hfunction_official.pth",
+    ):
         self.dirpath = Path(dirpath)
         self.filename, self.export_official, self.official_filename = filename, export_official, official_filename
 
@@ -48,8 +53,11 @@ class HFunctionCheckpoint(pl.Callback):
         if not _all_finite(pl_module.hfunc):  # never replace a good hfunction.pt by a diverged one
             log.error("h-function weights are not finite: %s not written", self.dirpath / self.filename)
             return
-        save_hfunction(hfunction_payload(pl_module), self.dirpath / self.filename,
-                       self.dirpath / self.official_filename if self.export_official else None)
+        save_hfunction(
+            hfunction_payload(pl_module),
+            self.dirpath / self.filename,
+            self.dirpath / self.official_filename if self.export_official else None,
+        )
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._save(pl_module)
@@ -75,8 +83,14 @@ class EditGrid(pl.Callback):
         if ds is None or len(ds) == 0:
             return None
         items = [ds[i] for i in range(min(self.n_images, len(ds)))]
-        return {k: (torch.stack([it[k] for it in items]).to(pl_module.device) if torch.is_tensor(items[0][k])
-                    else torch.tensor([it[k] for it in items])) for k in items[0]}
+        return {
+            k: (
+                torch.stack([it[k] for it in items]).to(pl_module.device)
+                if torch.is_tensor(items[0][k])
+                else torch.tensor([it[k] for it in items])
+            )
+            for k in items[0]
+        }
 
     @rank_zero_only
     def _make(self, trainer, pl_module, tag: str) -> None:
@@ -94,11 +108,19 @@ class EditGrid(pl.Callback):
         info = pl_module.rebuild_info()
         name = (info.get("attribute") or {}).get("name") or "edit"
         target = "; ".join(getattr(pl_module, "target", []) or [])
-        title = (f"step {trainer.global_step}: {name} ('{target}'), strength {pl_module.strength:g}, t_edit "
-                 f"{pl_module.plan.t_edit}; columns: source, reconstruction (no edit), edit")
-        grid = columns_grid([("source", batch["x0"]), ("reconstruction", batch["x_rec"]),
-                             (f"edit: {strength_label([name], [pl_module.strength])}", x_edit)],
-                            [f"image {int(i)}" for i in batch["index"]], title)
+        title = (
+            f"step {trainer.global_step}: {name} ('{target}'), strength {pl_module.strength:g}, t_edit "
+            f"{pl_module.plan.t_edit}; columns: source, reconstruction (no edit), edit"
+        )
+        grid = columns_grid(
+            [
+                ("source", batch["x0"]),
+                ("reconstruction", batch["x_rec"]),
+                (f"edit: {strength_label([name], [pl_module.strength])}", x_edit),
+            ],
+            [f"image {int(i)}" for i in batch["index"]],
+            title,
+        )
         path = save_grid(self.dirpath / f"{tag}.png", grid)
         self.saved.append(path)
         for lg in trainer.loggers:
@@ -107,8 +129,11 @@ class EditGrid(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if self.every_n_steps > 0 and step // self.every_n_steps > self._last_step // self.every_n_steps \
-                and step != self._last_step:
+        if (
+            self.every_n_steps > 0
+            and step // self.every_n_steps > self._last_step // self.every_n_steps
+            and step != self._last_step
+        ):
             self._last_step = step
             self._make(trainer, pl_module, f"step_{step:07d}")
 
@@ -143,8 +168,11 @@ class FiniteGuard(pl.Callback):
         ckpt = trainer.checkpoint_callback
         last = Path(ckpt.dirpath) / "last.ckpt" if ckpt is not None and ckpt.dirpath else None
         step = getattr(ckpt, "_last_global_step_saved", None) if ckpt is not None else None
-        keep = (f"the last good checkpoint is {last} (step {step}); resume from it with ckpt_path={last}"
-                if last is not None and last.is_file() else "no checkpoint was written before it")
+        keep = (
+            f"the last good checkpoint is {last} (step {step}); resume from it with ckpt_path={last}"
+            if last is not None and last.is_file()
+            else "no checkpoint was written before it"
+        )
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else "?"
         raise TrainingDiverged(
             f"training diverged at step {trainer.global_step} (epoch {trainer.current_epoch}, batch {batch_idx}): "
@@ -216,11 +244,15 @@ class ProgressLog(TQDMProgressBar):
         if self._ticker is not None:
             per_epoch = self.total_train_batches if math.isfinite(self.total_train_batches) else 0
             # the key metrics only: the training loss and the validation scores (not every logged term)
-            metrics = {k: v for k, v in self.get_metrics(trainer, pl_module).items()
-                       if not k.endswith("_epoch") and ("loss" in k or k.startswith("val/"))}
-            self._ticker.set(trainer.current_epoch * per_epoch + batch_idx + 1,
-                             {"epoch": f"{trainer.current_epoch + 1}/{trainer.max_epochs}",
-                              "step": trainer.global_step, **metrics})
+            metrics = {
+                k: v
+                for k, v in self.get_metrics(trainer, pl_module).items()
+                if not k.endswith("_epoch") and ("loss" in k or k.startswith("val/"))
+            }
+            self._ticker.set(
+                trainer.current_epoch * per_epoch + batch_idx + 1,
+                {"epoch": f"{trainer.current_epoch + 1}/{trainer.max_epochs}", "step": trainer.global_step, **metrics},
+            )
 
     def on_train_end(self, trainer, pl_module) -> None:
         super().on_train_end(trainer, pl_module)

@@ -2,11 +2,13 @@
 ``AsyrpUserError`` naming the key and the fix (train and edit configs, the step schedule, the arch, the speed
 options, a checkpoint to resume from) and the edit settings turned into one (K, n) coefficient matrix.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -67,12 +69,17 @@ def check_arch(arch: Mapping[str, Any]) -> None:
 
     name = arch.get("name")
     if arch.get("family") not in FAMILIES:
-        raise AsyrpUserError(f"arch.family={arch.get('family')!r} (arch {name!r}) is not one of {', '.join(FAMILIES)}: "
-                             f"fix conf/arch/{name}.yaml or pass arch.family=<family>")
+        raise AsyrpUserError(
+            f"arch.family={arch.get('family')!r} (arch {name!r}) is not one of {', '.join(FAMILIES)}: "
+            f"fix conf/arch/{name}.yaml or pass arch.family=<family>"
+        )
     if arch.get("beta_schedule", "linear") not in ("linear", "cosine"):
         raise AsyrpUserError(f"arch.beta_schedule={arch.get('beta_schedule')!r} must be linear or cosine")
-    check_file(arch.get("checkpoint"), f"backbone checkpoint of arch {name!r}",
-                "Download it (see the comment in conf/arch/<name>.yaml), or set ASYRP_CHECKPOINTS / arch.checkpoint.")
+    check_file(
+        arch.get("checkpoint"),
+        f"backbone checkpoint of arch {name!r}",
+        "Download it (see the comment in conf/arch/<name>.yaml), or set ASYRP_CHECKPOINTS / arch.checkpoint.",
+    )
 
 
 def check_hfunction_mode(mode: Any, key: str, hfunctions: Any) -> None:
@@ -110,7 +117,9 @@ def check_train_config(cfg: DictConfig) -> tuple[list[Path], list[tuple[Path, st
         if as_float(loss.get(k, 0.0), f"model.loss.{k}") < 0:
             raise AsyrpUserError(f"model.loss.{k}={loss.get(k)} must be >= 0")
     if loss.get("clip_reference", "x0") not in ("x0", "P_orig"):
-        raise AsyrpUserError(f"model.loss.clip_reference={loss.get('clip_reference')!r} must be x0 (official) or P_orig")
+        raise AsyrpUserError(
+            f"model.loss.clip_reference={loss.get('clip_reference')!r} must be x0 (official) or P_orig"
+        )
     if as_float(m.optimizer.get("lr", 1.0), "model.optimizer.lr") <= 0:
         raise AsyrpUserError(f"model.optimizer.lr={m.optimizer.get('lr')} must be > 0")
     as_int(m.get("n_iter", 1), "model.n_iter", 1)
@@ -119,8 +128,11 @@ def check_train_config(cfg: DictConfig) -> tuple[list[Path], list[tuple[Path, st
         raise AsyrpUserError("attribute.source and attribute.target must each list at least one text")
     check_arch(cfg.arch)
     check_perf(cfg.get("perf"))
-    check_file(cfg.get("ckpt_path"), "ckpt_path (checkpoint to resume from)",
-                "Pass the last.ckpt of the run to resume (…/checkpoints/last.ckpt) or ckpt_path=null.")
+    check_file(
+        cfg.get("ckpt_path"),
+        "ckpt_path (checkpoint to resume from)",
+        "Pass the last.ckpt of the run to resume (…/checkpoints/last.ckpt) or ckpt_path=null.",
+    )
     as_int(cfg.dataset.get("n_images", 1), "dataset.n_images", 1)
     as_int(cfg.dataset.get("batch_size", 1), "dataset.batch_size", 1)
     if cfg.dataset.kind == "folder":  # every file of the folder: used, or skipped with its reason
@@ -139,23 +151,30 @@ def check_resume_checkpoint(path: str | Path, auto: bool = False) -> None:
     from .backbones.checkpoints import CheckpointError, load_file
 
     path = Path(str(path)).expanduser()
-    fix = (f"delete {path} to start this run again from scratch (or pass ckpt_path=<another last.ckpt>)" if auto
-           else "pass ckpt_path=<run>/checkpoints/last.ckpt of an intact run, or ckpt_path=null to start afresh")
+    fix = (
+        f"delete {path} to start this run again from scratch (or pass ckpt_path=<another last.ckpt>)"
+        if auto
+        else "pass ckpt_path=<run>/checkpoints/last.ckpt of an intact run, or ckpt_path=null to start afresh"
+    )
     try:
         obj = load_file(path)
     except CheckpointError as err:
         msg = str(err)
         if "refused for safety" in msg:
             refused = msg.split("Refused object:")[-1].strip()
-            raise AsyrpUserError(f"cannot resume from {path}: it contains pickled Python objects besides tensors "
-                                 f"({refused}); loading it is refused for safety (it could run code): {fix}") from err
+            raise AsyrpUserError(
+                f"cannot resume from {path}: it contains pickled Python objects besides tensors "
+                f"({refused}); loading it is refused for safety (it could run code): {fix}"
+            ) from err
         detail = msg.split(" (", 1)[-1].split("):", 1)[0] if " (" in msg else msg
-        raise AsyrpUserError(f"cannot resume from {path}: the file is truncated, damaged or not a torch checkpoint "
-                             f"({detail}): {fix}") from err
+        raise AsyrpUserError(
+            f"cannot resume from {path}: the file is truncated, damaged or not a torch checkpoint ({detail}): {fix}"
+        ) from err
     if not (isinstance(obj, _Mapping) and "state_dict" in obj and "global_step" in obj and "loops" in obj):
-        raise AsyrpUserError(f"cannot resume from {path}: it is not a Lightning training checkpoint (last.ckpt); "
-                             f"hfunction.pt / .pth files are for edit.py: {fix}")
-
+        raise AsyrpUserError(
+            f"cannot resume from {path}: it is not a Lightning training checkpoint (last.ckpt); "
+            f"hfunction.pt / .pth files are for edit.py: {fix}"
+        )
 
 
 # -- edit coefficients -----------------------------------------------------------------------------------------
@@ -186,8 +205,10 @@ def _coefficient_rows(cfg: DictConfig, n: int, base: list[float]) -> tuple[list[
         elif len(start) == 1 and n > 1:
             start = [as_float(start[0], "strip_from") * b for b in base]
         elif len(start) != n:
-            raise AsyrpUserError(f"strip_from has {len(start)} values for {n} h-functions: pass one number (a fraction "
-                                 f"of the edit) or {n} coefficients")
+            raise AsyrpUserError(
+                f"strip_from has {len(start)} values for {n} h-functions: pass one number (a fraction "
+                f"of the edit) or {n} coefficients"
+            )
         else:
             start = [as_float(v, "strip_from") * (b if n == 1 else 1.0) for v, b in zip(start, base)]
         rows = [[s0 + (b - s0) * i / (k - 1) for s0, b in zip(start, base)] for i in range(k)]
@@ -214,8 +235,10 @@ def edit_coefficients(cfg: DictConfig, n: int, stored_strengths: list[float | No
     coeffs = as_list(cfg.get("coeffs"))
     if coeffs is not None:
         if len(coeffs) != n:
-            raise AsyrpUserError(f"coeffs has {len(coeffs)} values for {n} checkpoints: pass one coefficient "
-                                 "per checkpoint (coeffs=[1.0,0.5])")
+            raise AsyrpUserError(
+                f"coeffs has {len(coeffs)} values for {n} checkpoints: pass one coefficient "
+                "per checkpoint (coeffs=[1.0,0.5])"
+            )
         coeffs = [as_float(c, "coeffs") for c in coeffs]
     if cfg.get("strength") is not None:
         strengths = [as_float(cfg.strength, "strength")] * n
@@ -235,12 +258,16 @@ def check_edit_config(cfg: DictConfig) -> list[Path]:
     ckpts = [Path(str(c)).expanduser() for c in ckpts]
     for c in ckpts:
         if not c.is_file():
-            raise AsyrpUserError(f"h-function checkpoint not found: {c}. Pass checkpoint=<run>/checkpoints/hfunction.pt "
-                                 "or an official *.pth file.")
+            raise AsyrpUserError(
+                f"h-function checkpoint not found: {c}. Pass checkpoint=<run>/checkpoints/hfunction.pt "
+                "or an official *.pth file."
+            )
     input_dir, n_random = cfg.get("input_dir"), cfg.get("n_random")
     if (input_dir is None) == (n_random is None):
-        raise AsyrpUserError("set exactly one input: input_dir=<folder or glob> (your images) or n_random=<N> "
-                             "(the backbone's own samples)")
+        raise AsyrpUserError(
+            "set exactly one input: input_dir=<folder or glob> (your images) or n_random=<N> "
+            "(the backbone's own samples)"
+        )
     if n_random is not None:
         as_int(n_random, "n_random", 1)
     if cfg.get("n_images") is not None:
@@ -255,10 +282,13 @@ def check_edit_config(cfg: DictConfig) -> list[Path]:
     # the step settings given explicitly (the rest come from the checkpoint and are checked once it is read)
     given = {k: p.get(k) for k in ("n_inv", "n_gen", "t0", "t_edit", "t_boost")}
     t0 = given["t0"] if given["t0"] is not None else 999
-    check_schedule(given["n_inv"] if given["n_inv"] is not None else 40,
-                   given["n_gen"] if given["n_gen"] is not None else 40, t0,
-                   given["t_edit"] if given["t_edit"] is not None else (0 if given["t_boost"] is None else t0),
-                   given["t_boost"])
+    check_schedule(
+        given["n_inv"] if given["n_inv"] is not None else 40,
+        given["n_gen"] if given["n_gen"] is not None else 40,
+        t0,
+        given["t_edit"] if given["t_edit"] is not None else (0 if given["t_boost"] is None else t0),
+        given["t_boost"],
+    )
     check_mode(p.get("mode"), "plan.mode")
     edit_coefficients(cfg, len(ckpts))  # coeffs, strength, sweep / strip syntax
     dev = str(cfg.get("device") or "cpu")

@@ -7,11 +7,13 @@ Text directions follow DiffusionCLIP/Asyrp: every prompt is embedded under the 8
 from open_clip's ``zero_shot_metadata``), the normalised embeddings are averaged and renormalised, and the direction
 is normalise(target - source). It is computed once per run (texts and weights do not change).
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,15 +39,26 @@ def prompt_templates(kind: str | Sequence[str] | None) -> list[Callable[[str], s
     if kind == "simple":
         return list(meta.SIMPLE_IMAGENET_TEMPLATES)
     if isinstance(kind, str):
-        raise AsyrpUserError(f"unknown clip.templates {kind!r}: use imagenet, simple, none or a list of '...{{}}...' strings")
+        raise AsyrpUserError(
+            f"unknown clip.templates {kind!r}: use imagenet, simple, none or a list of '...{{}}...' strings"
+        )
     return [lambda c, f=f: f.format(c) for f in kind]
 
 
 class FrozenCLIP(nn.Module):
     """An open_clip model in eval mode without gradients, with input handling for images in [-1, 1]."""
 
-    def __init__(self, model: nn.Module, tokenizer: Callable, *, image_size: int, mean: Sequence[float],
-                 std: Sequence[float], templates: str | Sequence[str] | None = "imagenet", name: str = "clip"):
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Callable,
+        *,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        templates: str | Sequence[str] | None = "imagenet",
+        name: str = "clip",
+    ):
         super().__init__()
         self.model = model.eval()
         for p in self.model.parameters():
@@ -58,7 +71,7 @@ class FrozenCLIP(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.train(False)
 
-    def train(self, mode: bool = True) -> "FrozenCLIP":
+    def train(self, mode: bool = True) -> FrozenCLIP:
         return super().train(False)
 
     @property
@@ -72,10 +85,11 @@ class FrozenCLIP(nn.Module):
         if h != w:
             s = min(h, w)
             top, left = (h - s) // 2, (w - s) // 2
-            x = x[..., top:top + s, left:left + s]
+            x = x[..., top : top + s, left : left + s]
         if x.shape[-1] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False,
-                              antialias=True)
+            x = F.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False, antialias=True
+            )
         return (x - self.mean) / self.std
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,8 +147,10 @@ def _load_local_weights(model: nn.Module, path: str) -> None:
     """Strict load of a local safetensors / weights-only torch file into an open_clip model built from its config."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise AsyrpUserError(f"CLIP weights not found: {p}. Fix clip.weights, or rebuild the shipped synthfaces CLIP "
-                             "with `python -m asyrp.synthfaces.build clip`.")
+        raise AsyrpUserError(
+            f"CLIP weights not found: {p}. Fix clip.weights, or rebuild the shipped synthfaces CLIP "
+            "with `python -m asyrp.synthfaces.build clip`."
+        )
     try:
         if p.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -143,13 +159,17 @@ def _load_local_weights(model: nn.Module, path: str) -> None:
         else:
             sd = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise AsyrpUserError(f"cannot read CLIP weights {p} ({type(err).__name__}: {err}); re-create the file.") from err
+        raise AsyrpUserError(
+            f"cannot read CLIP weights {p} ({type(err).__name__}: {err}); re-create the file."
+        ) from err
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
     bad = [k for k in own if k in sd and own[k].shape != sd[k].shape]
     if missing or unexpected or bad:
-        raise AsyrpUserError(f"CLIP weights {p} do not fit clip.model_config: missing {missing[:3]}, unexpected "
-                             f"{unexpected[:3]}, mis-shaped {bad[:3]}; use the model config the weights were saved with.")
+        raise AsyrpUserError(
+            f"CLIP weights {p} do not fit clip.model_config: missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}, mis-shaped {bad[:3]}; use the model config the weights were saved with."
+        )
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()})
 
 
@@ -180,8 +200,10 @@ def load_clip(cfg: Mapping[str, Any], device: str | torch.device = "cpu") -> Fro
         if cfg.get("weights"):
             _load_local_weights(model, cfg["weights"])
         else:
-            log.warning("CLIP %r built with RANDOM weights (clip.model_config set): for tests and smoke runs only",
-                        cfg.get("name"))
+            log.warning(
+                "CLIP %r built with RANDOM weights (clip.model_config set): for tests and smoke runs only",
+                cfg.get("name"),
+            )
     else:
         name, pretrained = cfg["model"], cfg.get("pretrained")
         if pretrained and _looks_like_path(str(pretrained)):
@@ -203,6 +225,13 @@ def load_clip(cfg: Mapping[str, Any], device: str | torch.device = "cpu") -> Fro
         pp = getattr(model.visual, "preprocess_cfg", None) or {}
         mean = cfg.get("mean") or pp.get("mean", mean)
         std = cfg.get("std") or pp.get("std", std)
-    clip = FrozenCLIP(model, tokenizer, image_size=image_size, mean=mean, std=std, templates=templates,
-                      name=str(cfg.get("name", "clip")))
+    clip = FrozenCLIP(
+        model,
+        tokenizer,
+        image_size=image_size,
+        mean=mean,
+        std=std,
+        templates=templates,
+        name=str(cfg.get("name", "clip")),
+    )
     return clip.to(device)

@@ -1,8 +1,10 @@
 """Composing the Hydra configs from Python (notebooks, tests) exactly as train.py / edit.py would."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -11,8 +13,13 @@ from .ops.errors import AsyrpUserError
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
-def compose(config_name: str = "train", overrides: Sequence[str] = (), *, output_dir: str | Path | None = None,
-            conf_dir: str | Path = CONF_DIR) -> DictConfig:
+def compose(
+    config_name: str = "train",
+    overrides: Sequence[str] = (),
+    *,
+    output_dir: str | Path | None = None,
+    conf_dir: str | Path = CONF_DIR,
+) -> DictConfig:
     """The composed config with ``${hydra:...}`` usable (HydraConfig is set) and, if given, ``output_dir`` as the
     run folder (paths.output_dir and hydra.runtime.output_dir)."""
     from hydra import compose as hydra_compose

@@ -5,14 +5,16 @@ is inverted once (deterministic DDIM, ``asyrp.samplers.ddim_invert``); x_T and t
 digest of the image and the step settings, so moving a strength slider re-runs only the generation
 (``asyrp.samplers.edit`` from the cached x_T). The Gradio app (``asyrp.app``) is a thin view over it.
 """
+
 from __future__ import annotations
 
 import hashlib
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -97,8 +99,9 @@ class Editor:
         if c.shape[1] != len(self.hfunctions):
             raise ValueError(f"{c.shape[1]} coefficients for {len(self.hfunctions)} h-functions")
         c = c * torch.tensor(self.scales, dtype=c.dtype)
-        out = edit(self.backbone, None, self.hfunc, a=self.a, plan=self.plan, strength=c, seeds=[self.seed],
-                   x_T=inv.x_T).x_edit
+        out = edit(
+            self.backbone, None, self.hfunc, a=self.a, plan=self.plan, strength=c, seeds=[self.seed], x_T=inv.x_T
+        ).x_edit
         self.stats["generations"] += 1
         return out[:, 0].cpu()
 
@@ -107,8 +110,14 @@ class Editor:
         return self.generate(inv, [[float(sc) * float(v) for v in coeffs] for sc in scales])
 
 
-def load_editor(arch: Any, checkpoints: Sequence[str | Path], overrides: dict[str, Any],
-                fallback: dict[str, Any] | None = None, device: str = "cpu", perf: Any = None) -> Editor:
+def load_editor(
+    arch: Any,
+    checkpoints: Sequence[str | Path],
+    overrides: dict[str, Any],
+    fallback: dict[str, Any] | None = None,
+    device: str = "cpu",
+    perf: Any = None,
+) -> Editor:
     """Backbone + h-functions (our hfunction.pt or official .pth, through the same loaders as edit.py), with the walk
     settings resolved like edit.py does: explicit ``overrides``, else the first file's, else ``fallback`` (the
     plan's interval preset: t_edit, t_boost), through the one resolver (asyrp.plan.resolve_plan). Files trained on
@@ -129,8 +138,18 @@ def load_editor(arch: Any, checkpoints: Sequence[str | Path], overrides: dict[st
         edits.append(dict(meta.get("edit") or {}))
         defaults.append(float(edits[-1].get("strength", 1.0)))
     plan, windows = resolve_plan(overrides, edits, fallback)
-    check_hfunction_mode(plan.mode, "plan.mode", [p.get("hfunction") if isinstance(p, dict) else None for p in payloads])
+    check_hfunction_mode(
+        plan.mode, "plan.mode", [p.get("hfunction") if isinstance(p, dict) else None for p in payloads]
+    )
     scales = [w["step_scale"] for w in windows] if windows else []
     fns = in_own_intervals(fns, windows) if windows else fns
-    return Editor(backbone, fns, names, build.alpha_bar(arch).to(next(backbone.parameters()).device), plan,
-                  int(overrides.get("seed") or 0), defaults, scales=scales)
+    return Editor(
+        backbone,
+        fns,
+        names,
+        build.alpha_bar(arch).to(next(backbone.parameters()).device),
+        plan,
+        int(overrides.get("seed") or 0),
+        defaults,
+        scales=scales,
+    )

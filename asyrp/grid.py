@@ -11,13 +11,14 @@ the numbers are. Labels use Pillow's built-in default font: nothing is downloade
 - ``table_grid(cells, ...)``: any 2-D table of images (rows of (C, H, W) tensors).
 - ``save_grid(path, image)``: written atomically; ``grid_layout(path)`` reads back what it shows.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -28,8 +29,16 @@ FONT_SIZE = 13
 WHITE, INK = (255, 255, 255), (20, 20, 20)
 LAYOUT_KEY = "asyrp.grid"  # PNG text chunk: the grid's layout and labels, as JSON
 
-__all__ = ["MIN_CELL", "to_pil", "columns_grid", "table_grid", "save_grid", "grid_layout", "upscale_factor",
-           "strength_label"]
+__all__ = [
+    "MIN_CELL",
+    "to_pil",
+    "columns_grid",
+    "table_grid",
+    "save_grid",
+    "grid_layout",
+    "upscale_factor",
+    "strength_label",
+]
 
 
 def strength_label(names: Sequence[str], coeffs: Sequence[float]) -> str:
@@ -85,9 +94,14 @@ def _wrap(draw, text: str, font, width: int) -> list[str]:
     return out
 
 
-def table_grid(cells: Sequence[Sequence[torch.Tensor | None]], col_labels: Sequence[str] | None = None,
-               row_labels: Sequence[str] | None = None, title: str | None = None, min_cell: int = MIN_CELL,
-               blocks: int = 1):
+def table_grid(
+    cells: Sequence[Sequence[torch.Tensor | None]],
+    col_labels: Sequence[str] | None = None,
+    row_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    min_cell: int = MIN_CELL,
+    blocks: int = 1,
+):
     """A PIL image of a table of images (``cells[r][c]``: (C, H, W) in [-1, 1], or None for an empty cell).
 
     ``blocks`` > 1 splits the rows into that many panels placed side by side (each with the column labels)."""
@@ -126,7 +140,7 @@ def table_grid(cells: Sequence[Sequence[torch.Tensor | None]], col_labels: Seque
             for i, line in enumerate(lines):
                 tw = probe.textlength(line, font=font)
                 draw.text((x0 + label_w + c * (cw + PAD) + (cw - tw) / 2, y0 + i * line_h), line, fill=INK, font=font)
-        for r, row in enumerate(rows[b * per:(b + 1) * per]):
+        for r, row in enumerate(rows[b * per : (b + 1) * per]):
             y = y0 + head_h + r * (ch + PAD)
             if row_labels:
                 label = _wrap(probe, row_labels[b * per + r], font, label_w - PAD)
@@ -134,16 +148,32 @@ def table_grid(cells: Sequence[Sequence[torch.Tensor | None]], col_labels: Seque
                     draw.text((x0, y + (ch - len(label) * line_h) / 2 + i * line_h), line, fill=INK, font=font)
             for c, x in enumerate(row):
                 if x is not None:
-                    canvas.paste(to_pil(x, k) if x.shape[-1] * k == cw else to_pil(x, 1).resize((cw, ch)),
-                                 (x0 + label_w + c * (cw + PAD), y))
-    canvas.info[LAYOUT_KEY] = json.dumps({"rows": len(rows), "columns": n_cols, "cell": [ch, cw], "upscale": k,
-                                          "blocks": blocks, "title": title, "column_labels": list(col_labels or []),
-                                          "row_labels": list(row_labels or [])})
+                    canvas.paste(
+                        to_pil(x, k) if x.shape[-1] * k == cw else to_pil(x, 1).resize((cw, ch)),
+                        (x0 + label_w + c * (cw + PAD), y),
+                    )
+    canvas.info[LAYOUT_KEY] = json.dumps(
+        {
+            "rows": len(rows),
+            "columns": n_cols,
+            "cell": [ch, cw],
+            "upscale": k,
+            "blocks": blocks,
+            "title": title,
+            "column_labels": list(col_labels or []),
+            "row_labels": list(row_labels or []),
+        }
+    )
     return canvas
 
 
-def columns_grid(columns: Sequence[tuple[str, torch.Tensor]], row_labels: Sequence[str] | None = None,
-                 title: str | None = None, min_cell: int = MIN_CELL, blocks: int = 1):
+def columns_grid(
+    columns: Sequence[tuple[str, torch.Tensor]],
+    row_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    min_cell: int = MIN_CELL,
+    blocks: int = 1,
+):
     """One column per kind of image (label, (N, C, H, W)), one row per image: the usual before/after grid."""
     n = min(int(x.shape[0]) for _, x in columns)
     cells = [[x[i] for _, x in columns] for i in range(n)]

@@ -19,13 +19,15 @@ Its strength curve is therefore shifted one step later, and the t_edit read from
 correctly.) Here every value is filed under the t it was computed at. The published values in
 conf/plan/*.yaml (their ``interval``) are kept as printed in the paper (``source: paper``).
 """
+
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -92,7 +94,7 @@ class IntervalCurves:
         return path
 
     @classmethod
-    def load_csv(cls, path: str | Path) -> "IntervalCurves":
+    def load_csv(cls, path: str | Path) -> IntervalCurves:
         meta: dict[str, str] = {}
         rows: list[list[str]] = []
         with open(path, newline="") as f:
@@ -193,6 +195,7 @@ def measure_curves(
                 S[i, rows] = distance(x, P_t(x_t, eps, a_t)).double().cpu()
                 D[i, rows] = distance(x, x_t).double().cpu()
             continue
+
         # inversion: the walk up ts; P_t comes from the call that moves x_t on and is filed under t. The last
         # pair (t_max, t_max) makes no move (a_next = a_t) but measures the last timestep.
         def record(s: WalkStep) -> None:
@@ -270,7 +273,9 @@ def thresholds_for(cfg: Mapping[str, Any] | None, distance: str) -> tuple[float,
     return float(th["edit"]), float(th["boost"])
 
 
-def resolve_interval(cfg: Mapping[str, Any], curve: IntervalCurves | None = None, text_cosine: float | None = None) -> tuple[int, int]:
+def resolve_interval(
+    cfg: Mapping[str, Any], curve: IntervalCurves | None = None, text_cosine: float | None = None
+) -> tuple[int, int]:
     """(t_edit, t_boost) from the ``interval`` of a conf/plan config.
 
     ``source: paper | fixed``: the config's numbers. ``source: measured``: chosen on ``curve`` (from
@@ -292,12 +297,15 @@ def resolve_interval(cfg: Mapping[str, Any], curve: IntervalCurves | None = None
 
 
 # -- reporting a measurement ---------------------------------------------------------------------------------------
-def choose_interval(curve: IntervalCurves, edit_threshold: float, boost_threshold: float,
-                    text_cosine: float = 1.0) -> tuple[int | None, int | None, list[str]]:
+def choose_interval(
+    curve: IntervalCurves, edit_threshold: float, boost_threshold: float, text_cosine: float = 1.0
+) -> tuple[int | None, int | None, list[str]]:
     """(t_edit, t_boost, problems): a curve that never reaches its threshold gives None and its reason."""
     chosen, problems = [], []
-    for name, choose, args in (("t_edit", choose_t_edit, (edit_threshold, text_cosine)),
-                               ("t_boost", choose_t_boost, (boost_threshold,))):
+    for name, choose, args in (
+        ("t_edit", choose_t_edit, (edit_threshold, text_cosine)),
+        ("t_boost", choose_t_boost, (boost_threshold,)),
+    ):
         try:
             chosen.append(choose(curve, *args))
         except NoCrossingError as err:
@@ -312,9 +320,17 @@ def value_at(curve: IntervalCurves, which: str, t: int) -> float:
     return getattr(curve, which)[i]
 
 
-def summary_rows(curve: IntervalCurves, t_edit: int | None, t_boost: int | None, *, edit_threshold: float,
-                 boost_threshold: float, text_cosine: float = 1.0, configured: tuple[int, int] | None = None,
-                 stride: int | None = None) -> list[dict[str, Any]]:
+def summary_rows(
+    curve: IntervalCurves,
+    t_edit: int | None,
+    t_boost: int | None,
+    *,
+    edit_threshold: float,
+    boost_threshold: float,
+    text_cosine: float = 1.0,
+    configured: tuple[int, int] | None = None,
+    stride: int | None = None,
+) -> list[dict[str, Any]]:
     """The rows (quantity, value, detail) that summarise a measurement: the chosen t_edit / t_boost (NaN when a
     curve never reaches its threshold) next to the ``configured`` (t_edit, t_boost), the curves at t = 0 / 500 / 999
     and how monotone the strength curve is."""
@@ -324,15 +340,27 @@ def summary_rows(curve: IntervalCurves, t_edit: int | None, t_boost: int | None,
     rising = sum(b >= a for a, b in zip(curve.strength, curve.strength[1:])) / max(len(curve.t) - 1, 1)
     at = {w: " / ".join(f"{value_at(curve, w, t):.3g}" for t in (0, 500, 999)) for w in ("strength", "deficiency")}
     return [
-        {"quantity": f"t_edit (text cosine {text_cosine:g})", "value": nan if t_edit is None else t_edit,
-         "detail": f"first t with {d}(x, P_t) >= {edit_threshold * text_cosine:g}; configured t_edit = {conf[0]}"},
-        {"quantity": "t_boost", "value": nan if t_boost is None else t_boost,
-         "detail": f"first t with {d}(x, x_t) >= {boost_threshold:g}; configured t_boost = {conf[1]}"},
+        {
+            "quantity": f"t_edit (text cosine {text_cosine:g})",
+            "value": nan if t_edit is None else t_edit,
+            "detail": f"first t with {d}(x, P_t) >= {edit_threshold * text_cosine:g}; configured t_edit = {conf[0]}",
+        },
+        {
+            "quantity": "t_boost",
+            "value": nan if t_boost is None else t_boost,
+            "detail": f"first t with {d}(x, x_t) >= {boost_threshold:g}; configured t_boost = {conf[1]}",
+        },
         {"quantity": "strength d(x, P_t) at t = 0 / 500 / 999", "value": curve.strength[0], "detail": at["strength"]},
-        {"quantity": "deficiency d(x, x_t) at t = 0 / 500 / 999", "value": curve.deficiency[0],
-         "detail": at["deficiency"]},
-        {"quantity": "strength curve monotone (fraction of rising steps)", "value": rising,
-         "detail": f"{len(curve.t)} timesteps" + (f", stride {stride}" if stride else "")},
+        {
+            "quantity": "deficiency d(x, x_t) at t = 0 / 500 / 999",
+            "value": curve.deficiency[0],
+            "detail": at["deficiency"],
+        },
+        {
+            "quantity": "strength curve monotone (fraction of rising steps)",
+            "value": rising,
+            "detail": f"{len(curve.t)} timesteps" + (f", stride {stride}" if stride else ""),
+        },
     ]
 
 
@@ -340,6 +368,8 @@ def curve_table(curve: IntervalCurves) -> list[str]:
     """The curves as markdown lines (a "## Curves" section)."""
     lines = ["## Curves", "", "| t | strength | strength_std | deficiency | deficiency_std |", "|---|---|---|---|---|"]
     for i, t in enumerate(curve.t):
-        lines.append(f"| {t} | {curve.strength[i]:.4g} | {curve.strength_std[i]:.3g} | {curve.deficiency[i]:.4g} | "
-                     f"{curve.deficiency_std[i]:.3g} |")
+        lines.append(
+            f"| {t} | {curve.strength[i]:.4g} | {curve.strength_std[i]:.3g} | {curve.deficiency[i]:.4g} | "
+            f"{curve.deficiency_std[i]:.3g} |"
+        )
     return lines

@@ -10,6 +10,7 @@ is in both ends and cancels out of the direction instead of being "corrected" by
 its batch size of 1, and a plain mean over images, so a batch split across DDP ranks (gradients averaged) gives the
 same update as the whole batch in one process.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

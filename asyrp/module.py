@@ -12,11 +12,13 @@ unedited DDIM walk's prediction, read from the inversion cache (see ``asyrp.data
 ``manual_backward`` lets Lightning re-arm DDP's reducer before every backward, so each of the per-timestep
 gradients is all-reduced across ranks. The LR scheduler steps once per epoch (the official n_iter loop).
 """
+
 from __future__ import annotations
 
 import warnings
 from collections import defaultdict
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -25,7 +27,6 @@ from torch import nn
 from .clip import FrozenCLIP
 from .losses import AsyrpLoss, direction_cosine
 from .plan import EditPlan, stored_edit
-
 
 # Lightning's advice about saving pre-optimisation state does not apply: last.ckpt is meant to hold the stepped
 # weights (set here, at import, so spawned DDP ranks get it too)
@@ -71,10 +72,15 @@ class AsyrpModule(pl.LightningModule):
         self.plan = plan
         self.train_steps = self.plan.edit_steps()
         text_dir = clip.text_direction(self.source, self.target)
-        self.loss_fn = AsyrpLoss(clip, text_dir, clip.text_cosine(self.source, self.target),
-                                 w_clip=float(loss.get("w_clip", 1.0)), w_recon=float(loss.get("w_recon", 3.0)),
-                                 recon_scale_by_text_cosine=bool(loss.get("recon_scale_by_text_cosine", True)),
-                                 clip_reference=str(loss.get("clip_reference", "x0")))
+        self.loss_fn = AsyrpLoss(
+            clip,
+            text_dir,
+            clip.text_cosine(self.source, self.target),
+            w_clip=float(loss.get("w_clip", 1.0)),
+            w_recon=float(loss.get("w_recon", 3.0)),
+            recon_scale_by_text_cosine=bool(loss.get("recon_scale_by_text_cosine", True)),
+            clip_reference=str(loss.get("clip_reference", "x0")),
+        )
         # plain containers only: the Lightning checkpoint must load with weights_only=True
         self.save_hyperparameters({"config": dict(config or {})})
 
@@ -96,7 +102,9 @@ class AsyrpModule(pl.LightningModule):
         super()._apply(fn, *args, **kwargs)
         self._frozen.backbone._apply(fn)
         self._frozen.clip._apply(fn)
-        self.loss_fn.text_dir = fn(self.loss_fn.text_dir) if self.loss_fn.text_dir.is_floating_point() else self.loss_fn.text_dir
+        self.loss_fn.text_dir = (
+            fn(self.loss_fn.text_dir) if self.loss_fn.text_dir.is_floating_point() else self.loss_fn.text_dir
+        )
         return self
 
     # -- optimisation ----------------------------------------------------------------------------------------
@@ -128,8 +136,14 @@ class AsyrpModule(pl.LightningModule):
             for name, v in terms.items():
                 sums[name] += float(v.detach())
         n, B = max(len(self.train_steps), 1), x.shape[0]
-        self.log_dict({f"train/{k}": v / n for k, v in sums.items()}, on_step=True, on_epoch=True, batch_size=B,
-                      prog_bar=True, sync_dist=True)
+        self.log_dict(
+            {f"train/{k}": v / n for k, v in sums.items()},
+            on_step=True,
+            on_epoch=True,
+            batch_size=B,
+            prog_bar=True,
+            sync_dist=True,
+        )
         self.log("train/lr", float(opt.param_groups[0]["lr"]), on_step=True, on_epoch=False, batch_size=B)
 
     def on_train_epoch_end(self) -> None:
@@ -144,13 +158,23 @@ class AsyrpModule(pl.LightningModule):
         from .samplers import edit
 
         seeds = [self.seed + int(i) for i in batch["index"]]
-        res = edit(self.backbone, batch["x0"], self.hfunc, a=self.a.to(self.device), plan=self.plan,
-                   strength=self.strength, seeds=seeds, x_T=batch["x_T"])
+        res = edit(
+            self.backbone,
+            batch["x0"],
+            self.hfunc,
+            a=self.a.to(self.device),
+            plan=self.plan,
+            strength=self.strength,
+            seeds=seeds,
+            x_T=batch["x_T"],
+        )
         return res.x_edit
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         x_edit = self.edit_batch(batch)
-        cos = direction_cosine(self.clip.encode_image(x_edit), self.clip.encode_image(batch["x0"]), self.loss_fn.text_dir)
+        cos = direction_cosine(
+            self.clip.encode_image(x_edit), self.clip.encode_image(batch["x0"]), self.loss_fn.text_dir
+        )
         B = x_edit.shape[0]
         self.log("val/clip_direction", cos.mean(), sync_dist=True, batch_size=B, prog_bar=True)
         self.log("val/l1_to_recon", (x_edit - batch["x_rec"]).abs().mean(), sync_dist=True, batch_size=B)

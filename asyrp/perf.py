@@ -21,12 +21,14 @@ inference_mode to float32 round-off, bf16 autocast to about 1% of the output sca
 ``PassCounter`` instruments a backbone (wraps ``encode`` / ``decode`` on the instance) and records every call with its
 batch rows, timestep and wall time: the bench and the tests count network passes with it instead of by formula.
 """
+
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -48,7 +50,7 @@ class PerfConfig:
     num_workers: int | None = None
 
     @classmethod
-    def from_any(cls, cfg: "PerfConfig | Mapping[str, Any] | None") -> "PerfConfig":
+    def from_any(cls, cfg: PerfConfig | Mapping[str, Any] | None) -> PerfConfig:
         if cfg is None:
             return cls()
         if isinstance(cfg, cls):
@@ -81,8 +83,13 @@ def autocast_dtype(value: Any, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if value in (None, False, "null", "none", "fp32", "float32"):
         return None
-    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-             True: torch.bfloat16}
+    table = {
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        True: torch.bfloat16,
+    }
     if value not in table:
         raise ValueError(f"perf.autocast={value!r}: use auto, bf16, fp16 or null")
     return table[value]
@@ -119,7 +126,7 @@ class PerfBackbone(Backbone):
     ``torch.compile`` results are rebuilt in the receiving process).
     """
 
-    def __init__(self, backbone: Backbone, cfg: "PerfConfig | Mapping[str, Any] | None" = None):
+    def __init__(self, backbone: Backbone, cfg: PerfConfig | Mapping[str, Any] | None = None):
         super().__init__(backbone.config, out_channels=backbone.out_channels, eps_channels=backbone.eps_channels)
         self.inner = backbone
         self.family = backbone.family
@@ -156,8 +163,12 @@ class PerfBackbone(Backbone):
         compile."""
         dev, cfg = torch.device(device), self.perf
         sdpa = None if cfg.sdpa == AUTO and dev.type != "cuda" else _on(cfg.sdpa, dev)
-        return {"sdpa": sdpa, "channels_last": _on(cfg.channels_last, dev),
-                "autocast": autocast_dtype(cfg.autocast, dev), "compile": bool(cfg.compile)}
+        return {
+            "sdpa": sdpa,
+            "channels_last": _on(cfg.channels_last, dev),
+            "autocast": autocast_dtype(cfg.autocast, dev),
+            "compile": bool(cfg.compile),
+        }
 
     def _resolve(self, device: torch.device) -> dict[str, Any]:
         opts = self.options(device)
@@ -200,21 +211,22 @@ class PerfBackbone(Backbone):
         return out.to(ref.dtype)
 
 
-def with_perf(backbone: Backbone, cfg: "PerfConfig | Mapping[str, Any] | None" = None) -> PerfBackbone:
+def with_perf(backbone: Backbone, cfg: PerfConfig | Mapping[str, Any] | None = None) -> PerfBackbone:
     """``backbone`` behind the speed options ``cfg`` (a wrapped backbone is re-wrapped from its inner one)."""
     while isinstance(backbone, PerfBackbone):
         backbone = backbone.inner
     return PerfBackbone(backbone, cfg)
 
 
-def inference_context(cfg: "PerfConfig | Mapping[str, Any] | None" = None,
-                      device: torch.device | str = "cpu") -> contextlib.AbstractContextManager:
+def inference_context(
+    cfg: PerfConfig | Mapping[str, Any] | None = None, device: torch.device | str = "cpu"
+) -> contextlib.AbstractContextManager:
     """torch.inference_mode() when ``inference_mode`` is on (auto: on CUDA), else torch.no_grad()."""
     cfg = PerfConfig.from_any(cfg)
     return torch.inference_mode() if _on(cfg.inference_mode, torch.device(device)) else torch.no_grad()
 
 
-def loader_kwargs(cfg: "PerfConfig | Mapping[str, Any] | None" = None, device: torch.device | str | None = None) -> dict:
+def loader_kwargs(cfg: PerfConfig | Mapping[str, Any] | None = None, device: torch.device | str | None = None) -> dict:
     """DataLoader options: pin_memory (auto: when CUDA is available) and num_workers (if set)."""
     cfg = PerfConfig.from_any(cfg)
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -252,7 +264,7 @@ class PassCounter:
     sync: bool = False  # torch.cuda.synchronize around calls (accurate GPU timing)
     phase: str | None = None
 
-    def __enter__(self) -> "PassCounter":
+    def __enter__(self) -> PassCounter:
         bb = self.backbone
         self._saved = {n: bb.__dict__.get(n) for n in ("encode", "decode")}
         enc_fn, dec_fn = bb.encode, bb.decode
@@ -267,16 +279,27 @@ class PassCounter:
             t0 = clock()
             out = enc_fn(x, t, *args, **kw)
             tt = torch.as_tensor(t)
-            self.calls.append(Call("encode", int(x.shape[0]), float(tt.reshape(-1)[0]), t0, clock(),
-                                   torch.is_grad_enabled(), int(x.shape[0]), self.phase))
+            self.calls.append(
+                Call(
+                    "encode",
+                    int(x.shape[0]),
+                    float(tt.reshape(-1)[0]),
+                    t0,
+                    clock(),
+                    torch.is_grad_enabled(),
+                    int(x.shape[0]),
+                    self.phase,
+                )
+            )
             return out
 
         def decode(enc, h=None):
             t0 = clock()
             out = dec_fn(enc, h)
             rows = int((h if h is not None else enc.h).shape[0])
-            self.calls.append(Call("decode", rows, None, t0, clock(), torch.is_grad_enabled(), int(enc.h.shape[0]),
-                                   self.phase))
+            self.calls.append(
+                Call("decode", rows, None, t0, clock(), torch.is_grad_enabled(), int(enc.h.shape[0]), self.phase)
+            )
             return out
 
         object.__setattr__(bb, "encode", encode)

@@ -6,10 +6,12 @@ says how delta_h enters the step (see ``asyrp.samplers.edit_eps``). The inversio
 ``samplers.edit``, edit.py, the editor, discover and the sweep all take this object, never its fields one by one,
 so no path can walk another grid than the one it was given.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .config import as_int
 from .ops.errors import AsyrpUserError
@@ -81,45 +83,61 @@ class EditPlan:
         """1 (stochastic quality boosting) while t < t_boost, else 0 (deterministic DDIM)."""
         return 1.0 if self.t_boost and t < self.t_boost else 0.0
 
-    def inversion_part(self) -> "EditPlan":
+    def inversion_part(self) -> EditPlan:
         """What the inversion cache depends on (n_inv, n_gen, t0, spacing): the plan without its edit settings."""
         return EditPlan(n_inv=self.n_inv, n_gen=self.n_gen, t0=self.t0, spacing=self.spacing)
 
 
 def stored_edit(plan: EditPlan, strength: float) -> dict:
     """The plan as an h-function file records it (its ``edit`` entry; key names kept so earlier files still read)."""
-    return {"t_edit": plan.t_edit, "t_boost": plan.t_boost, "n_inv": plan.n_inv, "n_gen": plan.n_gen, "t0": plan.t0,
-            "mode": plan.mode, "strength": float(strength), "spacing": plan.spacing}
+    return {
+        "t_edit": plan.t_edit,
+        "t_boost": plan.t_boost,
+        "n_inv": plan.n_inv,
+        "n_gen": plan.n_gen,
+        "t0": plan.t0,
+        "mode": plan.mode,
+        "strength": float(strength),
+        "spacing": plan.spacing,
+    }
 
 
 # -- the user's values, checked --------------------------------------------------------------------------------
 _KEYS = {k: f"plan.{k}" for k in ("n_inv", "n_gen", "t0", "t_edit", "t_boost")}
 
 
-def check_schedule(n_inv: int, n_gen: int, t0: int, t_edit: int | None, t_boost: int | None,
-                   keys: Mapping[str, str] | None = None) -> None:
+def check_schedule(
+    n_inv: int, n_gen: int, t0: int, t_edit: int | None, t_boost: int | None, keys: Mapping[str, str] | None = None
+) -> None:
     """Impossible step settings, caught before anything runs; ``keys`` names the config keys in the messages."""
     K = dict(_KEYS, **(keys or {}))
     t0 = as_int(t0, K["t0"])
     if not (0 < t0 <= 999):
-        raise AsyrpUserError(f"t0={t0} is outside the schedule: it must be in 1..999 (the 1000-step scale): set {K['t0']}")
+        raise AsyrpUserError(
+            f"t0={t0} is outside the schedule: it must be in 1..999 (the 1000-step scale): set {K['t0']}"
+        )
     for name, v in (("n_inv", n_inv), ("n_gen", n_gen)):
         if as_int(v, K[name]) < 2:
-            raise AsyrpUserError(f"n_inv={n_inv} and n_gen={n_gen} must both be >= 2 (a DDIM walk needs two timesteps): "
-                                 f"set {K[name]}")
+            raise AsyrpUserError(
+                f"n_inv={n_inv} and n_gen={n_gen} must both be >= 2 (a DDIM walk needs two timesteps): set {K[name]}"
+            )
     if t_edit is None:
         raise AsyrpUserError(f"{K['t_edit']} is not set: choose a plan config (conf/plan) or pass {K['t_edit']}=<t>")
     t_edit = as_int(t_edit, K["t_edit"])
     if not (0 <= t_edit <= t0):
-        raise AsyrpUserError(f"t_edit={t_edit} is outside the schedule [0, t0={t0}]: edits happen while t >= t_edit, "
-                             f"so set {K['t_edit']} <= {K['t0']}")
+        raise AsyrpUserError(
+            f"t_edit={t_edit} is outside the schedule [0, t0={t0}]: edits happen while t >= t_edit, "
+            f"so set {K['t_edit']} <= {K['t0']}"
+        )
     if t_boost is not None:
         t_boost = as_int(t_boost, K["t_boost"])
         if not (0 <= t_boost <= t0):
             raise AsyrpUserError(f"t_boost={t_boost} is outside the schedule [0, t0={t0}]: set {K['t_boost']}")
         if t_boost > t_edit:
-            raise AsyrpUserError(f"t_boost={t_boost} is above t_edit={t_edit}: quality boosting (t < t_boost) must start "
-                                 f"after the editing interval (t >= t_edit) ends; set {K['t_boost']} <= {K['t_edit']}")
+            raise AsyrpUserError(
+                f"t_boost={t_boost} is above t_edit={t_edit}: quality boosting (t < t_boost) must start "
+                f"after the editing interval (t >= t_edit) ends; set {K['t_boost']} <= {K['t_edit']}"
+            )
 
 
 def check_mode(mode: Any, key: str) -> None:
@@ -153,7 +171,7 @@ def step_scales(windows: Sequence[Mapping[str, int]], t0: int, n_gen: int) -> li
     return [(t0 / n_gen) / (w["t0"] / w["n_gen"]) for w in windows]
 
 
-def in_own_intervals(fns: Sequence["nn.Module"], windows: Sequence[Mapping[str, int]]) -> list["nn.Module"]:
+def in_own_intervals(fns: Sequence[nn.Module], windows: Sequence[Mapping[str, int]]) -> list[nn.Module]:
     """Each function switched on only in its window (``own_intervals``)."""
     from .hfunctions.modules import TimeWindow
 
@@ -164,9 +182,13 @@ def in_own_intervals(fns: Sequence["nn.Module"], windows: Sequence[Mapping[str, 
 FIELDS = tuple(f.name for f in fields(EditPlan))
 
 
-def resolve_plan(given: Mapping[str, Any], stored: Sequence[Mapping[str, Any]] = (),
-                 interval: Mapping[str, Any] | None = None, *,
-                 key_prefix: str = "plan.") -> tuple[EditPlan, list[dict[str, Any]] | None]:
+def resolve_plan(
+    given: Mapping[str, Any],
+    stored: Sequence[Mapping[str, Any]] = (),
+    interval: Mapping[str, Any] | None = None,
+    *,
+    key_prefix: str = "plan.",
+) -> tuple[EditPlan, list[dict[str, Any]] | None]:
     """The plan of an edit with h-function files: each field as ``given`` (the config; None = not given), else as
     stored in the first file (its ``edit`` entry), else the interval preset's (t_edit, t_boost), else EditPlan's
     default. Several files stored with different intervals and neither t0 nor t_edit given: each function acts in its

@@ -8,10 +8,12 @@ Timesteps are on the 1000-step scale; t_next = -1 means a_{t_next} = 1 (the last
 Asyrp (second half of this file) keeps D_t on the network's own eps and feeds P_t the eps obtained from the shifted
 bottleneck h + delta_h:  x_{t-1} = sqrt(a_{t-1}) P_t(eps_theta(x_t | h + delta_h)) + D_t(eps_theta(x_t | h)).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 

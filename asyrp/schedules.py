@@ -1,4 +1,5 @@
 """Noise schedules and timestep sequences (1000-step scale, as the published checkpoints were trained)."""
+
 from __future__ import annotations
 
 import math

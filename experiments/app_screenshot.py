@@ -7,6 +7,7 @@ Chromium runs headless with networking, sync and updates off and a fresh profile
 DevTools protocol (aiohttp's websocket client) and captured once its status line says the edit was generated (a
 plain ``--screenshot`` fires on page load, before the server has answered).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+]
 DONE = "generated in"  # the page's status line once the first edit is shown
 
 
@@ -72,9 +81,18 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     profile = tempfile.mkdtemp(prefix="asyrp-chromium-")
-    proc = subprocess.Popen([args.chromium, *FLAGS, f"--user-data-dir={profile}", f"--remote-debugging-port={port}",
-                             f"--window-size={width},{height}", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            args.chromium,
+            *FLAGS,
+            f"--user-data-dir={profile}",
+            f"--remote-debugging-port={port}",
+            f"--window-size={width},{height}",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(100):
             try:

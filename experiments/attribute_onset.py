@@ -8,6 +8,7 @@ read P_t (the predicted x0) at every step. Per attribute and t: the fraction of 
 final reconstruction does. An attribute that is decided only at t < t_edit cannot be edited by h at t >= t_edit; one
 decided at high t is edited only if the interval reaches up there, where h also moves the attributes decided there.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,10 +59,15 @@ def main(argv=None) -> None:
         read = oracle.judge(P[:, k].clamp(-1, 1))
         for h in HEADS:
             rows[h].append({"t": int(t), "agree": float((read[h] == final[h]).float().mean())})
-    out = {"images": str(a.images), "n": len(files), "t0": a.t0, "steps": a.steps,
-           "reconstruction_keeps": {h: float((final[h] == source[h]).float().mean()) for h in HEADS},
-           "onset": {h: onset(rows[h]) for h in HEADS},
-           "per_t": rows}
+    out = {
+        "images": str(a.images),
+        "n": len(files),
+        "t0": a.t0,
+        "steps": a.steps,
+        "reconstruction_keeps": {h: float((final[h] == source[h]).float().mean()) for h in HEADS},
+        "onset": {h: onset(rows[h]) for h in HEADS},
+        "per_t": rows,
+    }
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=1))
     print("attribute: highest t from which on P_t reads as the reconstruction for >= 90% of faces")

@@ -8,6 +8,7 @@ numbers at that strength (success, preserved, CLIP direction, PSNR to the unedit
 whether 0.80 / 0.90 holds at every seed; the paper's interval rule (conf/plan/synthfaces.yaml) above it and
 the command that reproduces each row below it. Reversed edits (recipes.py --reverse-data) get a row of their own.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,16 +38,21 @@ def seed_cells(report: dict) -> tuple[list[str], bool]:
 
 def row(folder: Path, reverse: bool = False) -> str:
     s = json.loads((folder / "summary.json").read_text())
-    key, strength = ("reverse_test_at_chosen", s["reverse_chosen_strength"]) if reverse else \
-        ("test_at_chosen", s["chosen_strength"])
+    key, strength = (
+        ("reverse_test_at_chosen", s["reverse_chosen_strength"])
+        if reverse
+        else ("test_at_chosen", s["chosen_strength"])
+    )
     report = s[key]
     cells, met = seed_cells(report)
     mean = lambda k: sum(r[k] for r in report.values()) / len(report)  # noqa: E731
     secs = [s["seeds"][k]["train_seconds"] for k in sorted(report)]
     name = s["experiment"].removeprefix("synthfaces_") + (f", reversed ({s['reverse_target']})" if reverse else "")
-    return (f"| {name} | [{s['t0']}, {s['t_edit']}] | {strength:g} | {'<br>'.join(cells)} | "
-            f"{'**yes**' if met else 'no'} | {mean('edit/clip_direction'):.3f} | {mean('edit/psnr_rec'):.1f} | "
-            f"{' / '.join(f'{x:.0f}' for x in secs)} |")
+    return (
+        f"| {name} | [{s['t0']}, {s['t_edit']}] | {strength:g} | {'<br>'.join(cells)} | "
+        f"{'**yes**' if met else 'no'} | {mean('edit/clip_direction'):.3f} | {mean('edit/psnr_rec'):.1f} | "
+        f"{' / '.join(f'{x:.0f}' for x in secs)} |"
+    )
 
 
 def command(folder: Path) -> str:
@@ -57,9 +63,11 @@ def command(folder: Path) -> str:
     if "reverse_target" in s:
         rev = f" --reverse-data data/synthfaces_with_{attr} --reverse-target '{s['reverse_target']}'"
     strengths = " ".join(f"{x:g}" for x in s["strengths"])
-    return (f"python experiments/recipes.py --experiment {s['experiment']} --data data/synthfaces_{attr} "
-            f"--out outputs/recipes/{attr} --seeds 0 1 2 --strengths {strengths}{rev} -- "
-            + " ".join(s.get("overrides") or []))
+    return (
+        f"python experiments/recipes.py --experiment {s['experiment']} --data data/synthfaces_{attr} "
+        f"--out outputs/recipes/{attr} --seeds 0 1 2 --strengths {strengths}{rev} -- "
+        + " ".join(s.get("overrides") or [])
+    )
 
 
 def sweep_table(path: Path) -> None:
@@ -68,18 +76,23 @@ def sweep_table(path: Path) -> None:
 
     with open(path, newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r.get("chosen", "True") == "True"]
-    print("| trial | t0 | t_edit | lr | w_recon | epochs | faces | CLIP ref. | strength | success | preserved | "
-          "lowest kept | objective | train s |")
+    print(
+        "| trial | t0 | t_edit | lr | w_recon | epochs | faces | CLIP ref. | strength | success | preserved | "
+        "lowest kept | objective | train s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         kept = {k.split("/", 2)[2]: float(v) for k, v in r.items() if k.startswith("edit/preserved/") and v}
         low = min(kept, key=kept.get) if kept else ""
-        ref = next((o.split("=", 1)[1] for o in r["overrides"].split() if o.startswith("model.loss.clip_reference=")),
-                   "x0")
-        print(f"| {r['trial']} | {r['t0']} | {r['t_edit']} | {float(r['lr']):.3f} | {float(r['w_recon']):.1f} | "
-              f"{r['n_iter']} | {r.get('n_images', '')} | {ref} | {float(r['strength']):g} | "
-              f"{float(r['edit/success']):.2f} | {float(r['edit/preserved']):.2f} | "
-              f"{low} {kept.get(low, float('nan')):.2f} | {float(r['edit/objective']):.3f} | {r['train_seconds']} |")
+        ref = next(
+            (o.split("=", 1)[1] for o in r["overrides"].split() if o.startswith("model.loss.clip_reference=")), "x0"
+        )
+        print(
+            f"| {r['trial']} | {r['t0']} | {r['t_edit']} | {float(r['lr']):.3f} | {float(r['w_recon']):.1f} | "
+            f"{r['n_iter']} | {r.get('n_images', '')} | {ref} | {float(r['strength']):g} | "
+            f"{float(r['edit/success']):.2f} | {float(r['edit/preserved']):.2f} | "
+            f"{low} {kept.get(low, float('nan')):.2f} | {float(r['edit/objective']):.3f} | {r['train_seconds']} |"
+        )
 
 
 def main(argv: list[str]) -> None:
@@ -87,10 +100,13 @@ def main(argv: list[str]) -> None:
         for f in argv[1:]:
             sweep_table(Path(f))
         return
-    print(f"Paper's interval rule (RMSE distance, conf/plan/synthfaces.yaml): {paper_interval()} for every "
-          "attribute.\n")
-    print("| attribute | interval [t0, t_edit] (sweep) | strength (select/) | test/ success / preserved per seed | "
-          "0.80 / 0.90 at every seed | CLIP direction (mean) | PSNR to rec. dB (mean) | train s per seed |")
+    print(
+        f"Paper's interval rule (RMSE distance, conf/plan/synthfaces.yaml): {paper_interval()} for every attribute.\n"
+    )
+    print(
+        "| attribute | interval [t0, t_edit] (sweep) | strength (select/) | test/ success / preserved per seed | "
+        "0.80 / 0.90 at every seed | CLIP direction (mean) | PSNR to rec. dB (mean) | train s per seed |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for f in argv:
         folder = Path(f)

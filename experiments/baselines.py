@@ -15,6 +15,7 @@ Rows (every method starts from the same inverted x_T and uses the same noise see
   the norms the training reached.
 Writes baselines.md / .csv, baselines.png (bars) and baselines_grid.png.
 """
+
 from __future__ import annotations
 
 from asyrp import experiment as C
@@ -22,17 +23,36 @@ from asyrp.hfunctions import load_hfunction_checkpoint
 from asyrp.schedules import timesteps
 from asyrp.synthfaces.oracle import find_oracle
 
-COLUMNS = ["method", "space", "norm_matched_to", "mean_delta_norm", "success", "preserved", "clip_dir", "clip_text",
-           "psnr", "ssim", "validity"]
+COLUMNS = [
+    "method",
+    "space",
+    "norm_matched_to",
+    "mean_delta_norm",
+    "success",
+    "preserved",
+    "clip_dir",
+    "clip_text",
+    "psnr",
+    "ssim",
+    "validity",
+]
 
 
 def main(argv=None) -> int:
     ap = C.base_parser("baselines", __doc__)
     ap.add_argument("--baseline-lr", type=float, default=0.05, help="Adam lr of the eps/x directions")
-    ap.add_argument("--baseline-n-train", type=int, default=None,
-                    help="training images of the eps/x directions (default: the run size's, at most 16)")
-    ap.add_argument("--baseline-epochs", type=int, default=None,
-                    help="epochs of the eps/x directions (default: the run size's, at most 2)")
+    ap.add_argument(
+        "--baseline-n-train",
+        type=int,
+        default=None,
+        help="training images of the eps/x directions (default: the run size's, at most 16)",
+    )
+    ap.add_argument(
+        "--baseline-epochs",
+        type=int,
+        default=None,
+        help="epochs of the eps/x directions (default: the run size's, at most 2)",
+    )
     args = ap.parse_args(argv)
     w = C.setup(args, find_oracle)
     attr = w.resolve_attribute(args.attribute)
@@ -51,8 +71,15 @@ def main(argv=None) -> int:
 
     rows, grid = [], [x0]
     rec = w.edit(x_T, None).x_edit
-    rows.append({"method": "reconstruction", "space": "-", "norm_matched_to": "-", "mean_delta_norm": 0.0,
-                 **w.score(x0, rec, attr)})
+    rows.append(
+        {
+            "method": "reconstruction",
+            "space": "-",
+            "norm_matched_to": "-",
+            "mean_delta_norm": 0.0,
+            **w.score(x0, rec, attr),
+        }
+    )
     grid.append(rec)
     for method, mode, fn, space, matched, norm in [
         ("asyrp", "asyrp", f, "h (P_t only)", "-", mean("h")),
@@ -61,8 +88,15 @@ def main(argv=None) -> int:
         ("x_shift (as trained)", "x_shift", g_x, "x_t", "-", trained_norm["x"]),
     ]:
         xe = w.edit(x_T, fn, mode=mode).x_edit
-        rows.append({"method": method, "space": space, "norm_matched_to": matched, "mean_delta_norm": norm,
-                     **w.score(x0, xe, attr)})
+        rows.append(
+            {
+                "method": method,
+                "space": space,
+                "norm_matched_to": matched,
+                "mean_delta_norm": norm,
+                **w.score(x0, xe, attr),
+            }
+        )
         if "trained" not in method:
             grid.append(xe)
     C.rescale_direction(g_eps, {t: v["eps"] for t, v in norms.items()})
@@ -72,20 +106,32 @@ def main(argv=None) -> int:
         ("x_shift (matched)", "x_shift", g_x, "x_t", "asyrp's x_{t-1} move", mean("x_shift")),
     ]:
         xe = w.edit(x_T, fn, mode=mode).x_edit
-        rows.append({"method": method, "space": space, "norm_matched_to": matched, "mean_delta_norm": norm,
-                     **w.score(x0, xe, attr)})
+        rows.append(
+            {
+                "method": method,
+                "space": space,
+                "norm_matched_to": matched,
+                "mean_delta_norm": norm,
+                **w.score(x0, xe, attr),
+            }
+        )
         grid.append(xe)
 
-    notes = [f"h-function: {attr} ({prov}); attribute score columns: success/preserved from the oracle "
-             f"(n/a without one), clip_dir = cos(E(edit) - E(src), text direction), psnr/ssim to the source",
-             f"Asyrp per-step norms (mean over editing steps): delta_h {mean('h'):.4g}, eps_edit - eps "
-             f"{mean('eps'):.4g}, x_(t-1) move {mean('x'):.4g}",
-             f"eps/x directions: Adam lr {args.baseline_lr}, {n_train} training images, {epochs} epoch(s)",
-             "grid columns: source, reconstruction, asyrp, symmetric, eps_shift (matched), x_shift (matched)"]
+    notes = [
+        f"h-function: {attr} ({prov}); attribute score columns: success/preserved from the oracle "
+        f"(n/a without one), clip_dir = cos(E(edit) - E(src), text direction), psnr/ssim to the source",
+        f"Asyrp per-step norms (mean over editing steps): delta_h {mean('h'):.4g}, eps_edit - eps "
+        f"{mean('eps'):.4g}, x_(t-1) move {mean('x'):.4g}",
+        f"eps/x directions: Adam lr {args.baseline_lr}, {n_train} training images, {epochs} epoch(s)",
+        "grid columns: source, reconstruction, asyrp, symmetric, eps_shift (matched), x_shift (matched)",
+    ]
     C.write_table(w, "baselines", rows, COLUMNS, title=f"Asyrp vs. other editing spaces: {attr}", notes=notes)
-    C.save_grid(w.out / "baselines_grid.png", grid, ["source", "reconstruction", "asyrp", "symmetric",
-                                                     "eps_shift (matched)", "x_shift (matched)"],
-                title=f"Asyrp vs. other editing spaces: {attr}")
+    C.save_grid(
+        w.out / "baselines_grid.png",
+        grid,
+        ["source", "reconstruction", "asyrp", "symmetric", "eps_shift (matched)", "x_shift (matched)"],
+        title=f"Asyrp vs. other editing spaces: {attr}",
+    )
     _plot(w, rows)
     return 0
 
@@ -94,8 +140,13 @@ def _direction(w, attr: str, mode: str, lr: float, n_train: int, epochs: int):
     """A per-timestep direction (conf/hfunction/<mode>) trained through asyrp.tasks.train in ``mode``: one table entry
     per editing step t >= t_edit of the world's walk, starting from 0, Adam at ``lr`` without a schedule."""
     edit_ts = [t for t in timesteps(w.n_steps, w.t0) if t >= w.t_edit]
-    extra = [f"plan.mode={mode}", "model.optimizer._target_=torch.optim.Adam", f"model.optimizer.lr={lr}",
-             "model.scheduler=null", f"hfunction.timesteps=[{','.join(map(str, edit_ts))}]"]
+    extra = [
+        f"plan.mode={mode}",
+        "model.optimizer._target_=torch.optim.Adam",
+        f"model.optimizer.lr={lr}",
+        "model.scheduler=null",
+        f"hfunction.timesteps=[{','.join(map(str, edit_ts))}]",
+    ]
     path = C.train_hfunction(w, attr, mode, n_train=n_train, epochs=epochs, extra=extra)
     g, _ = load_hfunction_checkpoint(path, w.backbone, w.arch_cfg.get("name"))
     return g.eval().requires_grad_(False)

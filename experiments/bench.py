@@ -31,11 +31,11 @@ repeat of the variant (--memory), or torch.cuda.max_memory_allocated on CUDA.
     python experiments/bench.py --arch tiny_ddpm --batch 2 --n-inv 6 --n-gen 8 --repeats 1   # seconds
     python experiments/bench.py --arch celeba_hq --batch 1 --n-inv 4 --n-gen 6 --repeats 1 --workloads edit,edit_cached
 """
+
 from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import functools
 import json
 import os
@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from unittest import mock
 
 import torch
@@ -54,12 +54,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 from asyrp import build, samplers  # noqa: E402
+from asyrp.config import compose, plain  # noqa: E402
 from asyrp.hfunctions import Composition, DeltaBlock, apply_hfunction  # noqa: E402
 from asyrp.perf import PassCounter, with_perf  # noqa: E402
 from asyrp.plan import EditPlan  # noqa: E402
 from asyrp.samplers import P_t, ddim_update, generation_pairs, inversion_pairs  # noqa: E402
 from asyrp.schedules import alpha_at, timesteps  # noqa: E402
-from asyrp.config import compose, plain  # noqa: E402
 
 _DDIM_INVERT = samplers.ddim_invert  # the bench's inversion clock (patched into samplers.edit) calls the original
 WORKLOADS = ("edit", "edit_cached", "train", "strip", "compose", "cache")
@@ -90,9 +90,15 @@ def naive_generate(bb, x_T, hf, a, *, n_gen, t_edit, t_boost, strength, seeds, t
         eps, eps_edit = naive_pair(bb, x, t, hf, strength, t >= t_edit)
         return x, eps_edit, eps
 
-    return samplers.ddim_walk(bb, x_T, generation_pairs(timesteps(n_gen, t0)), a,
-                              eta=lambda t: 1.0 if t < t_boost else 0.0, predict=predict,
-                              noise=lambda x, t: samplers.image_noise(gens, x.shape[1:], x))
+    return samplers.ddim_walk(
+        bb,
+        x_T,
+        generation_pairs(timesteps(n_gen, t0)),
+        a,
+        eta=lambda t: 1.0 if t < t_boost else 0.0,
+        predict=predict,
+        noise=lambda x, t: samplers.image_noise(gens, x.shape[1:], x),
+    )
 
 
 def naive_edit(bb, x0, hf, a, *, n_inv, n_gen, t_edit, t_boost, strength, seeds, counter=None, t0=999):
@@ -101,8 +107,9 @@ def naive_edit(bb, x0, hf, a, *, n_inv, n_gen, t_edit, t_boost, strength, seeds,
     x_T = naive_invert(bb, x0, timesteps(n_inv, t0), a)
     if counter is not None:
         counter.phase = None
-    return naive_generate(bb, x_T, hf, a, n_gen=n_gen, t_edit=t_edit, t_boost=t_boost, strength=strength,
-                          seeds=seeds, t0=t0)
+    return naive_generate(
+        bb, x_T, hf, a, n_gen=n_gen, t_edit=t_edit, t_boost=t_boost, strength=strength, seeds=seeds, t0=t0
+    )
 
 
 def naive_training_step(module, batch, clock: dict[str, float], counter=None) -> None:
@@ -188,8 +195,16 @@ def bench_plan(args) -> EditPlan:
 def make_module(hf, bb, clip, a, args):
     from asyrp.module import AsyrpModule
 
-    m = AsyrpModule(hf, bb, clip, a, source=["face"], target=["smiling face"],
-                    optimizer=functools.partial(torch.optim.SGD, lr=0.05), plan=bench_plan(args))
+    m = AsyrpModule(
+        hf,
+        bb,
+        clip,
+        a,
+        source=["face"],
+        target=["smiling face"],
+        optimizer=functools.partial(torch.optim.SGD, lr=0.05),
+        plan=bench_plan(args),
+    )
     opt = m.configure_optimizers()
     m._bench_opt = opt
     m.optimizers = lambda *a_, **k_: opt  # the Trainer's part of training_step, without a Trainer
@@ -254,8 +269,13 @@ class Bench:
                 atomic_write_png(img, folder / f"img_{i:03d}.png")
             res = {}
             for run in ("first", "second"):
-                dm = AsyrpDataModule(kind="folder", path=str(folder), n_images=args.batch, batch_size=args.batch,
-                                     cache_dir=str(Path(tmp) / "cache"))
+                dm = AsyrpDataModule(
+                    kind="folder",
+                    path=str(folder),
+                    n_images=args.batch,
+                    batch_size=args.batch,
+                    cache_dir=str(Path(tmp) / "cache"),
+                )
                 dm.bind(self.bb, self.a, self.plan)
                 counter.reset()
                 dm.prepare_data()
@@ -281,21 +301,38 @@ class Bench:
         t0 = time.perf_counter()
         with ctx:
             if workload in ("edit", "edit_cached", "strip", "compose") and variant == "fast":
-                hf, strength = (self.comp, self.comp_coeffs) if workload == "compose" else \
-                    (self.hf, self.strengths if workload == "strip" else 1.0)
+                hf, strength = (
+                    (self.comp, self.comp_coeffs)
+                    if workload == "compose"
+                    else (self.hf, self.strengths if workload == "strip" else 1.0)
+                )
                 x_T = self.x_T if workload == "edit_cached" else None
                 x0 = None if x_T is not None else self.x0
                 with mock.patch.object(samplers, "ddim_invert", timed_invert):
-                    out = samplers.edit(bb, x0, hf, a=self.a, plan=self.plan, strength=strength, seeds=self.seeds,
-                                        x_T=x_T).x_edit
+                    out = samplers.edit(
+                        bb, x0, hf, a=self.a, plan=self.plan, strength=strength, seeds=self.seeds, x_T=x_T
+                    ).x_edit
             elif workload == "edit":
                 out = naive_edit(bb, self.x0, self.hf, counter=counter, strength=1.0, seeds=self.seeds, **self.kw)
             elif workload == "edit_cached":
-                out = naive_generate(bb, self.x_T, self.hf, self.a, n_gen=args.n_gen, t_edit=args.t_edit,
-                                     t_boost=args.t_boost, strength=1.0, seeds=self.seeds)
+                out = naive_generate(
+                    bb,
+                    self.x_T,
+                    self.hf,
+                    self.a,
+                    n_gen=args.n_gen,
+                    t_edit=args.t_edit,
+                    t_boost=args.t_boost,
+                    strength=1.0,
+                    seeds=self.seeds,
+                )
             elif workload == "strip":  # one whole edit per coefficient
-                out = torch.stack([naive_edit(bb, self.x0, self.hf, counter=counter, strength=s, seeds=self.seeds,
-                                              **self.kw) for s in self.strengths])
+                out = torch.stack(
+                    [
+                        naive_edit(bb, self.x0, self.hf, counter=counter, strength=s, seeds=self.seeds, **self.kw)
+                        for s in self.strengths
+                    ]
+                )
             elif workload == "train":
                 m = self.m_fast if variant == "fast" else self.m_naive
                 if variant == "fast":
@@ -333,8 +370,15 @@ class Bench:
         cpu = time.thread_time() - cpu0
         self.outputs[(workload, variant)] = out
         calls = list(counter.calls)
-        return {"wall": wall, "cpu": cpu, "calls": calls, "clock": clock, "t_start": t0, "t_end": t0 + wall,
-                "net": sum(c.end - c.start for c in calls)}
+        return {
+            "wall": wall,
+            "cpu": cpu,
+            "calls": calls,
+            "clock": clock,
+            "t_start": t0,
+            "t_end": t0 + wall,
+            "net": sum(c.end - c.start for c in calls),
+        }
 
     # -- unit costs: each distinct call of the runs, timed alone ---------------------------------------------------
     @torch.no_grad()
@@ -419,9 +463,30 @@ def predicted(calls, units) -> float:
 
 
 def memory_probe(args, workload: str, variant: str) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--arch", args.arch, "--batch", str(args.batch), "--n-inv", str(args.n_inv),
-           "--n-gen", str(args.n_gen), "--t-edit", str(args.t_edit), "--t-boost", str(args.t_boost), "--k", str(args.k),
-           "--threads", str(args.threads), "--device", args.device, "--_probe", f"{workload}:{variant}"]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--arch",
+        args.arch,
+        "--batch",
+        str(args.batch),
+        "--n-inv",
+        str(args.n_inv),
+        "--n-gen",
+        str(args.n_gen),
+        "--t-edit",
+        str(args.t_edit),
+        "--t-boost",
+        str(args.t_boost),
+        "--k",
+        str(args.k),
+        "--threads",
+        str(args.threads),
+        "--device",
+        args.device,
+        "--_probe",
+        f"{workload}:{variant}",
+    ]
     if args.perf:
         cmd += ["--perf", args.perf]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
@@ -478,15 +543,30 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=3, help="strengths in a strip / attributes in a composition")
     ap.add_argument("--repeats", type=int, default=3, help="measured rounds (after one warm-up round)")
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--unit-samples", type=int, default=3,
-                    help="timings (median) of each call kind alone, taken right after every measured run")
+    ap.add_argument(
+        "--unit-samples",
+        type=int,
+        default=3,
+        help="timings (median) of each call kind alone, taken right after every measured run",
+    )
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
-    ap.add_argument("--timed", default=None,
-                    help="workloads to time (default: all but compose and cache); the rest are only counted")
-    ap.add_argument("--naive", action=argparse.BooleanOptionalAction, default=True,
-                    help="also run the same work in the official structure and print fast/naive (--no-naive: asyrp only)")
-    ap.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
-                    help="peak RSS per variant from a fresh process (CPU)")
+    ap.add_argument(
+        "--timed",
+        default=None,
+        help="workloads to time (default: all but compose and cache); the rest are only counted",
+    )
+    ap.add_argument(
+        "--naive",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the same work in the official structure and print fast/naive (--no-naive: asyrp only)",
+    )
+    ap.add_argument(
+        "--memory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="peak RSS per variant from a fresh process (CPU)",
+    )
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--perf", default=None, help='asyrp.perf options as JSON, e.g. \'{"autocast": "bf16"}\'')
@@ -533,8 +613,9 @@ def main() -> None:
                     if rnd >= args.warmup:
                         # the run's call kinds timed alone right after it, in the same load window (other jobs
                         # share this machine: a pass can cost +-20% more or less a few seconds later)
-                        r["units"] = bench.time_units({(c.kind, c.rows, c.enc_rows) for c in r["calls"]},
-                                                      samples=args.unit_samples)
+                        r["units"] = bench.time_units(
+                            {(c.kind, c.rows, c.enc_rows) for c in r["calls"]}, samples=args.unit_samples
+                        )
                         results.setdefault((w, v), []).append(r)
             print(f"# round {rnd + 1}/{args.warmup + args.repeats} done", file=sys.stderr, flush=True)
 
@@ -557,35 +638,47 @@ def main() -> None:
     # -- report ------------------------------------------------------------------------------------------------
     n_params = sum(p.numel() for p in bench.bb.parameters())
     load = os.getloadavg()
-    print(f"arch={args.arch} ({'random weights' if bench.random else 'checkpoint'}, {n_params / 1e6:.2f}M params, "
-          f"{bench.bb.image_size}px, h={tuple(bench.bb.h_shape)}) batch={args.batch} n_inv={args.n_inv} "
-          f"n_gen={args.n_gen} t_edit={args.t_edit} t_boost={args.t_boost} k={args.k} threads={args.threads} "
-          f"device={args.device} repeats={args.repeats} (+{args.warmup} warm-up, fast/naive interleaved) "
-          f"loadavg={load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f} torch={torch.__version__}")
+    print(
+        f"arch={args.arch} ({'random weights' if bench.random else 'checkpoint'}, {n_params / 1e6:.2f}M params, "
+        f"{bench.bb.image_size}px, h={tuple(bench.bb.h_shape)}) batch={args.batch} n_inv={args.n_inv} "
+        f"n_gen={args.n_gen} t_edit={args.t_edit} t_boost={args.t_boost} k={args.k} threads={args.threads} "
+        f"device={args.device} repeats={args.repeats} (+{args.warmup} warm-up, fast/naive interleaved) "
+        f"loadavg={load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f} torch={torch.__version__}"
+    )
     if "train" in workloads:
         print(f"clip={bench.clip_name}; training: {len(bench.m_fast.train_steps)} optimiser steps per batch")
     print()
-    print("network passes per edited image (image-passes; train: per image and optimiser step), counted on the backbone")
-    print(f"{'workload':<12}{'variant':<7}{'enc':>8}{'dec':>8}{'floor enc':>11}{'floor dec':>11}{'  at floor':>10}"
-          f"{'enc calls':>11}{'dec calls':>11}")
+    print(
+        "network passes per edited image (image-passes; train: per image and optimiser step), counted on the backbone"
+    )
+    print(
+        f"{'workload':<12}{'variant':<7}{'enc':>8}{'dec':>8}{'floor enc':>11}{'floor dec':>11}{'  at floor':>10}"
+        f"{'enc calls':>11}{'dec calls':>11}"
+    )
     rows_out = []
     for (w, v), calls in sorted(first_calls.items(), key=lambda kv: (workloads.index(kv[0][0]), kv[0][1])):
         fe, fd, n = floors(args, w)
         e, d = pass_counts(calls, n)
         ok = "yes" if (abs(e - fe) < 1e-9 and abs(d - fd) < 1e-9) else ("-" if v == "naive" else "NO")
-        print(f"{w:<12}{v:<7}{e:>8.2f}{d:>8.2f}{fe:>11.2f}{fd:>11.2f}{ok:>10}"
-              f"{sum(c.kind == 'encode' for c in calls):>11}{sum(c.kind == 'decode' for c in calls):>11}")
+        print(
+            f"{w:<12}{v:<7}{e:>8.2f}{d:>8.2f}{fe:>11.2f}{fd:>11.2f}{ok:>10}"
+            f"{sum(c.kind == 'encode' for c in calls):>11}{sum(c.kind == 'decode' for c in calls):>11}"
+        )
         rows_out.append({"workload": w, "variant": v, "enc": e, "dec": d, "floor_enc": fe, "floor_dec": fd})
     if cache_rows is not None:
-        print(f"{'cache':<12}{'fast':<7} inversion-cache build: first run {cache_rows['first'] / args.batch:.0f} encoder "
-              f"passes per image ((n_inv-1) + n_gen), second run on the same images: {cache_rows['second']}")
+        print(
+            f"{'cache':<12}{'fast':<7} inversion-cache build: first run {cache_rows['first'] / args.batch:.0f} encoder "
+            f"passes per image ((n_inv-1) + n_gen), second run on the same images: {cache_rows['second']}"
+        )
 
     print()
     print("time (median over repeats, seconds). predicted = the run's calls, each timed alone right after the run;")
     print("overhead = wall / predicted - 1; in-run net = the run's own encode/decode calls (same clock, same moment);")
     print("outside = wall / in-run net - 1 (time the run spends outside the network); cpu = thread CPU time / wall")
-    print(f"{'workload':<12}{'variant':<7}{'wall':>8}{'predicted':>11}{'overhead':>10}{'in-run net':>12}{'outside':>9}"
-          f"{'cpu':>6}{'throughput':>20}  phases")
+    print(
+        f"{'workload':<12}{'variant':<7}{'wall':>8}{'predicted':>11}{'overhead':>10}{'in-run net':>12}{'outside':>9}"
+        f"{'cpu':>6}{'throughput':>20}  phases"
+    )
     summary: dict[str, dict[str, Any]] = {}
     for w in timed:
         for v in variants:
@@ -603,8 +696,9 @@ def main() -> None:
                 steps = len(bench.m_fast.train_steps)
                 thr = f"{steps / wall:8.2f} opt steps/s"
                 ph_keys = set().union(*(r["clock"] for r in rs)) | {"network"}
-                net = statistics.median(sum(c.end - c.start for c in r["calls"]
-                                            if c.kind == "encode" or c.kind == "decode") for r in rs)
+                net = statistics.median(
+                    sum(c.end - c.start for c in r["calls"] if c.kind == "encode" or c.kind == "decode") for r in rs
+                )
                 ref = statistics.median(sum(c.end - c.start for c in r["calls"] if c.phase == "reference") for r in rs)
                 ph = {k: statistics.median(r["clock"].get(k, 0.0) for r in rs) for k in ph_keys if k != "network"}
                 ph["network"] = net - ref
@@ -619,22 +713,40 @@ def main() -> None:
             mem = ""
             if args.device.startswith("cuda"):
                 mem = f"  cuda peak {statistics.median(r['cuda_peak_mb'] for r in rs):.0f} MB"
-            summary[f"{w}/{v}"] = {"wall": wall, "predicted": pred, "net": net_all, "phases": ph,
-                                   "predicted_pooled": pred_pooled,
-                                   "overhead": None if w == "train" else wall / pred - 1,
-                                   "outside": wall / net_all - 1,
-                                   "cpu_per_wall": statistics.median(r["cpu"] / r["wall"] for r in rs),
-                                   "walls": [r["wall"] for r in rs]}
-            order = ["inversion", "editing", "ddim", "boosting", "reference", "network", "clip_loss", "backward",
-                     "optimizer"]
+            summary[f"{w}/{v}"] = {
+                "wall": wall,
+                "predicted": pred,
+                "net": net_all,
+                "phases": ph,
+                "predicted_pooled": pred_pooled,
+                "overhead": None if w == "train" else wall / pred - 1,
+                "outside": wall / net_all - 1,
+                "cpu_per_wall": statistics.median(r["cpu"] / r["wall"] for r in rs),
+                "walls": [r["wall"] for r in rs],
+            }
+            order = [
+                "inversion",
+                "editing",
+                "ddim",
+                "boosting",
+                "reference",
+                "network",
+                "clip_loss",
+                "backward",
+                "optimizer",
+            ]
             phs = " ".join(f"{k}={ph[k]:.2f}" for k in order if k in ph)
-            print(f"{w:<12}{v:<7}{wall:>8.2f}{pred:>11.2f}{over:>10}{net_all:>12.2f}{outside:>9}{cpu}{thr:>20}  "
-                  f"{phs}{mem}")
+            print(
+                f"{w:<12}{v:<7}{wall:>8.2f}{pred:>11.2f}{over:>10}{net_all:>12.2f}{outside:>9}{cpu}{thr:>20}  "
+                f"{phs}{mem}"
+            )
 
     if args.naive:
         print()
-        print("fast/naive: expected from pass costs (each call kind's cost pooled over all measured runs, the same for "
-              "both variants) vs measured wall ratio (target: measured >= expected - 0.05)")
+        print(
+            "fast/naive: expected from pass costs (each call kind's cost pooled over all measured runs, the same for "
+            "both variants) vs measured wall ratio (target: measured >= expected - 0.05)"
+        )
         for w in timed:
             if f"{w}/naive" not in summary:
                 continue
@@ -646,8 +758,10 @@ def main() -> None:
                 exp = n_["predicted_pooled"] / f_["predicted_pooled"]
             got = n_["wall"] / f_["wall"]
             verdict = "ok" if got >= exp - 0.05 else "MISS"
-            print(f"{w:<12} expected {exp:5.2f}x  measured {got:5.2f}x  {verdict}   (outputs agree to {agree[w]:.1e} "
-                  "of their scale)")
+            print(
+                f"{w:<12} expected {exp:5.2f}x  measured {got:5.2f}x  {verdict}   (outputs agree to {agree[w]:.1e} "
+                "of their scale)"
+            )
             summary[w] = {"expected": exp, "measured": got}
 
     if args.memory and not args.device.startswith("cuda"):
@@ -656,11 +770,16 @@ def main() -> None:
         for w in timed:
             for v in variants:
                 m = memory_probe(args, w, v)
-                print(f"{w:<12}{v:<7}{m['base_mb']:>8.0f} MB -> {m['peak_mb']:>6.0f} MB  (+{m['peak_mb'] - m['base_mb']:.0f} MB)")
+                print(
+                    f"{w:<12}{v:<7}{m['base_mb']:>8.0f} MB -> {m['peak_mb']:>6.0f} MB  (+{m['peak_mb'] - m['base_mb']:.0f} MB)"
+                )
                 summary.setdefault(f"{w}/{v}", {})["memory"] = m
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "passes": rows_out, "summary": summary,
-                                               "cache": cache_rows}, indent=1, default=str))
+        Path(args.json).write_text(
+            json.dumps(
+                {"args": vars(args), "passes": rows_out, "summary": summary, "cache": cache_rows}, indent=1, default=str
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ toward any target.
 Resumable: each (attribute, window, mode) row is appended to <out>/rows.jsonl as it finishes and skipped on a rerun;
 progress goes to <out>/ceiling.log; <out>/ceiling.csv is rewritten after every row.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -88,6 +89,7 @@ def face_pairs(attr: str, split: str, n: int) -> tuple[torch.Tensor, torch.Tenso
         i += 1
         if getattr(f, field) != value:
             faces.append(f)
+
     def draw(fs):
         return to_tensor(np.stack([np.asarray(render(f, 32)) for f in fs]))
 
@@ -119,6 +121,7 @@ class Window:
     def walk(self, x_T: torch.Tensor, fn) -> torch.Tensor:
         """The edited walk through the window (Asyrp steps: only P_t sees h + delta_h; differentiable w.r.t. fn):
         x at the window's end."""
+
         def predict(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             ee = edit_eps(self.backbone, x, t, fn, mode=self.plan.mode)
             return x, ee.eps_edit, ee.eps
@@ -181,7 +184,7 @@ def fit_f(win: Window, x_T: torch.Tensor, target: torch.Tensor, epochs: int, lr:
     for ep in range(epochs):
         order, total = torch.randperm(x_T.shape[0], generator=g), 0.0
         for lo in range(0, x_T.shape[0], batch):
-            idx = order[lo:lo + batch]
+            idx = order[lo : lo + batch]
             per_face = win.loss(win.walk(x_T[idx], fn), target[idx])
             opt.zero_grad(set_to_none=True)
             per_face.mean().backward()
@@ -219,9 +222,18 @@ class Rows:
             w.writeheader()
             w.writerows({k: r.get(k, "") for k in cols} for r in self.rows)
         kept = " ".join(f"{k.split('/')[1]} {v:.2f}" for k, v in row.items() if k.startswith("preserved/"))
-        log.info("ROW %s %s %s: success %.2f preserved %.2f psnr_true %.1f loss %s conv %s | %s", row["attribute"],
-                 row["window"], row["mode"], row["success"], row["preserved"], row["psnr_true"],
-                 row.get("final_loss", "-"), row.get("converged", "-"), kept)
+        log.info(
+            "ROW %s %s %s: success %.2f preserved %.2f psnr_true %.1f loss %s conv %s | %s",
+            row["attribute"],
+            row["window"],
+            row["mode"],
+            row["success"],
+            row["preserved"],
+            row["psnr_true"],
+            row.get("final_loss", "-"),
+            row.get("converged", "-"),
+            kept,
+        )
 
 
 def margin(row: dict) -> tuple[float, float]:
@@ -231,9 +243,17 @@ def margin(row: dict) -> tuple[float, float]:
 
 def fitted_row(base: dict, fn_score: dict, curve: list[float], seconds: float, **extra) -> dict:
     flat, drop = converged(curve)
-    return {**base, **fn_score, "final_loss": round(curve[-1], 6), "first_loss": round(curve[0], 6),
-            "tail_drop": round(drop, 4), "converged": flat, "cpu_seconds": round(seconds, 1), **extra,
-            "curve": [round(c, 6) for c in curve]}
+    return {
+        **base,
+        **fn_score,
+        "final_loss": round(curve[-1], 6),
+        "first_loss": round(curve[0], 6),
+        "tail_drop": round(drop, 4),
+        "converged": flat,
+        "cpu_seconds": round(seconds, 1),
+        **extra,
+        "curve": [round(c, 6) for c in curve],
+    }
 
 
 def per_face_rows(a, ctx: dict, rows: Rows, attr: str, win: Window) -> None:
@@ -242,11 +262,19 @@ def per_face_rows(a, ctx: dict, rows: Rows, attr: str, win: Window) -> None:
     todo = [m for m in ("floor", "target_rec", "per_face") if not rows.done(attr, win.name, m)]
     if not todo:
         return
-    base = {"attribute": attr, "window": win.name, "t0": win.t0, "t_lo": win.t_lo, "t_end": win.t_end,
-            "edit_steps": len(win.edit_pairs), "n_faces": src.shape[0]}
+    base = {
+        "attribute": attr,
+        "window": win.name,
+        "t0": win.t0,
+        "t_lo": win.t_lo,
+        "t_end": win.t_end,
+        "edit_steps": len(win.edit_pairs),
+        "n_faces": src.shape[0],
+    }
     x_T, x_end = win.invert(src), win.invert(true, to_end=True)
     with torch.no_grad():
         target = win.look(x_end)
+
     def judge(x):
         return score(ctx["oracle"], ctx["target"][attr], src, x, true)
 
@@ -260,17 +288,34 @@ def per_face_rows(a, ctx: dict, rows: Rows, attr: str, win: Window) -> None:
     if "per_face" in todo:
         t = time.process_time()
         fn, curve = fit_per_face(win, x_T, target, a.iters, a.lr)
-        rows.add(fitted_row({**base, "mode": "per_face", "iters": a.iters, "lr": a.lr}, judge(win.final(x_T, fn)),
-                            curve, time.process_time() - t))
+        rows.add(
+            fitted_row(
+                {**base, "mode": "per_face", "iters": a.iters, "lr": a.lr},
+                judge(win.final(x_T, fn)),
+                curve,
+                time.process_time() - t,
+            )
+        )
 
 
 def f_row(a, ctx: dict, rows: Rows, attr: str, win: Window) -> None:
     """The f(h, t) row: trained on the train split, judged on the test faces of the per-face rows."""
     src, true = ctx["test"][attr]
     tr_src, tr_true = face_pairs(attr, "train", a.n_train)
-    base = {"attribute": attr, "window": win.name, "t0": win.t0, "t_lo": win.t_lo, "t_end": win.t_end,
-            "edit_steps": len(win.edit_pairs), "n_faces": src.shape[0], "mode": "f_ht", "n_train": a.n_train,
-            "epochs": a.epochs, "lr": a.f_lr, "batch": a.batch}
+    base = {
+        "attribute": attr,
+        "window": win.name,
+        "t0": win.t0,
+        "t_lo": win.t_lo,
+        "t_end": win.t_end,
+        "edit_steps": len(win.edit_pairs),
+        "n_faces": src.shape[0],
+        "mode": "f_ht",
+        "n_train": a.n_train,
+        "epochs": a.epochs,
+        "lr": a.f_lr,
+        "batch": a.batch,
+    }
     t = time.process_time()
     with torch.no_grad():
         tr_target = win.look(win.invert(tr_true, to_end=True))
@@ -285,12 +330,20 @@ def f_row(a, ctx: dict, rows: Rows, attr: str, win: Window) -> None:
 
 def table(rows: list[dict]) -> str:
     """The markdown table of docs/results.md ("The h-only ceiling") from rows.jsonl."""
-    head = ["attribute", "window", "mode", "success", "preserved", "kept per other head", "dB to true render",
-            "final loss (start)", "converged (drop in last 20%)"]
+    head = [
+        "attribute",
+        "window",
+        "mode",
+        "success",
+        "preserved",
+        "kept per other head",
+        "dB to true render",
+        "final loss (start)",
+        "converged (drop in last 20%)",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     order = {"true_render": 0, "floor": 1, "target_rec": 2, "per_face": 3, "f_ht": 4}
-    for r in sorted(rows, key=lambda r: (list(ATTRIBUTES).index(r["attribute"]), -r.get("t0", 1000),
-                                         order[r["mode"]])):
+    for r in sorted(rows, key=lambda r: (list(ATTRIBUTES).index(r["attribute"]), -r.get("t0", 1000), order[r["mode"]])):
         kept = ", ".join(f"{k.split('/')[1]} {v:.2f}" for k, v in r.items() if k.startswith("preserved/") and v < 1)
         loss = f"{r['final_loss']:.3f}" if "final_loss" in r else "-"
         if "first_loss" in r:
@@ -298,9 +351,23 @@ def table(rows: list[dict]) -> str:
         if "held_out_loss" in r:
             loss += f"; held-out {r['held_out_loss']:.3f}"
         conv = f"{'yes' if r['converged'] else 'no'} ({100 * r['tail_drop']:.1f}%)" if "converged" in r else "-"
-        lines.append("| " + " | ".join([r["attribute"], r["window"], r["mode"], f"{r['success']:.2f}",
-                                        f"{r['preserved']:.2f}", kept or "all 1.00", f"{r['psnr_true']:.1f}", loss,
-                                        conv]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["attribute"],
+                    r["window"],
+                    r["mode"],
+                    f"{r['success']:.2f}",
+                    f"{r['preserved']:.2f}",
+                    kept or "all 1.00",
+                    f"{r['psnr_true']:.1f}",
+                    loss,
+                    conv,
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -353,19 +420,30 @@ def run(a: argparse.Namespace) -> None:
     cfg = compose("train", ["experiment=synthfaces_smiling"])
     backbone = build.backbone(cfg.arch).requires_grad_(False)
     a_bar = build.alpha_bar(cfg.arch)
-    targets = {k: build.attribute(compose("train", [f"experiment=synthfaces_{k}"]).attribute)["oracle_target"]
-               for k in a.attributes}
-    ctx = {"oracle": load_oracle(), "target": targets,
-           "test": {k: face_pairs(k, "test", a.n_faces) for k in a.attributes}}
+    targets = {
+        k: build.attribute(compose("train", [f"experiment=synthfaces_{k}"]).attribute)["oracle_target"]
+        for k in a.attributes
+    }
+    ctx = {
+        "oracle": load_oracle(),
+        "target": targets,
+        "test": {k: face_pairs(k, "test", a.n_faces) for k in a.attributes},
+    }
     rows = Rows(a.out)
     windows = [Window(backbone, a_bar, *parse_window(w), a.steps, a.lookahead) for w in a.windows]
-    log.info("ceiling: %s, windows %s, %d faces, %d steps", a.attributes, [w.name for w in windows], a.n_faces,
-             a.steps)
+    log.info("ceiling: %s, windows %s, %d faces, %d steps", a.attributes, [w.name for w in windows], a.n_faces, a.steps)
     for attr in a.attributes:
         if not rows.done(attr, "-", "true_render"):
             src, true = ctx["test"][attr]
-            rows.add({"attribute": attr, "window": "-", "mode": "true_render", "n_faces": src.shape[0],
-                      **score(ctx["oracle"], targets[attr], src, true, true)})
+            rows.add(
+                {
+                    "attribute": attr,
+                    "window": "-",
+                    "mode": "true_render",
+                    "n_faces": src.shape[0],
+                    **score(ctx["oracle"], targets[attr], src, true, true),
+                }
+            )
     if "per_face" in a.modes:
         for win in windows:
             for attr in a.attributes:

@@ -5,6 +5,7 @@ loss points the right way, so an attribute that does not edit is held back elsew
 
     python experiments/clip_alignment.py
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,8 +42,10 @@ def main(n: int = 64) -> None:
         e_src = clip.encode_image(images(src))
         e_dst = clip.encode_image(images([f.replace(**change) for f in src]))
         cos = F.normalize(e_dst - e_src, dim=-1) @ clip.text_direction(list(attr.source), list(attr.target))
-        print(f"{name:10s} cos(true image change, text direction) = {float(cos.mean()):.3f} "
-              f"(min {float(cos.min()):.3f}, {len(src)} faces)")
+        print(
+            f"{name:10s} cos(true image change, text direction) = {float(cos.mean()):.3f} "
+            f"(min {float(cos.min()):.3f}, {len(src)} faces)"
+        )
 
 
 if __name__ == "__main__":

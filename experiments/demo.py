@@ -9,6 +9,7 @@
    attributes are as in the source, per seed against the targets 0.80 / 0.90. Writes a grid (rows of sources, then
    smiling, the second attribute, both) and a metrics JSON; the last line is the summary (the worst seed).
 """
+
 from __future__ import annotations
 
 import json
@@ -40,15 +41,29 @@ def run(*args: str) -> None:
 
 
 def train(name: str, data: Path, *overrides: str) -> Path:
-    run("train.py", *overrides, f"dataset.path={data / 'train'}", "logger=csv", f"hydra.run.dir={OUT / name}",
-        f"dataset.cache_dir={OUT / 'cache'}")
+    run(
+        "train.py",
+        *overrides,
+        f"dataset.path={data / 'train'}",
+        "logger=csv",
+        f"hydra.run.dir={OUT / name}",
+        f"dataset.cache_dir={OUT / 'cache'}",
+    )
     return OUT / name / "checkpoints" / "hfunction.pt"
 
 
 def edit(name: str, data: Path, checkpoint: str, *overrides: str) -> Path:
-    run("edit.py", "arch=synthfaces", "plan=synthfaces", f"checkpoint={checkpoint}",
-        f"input_dir={data / 'test'}", "batch_size=32", f"cache_dir={OUT / 'cache'}", *overrides,
-        f"hydra.run.dir={OUT / name}")
+    run(
+        "edit.py",
+        "arch=synthfaces",
+        "plan=synthfaces",
+        f"checkpoint={checkpoint}",
+        f"input_dir={data / 'test'}",
+        "batch_size=32",
+        f"cache_dir={OUT / 'cache'}",
+        *overrides,
+        f"hydra.run.dir={OUT / name}",
+    )
     return OUT / name / "edited"
 
 
@@ -66,8 +81,10 @@ def judge_second(oracle, x_src, x_second, x_both) -> dict:
     src, both = oracle.judge(x_src[lack]), oracle.judge(x_both[lack])
     ok = (both[key] == value) & (both[m_key] == m_value)
     kept = torch.stack([both[h] == src[h] for h in src if h not in (key, m_key, "confidence")], 1).all(1)
-    return {"second": second, "both": {"n": int(lack.sum()), "success": float(ok.float().mean()),
-                                       "preserved": float(kept.float().mean())}}
+    return {
+        "second": second,
+        "both": {"n": int(lack.sum()), "success": float(ok.float().mean()), "preserved": float(kept.float().mean())},
+    }
 
 
 def main() -> None:
@@ -78,18 +95,34 @@ def main() -> None:
     data = OUT / "data"
     run("-m", "asyrp.synthfaces.data", "--out", str(data), "--n-train", "256", "--n-test", "64")
     # seed 0 in outputs/demo/train: the h-function app.py opens with
-    ckpts = {s: train("train" if s == SEEDS[0] else f"train_s{s}", data, "experiment=synthfaces_smiling", f"seed={s}",
-                      f"hfunction.seed={s}") for s in SEEDS}
+    ckpts = {
+        s: train(
+            "train" if s == SEEDS[0] else f"train_s{s}",
+            data,
+            "experiment=synthfaces_smiling",
+            f"seed={s}",
+            f"hfunction.seed={s}",
+        )
+        for s in SEEDS
+    }
     edited = {s: edit(f"edit_s{s}", data, str(ckpts[s]), f"strength={STRENGTH}") for s in SEEDS}
     # the second attribute trains on faces that lack it (its own split of the same dataset seed)
     key, value = SECOND_TARGET.split("=")
-    run("-m", "asyrp.synthfaces.data", "--out", str(OUT / "data_second"), "--exclude", f"{key}={value}", "--n-train",
-        "64", "--n-test", "0")
+    run(
+        "-m",
+        "asyrp.synthfaces.data",
+        "--out",
+        str(OUT / "data_second"),
+        "--exclude",
+        f"{key}={value}",
+        "--n-train",
+        "64",
+        "--n-test",
+        "0",
+    )
     second = train("train_second", OUT / "data_second", f"experiment={SECOND}")
     edited_second = edit("edit_second", data, str(second), f"strength={SECOND_STRENGTH}")
     edited_both = edit("edit_both", data, f"[{ckpts[SEEDS[0]]},{second}]", f"coeffs=[{STRENGTH},{SECOND_STRENGTH}]")
-
-    import torch
 
     from asyrp.data.images import read_image_files
     from asyrp.grid import columns_grid, save_grid
@@ -105,40 +138,67 @@ def main() -> None:
         verdicts[s] = r.pop("per_image")
         r["met"] = r["success"] >= TARGETS["success"] and r["preserved"] >= TARGETS["preserved"]
         per_seed[s] = r
-        print(f"demo: seed {s}: success={r['success']:.2f} preserved={r['preserved']:.2f} "
-              f"(targets {TARGETS['success']:.2f} / {TARGETS['preserved']:.2f}: {'met' if r['met'] else 'NOT met'})")
+        print(
+            f"demo: seed {s}: success={r['success']:.2f} preserved={r['preserved']:.2f} "
+            f"(targets {TARGETS['success']:.2f} / {TARGETS['preserved']:.2f}: {'met' if r['met'] else 'NOT met'})"
+        )
     x_smile = read_image_files([edited[SEEDS[0]] / n for n in names], 32)
     x_second = read_image_files([edited_second / n for n in names], 32)
     x_both = read_image_files([edited_both / n for n in names], 32)
     extra = judge_second(oracle, x_src, x_second, x_both)
-    print(f"demo: {SECOND} (seed 0, {extra['second']['n']} faces without it): success={extra['second']['success']:.2f} "
-          f"preserved={extra['second']['preserved']:.2f}; smiling + {SECOND}: both={extra['both']['success']:.2f} "
-          f"others kept={extra['both']['preserved']:.2f}")
+    print(
+        f"demo: {SECOND} (seed 0, {extra['second']['n']} faces without it): success={extra['second']['success']:.2f} "
+        f"preserved={extra['second']['preserved']:.2f}; smiling + {SECOND}: both={extra['both']['success']:.2f} "
+        f"others kept={extra['both']['preserved']:.2f}"
+    )
     worst = {k: min(r[k] for r in per_seed.values()) for k in ("success", "preserved")}
     n = min(len(names), 32)  # 32 held-out faces in 4 panels; each row says how the oracle judged the smiling edit
-    verdict = [f"{Path(k).stem}: {'smiles' if v['success'] else 'no smile'}, {'kept' if v['preserved'] else 'changed'}"
-               for k, v in zip(names[:n], verdicts[SEEDS[0]][:n])]
+    verdict = [
+        f"{Path(k).stem}: {'smiles' if v['success'] else 'no smile'}, {'kept' if v['preserved'] else 'changed'}"
+        for k, v in zip(names[:n], verdicts[SEEDS[0]][:n])
+    ]
     scores = ", ".join(f"{r['success']:.2f} / {r['preserved']:.2f}" for r in per_seed.values())
-    title = (f"make demo: 'smiling' h-function (train.py experiment=synthfaces_smiling, seed {SEEDS[0]}), held-out "
-             f"faces edited at strength {STRENGTH:g}; then {SECOND} x{SECOND_STRENGTH:g}, and both composed. "
-             f"success / preserved per seed {scores}"
-             f" (targets {TARGETS['success']:.2f} / {TARGETS['preserved']:.2f}): share of the {len(names)} edits the "
-             f"oracle reads as smiling / with every other attribute as in the input. Rows: 'smiles' / 'kept' per face "
-             f"(smiling column).")
+    title = (
+        f"make demo: 'smiling' h-function (train.py experiment=synthfaces_smiling, seed {SEEDS[0]}), held-out "
+        f"faces edited at strength {STRENGTH:g}; then {SECOND} x{SECOND_STRENGTH:g}, and both composed. "
+        f"success / preserved per seed {scores}"
+        f" (targets {TARGETS['success']:.2f} / {TARGETS['preserved']:.2f}): share of the {len(names)} edits the "
+        f"oracle reads as smiling / with every other attribute as in the input. Rows: 'smiles' / 'kept' per face "
+        f"(smiling column)."
+    )
     grid = OUT / "grid.png"
-    save_grid(grid, columns_grid([("input", x_src[:n]), (f"smiling x{STRENGTH:g}", x_smile[:n]),
-                                  (f"{SECOND.removeprefix('synthfaces_')} x{SECOND_STRENGTH:g}", x_second[:n]),
-                                  ("both", x_both[:n])], verdict, title, blocks=4))
+    save_grid(
+        grid,
+        columns_grid(
+            [
+                ("input", x_src[:n]),
+                (f"smiling x{STRENGTH:g}", x_smile[:n]),
+                (f"{SECOND.removeprefix('synthfaces_')} x{SECOND_STRENGTH:g}", x_second[:n]),
+                ("both", x_both[:n]),
+            ],
+            verdict,
+            title,
+            blocks=4,
+        ),
+    )
     metrics = OUT / "metrics.json"
-    res = {"target": TARGET, "strength": STRENGTH, "targets": TARGETS, "seeds": per_seed, "worst_seed": worst,
-           "all_seeds_met": all(r["met"] for r in per_seed.values()),
-           "second": {"experiment": SECOND, "strength": SECOND_STRENGTH, **extra},
-           "grid_columns": ["source", f"smiling (seed {SEEDS[0]})", SECOND, "smiling + " + SECOND],
-           "seconds": round(time.time() - t_start, 1)}
+    res = {
+        "target": TARGET,
+        "strength": STRENGTH,
+        "targets": TARGETS,
+        "seeds": per_seed,
+        "worst_seed": worst,
+        "all_seeds_met": all(r["met"] for r in per_seed.values()),
+        "second": {"experiment": SECOND, "strength": SECOND_STRENGTH, **extra},
+        "grid_columns": ["source", f"smiling (seed {SEEDS[0]})", SECOND, "smiling + " + SECOND],
+        "seconds": round(time.time() - t_start, 1),
+    }
     metrics.write_text(json.dumps(res, indent=1))
-    print(f"demo: success={worst['success']:.2f} preserved={worst['preserved']:.2f} (worst of seeds {list(SEEDS)}; "
-          f"targets met at every seed: {res['all_seeds_met']}) grid={grid.relative_to(ROOT)} "
-          f"metrics={metrics.relative_to(ROOT)}")
+    print(
+        f"demo: success={worst['success']:.2f} preserved={worst['preserved']:.2f} (worst of seeds {list(SEEDS)}; "
+        f"targets met at every seed: {res['all_seeds_met']}) grid={grid.relative_to(ROOT)} "
+        f"metrics={metrics.relative_to(ROOT)}"
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ reconstruction + edit + strip, once per image) and then moves the strength slide
 generation from the cached inversion, as in the browser), timing every call through gradio_client. Prints one JSON
 line per phase and writes outputs/editor_latency.json. Wall times depend on the machine and its load: say which.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,9 +34,9 @@ def main() -> None:
     from gradio_client import Client, handle_file
 
     from asyrp.app import build_app
-    from asyrp.tasks.serve import example_images, make_editor
     from asyrp.config import compose
     from asyrp.synthfaces.render import write_example_faces
+    from asyrp.tasks.serve import example_images, make_editor
 
     cfg = compose("app", list(args.overrides), output_dir=ROOT / "outputs" / "editor_latency")
     editor = make_editor(cfg)
@@ -62,11 +63,20 @@ def main() -> None:
     finally:
         app.close()
     s = editor.plan
-    res = {"arch": cfg.arch.get("name"), "hfunctions": editor.names, "n_inv": s.n_inv, "n_gen": s.n_gen, "t0": s.t0,
-           "t_edit": s.t_edit, "t_boost": s.t_boost, "threads": torch.get_num_threads(), "images": len(examples),
-           "inversions": editor.stats["inversions"],
-           "load_s": {"median": statistics.median(loads), "max": max(loads)},
-           "slider_move_s": {"median": statistics.median(moves), "min": min(moves), "max": max(moves), "n": len(moves)}}
+    res = {
+        "arch": cfg.arch.get("name"),
+        "hfunctions": editor.names,
+        "n_inv": s.n_inv,
+        "n_gen": s.n_gen,
+        "t0": s.t0,
+        "t_edit": s.t_edit,
+        "t_boost": s.t_boost,
+        "threads": torch.get_num_threads(),
+        "images": len(examples),
+        "inversions": editor.stats["inversions"],
+        "load_s": {"median": statistics.median(loads), "max": max(loads)},
+        "slider_move_s": {"median": statistics.median(moves), "min": min(moves), "max": max(moves), "n": len(moves)},
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1))
     print(json.dumps(res))

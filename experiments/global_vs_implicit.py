@@ -11,6 +11,7 @@ Per kind: parameters, oracle success / preservation (synthfaces), CLIP direction
 SSIM to the source, and the spread of the attribute change over images (homogeneity: std, coefficient of
 variation). Writes global_vs_implicit.md / .csv, global_vs_implicit.png and a grid.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,20 @@ import math
 from asyrp import experiment as C
 from asyrp.synthfaces.oracle import find_oracle
 
-COLUMNS = ["hfunction", "params", "provenance", "success", "preserved", "clip_dir", "clip_text", "psnr", "ssim",
-           "score_change", "change_std", "change_cv"]
+COLUMNS = [
+    "hfunction",
+    "params",
+    "provenance",
+    "success",
+    "preserved",
+    "clip_dir",
+    "clip_text",
+    "psnr",
+    "ssim",
+    "score_change",
+    "change_std",
+    "change_cv",
+]
 KINDS = ("delta_block", "global", "global_per_t")
 
 
@@ -43,23 +56,38 @@ def main(argv=None) -> int:
         d = w.attribute_score(xe, attr) - s_rec
         mean = float(d.mean())
         std = float(d.std()) if d.numel() > 1 else math.nan
-        rows.append({"hfunction": kind, "params": sum(p.numel() for p in f.parameters()), "provenance": prov,
-                     **w.score(x0, xe, attr), "score_change": mean, "change_std": std,
-                     "change_cv": std / abs(mean) if mean else math.nan})
+        rows.append(
+            {
+                "hfunction": kind,
+                "params": sum(p.numel() for p in f.parameters()),
+                "provenance": prov,
+                **w.score(x0, xe, attr),
+                "score_change": mean,
+                "change_std": std,
+                "change_cv": std / abs(mean) if mean else math.nan,
+            }
+        )
         grid.append(xe)
-    notes = [f"score_change: mean over images of the change of the attribute score ({w.score_name(attr)}) from the "
-             "reconstruction; change_cv = std / abs(mean)",
-             f"grid columns: source, reconstruction, {', '.join(kinds)}"]
-    C.write_table(w, "global_vs_implicit", rows, COLUMNS, title=f"Global direction vs implicit function: {attr}",
-                  notes=notes)
-    C.save_grid(w.out / "global_vs_implicit_grid.png", grid, ["source", "reconstruction", *kinds],
-                title=f"global direction vs implicit function: {attr} at strength 1")
+    notes = [
+        f"score_change: mean over images of the change of the attribute score ({w.score_name(attr)}) from the "
+        "reconstruction; change_cv = std / abs(mean)",
+        f"grid columns: source, reconstruction, {', '.join(kinds)}",
+    ]
+    C.write_table(
+        w, "global_vs_implicit", rows, COLUMNS, title=f"Global direction vs implicit function: {attr}", notes=notes
+    )
+    C.save_grid(
+        w.out / "global_vs_implicit_grid.png",
+        grid,
+        ["source", "reconstruction", *kinds],
+        title=f"global direction vs implicit function: {attr} at strength 1",
+    )
     plt = C.plt()
     keys = [k for k in ("success", "preserved", "clip_dir", "score_change") if any(r[k] == r[k] for r in rows)]
     fig, axes = plt.subplots(1, len(keys), figsize=(3 * len(keys), 3.2))
     axes = [axes] if len(keys) == 1 else axes
     for ax, k in zip(axes, keys):
-        ax.bar(range(len(rows)), [r[k] for r in rows], color=["tab:blue", "tab:orange", "tab:green"][:len(rows)])
+        ax.bar(range(len(rows)), [r[k] for r in rows], color=["tab:blue", "tab:orange", "tab:green"][: len(rows)])
         ax.set_xticks(range(len(rows)), [r["hfunction"] for r in rows], rotation=30, fontsize=8)
         ax.set_title(k)
     fig.tight_layout()

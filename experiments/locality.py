@@ -9,6 +9,7 @@ result against the source: the target's success and, per other attribute, the sh
 where success rises while another attribute falls is where h entangles the two; no window with high success and
 every attribute kept means the attribute cannot be reached by this h-function in any interval.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,15 +56,23 @@ def main(argv=None) -> None:
     files, _ = scan_images(a.images, None, 32)
     x0 = read_image_files(files, 32)
     steps = EditPlan(n_inv=a.steps, n_gen=a.steps, t0=a.t0, t_boost=0)
-    x_T = torch.stack([e["x_T"] for e in cached_inversions(a.cache, backbone, a_bar, files, steps, image_size=32,
-                                                           batch_size=32)])
+    x_T = torch.stack(
+        [e["x_T"] for e in cached_inversions(a.cache, backbone, a_bar, files, steps, image_size=32, batch_size=32)]
+    )
     rows = []
     for hi, lo in [(None, None), *windows(a.t0, a.width)]:  # first: no window at all, the unedited reconstruction
         # the reconstruction is one plain walk (no h-function, no second decoder pass), reported as strength 0
         fn_w, t_edit, strengths = (TimeWindow(fn, hi, lo), lo, list(a.strength)) if hi is not None else (None, 0, [0.0])
         with torch.no_grad():
-            x_edit = edit(backbone, x0, fn_w, a=a_bar, plan=replace(steps, t_edit=t_edit),
-                          strength=strengths if fn_w is not None else 1.0, x_T=x_T).x_edit
+            x_edit = edit(
+                backbone,
+                x0,
+                fn_w,
+                a=a_bar,
+                plan=replace(steps, t_edit=t_edit),
+                strength=strengths if fn_w is not None else 1.0,
+                x_T=x_T,
+            ).x_edit
         x_edit = x_edit if x_edit.dim() == 5 else x_edit[None]
         for k, s in enumerate(strengths):
             score = OracleEditScore.from_oracle(oracle, a.target)
@@ -72,10 +81,19 @@ def main(argv=None) -> None:
             rows.append({"t_hi": hi, "t_lo": lo, "strength": s, **r})
             kept = " ".join(f"{key.split('/')[1]} {v:.2f}" for key, v in r.items() if key.startswith("preserved/"))
             where = f"window [{hi:3d}, {lo:3d}]" if hi is not None else "reconstruction   "
-            print(f"{where} strength {s:g}: success {r['success']:.2f} preserved "
-                  f"{r['preserved']:.2f} | kept: {kept}", flush=True)
-    out = {"hfunction": a.hfunction, "images": a.images, "n": len(files), "target": a.target, "t0": a.t0,
-           "steps": a.steps, "rows": rows}
+            print(
+                f"{where} strength {s:g}: success {r['success']:.2f} preserved {r['preserved']:.2f} | kept: {kept}",
+                flush=True,
+            )
+    out = {
+        "hfunction": a.hfunction,
+        "images": a.images,
+        "n": len(files),
+        "target": a.target,
+        "t0": a.t0,
+        "steps": a.steps,
+        "rows": rows,
+    }
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=1))
 

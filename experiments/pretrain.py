@@ -2,8 +2,8 @@
 
 Takes the common options (same run size / snapshot as the scripts that will use them) and NAME[:kind] arguments.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 from asyrp import experiment as C
 from asyrp.synthfaces.oracle import find_oracle

@@ -22,6 +22,7 @@ cos(E(x), target text) - cos(E(x), source text). Every edit starts from the same
 - consistency: delta_h_t along the edit, cosine similarity across timesteps (matrix plot) and across images.
 Writes properties.md / .csv (one table per property, sections in the .md), and PNG plots.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,7 +60,7 @@ def r2(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     coef = torch.linalg.lstsq(A, y[:, None]).solution[:, 0]
     res = y - A @ coef
     ss_tot = ((y - y.mean()) ** 2).sum()
-    return float(1 - (res ** 2).sum() / ss_tot) if ss_tot > 0 else math.nan, float(coef[0])
+    return float(1 - (res**2).sum() / ss_tot) if ss_tot > 0 else math.nan, float(coef[0])
 
 
 def main(argv=None) -> int:
@@ -95,14 +96,28 @@ def main(argv=None) -> int:
         rows += [
             {"property": "homogeneity", "quantity": "mean change of s (strength 1)", "value": mean, "detail": f"N={N}"},
             {"property": "homogeneity", "quantity": "std of the change", "value": std, "detail": ""},
-            {"property": "homogeneity", "quantity": "coefficient of variation std / abs(mean)",
-             "value": std / abs(mean) if mean else math.nan, "detail": "small = the same edit for every image"},
-            {"property": "homogeneity", "quantity": "fraction of images whose s rises", "value": float((d > 0).double().mean()),
-             "detail": ""},
+            {
+                "property": "homogeneity",
+                "quantity": "coefficient of variation std / abs(mean)",
+                "value": std / abs(mean) if mean else math.nan,
+                "detail": "small = the same edit for every image",
+            },
+            {
+                "property": "homogeneity",
+                "quantity": "fraction of images whose s rises",
+                "value": float((d > 0).double().mean()),
+                "detail": "",
+            },
         ]
         if w.oracle is not None:
-            rows.append({"property": "homogeneity", "quantity": "oracle success (strength 1)", "value": sc["success"],
-                         "detail": f"preserved {C.fmt(sc['preserved'])}"})
+            rows.append(
+                {
+                    "property": "homogeneity",
+                    "quantity": "oracle success (strength 1)",
+                    "value": sc["success"],
+                    "detail": f"preserved {C.fmt(sc['preserved'])}",
+                }
+            )
         fig, ax = plt.subplots(figsize=(5, 3.4))
         ax.hist(d.cpu().numpy(), bins=min(20, max(N // 2, 3)), color="tab:blue")
         ax.axvline(mean, color="k", ls="--")
@@ -122,15 +137,31 @@ def main(argv=None) -> int:
         pos = c >= 0
         r2_pos, _ = r2(c[pos], means[pos])
         rows += [
-            {"property": "linearity", "quantity": f"R^2 of a line through the mean scores, c in {coeffs}",
-             "value": r2_means, "detail": f"slope {slope:.4g}"},
+            {
+                "property": "linearity",
+                "quantity": f"R^2 of a line through the mean scores, c in {coeffs}",
+                "value": r2_means,
+                "detail": f"slope {slope:.4g}",
+            },
             {"property": "linearity", "quantity": "R^2 over all (image, c) points", "value": r2_all, "detail": ""},
             {"property": "linearity", "quantity": "R^2 of the means for c >= 0", "value": r2_pos, "detail": ""},
-        ] + [{"property": "linearity", "quantity": f"mean s at c = {ck:g}", "value": float(means[i]),
-              "detail": f"std {float(s[i].std()) if N > 1 else math.nan:.3g}"} for i, ck in enumerate(coeffs)]
+        ] + [
+            {
+                "property": "linearity",
+                "quantity": f"mean s at c = {ck:g}",
+                "value": float(means[i]),
+                "detail": f"std {float(s[i].std()) if N > 1 else math.nan:.3g}",
+            }
+            for i, ck in enumerate(coeffs)
+        ]
         fig, ax = plt.subplots(figsize=(5, 3.4))
-        ax.errorbar(coeffs, means.cpu().numpy(), yerr=(s.std(1) if N > 1 else torch.zeros(len(coeffs))).cpu().numpy(),
-                    marker="o", capsize=3)
+        ax.errorbar(
+            coeffs,
+            means.cpu().numpy(),
+            yerr=(s.std(1) if N > 1 else torch.zeros(len(coeffs))).cpu().numpy(),
+            marker="o",
+            capsize=3,
+        )
         line = torch.linalg.lstsq(torch.stack([c, torch.ones_like(c)], 1), means[:, None]).solution[:, 0]
         ax.plot(coeffs, (c * line[0] + line[1]).numpy(), "k--", lw=1, label=f"linear fit, R^2 = {r2_means:.3f}")
         ax.set_xlabel("coefficient c (delta_h = c f(h, t))")
@@ -140,8 +171,12 @@ def main(argv=None) -> int:
         fig.tight_layout()
         fig.savefig(w.out / "linearity.png", dpi=110)
         plt.close(fig)
-        C.save_grid(w.out / "linearity_grid.png", [x0, *xs], ["source", *[f"{attr} x{ck:g}" for ck in coeffs]],
-                    title=f"linearity: {attr} at coefficients {coeffs}")
+        C.save_grid(
+            w.out / "linearity_grid.png",
+            [x0, *xs],
+            ["source", *[f"{attr} x{ck:g}" for ck in coeffs]],
+            title=f"linearity: {attr} at coefficients {coeffs}",
+        )
 
     if "compositionality" in only:
         from asyrp.hfunctions import Composition
@@ -158,18 +193,35 @@ def main(argv=None) -> int:
             ratio = d12 / (d1 + d2) if abs(d1 + d2) > 1e-9 else math.nan
             own = d1 if a_ == attr else d2
             rows += [
-                {"property": "compositionality", "quantity": f"{a_}: change under f1 / f2 / f1+f2",
-                 "value": ratio, "detail": f"{d1:.3g} / {d2:.3g} / {d12:.3g} (value = additivity ratio)"},
-                {"property": "compositionality", "quantity": f"{a_}: change under f1+f2 relative to its own f",
-                 "value": d12 / own if abs(own) > 1e-9 else math.nan, "detail": ""},
+                {
+                    "property": "compositionality",
+                    "quantity": f"{a_}: change under f1 / f2 / f1+f2",
+                    "value": ratio,
+                    "detail": f"{d1:.3g} / {d2:.3g} / {d12:.3g} (value = additivity ratio)",
+                },
+                {
+                    "property": "compositionality",
+                    "quantity": f"{a_}: change under f1+f2 relative to its own f",
+                    "value": d12 / own if abs(own) > 1e-9 else math.nan,
+                    "detail": "",
+                },
             ]
             if w.oracle is not None and w.attribute(a_)["oracle_target"]:
                 succ = [w.score(x0, xk, a_)["success"] for xk in xc]
-                rows.append({"property": "compositionality", "quantity": f"{a_}: oracle success none/f1/f2/f1+f2",
-                             "value": succ[3], "detail": " / ".join(f"{v:.3g}" for v in succ)})
-        C.save_grid(w.out / "compositionality_grid.png", [x0, *xc],
-                    ["source", "reconstruction", f"{attr} x1", f"{attr2} x1", f"{attr} x1 + {attr2} x1"],
-                    title=f"compositionality: {attr} and {attr2}")
+                rows.append(
+                    {
+                        "property": "compositionality",
+                        "quantity": f"{a_}: oracle success none/f1/f2/f1+f2",
+                        "value": succ[3],
+                        "detail": " / ".join(f"{v:.3g}" for v in succ),
+                    }
+                )
+        C.save_grid(
+            w.out / "compositionality_grid.png",
+            [x0, *xc],
+            ["source", "reconstruction", f"{attr} x1", f"{attr2} x1", f"{attr} x1 + {attr2} x1"],
+            title=f"compositionality: {attr} and {attr2}",
+        )
 
     if "robustness" in only:
         norms = C.step_norms(w, x_T, f)
@@ -178,22 +230,37 @@ def main(argv=None) -> int:
         x_rh = w.edit(x_T, rand_h, mode="asyrp").x_edit
         x_re = w.edit(x_T, rand_eps, mode="eps_shift").x_edit
         out = {}
-        for name, xe in (("reconstruction", rec), ("trained delta_h", edit1), ("random delta_h", x_rh),
-                         ("random eps", x_re)):
+        for name, xe in (
+            ("reconstruction", rec),
+            ("trained delta_h", edit1),
+            ("random delta_h", x_rh),
+            ("random eps", x_re),
+        ):
             sc = w.score(x0, xe, attr, fid_real=x0)
             sc["psnr_to_rec"] = float(10 * torch.log10(4 / ((xe - rec) ** 2).mean().clamp(min=1e-12)))
             out[name] = sc
-            rows.append({"property": "robustness", "quantity": f"{name}: FID to sources", "value": sc["fid"],
-                         "detail": f"validity {C.fmt(sc['validity'])}, PSNR to reconstruction {C.fmt(sc['psnr_to_rec'])} dB, "
-                                   f"preserved {C.fmt(sc['preserved'])}"})
+            rows.append(
+                {
+                    "property": "robustness",
+                    "quantity": f"{name}: FID to sources",
+                    "value": sc["fid"],
+                    "detail": f"validity {C.fmt(sc['validity'])}, PSNR to reconstruction {C.fmt(sc['psnr_to_rec'])} dB, "
+                    f"preserved {C.fmt(sc['preserved'])}",
+                }
+            )
         feats = "oracle" if w.oracle is not None else "CLIP"
-        notes.append(f"robustness: FID with {feats} penultimate features against the {N} source images "
-                     f"(small-sample FID, biased upwards; compare rows, not to published FIDs); random shifts matched "
-                     f"per t to mean norms: delta_h {sum(v['h'] for v in norms.values()) / len(norms):.4g}, "
-                     f"eps {sum(v['eps'] for v in norms.values()) / len(norms):.4g}")
-        C.save_grid(w.out / "robustness_grid.png", [x0, rec, edit1, x_rh, x_re],
-                    ["source", "reconstruction", f"{attr} x1 (trained delta_h)", "random delta_h", "random eps"],
-                    title=f"robustness: {attr} edit vs random shifts of the same norm")
+        notes.append(
+            f"robustness: FID with {feats} penultimate features against the {N} source images "
+            f"(small-sample FID, biased upwards; compare rows, not to published FIDs); random shifts matched "
+            f"per t to mean norms: delta_h {sum(v['h'] for v in norms.values()) / len(norms):.4g}, "
+            f"eps {sum(v['eps'] for v in norms.values()) / len(norms):.4g}"
+        )
+        C.save_grid(
+            w.out / "robustness_grid.png",
+            [x0, rec, edit1, x_rh, x_re],
+            ["source", "reconstruction", f"{attr} x1 (trained delta_h)", "random delta_h", "random eps"],
+            title=f"robustness: {attr} edit vs random shifts of the same norm",
+        )
 
     if "consistency" in only:
         from asyrp.samplers import edit_eps
@@ -208,17 +275,33 @@ def main(argv=None) -> int:
         M = torch.einsum("tnd,snd->ts", D, D) / N  # mean over images of cos(delta_h_t, delta_h_s)
         T = len(ts)
         ed = [i for i, t in enumerate(ts) if t >= w.t_edit]
-        off = lambda idx: float(M[idx][:, idx][~torch.eye(len(idx), dtype=torch.bool)].mean()) if len(idx) > 1 else math.nan  # noqa: E731
+
+        def off(idx):  # mean off-diagonal cosine among the timesteps idx
+            return float(M[idx][:, idx][~torch.eye(len(idx), dtype=torch.bool)].mean()) if len(idx) > 1 else math.nan
+
         cross = torch.einsum("tnd,tmd->tnm", D, D)
         cross_img = float(cross[:, ~torch.eye(N, dtype=torch.bool)].mean()) if N > 1 else math.nan
         adjacent = float(torch.stack([M[i, i + 1] for i in range(T - 1)]).mean()) if T > 1 else math.nan
         rows += [
-            {"property": "consistency", "quantity": "mean cos(delta_h_t, delta_h_t') over t != t' in the editing interval",
-             "value": off(ed), "detail": f"{len(ed)} steps t >= {w.t_edit}"},
-            {"property": "consistency", "quantity": "mean cos over all t != t'", "value": off(list(range(T))), "detail": f"{T} steps"},
+            {
+                "property": "consistency",
+                "quantity": "mean cos(delta_h_t, delta_h_t') over t != t' in the editing interval",
+                "value": off(ed),
+                "detail": f"{len(ed)} steps t >= {w.t_edit}",
+            },
+            {
+                "property": "consistency",
+                "quantity": "mean cos over all t != t'",
+                "value": off(list(range(T))),
+                "detail": f"{T} steps",
+            },
             {"property": "consistency", "quantity": "mean cos of adjacent steps", "value": adjacent, "detail": ""},
-            {"property": "consistency", "quantity": "mean cos across images at the same t", "value": cross_img,
-             "detail": "delta_h of different images"},
+            {
+                "property": "consistency",
+                "quantity": "mean cos across images at the same t",
+                "value": cross_img,
+                "detail": "delta_h of different images",
+            },
         ]
         fig, ax = plt.subplots(figsize=(5, 4.2))
         im = ax.imshow(M.numpy(), vmin=-1, vmax=1, cmap="RdBu_r", origin="lower")

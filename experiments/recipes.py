@@ -14,6 +14,7 @@ With --reverse-data / --reverse-target the same h-functions also edit faces that
 strengths (the reverse edit), judged on the reverse target, the strength again chosen on select/.
 Writes <out>/summary.json and prints one line per seed (and per seed reversed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,12 @@ from asyrp.plan import EditPlan
 from asyrp.synthfaces.oracle import load_oracle
 
 ROOT = Path(__file__).resolve().parents[1]
-SCORES = ["n", "clip_direction", "psnr_rec", "oracle"]  # the sweep's metrics (asyrp.tasks.edit_quality.edit_scorer) without LPIPS
+SCORES = [
+    "n",
+    "clip_direction",
+    "psnr_rec",
+    "oracle",
+]  # the sweep's metrics (asyrp.tasks.edit_quality.edit_scorer) without LPIPS
 
 
 def run(args: list[str], log: Path) -> None:
@@ -50,9 +56,18 @@ def train_seed(a, seed: int, out: Path) -> float:
     it ran). A finished run of other overrides is trained again, not reused."""
     run_dir = out / f"s{seed}" / "train"
     done = run_dir / "train_seconds.json"
-    args = ["train.py", f"experiment={a.experiment}", f"seed={seed}", f"hfunction.seed={seed}",
-            f"dataset.path={a.data}/train", f"dataset.cache_dir={a.cache}", "logger=csv", "callbacks.edit_grid=null",
-            f"hydra.run.dir={run_dir}", *a.overrides]
+    args = [
+        "train.py",
+        f"experiment={a.experiment}",
+        f"seed={seed}",
+        f"hfunction.seed={seed}",
+        f"dataset.path={a.data}/train",
+        f"dataset.cache_dir={a.cache}",
+        "logger=csv",
+        "callbacks.edit_grid=null",
+        f"hydra.run.dir={run_dir}",
+        *a.overrides,
+    ]
     if done.is_file():
         old = json.loads(done.read_text())
         if old.get("args", args) == args:
@@ -74,9 +89,23 @@ def edit_split(a, seed: int, data: str, split: str, strengths: list[float], dst:
         if old.get("complete") and same_ckpt and old.get("coefficients") == [[float(s)] for s in strengths]:
             return dst / "edited"
     sweep = "[" + ",".join(str(s) for s in strengths) + "]"
-    run(["edit.py", "arch=synthfaces", "plan=synthfaces", f"checkpoint={ckpt}", f"input_dir={data}/{split}",
-         f"sweep={sweep}", f"cache_dir={a.cache}", "batch_size=32", "progress=false", "grid_rows=8",
-         f"hydra.run.dir={dst}", "overwrite=true"], log)
+    run(
+        [
+            "edit.py",
+            "arch=synthfaces",
+            "plan=synthfaces",
+            f"checkpoint={ckpt}",
+            f"input_dir={data}/{split}",
+            f"sweep={sweep}",
+            f"cache_dir={a.cache}",
+            "batch_size=32",
+            "progress=false",
+            "grid_rows=8",
+            f"hydra.run.dir={dst}",
+            "overwrite=true",
+        ],
+        log,
+    )
     return dst / "edited"
 
 
@@ -105,20 +134,29 @@ def judge(a, cfg, world, edited: Path, split: str, strengths: list[float], texts
 def choose(results: dict, key: str, strengths: list[float]) -> float:
     """The strength whose worst seed has the largest margin on select/; ties go to the better second-worst seed, and
     so on (leximin over the seeds' margins)."""
-    margins = {s: sorted(next(r["margin"] for r in v[key] if r["split"] == "select" and r["strength"] == s)
-                         for v in results["seeds"].values()) for s in strengths}
+    margins = {
+        s: sorted(
+            next(r["margin"] for r in v[key] if r["split"] == "select" and r["strength"] == s)
+            for v in results["seeds"].values()
+        )
+        for s in strengths
+    }
     results[f"{key}_select_worst_margin"] = {s: m[0] for s, m in margins.items()}
     results[f"{key}_select_margins_sorted"] = {s: m for s, m in margins.items()}
     return max(strengths, key=lambda s: margins[s])
 
 
 def report(results: dict, key: str, best: float, label: str) -> dict:
-    rep = {seed: next(r for r in v[key] if r["split"] == "test" and r["strength"] == best)
-           for seed, v in results["seeds"].items()}
+    rep = {
+        seed: next(r for r in v[key] if r["split"] == "test" and r["strength"] == best)
+        for seed, v in results["seeds"].items()
+    }
     for seed, r in rep.items():
-        print(f"recipes: {label} seed={seed} strength={best} test: success={r['edit/success']:.2f} "
-              f"preserved={r['edit/preserved']:.2f} clip_direction={r['edit/clip_direction']:.3f} "
-              f"psnr_rec={r['edit/psnr_rec']:.1f} dB train_seconds={results['seeds'][seed]['train_seconds']}")
+        print(
+            f"recipes: {label} seed={seed} strength={best} test: success={r['edit/success']:.2f} "
+            f"preserved={r['edit/preserved']:.2f} clip_direction={r['edit/clip_direction']:.3f} "
+            f"psnr_rec={r['edit/psnr_rec']:.1f} dB train_seconds={results['seeds'][seed]['train_seconds']}"
+        )
     return rep
 
 
@@ -130,10 +168,17 @@ def main(argv=None) -> None:
     p.add_argument("--cache", default=None, help="inversion cache folder (default: <out>/../cache)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--strengths", type=float, nargs="+", default=[1.0])
-    p.add_argument("--reverse-data", default=None,
-                   help="also the reverse edit: faces WITH the attribute (select/, test/), edited at minus each "
-                        "--reverse-strengths and judged on --reverse-target")
-    p.add_argument("--reverse-target", default=None, help="the oracle's reading of a reversed face, e.g. mouth!=smiling or glasses=False")
+    p.add_argument(
+        "--reverse-data",
+        default=None,
+        help="also the reverse edit: faces WITH the attribute (select/, test/), edited at minus each "
+        "--reverse-strengths and judged on --reverse-target",
+    )
+    p.add_argument(
+        "--reverse-target",
+        default=None,
+        help="the oracle's reading of a reversed face, e.g. mouth!=smiling or glasses=False",
+    )
     p.add_argument("--reverse-strengths", type=float, nargs="+", default=None, help="default: --strengths")
     p.add_argument("overrides", nargs="*", help="train.py overrides (the recipe)")
     a = p.parse_args(argv)
@@ -146,29 +191,70 @@ def main(argv=None) -> None:
     world = (build.clip(cfg.clip), build.backbone(cfg.arch), load_oracle())
     texts = (cfg.attribute.source, cfg.attribute.target)
     rev = [-abs(s) for s in (a.reverse_strengths or a.strengths)]
-    results = {"experiment": a.experiment, "overrides": a.overrides, "strengths": a.strengths,
-               "t0": cfg.plan.t0, "t_edit": cfg.plan.t_edit, "t_boost": cfg.plan.t_boost, "seeds": {}}
+    results = {
+        "experiment": a.experiment,
+        "overrides": a.overrides,
+        "strengths": a.strengths,
+        "t0": cfg.plan.t0,
+        "t_edit": cfg.plan.t_edit,
+        "t_boost": cfg.plan.t_boost,
+        "seeds": {},
+    }
     for seed in a.seeds:
         secs = train_seed(a, seed, a.out)
-        rows = [r for split in ("select", "test") for r in judge(
-            a, cfg, world, edit_split(a, seed, a.data, split, a.strengths, a.out / f"s{seed}" / split,
-                                      a.out / f"s{seed}_{split}_edit.log"),
-            split, a.strengths, texts, cfg.attribute.oracle_target)]
+        rows = [
+            r
+            for split in ("select", "test")
+            for r in judge(
+                a,
+                cfg,
+                world,
+                edit_split(
+                    a, seed, a.data, split, a.strengths, a.out / f"s{seed}" / split, a.out / f"s{seed}_{split}_edit.log"
+                ),
+                split,
+                a.strengths,
+                texts,
+                cfg.attribute.oracle_target,
+            )
+        ]
         results["seeds"][str(seed)] = {"train_seconds": secs, "rows": rows}
         if a.reverse_data:
-            results["seeds"][str(seed)]["reverse_rows"] = [r for split in ("select", "test") for r in judge(
-                a, cfg, world, edit_split(a, seed, a.reverse_data, split, rev, a.out / f"s{seed}" / f"reverse_{split}",
-                                          a.out / f"s{seed}_reverse_{split}_edit.log"),
-                split, rev, texts[::-1], a.reverse_target)]
+            results["seeds"][str(seed)]["reverse_rows"] = [
+                r
+                for split in ("select", "test")
+                for r in judge(
+                    a,
+                    cfg,
+                    world,
+                    edit_split(
+                        a,
+                        seed,
+                        a.reverse_data,
+                        split,
+                        rev,
+                        a.out / f"s{seed}" / f"reverse_{split}",
+                        a.out / f"s{seed}_reverse_{split}_edit.log",
+                    ),
+                    split,
+                    rev,
+                    texts[::-1],
+                    a.reverse_target,
+                )
+            ]
         (a.out / "summary.json").write_text(json.dumps(results, indent=1))
     best = choose(results, "rows", a.strengths)
     results.update(chosen_strength=best, select_worst_margin=results.pop("rows_select_worst_margin"))
     results["test_at_chosen"] = report(results, "rows", best, a.experiment)
     if a.reverse_data:
         best_rev = choose(results, "reverse_rows", rev)
-        results.update(reverse_target=a.reverse_target, reverse_chosen_strength=best_rev,
-                       reverse_test_at_chosen=report(results, "reverse_rows", best_rev,
-                                                     f"{a.experiment} reversed ({a.reverse_target})"))
+        results.update(
+            reverse_target=a.reverse_target,
+            reverse_chosen_strength=best_rev,
+            reverse_test_at_chosen=report(
+                results, "reverse_rows", best_rev, f"{a.experiment} reversed ({a.reverse_target})"
+            ),
+        )
     (a.out / "summary.json").write_text(json.dumps(results, indent=1))
 
 

@@ -11,6 +11,7 @@ Reports (JSON + sample grids under outputs/synthfaces_check/):
 - ddpm DDIM inversion -> regeneration (deterministic, 40 steps, official timesteps, no clipping) PSNR on held-out
   faces (dataset seed 3, never seen in training), on the [0, 1] pixel scale.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,7 @@ def _save_table(x: torch.Tensor, nrow: int, path: Path, title: str) -> None:
     """Images in rows of ``nrow`` as one readable grid (asyrp.grid: cells upscaled to >= 128 px)."""
     from asyrp.grid import save_grid, table_grid
 
-    cells = [list(x[i:i + nrow]) for i in range(0, x.shape[0], nrow)]
+    cells = [list(x[i : i + nrow]) for i in range(0, x.shape[0], nrow)]
     save_grid(path, table_grid(cells, title=title))
 
 
@@ -77,10 +78,14 @@ def judge_samples(oracle, x: torch.Tensor, data_freq: dict, threshold: float = 0
     pred = oracle.judge(x)
     freq = {k: {str(c): float((pred[k] == i).float().mean()) for i, c in enumerate(v)} for k, v in HEADS.items()}
     gap = {k: 100 * max(abs(freq[k][c] - data_freq[k][c]) for c in freq[k]) for k in HEADS}
-    return {"valid_rate": float((pred["confidence"] > threshold).float().mean()),
-            "valid_threshold": threshold,
-            "mean_min_confidence": float(pred["confidence"].mean()),
-            "frequencies": freq, "max_gap_points": gap, "worst_gap_points": max(gap.values())}
+    return {
+        "valid_rate": float((pred["confidence"] > threshold).float().mean()),
+        "valid_threshold": threshold,
+        "mean_min_confidence": float(pred["confidence"].mean()),
+        "frequencies": freq,
+        "max_gap_points": gap,
+        "worst_gap_points": max(gap.values()),
+    }
 
 
 @torch.no_grad()
@@ -96,8 +101,18 @@ def check_inversion(bb, a, n: int, steps: int) -> dict:
     x_rec = ddim_generate(bb, ddim_invert(bb, x0, seq, a), seq, a, eta=0.0)
     mse = (((x_rec.clamp(-1, 1) - x0) / 2) ** 2).flatten(1).mean(1)
     psnr = 10 * torch.log10(1 / mse)
-    return {"n": n, "steps": steps, "psnr_mean": float(psnr.mean()), "psnr_min": float(psnr.min()),
-            "psnr_median": float(psnr.median()), "seconds": round(time.time() - t0, 1)}, x0, x_rec
+    return (
+        {
+            "n": n,
+            "steps": steps,
+            "psnr_mean": float(psnr.mean()),
+            "psnr_min": float(psnr.min()),
+            "psnr_median": float(psnr.median()),
+            "seconds": round(time.time() - t0, 1),
+        },
+        x0,
+        x_rec,
+    )
 
 
 def main(argv=None) -> None:
@@ -105,8 +120,11 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "synthfaces_check")
     p.add_argument("--ddpm", type=Path, default=ROOT / "assets" / "synthfaces" / "ddpm")
     p.add_argument("--n-samples", type=int, default=256)
-    p.add_argument("--samplers", default="eta1_clip_100,eta0_clip_50,eta1_clip_250",
-                   help="comma list of eta<eta>_<clip|noclip>_<steps>")
+    p.add_argument(
+        "--samplers",
+        default="eta1_clip_100,eta0_clip_50,eta1_clip_250",
+        help="comma list of eta<eta>_<clip|noclip>_<steps>",
+    )
     p.add_argument("--n-inv", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="64 samples, one sampler, 16 inversions")
@@ -138,10 +156,16 @@ def main(argv=None) -> None:
     print("inversion", json.dumps(report["inversion"]), flush=True)
     from asyrp.grid import columns_grid, save_grid
 
-    save_grid(args.out / "inversion.png", columns_grid(
-        [("held-out face", x0[:16]), ("inverted + regenerated", x_rec[:16])], [f"face {i}" for i in range(16)],
-        f"DDIM inversion -> regeneration ({args.n_inv} / 40 steps, deterministic): PSNR "
-        f"{report['inversion']['psnr_mean']:.1f} dB (mean)", blocks=4))
+    save_grid(
+        args.out / "inversion.png",
+        columns_grid(
+            [("held-out face", x0[:16]), ("inverted + regenerated", x_rec[:16])],
+            [f"face {i}" for i in range(16)],
+            f"DDIM inversion -> regeneration ({args.n_inv} / 40 steps, deterministic): PSNR "
+            f"{report['inversion']['psnr_mean']:.1f} dB (mean)",
+            blocks=4,
+        ),
+    )
 
     freq = data_frequencies()
     report["data_frequencies"] = freq
@@ -150,14 +174,28 @@ def main(argv=None) -> None:
         eta_s, clip_s, steps_s = spec.split("_")
         eta, clip_x0, steps = float(eta_s[3:]), clip_s == "clip", int(steps_s)
         t0 = time.time()
-        x = torch.cat([sample(bb, a, min(64, args.n_samples - i), steps=steps, eta=eta, clip_x0=clip_x0, seed=i)
-                       for i in range(0, args.n_samples, 64)])
-        res = {"eta": eta, "clip_x0": clip_x0, "steps": steps, "n": args.n_samples,
-               "seconds": round(time.time() - t0, 1), **judge_samples(oracle, x, freq)}
+        x = torch.cat(
+            [
+                sample(bb, a, min(64, args.n_samples - i), steps=steps, eta=eta, clip_x0=clip_x0, seed=i)
+                for i in range(0, args.n_samples, 64)
+            ]
+        )
+        res = {
+            "eta": eta,
+            "clip_x0": clip_x0,
+            "steps": steps,
+            "n": args.n_samples,
+            "seconds": round(time.time() - t0, 1),
+            **judge_samples(oracle, x, freq),
+        }
         report["samples"][spec] = res
         print(spec, json.dumps({k: v for k, v in res.items() if k != "frequencies"}), flush=True)
-        _save_table(x[:256], 16, args.out / f"samples_{spec}.png",
-                    f"DDPM samples from x_T ~ N(0, I), sampler {spec}: valid rate {res.get('valid_rate', float('nan')):.2f}")
+        _save_table(
+            x[:256],
+            16,
+            args.out / f"samples_{spec}.png",
+            f"DDPM samples from x_T ~ N(0, I), sampler {spec}: valid rate {res.get('valid_rate', float('nan')):.2f}",
+        )
     if report["samples"]:
         best = max(report["samples"], key=lambda s: report["samples"][s]["valid_rate"])
         report["best_sampler"] = best

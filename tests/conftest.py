@@ -3,6 +3,7 @@
 Also: every test under tests/e2e/ is marked ``slow`` (subprocess runs of the entry points), and the terminal summary
 ends with the time spent per test file (the slowest files and the total), summed over setup, call and teardown.
 """
+
 import os
 from collections import defaultdict
 from pathlib import Path

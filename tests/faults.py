@@ -18,6 +18,7 @@
   (up to 60 s) for a stop request (``ASYRP_TEST_PAUSE_SIGNALS=2``: for two signals, the second one stopping at once);
   ``ASYRP_TEST_HIDE=<module>,...``: importing these modules fails as if they were not installed.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,9 +52,23 @@ def tiny_cache(root: str | Path):
     from asyrp.data.cache import InversionCache, noise_sources
     from asyrp.plan import EditPlan
 
-    arch = {"name": "tiny_ddpm", "family": "ddpm", "checkpoint": None, "beta_schedule": "linear",
-            "config": {"image_size": 32, "ch": 32, "ch_mult": [1, 2, 2], "num_res_blocks": 1, "attn_resolutions": [16],
-                       "in_channels": 3, "out_ch": 3, "dropout": 0.0, "resamp_with_conv": True}}
+    arch = {
+        "name": "tiny_ddpm",
+        "family": "ddpm",
+        "checkpoint": None,
+        "beta_schedule": "linear",
+        "config": {
+            "image_size": 32,
+            "ch": 32,
+            "ch_mult": [1, 2, 2],
+            "num_res_blocks": 1,
+            "attn_resolutions": [16],
+            "in_channels": 3,
+            "out_ch": 3,
+            "dropout": 0.0,
+            "resamp_with_conv": True,
+        },
+    }
     torch.manual_seed(0)
     backbone = build.backbone(arch)
     cache = InversionCache(root, backbone, build.alpha_bar(arch), EditPlan(n_inv=4, n_gen=4), batch_size=4)
@@ -113,8 +128,9 @@ def _install_env_faults() -> None:
     import errno
     import time
 
-    import asyrp.ops.io as io
     import torch
+
+    import asyrp.ops.io as io
 
     torch.set_num_threads(1)
     enospc, eacces = os.environ.get("ASYRP_TEST_ENOSPC"), os.environ.get("ASYRP_TEST_EACCES")
@@ -123,8 +139,9 @@ def _install_env_faults() -> None:
     def final_name(fd: int) -> str:  # ".<name>.<random>.tmp" -> "<name>"
         return os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))[1:].rsplit(".", 2)[0]
 
-    enospc, from_n = (enospc.rsplit(":", 1)[0], int(enospc.rsplit(":", 1)[1])) if enospc and ":" in enospc \
-        else (enospc, 1)
+    enospc, from_n = (
+        (enospc.rsplit(":", 1)[0], int(enospc.rsplit(":", 1)[1])) if enospc and ":" in enospc else (enospc, 1)
+    )
     seen = [0]
 
     def fsync(fd):
@@ -174,16 +191,18 @@ def _install_env_faults() -> None:
             calls[0] += 1
             n = (x0 if x0 is not None else kw["x_T"]).shape[0]
             if kind == "cuda" and n > int(arg):
-                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated by "
-                                             "tests/faults.py)")
+                raise torch.OutOfMemoryError(
+                    "CUDA out of memory. Tried to allocate 2.00 GiB (simulated by tests/faults.py)"
+                )
             if kind == "cpu" and calls[0] == int(arg):
-                torch.empty(2 ** 50, dtype=torch.uint8)  # 1 PiB: the CPU allocator refuses it
+                torch.empty(2**50, dtype=torch.uint8)  # 1 PiB: the CPU allocator refuses it
             return real_edit(backbone, x0, *a, **kw)
 
         samplers.edit = edit
 
     hide = [m for m in os.environ.get("ASYRP_TEST_HIDE", "").split(",") if m]
     if hide:
+
         class Hide:
             def find_spec(self, name, path=None, target=None):
                 if any(name == m or name.startswith(m + ".") for m in hide):

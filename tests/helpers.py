@@ -1,4 +1,5 @@
 """Shared test helpers: a tiny random backbone that runs in milliseconds on one CPU thread."""
+
 from __future__ import annotations
 
 import torch
@@ -47,11 +48,16 @@ def images(n: int = 2, *, size: int = 16, seed: int = 0, dtype: torch.dtype = to
     """Smooth random images in [-1, 1] (low-frequency, so they look a little like pictures)."""
     g = torch.Generator().manual_seed(seed)
     low = torch.rand(n, 3, size // 4, size // 4, generator=g) * 2 - 1
-    return torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False).clamp(-1, 1).to(dtype)
+    return (
+        torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+        .clamp(-1, 1)
+        .to(dtype)
+    )
 
 
-def tiny_hfunction_file(d, *, n_steps: int = 4, attribute: str | None = "smiling", strength: float | None = 1.0,
-                        official: bool = False):
+def tiny_hfunction_file(
+    d, *, n_steps: int = 4, attribute: str | None = "smiling", strength: float | None = 1.0, official: bool = False
+):
     """A delta_block h-function for the random tiny_ddpm backbone (torch seed 0), written as ``d / "hf.pt"``
     (and ``d / "hf_official.pth"`` with ``official``) through asyrp.hfunctions; returns the backbone."""
     from asyrp import build
@@ -65,8 +71,13 @@ def tiny_hfunction_file(d, *, n_steps: int = 4, attribute: str | None = "smiling
     edit = {"t_edit": 500, "t_boost": 200, "n_inv": n_steps, "n_gen": n_steps, "t0": 999, "mode": "asyrp"}
     if strength is not None:
         edit["strength"] = strength
-    info = {"hfunction": {"kind": "delta_block", "layout": "ddpm"}, "arch": {"name": "tiny_ddpm"},
-            "h_shape": list(bb.h_shape), "emb_dim": int(bb.emb_dim),
-            **({"attribute": {"name": attribute}} if attribute else {}), "edit": edit}
+    info = {
+        "hfunction": {"kind": "delta_block", "layout": "ddpm"},
+        "arch": {"name": "tiny_ddpm"},
+        "h_shape": list(bb.h_shape),
+        "emb_dim": int(bb.emb_dim),
+        **({"attribute": {"name": attribute}} if attribute else {}),
+        "edit": edit,
+    }
     save_hfunction(payload(hf, info), d / "hf.pt", official_path=d / "hf_official.pth" if official else None)
     return bb

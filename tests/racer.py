@@ -12,6 +12,7 @@
 Each process imports everything first, then announces itself (``<barrier>.ready.<pid>``) and waits for the file
 ``<barrier>`` to appear (``-``: no barrier), so the contenders meet the shared folder within milliseconds.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 
 import asyrp.ops.io as io
-import asyrp.tasks.edit, asyrp.tasks.train  # noqa: F401 - imported before the barrier: the race starts at the work, not at the imports
+import asyrp.tasks.edit  # noqa: F401 - imported before the barrier: the race starts at the work, not at the imports
 
 ROOT = Path(__file__).resolve().parents[1]
 

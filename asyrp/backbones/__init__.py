@@ -3,13 +3,15 @@
 ``load_backbone(family, config, checkpoint)`` builds the network of a family from its upstream hyperparameters,
 reads the checkpoint safely, converts its keys, loads them strictly and returns a frozen ``Backbone``.
 """
+
 from __future__ import annotations
 
 import importlib
 import logging
 import os
+from collections.abc import Mapping
 from types import ModuleType
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 

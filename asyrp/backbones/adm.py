@@ -5,10 +5,12 @@ The config is the keyword arguments of upstream ``create_model(**config)``; the 
 diffusers ``UNet2DModel`` plus a per-layer attention head count (see ``_set_heads``), and ``convert_state_dict``
 renames and reshapes the upstream weights.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -36,16 +38,30 @@ DEFAULTS: dict[str, Any] = {
 }
 REQUIRED = ("image_size", "num_channels", "num_res_blocks")
 # Diffusion-process arguments that travel with the model arguments in upstream scripts; they do not shape the net.
-IGNORED = {"diffusion_steps", "noise_schedule", "timestep_respacing", "use_kl", "predict_xstart", "rescale_timesteps",
-           "rescale_learned_sigmas", "sigma_small", "name"}
+IGNORED = {
+    "diffusion_steps",
+    "noise_schedule",
+    "timestep_respacing",
+    "use_kl",
+    "predict_xstart",
+    "rescale_timesteps",
+    "rescale_learned_sigmas",
+    "sigma_small",
+    "name",
+}
 
 # channel_mult="" derives the widths from the image size (guided-diffusion; 32 px as improved-diffusion's CIFAR model).
-_MULT_BY_SIZE = {512: (0.5, 1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4),
-                 32: (1, 2, 2, 2)}
+_MULT_BY_SIZE = {
+    512: (0.5, 1, 1, 2, 2, 4, 4),
+    256: (1, 1, 2, 2, 4, 4),
+    128: (1, 1, 2, 3, 4),
+    64: (1, 2, 3, 4),
+    32: (1, 2, 2, 2),
+}
 
 
 def _ints(value: Any) -> list:
-    """"1,2,2" / [1, 2, 2] / (16,) / 16 -> a list of numbers."""
+    """ "1,2,2" / [1, 2, 2] / (16,) / 16 -> a list of numbers."""
     if isinstance(value, str):
         return [float(v) if "." in v else int(v) for v in value.split(",") if v.strip()]
     if isinstance(value, (int, float)):
@@ -66,8 +82,15 @@ def normalize_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     cfg = family_config(FAMILY, config, DEFAULTS, REQUIRED, IGNORED)
     for k in ("image_size", "num_channels", "num_res_blocks", "num_heads", "num_head_channels", "num_heads_upsample"):
         cfg[k] = int(cfg[k])
-    for k in ("learn_sigma", "class_cond", "use_checkpoint", "use_scale_shift_norm", "resblock_updown", "use_fp16",
-              "use_new_attention_order"):
+    for k in (
+        "learn_sigma",
+        "class_cond",
+        "use_checkpoint",
+        "use_scale_shift_norm",
+        "resblock_updown",
+        "use_fp16",
+        "use_new_attention_order",
+    ):
         cfg[k] = bool(cfg[k])
     cfg["dropout"] = float(cfg["dropout"])
     size = cfg["image_size"]
@@ -113,7 +136,9 @@ def unet_config(config: Mapping[str, Any]) -> dict[str, Any]:
         )
     attn = _levels_with_attention(cfg)
     updown = cfg["resblock_updown"]
-    plain_down, plain_up = ("ResnetDownsampleBlock2D", "ResnetUpsampleBlock2D") if updown else ("DownBlock2D", "UpBlock2D")
+    plain_down, plain_up = (
+        ("ResnetDownsampleBlock2D", "ResnetUpsampleBlock2D") if updown else ("DownBlock2D", "UpBlock2D")
+    )
     return dict(
         sample_size=cfg["image_size"],
         in_channels=3,
@@ -182,11 +207,22 @@ def build(config: Mapping[str, Any]) -> ADMBackbone:
 
 
 # -- key plan -----------------------------------------------------------------------------------------------------
-_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1", "norm2": "out_layers.0",
-           "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
-_TOP = {"conv_in": "input_blocks.0.0", "time_embedding.linear_1": "time_embed.0",
-        "time_embedding.linear_2": "time_embed.2", "class_embedding": "label_emb", "conv_norm_out": "out.0",
-        "conv_out": "out.2"}
+_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "time_emb_proj": "emb_layers.1",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "conv_shortcut": "skip_connection",
+}
+_TOP = {
+    "conv_in": "input_blocks.0.0",
+    "time_embedding.linear_1": "time_embed.0",
+    "time_embedding.linear_2": "time_embed.2",
+    "class_embedding": "label_emb",
+    "conv_norm_out": "out.0",
+    "conv_out": "out.2",
+}
 
 
 def _rules(target: Mapping[str, tuple[int, ...]], cfg: Mapping[str, Any]) -> list[Rule]:
@@ -201,7 +237,10 @@ def _rules(target: Mapping[str, tuple[int, ...]], cfg: Mapping[str, Any]) -> lis
         if mod in _TOP:
             rules.append(Rule(f"{_TOP[mod]}.{leaf}", dst))
             continue
-        m = re.fullmatch(r"(down_blocks|up_blocks|mid_block)\.(?:(\d+)\.)?(resnets|attentions|downsamplers|upsamplers)\.(\d+)\.(.+)", mod)
+        m = re.fullmatch(
+            r"(down_blocks|up_blocks|mid_block)\.(?:(\d+)\.)?(resnets|attentions|downsamplers|upsamplers)\.(\d+)\.(.+)",
+            mod,
+        )
         if m is None:
             raise AssertionError(f"no upstream adm key for UNet2DModel key {key}")
         where, i, part, j, sub = m.group(1), int(m.group(2) or 0), m.group(3), int(m.group(4)), m.group(5)
@@ -226,15 +265,22 @@ def _rules(target: Mapping[str, tuple[int, ...]], cfg: Mapping[str, Any]) -> lis
         elif sub == "group_norm":
             rules.append(Rule(f"{prefix}.norm.{leaf}", dst))
         elif sub == "to_out.0":  # 1-d conv upstream, Linear in diffusers
-            rules.append(Rule(f"{prefix}.proj_out.{leaf}", dst, "squeeze" if leaf == "weight" else "copy",
-                              singleton_dims=1 if leaf == "weight" else 0))
+            rules.append(
+                Rule(
+                    f"{prefix}.proj_out.{leaf}",
+                    dst,
+                    "squeeze" if leaf == "weight" else "copy",
+                    singleton_dims=1 if leaf == "weight" else 0,
+                )
+            )
         elif sub == "to_q":
             qkv = tuple(f"unet.{mod[: -len('to_q')]}{p}.{leaf}" for p in ("to_q", "to_k", "to_v"))
             channels = cfg["num_channels"] * int(mult[level])
             # trap: legacy attention interleaves q, k, v per head; the new order stores three plain blocks
             heads = 0 if cfg["use_new_attention_order"] else attention_heads(cfg, channels, up)
-            rules.append(Rule(f"{prefix}.qkv.{leaf}", qkv, "qkv", singleton_dims=1 if leaf == "weight" else 0,
-                              heads=heads))
+            rules.append(
+                Rule(f"{prefix}.qkv.{leaf}", qkv, "qkv", singleton_dims=1 if leaf == "weight" else 0, heads=heads)
+            )
         # to_k / to_v are covered by the to_q rule
     return rules
 

@@ -4,6 +4,7 @@ Every family (ddpm, adm, ncsnpp, diffusers) presents the same object: ``backbone
 ``encode`` runs up to and including the middle block and ``decode`` finishes the pass from there. Asyrp edits the
 middle-block output ``h``, so the split is the whole point: one encode can feed several decodes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -30,7 +31,7 @@ class Encoding:
     def batch_size(self) -> int:
         return self.h.shape[0]
 
-    def repeat(self, k: int) -> "Encoding":
+    def repeat(self, k: int) -> Encoding:
         """The encoding stacked k times along the batch (copy i of image b sits at i * B + b)."""
         if k == 1:
             return self
@@ -42,7 +43,7 @@ class Encoding:
             extra=tuple(rep(e) for e in self.extra),
         )
 
-    def with_h(self, h: torch.Tensor) -> "Encoding":
+    def with_h(self, h: torch.Tensor) -> Encoding:
         """This encoding with ``h`` replaced; if ``h`` holds k stacked copies of the batch, the rest is repeated to match."""
         B = self.batch_size
         if h.shape[0] % B != 0 or h.shape[1:] != self.h.shape[1:]:
@@ -53,18 +54,21 @@ class Encoding:
         return replace(self.repeat(h.shape[0] // B), h=h)
 
 
-
-def family_config(family: str, config: dict[str, Any], defaults: dict[str, Any], required: tuple[str, ...],
-                  ignored: set[str]) -> dict[str, Any]:
+def family_config(
+    family: str, config: dict[str, Any], defaults: dict[str, Any], required: tuple[str, ...], ignored: set[str]
+) -> dict[str, Any]:
     """An upstream family's hyperparameters, checked and completed: an unknown or missing key is one error naming the
     known ones (a typo would otherwise build a different network), upstream keys of no use here (``ignored``) dropped."""
     unknown = set(config) - set(defaults) - set(required) - ignored
     if unknown:
-        raise ValueError(f"unknown {family} config keys {sorted(unknown)}; known: {sorted(set(defaults) | set(required))}")
+        raise ValueError(
+            f"unknown {family} config keys {sorted(unknown)}; known: {sorted(set(defaults) | set(required))}"
+        )
     missing = [k for k in required if k not in config]
     if missing:
         raise ValueError(f"{family} config lacks {missing}")
     return {**defaults, **{k: v for k, v in config.items() if k not in ignored}}
+
 
 def _as_timesteps(t: torch.Tensor | float | int, x: torch.Tensor) -> torch.Tensor:
     """Broadcast ``t`` (scalar or one per image, on the 0..T-1 scale) to a float vector of the batch size."""
@@ -143,14 +147,14 @@ class Backbone(nn.Module):
             self._probe()
         return self._emb_dim  # type: ignore[return-value]
 
-    def freeze(self) -> "Backbone":
+    def freeze(self) -> Backbone:
         """Eval mode and no gradients: the backbone is never trained in asyrp."""
         self.eval()
         for p in self.parameters():
             p.requires_grad_(False)
         return self
 
-    def train(self, mode: bool = True) -> "Backbone":
+    def train(self, mode: bool = True) -> Backbone:
         # A frozen backbone stays in eval mode even inside a module that is put in train mode (dropout off).
         return super().train(False)
 
@@ -180,7 +184,9 @@ class UNet2DBackbone(Backbone):
     def in_channels(self) -> int:
         return int(self.unet.config.in_channels)
 
-    def encode(self, x: torch.Tensor, t: torch.Tensor | float | int, class_labels: torch.Tensor | None = None) -> Encoding:
+    def encode(
+        self, x: torch.Tensor, t: torch.Tensor | float | int, class_labels: torch.Tensor | None = None
+    ) -> Encoding:
         unet = self.unet
         # 0. input
         if unet.config.center_input_sample:

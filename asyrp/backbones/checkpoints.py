@@ -10,16 +10,18 @@ module's key(s) and how the tensor is reshaped). The plan gives the exact upstre
 mismatch is reported in the checkpoint's own key names, together with the shipped ``conf/arch/*.yaml`` whose layout
 does match.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import pickle
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -53,7 +55,11 @@ def load_file(path: str | os.PathLike) -> Any:
             "ASYRP_CHECKPOINTS to the folder holding the published checkpoints."
         )
     if path.is_dir():
-        hint = " It looks like a diffusers UNet2DModel folder: use family 'diffusers'." if (path / "config.json").exists() else ""
+        hint = (
+            " It looks like a diffusers UNet2DModel folder: use family 'diffusers'."
+            if (path / "config.json").exists()
+            else ""
+        )
         raise CheckpointError(f"checkpoint {path} is a directory, not a weights file.{hint}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file as load_safetensors
@@ -85,8 +91,18 @@ def load_file(path: str | os.PathLike) -> Any:
             "`safetensors.torch.save_file(sd, 'model.safetensors')` and point the arch config at the converted file. "
             f"Refused object: {refused}"
         ) from err
-    except (RuntimeError, EOFError, IndexError, KeyError, ValueError, TypeError, AttributeError, OSError,
-            UnicodeDecodeError, MemoryError) as err:
+    except (
+        RuntimeError,
+        EOFError,
+        IndexError,
+        KeyError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        OSError,
+        UnicodeDecodeError,
+        MemoryError,
+    ) as err:
         # not a torch archive (truncated download, wrong file): torch's legacy unpickler fails in many ways
         detail = " ".join(str(err).split())
         detail = detail.split(". ", 1)[0][:200] or type(err).__name__  # torch appends paragraphs of advice
@@ -97,15 +113,17 @@ def load_file(path: str | os.PathLike) -> Any:
 
 
 def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and len(obj) > 0 and all(
-        isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items())
     )
 
 
 def _strip_prefix(sd: dict[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
     """DataParallel/DDP wrap every key in ``module.``; only stripped when all keys carry it."""
     if sd and all(k.startswith(prefix) for k in sd):
-        return {k[len(prefix):]: v for k, v in sd.items()}
+        return {k[len(prefix) :]: v for k, v in sd.items()}
     return sd
 
 
@@ -323,7 +341,7 @@ def _read_arch(path: Path) -> dict:
         return yaml.safe_load(f) or {}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _arch_layout(path: str, mtime: float) -> tuple[str, Layout | None]:
     """(family, the upstream key layout that arch config expects), None when it cannot be computed cheaply."""
     from . import family_module
@@ -350,7 +368,9 @@ def arch_layouts(arch_dir: Path | None = None) -> dict[str, tuple[str, Layout]]:
     return out
 
 
-def suggest_arch(found: Layout, arch_dir: Path | None = None) -> tuple[list[tuple[str, str]], tuple[str, str, float] | None]:
+def suggest_arch(
+    found: Layout, arch_dir: Path | None = None
+) -> tuple[list[tuple[str, str]], tuple[str, str, float] | None]:
     """Arch configs whose layout equals the checkpoint's exactly ([(name, family)]), and the closest one otherwise.
 
     Closeness is the share of (key, shape) pairs in common; several published configs share one layout

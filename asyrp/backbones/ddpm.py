@@ -4,10 +4,12 @@ The network is expressed exactly as a diffusers ``UNet2DModel``; ``convert_state
 upstream weights. Config keys are the upstream ones (``ch``, ``ch_mult``, ``attn_resolutions``, ...), flat or as the
 nested DDIM yaml (``{"model": {...}, "data": {"image_size": ...}}``).
 """
+
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -104,11 +106,22 @@ def build(config: Mapping[str, Any]) -> DDPMBackbone:
 
 
 # -- key plan -----------------------------------------------------------------------------------------------------
-_RESNET = {"norm1": "norm1", "conv1": "conv1", "time_emb_proj": "temb_proj", "norm2": "norm2", "conv2": "conv2",
-           "conv_shortcut": "nin_shortcut"}
+_RESNET = {
+    "norm1": "norm1",
+    "conv1": "conv1",
+    "time_emb_proj": "temb_proj",
+    "norm2": "norm2",
+    "conv2": "conv2",
+    "conv_shortcut": "nin_shortcut",
+}
 _ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
-_TOP = {"conv_in": "conv_in", "time_embedding.linear_1": "temb.dense.0", "time_embedding.linear_2": "temb.dense.1",
-        "conv_norm_out": "norm_out", "conv_out": "conv_out"}
+_TOP = {
+    "conv_in": "conv_in",
+    "time_embedding.linear_1": "temb.dense.0",
+    "time_embedding.linear_2": "temb.dense.1",
+    "conv_norm_out": "norm_out",
+    "conv_out": "conv_out",
+}
 
 
 def _upstream_name(key: str, levels: int) -> Rule:

@@ -5,13 +5,15 @@ e.g. google/ddpm-ema-celebahq-256 downloaded beforehand. Loaded as it is; nothin
 config cannot silently point at another model); without a checkpoint it is the full set of kwargs of a random test
 net. The weights are the model's own keys, so ``convert_state_dict`` only has to check them.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -55,8 +57,10 @@ def _eps_channels(unet) -> int:
 
 def _wrap(unet) -> DiffusersBackbone:
     size = unet.config.sample_size
-    cfg = {**{k: v for k, v in dict(unet.config).items() if not k.startswith("_")},
-           "image_size": size if isinstance(size, int) else size[0]}
+    cfg = {
+        **{k: v for k, v in dict(unet.config).items() if not k.startswith("_")},
+        "image_size": size if isinstance(size, int) else size[0],
+    }
     return DiffusersBackbone(unet, cfg, eps_channels=_eps_channels(unet))
 
 

@@ -28,10 +28,12 @@ Conventions, checked against the reference fixture and upstream's ``get_score_fn
   * random init (``build``) uses PyTorch's defaults, not upstream's ``init_scale`` scheme: real weights always come
     from a checkpoint, and random nets only serve tests, where near-zero output convs would hide bugs.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -139,8 +141,19 @@ class ResBlock(nn.Module):
     (upstream's NIN) only when the width changes.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, temb_dim: int, act: nn.Module, *, dropout: float, skip_rescale: bool,
-                 up: bool = False, down: bool = False, kind: str = "biggan"):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        temb_dim: int,
+        act: nn.Module,
+        *,
+        dropout: float,
+        skip_rescale: bool,
+        up: bool = False,
+        down: bool = False,
+        kind: str = "biggan",
+    ):
         super().__init__()
         self.up, self.down, self.skip_rescale, self.act = up, down, skip_rescale, act
         self.norm1 = _group_norm(in_ch)
@@ -194,7 +207,7 @@ class AttnBlock(nn.Module):
             q, k, v = (z.transpose(1, 2)[:, None] for z in (q, k, v))
             out = F.scaled_dot_product_attention(q, k, v)[:, 0].transpose(1, 2).reshape(B, C, H, W)
         else:
-            weights = torch.softmax(torch.einsum("bci,bcj->bij", q, k) * C ** -0.5, dim=-1)
+            weights = torch.softmax(torch.einsum("bci,bcj->bij", q, k) * C**-0.5, dim=-1)
             out = torch.einsum("bij,bcj->bci", weights, v).reshape(B, C, H, W)
         return _residual(x, self.proj_out(out), self.skip_rescale)
 
@@ -278,14 +291,15 @@ class NCSNppBackbone(Backbone):
         super().__init__(cfg, out_channels=int(cfg["num_channels"]), eps_channels=int(cfg["num_channels"]))
         nf, ch_mult, n_res = int(cfg["nf"]), cfg["ch_mult"], int(cfg["num_res_blocks"])
         channels, kind, rescale = int(cfg["num_channels"]), cfg["resblock_type"], bool(cfg["skip_rescale"])
-        resolutions = [int(cfg["image_size"]) // 2 ** i for i in range(len(ch_mult))]
+        resolutions = [int(cfg["image_size"]) // 2**i for i in range(len(ch_mult))]
         with_conv = bool(cfg["resamp_with_conv"])
         self.act = _ACTIVATIONS[cfg["nonlinearity"]]()
         self.centered = bool(cfg["centered"])
 
         def make_res(cin: int, cout: int, **kw) -> ResBlock:
-            return ResBlock(cin, cout, 4 * nf, self.act, dropout=float(cfg["dropout"]), skip_rescale=rescale,
-                            kind=kind, **kw)
+            return ResBlock(
+                cin, cout, 4 * nf, self.act, dropout=float(cfg["dropout"]), skip_rescale=rescale, kind=kind, **kw
+            )
 
         def attn_at(level: int) -> bool:
             return resolutions[level] in cfg["attn_resolutions"]
@@ -379,8 +393,13 @@ def build(config: dict[str, Any]) -> NCSNppBackbone:
 # upstream checkpoints
 # ---------------------------------------------------------------------------------------------------------------
 # upstream parameter names inside one all_modules entry -> ours, in upstream registration order
-_RES_PARAMS = (("GroupNorm_0", "norm1"), ("Conv_0", "conv1"), ("Dense_0", "temb_proj"), ("GroupNorm_1", "norm2"),
-               ("Conv_1", "conv2"))
+_RES_PARAMS = (
+    ("GroupNorm_0", "norm1"),
+    ("Conv_0", "conv1"),
+    ("Dense_0", "temb_proj"),
+    ("GroupNorm_1", "norm2"),
+    ("Conv_1", "conv2"),
+)
 _ATTN_PARAMS = (("GroupNorm_0", "norm"), ("NIN_0", "to_q"), ("NIN_1", "to_k"), ("NIN_2", "to_v"), ("NIN_3", "proj_out"))
 
 
@@ -391,7 +410,7 @@ def _all_modules(cfg: dict[str, Any]) -> Iterator[tuple[str, tuple[tuple[str, st
     (attention projections, ``ddpm`` shortcuts) appear with sub names starting with "NIN".
     """
     nf, ch_mult, n_res, kind = int(cfg["nf"]), cfg["ch_mult"], int(cfg["num_res_blocks"]), cfg["resblock_type"]
-    resolutions = [int(cfg["image_size"]) // 2 ** i for i in range(len(ch_mult))]
+    resolutions = [int(cfg["image_size"]) // 2**i for i in range(len(ch_mult))]
     biggan, conv_resample = kind == "biggan", bool(cfg["resamp_with_conv"])
     shortcut = ("Conv_2", "shortcut") if biggan else ("NIN_0", "shortcut")
 
@@ -483,7 +502,7 @@ def convert_state_dict(upstream_sd: dict[str, Any], config: dict[str, Any]) -> d
         if len(shadow) != len(key_map):
             raise ValueError(f"EMA state holds {len(shadow)} parameters, this ncsnpp config has {len(key_map)}")
         upstream_sd = dict(zip(key_map, shadow))
-    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in upstream_sd.items()}
+    sd = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in upstream_sd.items()}
     sd.pop("sigmas", None)
     unexpected = sorted(set(sd) - set(key_map))
     missing = [k for k in key_map if k not in sd]

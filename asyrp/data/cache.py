@@ -17,13 +17,14 @@ of one cache folder take turns on its lock (``build``; asyrp.ops.locks), so each
 Between batches the build calls the ``guard`` its task handed it (asyrp/ops/guard.py): Ctrl-C under ``run_cli``
 stops there, with every entry written so far complete.
 """
+
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -72,8 +73,18 @@ def noise_sources(seed: int, n_images: int) -> list[Source]:
 class InversionCache:
     """Builds and finds cache entries for one backbone/schedule/step setting (see the module docstring)."""
 
-    def __init__(self, root: str | Path, backbone, a: torch.Tensor, plan: EditPlan, *, image_size: int | None = None,
-                 batch_size: int = 4, dtype: torch.dtype = torch.float32, guard: Guard = UNGUARDED):
+    def __init__(
+        self,
+        root: str | Path,
+        backbone,
+        a: torch.Tensor,
+        plan: EditPlan,
+        *,
+        image_size: int | None = None,
+        batch_size: int = 4,
+        dtype: torch.dtype = torch.float32,
+        guard: Guard = UNGUARDED,
+    ):
         self.backbone = backbone
         self.guard = guard
         self.a = a
@@ -83,8 +94,21 @@ class InversionCache:
         self.shape = (int(backbone.in_channels), self.image_size, self.image_size)
         self.batch_size = max(int(batch_size), 1)
         self.dtype = dtype
-        spec = "|".join(map(str, (CACHE_VERSION, module_fingerprint(backbone), tensor_digest(a), p.n_inv, p.n_gen,
-                                  p.t0, p.spacing, self.shape)))
+        spec = "|".join(
+            map(
+                str,
+                (
+                    CACHE_VERSION,
+                    module_fingerprint(backbone),
+                    tensor_digest(a),
+                    p.n_inv,
+                    p.n_gen,
+                    p.t0,
+                    p.spacing,
+                    self.shape,
+                ),
+            )
+        )
         self.spec = hashlib.blake2b(spec.encode(), digest_size=8).hexdigest()
         self.dir = Path(root).expanduser() / self.spec
 
@@ -117,8 +141,14 @@ class InversionCache:
         P = torch.stack(Ps, 1)
         cast = lambda v: v.detach().to("cpu", self.dtype).contiguous()  # noqa: E731
         return [
-            {"id": s.id, "x0": cast(x0[i]), "x_T": cast(x_T[i]), "x_rec": cast(x_rec[i]), "P_orig": cast(P[i]),
-             "t": torch.tensor(ts, dtype=torch.long)}
+            {
+                "id": s.id,
+                "x0": cast(x0[i]),
+                "x_T": cast(x_T[i]),
+                "x_rec": cast(x_rec[i]),
+                "P_orig": cast(P[i]),
+                "t": torch.tensor(ts, dtype=torch.long),
+            }
             for i, s in enumerate(sources)
         ]
 
@@ -136,8 +166,9 @@ class InversionCache:
         return [self.path_for(s) for s in sources]
 
     def _waiting(self, holder: dict) -> None:
-        log.info("inversion cache %s: waiting for another process that builds it (%s)", self.dir,
-                 locks.describe(holder))
+        log.info(
+            "inversion cache %s: waiting for another process that builds it (%s)", self.dir, locks.describe(holder)
+        )
 
     def _build(self, todo: Sequence[Source], imgs: dict[str, torch.Tensor], n_total: int) -> None:
         if not todo:
@@ -146,12 +177,14 @@ class InversionCache:
         with Progress(len(todo), "inversion cache", "img") as bar:  # a bar, or timed lines in a log/pipe
             for i in range(0, len(todo), self.batch_size):
                 # Ctrl-C / SIGTERM: stop between batches; every entry written is complete and is reused
-                self.guard.stop(f"{i} of the {len(todo)} new inversion-cache entries are in {self.dir} "
-                                "(kept for the next run)")
-                chunk = todo[i:i + self.batch_size]
+                self.guard.stop(
+                    f"{i} of the {len(todo)} new inversion-cache entries are in {self.dir} (kept for the next run)"
+                )
+                chunk = todo[i : i + self.batch_size]
                 x0 = torch.stack([imgs[s.id] for s in chunk]) if chunk[0].path is not None else None
-                with self.guard.doing(f"building the inversion cache (entries {i + 1}-{i + len(chunk)} of "
-                                      f"{len(todo)}, in {self.dir})"):
+                with self.guard.doing(
+                    f"building the inversion cache (entries {i + 1}-{i + len(chunk)} of {len(todo)}, in {self.dir})"
+                ):
                     for s, entry in zip(chunk, self.compute(chunk, x0)):
                         atomic_save(entry, self.path_for(s))
                 bar.update(len(chunk))
@@ -167,8 +200,17 @@ class InversionCache:
         return [self.path_for(s) for s in sources]
 
 
-def cached_inversions(root: str | Path, backbone, a: torch.Tensor, files: Sequence[Path], plan: EditPlan, *,
-                      image_size: int, batch_size: int = 4, guard: Guard = UNGUARDED) -> list[CacheEntry]:
+def cached_inversions(
+    root: str | Path,
+    backbone,
+    a: torch.Tensor,
+    files: Sequence[Path],
+    plan: EditPlan,
+    *,
+    image_size: int,
+    batch_size: int = 4,
+    guard: Guard = UNGUARDED,
+) -> list[CacheEntry]:
     """The cache entries of image ``files`` on ``plan``'s inversion part (computed only where missing): edits of
     images a run has inverted before (a sweep's trials, a rerun with another strength) start from the stored x_T
     instead of inverting again."""
@@ -185,8 +227,10 @@ def load_entry(path: str | Path) -> CacheEntry:
     try:
         entry = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(entry, dict) or any(k not in entry for k in _ENTRY_KEYS):
-            raise ValueError(f"fields {sorted(entry) if isinstance(entry, dict) else type(entry).__name__}, "
-                             f"expected {list(_ENTRY_KEYS)}")
+            raise ValueError(
+                f"fields {sorted(entry) if isinstance(entry, dict) else type(entry).__name__}, "
+                f"expected {list(_ENTRY_KEYS)}"
+            )
         if entry["P_orig"].shape[0] != entry["t"].shape[0] or entry["x0"].shape != entry["x_T"].shape:
             raise ValueError("inconsistent shapes")
     except Exception as err:  # truncated by a disk problem: tell the user how to recover

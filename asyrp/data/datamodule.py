@@ -5,11 +5,13 @@ Per-rank sharding is a DistributedSampler built here (rank r takes items r, r + 
 process, so with N processes the global batch is N * batch_size and holds the same images as one process with
 batch N * batch_size.
 """
+
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -67,15 +69,30 @@ class ResumableDataLoader(DataLoader):
 
 
 class AsyrpDataModule(pl.LightningDataModule):
-    def __init__(self, name: str = "images", kind: str = "folder", path: str | None = None, n_images: int = 100,
-                 image_size: int | None = None, batch_size: int = 1, num_workers: int = 0,
-                 cache_dir: str = ".cache/asyrp", seed: int = 0, n_val: int = 4, shuffle: bool = False,
-                 cache_dtype: str = "float32", in_memory: bool = False, pin_memory: bool | str = "auto", **unknown: Any):
+    def __init__(
+        self,
+        name: str = "images",
+        kind: str = "folder",
+        path: str | None = None,
+        n_images: int = 100,
+        image_size: int | None = None,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        cache_dir: str = ".cache/asyrp",
+        seed: int = 0,
+        n_val: int = 4,
+        shuffle: bool = False,
+        cache_dtype: str = "float32",
+        in_memory: bool = False,
+        pin_memory: bool | str = "auto",
+        **unknown: Any,
+    ):
         super().__init__()
         if unknown:  # a typo (dataset.n_imgaes=...) must not be silently ignored
             known = [k for k in inspect.signature(AsyrpDataModule.__init__).parameters if k not in ("self", "unknown")]
-            raise AsyrpUserError(f"dataset.{sorted(unknown)[0]} is not a dataset option (known: {', '.join(known)}): "
-                                 "fix the key")
+            raise AsyrpUserError(
+                f"dataset.{sorted(unknown)[0]} is not a dataset option (known: {', '.join(known)}): fix the key"
+            )
         if kind not in KINDS:
             raise AsyrpUserError(f"dataset.kind={kind!r} is not one of {KINDS}")
         if kind == "folder" and not path:
@@ -94,11 +111,19 @@ class AsyrpDataModule(pl.LightningDataModule):
         self.train_set: CachedDataset | None = None
         self.val_set: CachedDataset | None = None
 
-    def bind(self, backbone, a: torch.Tensor, plan: EditPlan, guard: Guard = UNGUARDED) -> "AsyrpDataModule":
+    def bind(self, backbone, a: torch.Tensor, plan: EditPlan, guard: Guard = UNGUARDED) -> AsyrpDataModule:
         """The inversion cache of ``plan`` (its inversion part) for this backbone and schedule; its build stops and
         names its work through ``guard`` (asyrp/ops/guard.py)."""
-        self.cache = InversionCache(self.cache_dir, backbone, a, plan, image_size=self.image_size,
-                                    batch_size=max(self.batch_size, 4), dtype=self.cache_dtype, guard=guard)
+        self.cache = InversionCache(
+            self.cache_dir,
+            backbone,
+            a,
+            plan,
+            image_size=self.image_size,
+            batch_size=max(self.batch_size, 4),
+            dtype=self.cache_dtype,
+            guard=guard,
+        )
         return self
 
     def sources(self) -> list[Source]:
@@ -130,17 +155,31 @@ class AsyrpDataModule(pl.LightningDataModule):
         trainer = self.trainer
         if trainer is None or trainer.world_size <= 1:
             return None
-        return DistributedSampler(ds, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=shuffle,
-                                  seed=self.seed)
+        return DistributedSampler(
+            ds, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=shuffle, seed=self.seed
+        )
 
     def train_dataloader(self) -> DataLoader:
         sampler = self._shard(self.train_set, self.shuffle)
         shuffle = self.shuffle and sampler is None
         g = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return ResumableDataLoader(self.train_set, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler,
-                                   generator=g, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                                   persistent_workers=self.num_workers > 0, progress=self._batches_done)
+        return ResumableDataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            generator=g,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            progress=self._batches_done,
+        )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.batch_size, sampler=self._shard(self.val_set, False),
-                          num_workers=self.num_workers, pin_memory=self.pin_memory)
+        return DataLoader(
+            self.val_set,
+            batch_size=self.batch_size,
+            sampler=self._shard(self.val_set, False),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+        )

@@ -12,6 +12,7 @@
   tensor; ``read_image_files(paths, size)``: named files, in order. Training, editing, interval measurement, the
   experiments and the judge all read through these, so every image is prepared the same way.
 """
+
 from __future__ import annotations
 
 import glob as _glob
@@ -27,8 +28,20 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 #: image formats Pillow cannot decode (without plug-ins): named in the skip reason, with the fix
-UNSUPPORTED_SUFFIXES = (".heic", ".heif", ".avif", ".svg", ".psd", ".raw", ".cr2", ".nef", ".arw", ".dng", ".exr",
-                        ".jxl")
+UNSUPPORTED_SUFFIXES = (
+    ".heic",
+    ".heif",
+    ".avif",
+    ".svg",
+    ".psd",
+    ".raw",
+    ".cr2",
+    ".nef",
+    ".arw",
+    ".dng",
+    ".exr",
+    ".jxl",
+)
 #: larger images are refused (decompression bombs; Pillow's own limit is 89.5 Mpx for a warning, 179 Mpx for an error)
 MAX_PIXELS = 8192 * 8192
 #: a side shorter than this is upscaled by more than 8x for a 256px backbone: processed, but noted
@@ -63,7 +76,9 @@ def candidate_files(source: str | Path) -> list[Path]:
         return [folder]
     files = sorted(p for p in folder.iterdir() if p.is_file())
     if not files:
-        raise AsyrpUserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}. Put the images there or fix the path.")
+        raise AsyrpUserError(
+            f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}. Put the images there or fix the path."
+        )
     return files
 
 
@@ -125,8 +140,9 @@ def read_image(path: str | Path, size: int) -> tuple[torch.Tensor, list[str]]:
         raise ImageProblem(path, f"refused as a decompression bomb ({err})") from err
     except UnidentifiedImageError:
         if path.suffix.lower() in UNSUPPORTED_SUFFIXES:
-            raise ImageProblem(path, f"unsupported image format {path.suffix} (Pillow cannot decode it): convert it "
-                                     "to PNG or JPEG") from None
+            raise ImageProblem(
+                path, f"unsupported image format {path.suffix} (Pillow cannot decode it): convert it to PNG or JPEG"
+            ) from None
         raise ImageProblem(path, "not an image (Pillow cannot identify it)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:  # truncated / damaged data
         raise ImageProblem(path, f"damaged or truncated ({type(err).__name__}: {err})") from err
@@ -148,8 +164,9 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
     return read_image(path, size)[0]
 
 
-def scan_images(source: str | Path, n_images: int | None = None, size: int = 32,
-                what: str = "input_dir", at_most: bool = False) -> tuple[list[Path], list[tuple[Path, str]]]:
+def scan_images(
+    source: str | Path, n_images: int | None = None, size: int = 32, what: str = "input_dir", at_most: bool = False
+) -> tuple[list[Path], list[tuple[Path, str]]]:
     """(usable files, [(skipped file, reason)]): the first ``n_images`` usable files of a folder or glob.
 
     Every candidate is decoded once here (cheap next to any network pass), so a damaged file is found before any
@@ -170,24 +187,37 @@ def scan_images(source: str | Path, n_images: int | None = None, size: int = 32,
         except ImageProblem as err:
             skipped.append((f, err.reason))
             # a side file (attributes.json, notes.txt) is expected in a folder: said, not warned about
-            side = f.suffix.lower() not in IMAGE_SUFFIXES + UNSUPPORTED_SUFFIXES and err.reason.startswith("not an image")
+            side = f.suffix.lower() not in IMAGE_SUFFIXES + UNSUPPORTED_SUFFIXES and err.reason.startswith(
+                "not an image"
+            )
             log.log(logging.INFO if side else logging.WARNING, "skipping %s: %s", f, err.reason)
             continue
         if any("first frame" in n for n in notes):
             log.info("%s: %s", f, "; ".join(notes))
         good.append(f)
-    log.info("%s: %d of %d files used, %d skipped%s", source, len(good), len(files), len(skipped),
-             "" if not skipped else " (" + "; ".join(f"{p.name}: {r}" for p, r in skipped[:8])
-             + (" ..." if len(skipped) > 8 else "") + ")")
+    log.info(
+        "%s: %d of %d files used, %d skipped%s",
+        source,
+        len(good),
+        len(files),
+        len(skipped),
+        ""
+        if not skipped
+        else " (" + "; ".join(f"{p.name}: {r}" for p, r in skipped[:8]) + (" ..." if len(skipped) > 8 else "") + ")",
+    )
     if not good:
         shown = "; ".join(f"{p.name}: {r}" for p, r in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
-        raise AsyrpUserError(f"none of the {len(skipped)} files of {source} is a usable image ({shown}): "
-                             f"replace the files or point {what} elsewhere")
+        raise AsyrpUserError(
+            f"none of the {len(skipped)} files of {source} is a usable image ({shown}): "
+            f"replace the files or point {what} elsewhere"
+        )
     if n_images is not None and n_images > 0 and len(good) < n_images and not at_most:
         shown = ", ".join(f"{p.name}: {r}" for p, r in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
         extra = f" ({len(skipped)} unusable skipped: {shown})" if skipped else ""
-        raise AsyrpUserError(f"n_images={n_images} but {source} holds only {len(good)} usable images{extra}: "
-                             "lower n_images or add images")
+        raise AsyrpUserError(
+            f"n_images={n_images} but {source} holds only {len(good)} usable images{extra}: "
+            "lower n_images or add images"
+        )
     return good, skipped
 
 

@@ -10,11 +10,31 @@ Every finder returns ``Direction`` objects: one delta_h per listed timestep (or 
 strength 1 is one natural unit of h (one standard deviation along the direction, or the class separation), with
 the metadata that names what found it. ``save_direction`` writes the project's h-function file format.
 """
-from .finders import (Direction, boundary_direction, jacobian_directions, mean_diff_direction, pca_directions,
-                      top_singular_vectors)
-from .record import HRecorder, Walk, record_walk
-from .files import direction_hfunction, save_direction
-from .labels import oracle_labels, target_gain
 
-__all__ = ["Direction", "HRecorder", "Walk", "record_walk", "pca_directions", "jacobian_directions", "top_singular_vectors",
-           "mean_diff_direction", "boundary_direction", "direction_hfunction", "save_direction", "oracle_labels", "target_gain"]
+from .files import direction_hfunction, save_direction
+from .finders import (
+    Direction,
+    boundary_direction,
+    jacobian_directions,
+    mean_diff_direction,
+    pca_directions,
+    top_singular_vectors,
+)
+from .labels import oracle_labels, target_gain
+from .record import HRecorder, Walk, record_walk
+
+__all__ = [
+    "Direction",
+    "HRecorder",
+    "Walk",
+    "record_walk",
+    "pca_directions",
+    "jacobian_directions",
+    "top_singular_vectors",
+    "mean_diff_direction",
+    "boundary_direction",
+    "direction_hfunction",
+    "save_direction",
+    "oracle_labels",
+    "target_gain",
+]

@@ -1,10 +1,12 @@
 """Directions as h-function files: the ``global`` / ``global_per_t`` kinds of asyrp.hfunctions in the project's
 ``hfunction.pt`` format (asyrp.hfunctions.files), so edit.py, ``load_hfunction_checkpoint``, ``Composition`` and ``strength`` take them as
 they take a trained h-function. The file also carries ``direction``: method, index, timesteps, labels, cost."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..hfunctions.modules import GlobalDirection
 from .finders import Direction
@@ -22,29 +24,48 @@ def direction_hfunction(d: Direction) -> GlobalDirection:
     return g.eval().requires_grad_(False)
 
 
-def direction_payload(d: Direction, backbone, *, arch: Mapping[str, Any], edit: Mapping[str, Any],
-                      extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def direction_payload(
+    d: Direction, backbone, *, arch: Mapping[str, Any], edit: Mapping[str, Any], extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     from ..hfunctions.files import payload
 
     g = direction_hfunction(d)
-    hf = {"kind": "global", "init_std": 0.0} if d.timesteps is None else \
-        {"kind": "global_per_t", "timesteps": sorted(int(t) for t in d.timesteps), "init_std": 0.0}
+    hf = (
+        {"kind": "global", "init_std": 0.0}
+        if d.timesteps is None
+        else {"kind": "global_per_t", "timesteps": sorted(int(t) for t in d.timesteps), "init_std": 0.0}
+    )
     label = (extra or {}).get("label")
-    return payload(g, {
-        "hfunction": hf,
-        "arch": {k: arch.get(k) for k in ("name", "family", "beta_schedule")},
-        "h_shape": [int(v) for v in backbone.h_shape],
-        "emb_dim": int(backbone.emb_dim),
-        "attribute": {"name": label or d.name, "source": [], "target": []},
-        "edit": dict(edit),
-        "direction": {"method": d.method, "index": d.index, "name": d.name,
-                      "timesteps": None if d.timesteps is None else [int(t) for t in d.timesteps],
-                      **_plain(d.meta), **_plain(dict(extra or {}))},
-    })
+    return payload(
+        g,
+        {
+            "hfunction": hf,
+            "arch": {k: arch.get(k) for k in ("name", "family", "beta_schedule")},
+            "h_shape": [int(v) for v in backbone.h_shape],
+            "emb_dim": int(backbone.emb_dim),
+            "attribute": {"name": label or d.name, "source": [], "target": []},
+            "edit": dict(edit),
+            "direction": {
+                "method": d.method,
+                "index": d.index,
+                "name": d.name,
+                "timesteps": None if d.timesteps is None else [int(t) for t in d.timesteps],
+                **_plain(d.meta),
+                **_plain(dict(extra or {})),
+            },
+        },
+    )
 
 
-def save_direction(d: Direction, path: str | Path, backbone, *, arch: Mapping[str, Any], edit: Mapping[str, Any],
-                   extra: Mapping[str, Any] | None = None) -> Path:
+def save_direction(
+    d: Direction,
+    path: str | Path,
+    backbone,
+    *,
+    arch: Mapping[str, Any],
+    edit: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
     """Write the direction as an h-function file (atomically); ``edit`` holds the step settings edit.py reuses."""
     from ..hfunctions.files import save_hfunction
 

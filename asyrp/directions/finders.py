@@ -1,8 +1,10 @@
 """The four finders. Inputs are recorded h (``{t: (N, C, H, W)}``, descending t), outputs ``Direction`` objects."""
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -54,9 +56,16 @@ def pca_directions(h: Mapping[int, torch.Tensor], k: int, *, pooled: bool = Fals
     shape = tuple(h[ts[0]].shape[1:])
     if pooled:
         U, S = _pcs(torch.cat([_flat(h[t]) for t in ts]), k)
-        return [Direction((S[j] * _align(U[j], None)).float().reshape(shape), None, "pca", j,
-                          {"pooled": True, "sigma": float(S[j]), "n_images": n, "timesteps_pooled": ts})
-                for j in range(k)]
+        return [
+            Direction(
+                (S[j] * _align(U[j], None)).float().reshape(shape),
+                None,
+                "pca",
+                j,
+                {"pooled": True, "sigma": float(S[j]), "n_images": n, "timesteps_pooled": ts},
+            )
+            for j in range(k)
+        ]
     per_t = [_pcs(_flat(h[t]), k) for t in ts]
     out = []
     for j in range(k):
@@ -69,8 +78,15 @@ def pca_directions(h: Mapping[int, torch.Tensor], k: int, *, pooled: bool = Fals
     return out
 
 
-def top_singular_vectors(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, k: int, *, iters: int = 30,
-                         tol: float = 1e-4, seed: int = 0) -> dict[str, Any]:
+def top_singular_vectors(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    k: int,
+    *,
+    iters: int = 30,
+    tol: float = 1e-4,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Top-k singular vectors of the Jacobian of a row-wise map f at the N rows of ``x``, shared by all rows:
     the eigenvectors of A = sum_i J_i^T J_i (N = 1: the image-specific Jacobian), by subspace iteration.
 
@@ -117,9 +133,14 @@ def top_singular_vectors(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Ten
     shape_out = tuple(JV.shape[1:])
     JV = JV.reshape(k, N, -1).sum(1).double()
     U = JV / JV.norm(dim=1, keepdim=True).clamp_min(1e-300)
-    return {"V": V.float().reshape(k, *shape_in), "sigma": evals.clamp_min(0).sqrt().float(),
-            "U": U.float().reshape(k, *shape_out),
-            "iters": it, "jvp_rows": (it + 1) * k * N, "vjp_rows": it * k * N}
+    return {
+        "V": V.float().reshape(k, *shape_in),
+        "sigma": evals.clamp_min(0).sqrt().float(),
+        "U": U.float().reshape(k, *shape_out),
+        "iters": it,
+        "jvp_rows": (it + 1) * k * N,
+        "vjp_rows": it * k * N,
+    }
 
 
 def _std_along(h: torch.Tensor, u: torch.Tensor) -> float:
@@ -128,9 +149,18 @@ def _std_along(h: torch.Tensor, u: torch.Tensor) -> float:
     return float(c.std()) if c.numel() > 1 else float(c.abs().mean())
 
 
-def jacobian_directions(backbone, walk, k: int, *, of: str = "decoder", n_images: int = 1,
-                        timesteps: Sequence[int] | None = None, iters: int = 30, tol: float = 1e-4,
-                        seed: int = 0) -> tuple[list[Direction], dict[str, int]]:
+def jacobian_directions(
+    backbone,
+    walk,
+    k: int,
+    *,
+    of: str = "decoder",
+    n_images: int = 1,
+    timesteps: Sequence[int] | None = None,
+    iters: int = 30,
+    tol: float = 1e-4,
+    seed: int = 0,
+) -> tuple[list[Direction], dict[str, int]]:
     """Top-k h-space directions of the Jacobian at the first ``n_images`` images of a recorded ``walk``, at each
     listed timestep (default: every recorded one), sign-aligned step to step.
 
@@ -155,12 +185,14 @@ def jacobian_directions(backbone, walk, k: int, *, of: str = "decoder", n_images
         if of == "decoder":
             with torch.no_grad():
                 enc = backbone.encode(x_t, float(t))
-            res = top_singular_vectors(lambda h: backbone.eps(backbone.decode(enc, h)), enc.h, k, iters=iters,
-                                       tol=tol, seed=seed)
+            res = top_singular_vectors(
+                lambda h: backbone.eps(backbone.decode(enc, h)), enc.h, k, iters=iters, tol=tol, seed=seed
+            )
             dirs = res["V"]
         else:
-            res = top_singular_vectors(lambda x: backbone.encode(x, float(t)).h, x_t, k, iters=iters, tol=tol,
-                                       seed=seed)
+            res = top_singular_vectors(
+                lambda x: backbone.encode(x, float(t)).h, x_t, k, iters=iters, tol=tol, seed=seed
+            )
             dirs = res["U"]
         cost["jvp_rows"] += res["jvp_rows"]
         cost["vjp_rows"] += res["vjp_rows"]
@@ -169,9 +201,16 @@ def jacobian_directions(backbone, walk, k: int, *, of: str = "decoder", n_images
             u = _align(dirs[j].double(), vecs[j][-1].double() if vecs[j] else None).float()
             vecs[j].append(u)
             sig[j].append(float(res["sigma"][j]))
-    out = [Direction(torch.stack([u * _std_along(walk.h[t], u) for u, t in zip(vecs[j], ts)]), ts, "jacobian", j,
-                     {"of": of, "singular_value": sig[j], "n_images": n_images, "iters": cost["iters"]})
-           for j in range(k)]
+    out = [
+        Direction(
+            torch.stack([u * _std_along(walk.h[t], u) for u, t in zip(vecs[j], ts)]),
+            ts,
+            "jacobian",
+            j,
+            {"of": of, "singular_value": sig[j], "n_images": n_images, "iters": cost["iters"]},
+        )
+        for j in range(k)
+    ]
     return out, cost
 
 
@@ -179,8 +218,9 @@ def _split_labels(h: torch.Tensor, labels: torch.Tensor, what: str) -> tuple[tor
     labels = torch.as_tensor(labels).bool()
     pos, neg = h[labels], h[~labels]
     if pos.shape[0] == 0 or neg.shape[0] == 0:
-        raise ValueError(f"{what} needs images with and without the attribute: got {pos.shape[0]} with, "
-                         f"{neg.shape[0]} without")
+        raise ValueError(
+            f"{what} needs images with and without the attribute: got {pos.shape[0]} with, {neg.shape[0]} without"
+        )
     return pos, neg
 
 
@@ -192,8 +232,13 @@ def mean_diff_direction(h: Mapping[int, torch.Tensor], labels: torch.Tensor) -> 
         pos, neg = _split_labels(h[t], labels, "mean_diff")
         rows.append(pos.double().mean(0) - neg.double().mean(0))
     n_pos = int(torch.as_tensor(labels).bool().sum())
-    return Direction(torch.stack(rows).float(), ts, "mean_diff", 0,
-                     {"n_pos": n_pos, "n_neg": int(len(labels)) - n_pos, "norm": [float(r.norm()) for r in rows]})
+    return Direction(
+        torch.stack(rows).float(),
+        ts,
+        "mean_diff",
+        0,
+        {"n_pos": n_pos, "n_neg": int(len(labels)) - n_pos, "norm": [float(r.norm()) for r in rows]},
+    )
 
 
 def fit_logistic(X: torch.Tensor, y: torch.Tensor, *, l2: float = 1e-3, iters: int = 200) -> tuple[torch.Tensor, float]:
@@ -214,8 +259,9 @@ def fit_logistic(X: torch.Tensor, y: torch.Tensor, *, l2: float = 1e-3, iters: i
     return w.detach(), float(b.detach())
 
 
-def boundary_direction(h: Mapping[int, torch.Tensor], labels: torch.Tensor, t_m: int, *, l2: float = 1e-3,
-                       val_fraction: float = 0.25) -> Direction:
+def boundary_direction(
+    h: Mapping[int, torch.Tensor], labels: torch.Tensor, t_m: int, *, l2: float = 1e-3, val_fraction: float = 0.25
+) -> Direction:
     """The normal of a linear boundary between images with and without the attribute in h-space at step ``t_m``
     (logistic regression, BoundaryDiffusion's linear SVM in spirit), as one global delta_h.
 
@@ -239,6 +285,18 @@ def boundary_direction(h: Mapping[int, torch.Tensor], labels: torch.Tensor, t_m:
     proj = X @ n
     sep = float(proj[labels].mean() - proj[~labels].mean())
     shape = tuple(h[t_m].shape[1:])
-    return Direction((n * sep).float().reshape(shape), None, "boundary", 0,
-                     {"t_m": int(t_m), "fit_accuracy": acc(slice(0, n_fit)), "val_accuracy": acc(slice(n_fit, None)),
-                      "n_fit": n_fit, "n_val": int(X.shape[0] - n_fit), "separation": sep, "l2": l2})
+    return Direction(
+        (n * sep).float().reshape(shape),
+        None,
+        "boundary",
+        0,
+        {
+            "t_m": int(t_m),
+            "fit_accuracy": acc(slice(0, n_fit)),
+            "val_accuracy": acc(slice(n_fit, None)),
+            "n_fit": n_fit,
+            "n_val": int(X.shape[0] - n_fit),
+            "separation": sep,
+            "l2": l2,
+        },
+    )

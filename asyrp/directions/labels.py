@@ -1,7 +1,8 @@
 """What a direction changes, read by an attribute oracle: which heads flip, towards what, how many others move."""
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -31,8 +32,10 @@ def oracle_labels(oracle, x_ref: torch.Tensor, x_edit: Mapping[float, torch.Tens
         for h in heads:
             if changes[h]["flips"] > best[h][0]:
                 best[h] = (changes[h]["flips"], (float(s), changes[h]["to"]))
-        per_s[f"{float(s):g}"] = {"flips": {h: changes[h]["flips"] for h in heads},
-                                  "after": {h: changes[h]["after"] for h in heads}}
+        per_s[f"{float(s):g}"] = {
+            "flips": {h: changes[h]["flips"] for h in heads},
+            "after": {h: changes[h]["after"] for h in heads},
+        }
     before = scorer.class_frequencies(x_ref)
     rate = {h: best[h][0] for h in heads}
     main = max(heads, key=lambda h: rate[h])
@@ -42,10 +45,16 @@ def oracle_labels(oracle, x_ref: torch.Tensor, x_edit: Mapping[float, torch.Tens
     else:
         s, to = best[main][1]
         label = f"{main}={to} ({'+' if s > 0 else '-'})"
-    return {"label": label, "main_head": main if rate[main] > 0 else None, "flip_rate": rate,
-            "others_moved": sum(1 for h in heads if h != main and rate[h] >= FLIP_MOVED),
-            "disentanglement": rate[main] / total if total > 0 else 0.0, "before": before, "strengths": per_s,
-            "n_images": int(x_ref.shape[0])}
+    return {
+        "label": label,
+        "main_head": main if rate[main] > 0 else None,
+        "flip_rate": rate,
+        "others_moved": sum(1 for h in heads if h != main and rate[h] >= FLIP_MOVED),
+        "disentanglement": rate[main] / total if total > 0 else 0.0,
+        "before": before,
+        "strengths": per_s,
+        "n_images": int(x_ref.shape[0]),
+    }
 
 
 def target_gain(labels: Mapping, target: str) -> tuple[float, float]:

@@ -4,6 +4,7 @@
 ``asyrp.samplers.edit`` in ``symmetric`` mode it sees exactly the h of the reconstruction walk, at no extra network
 pass (symmetric decodes h + 0 once per step, like plain DDIM).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -53,9 +54,18 @@ def record_walk(backbone, x_T: torch.Tensor, a: torch.Tensor, plan: EditPlan, *,
     t_min = plan.t_edit
     walk = replace(plan, t_boost=0, mode="symmetric")  # symmetric: the recorder sees the unedited h, for free
     for lo in range(0, x_T.shape[0], batch_size):
-        xt = x_T[lo:lo + batch_size]
-        out = edit(backbone, None, rec, a=a, plan=walk, strength=1.0, seeds=list(range(lo, lo + xt.shape[0])), x_T=xt,
-                   return_trajectory=True)
+        xt = x_T[lo : lo + batch_size]
+        out = edit(
+            backbone,
+            None,
+            rec,
+            a=a,
+            plan=walk,
+            strength=1.0,
+            seeds=list(range(lo, lo + xt.shape[0])),
+            x_T=xt,
+            return_trajectory=True,
+        )
         ends.append(out.x_edit.cpu())
         for t, x_t, _ in out.trajectory:
             if t >= t_min:

@@ -14,10 +14,11 @@ Without ``--hfunction`` and ``--train`` an h-function is a seeded *random* one: 
 Modules: ``options`` (command line, run sizes), ``shared`` (Experiment, setup), ``training`` (train_hfunction and the
 per-step measurements), ``tables`` (markdown / CSV tables, plots, grids).
 """
+
 from .options import ROOT, SIZES, base_parser
+from .shared import Experiment, load_images, random_images, setup
 from .tables import fmt, plt, read_table, save_grid, write_table
 from .training import rescale_direction, step_norms, train_hfunction
-from .shared import Experiment, load_images, random_images, setup
 
 __all__ = [
     "ROOT",

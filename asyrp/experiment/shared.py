@@ -1,6 +1,7 @@
 """The exp the experiment scripts measure in: a composed ``train`` config (asyrp.config.compose, the script's
 options as overrides) and what asyrp.build makes of it (backbone, alpha_bar, CLIP, attributes, h-functions, the
 plan), plus the oracle, the test images, editing and scoring."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,9 +10,10 @@ import logging
 import math
 import os
 import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -30,13 +32,13 @@ class Experiment:
     a: torch.Tensor
     clip: Any
     oracle: Any
-    x: torch.Tensor                # test images in [-1, 1]
+    x: torch.Tensor  # test images in [-1, 1]
     image_source: str
-    plan: EditPlan                 # every walk of the exp: n_inv = n_gen steps from t0, edits for t >= t_edit
+    plan: EditPlan  # every walk of the exp: n_inv = n_gen steps from t0, edits for t >= t_edit
     size: dict
     out: Path
     extra_overrides: list = field(default_factory=list)  # the script's own config overrides; training repeats them
-    attribute_prefix: str = ""     # "synthfaces_" on synthfaces: its own attribute configs come first
+    attribute_prefix: str = ""  # "synthfaces_" on synthfaces: its own attribute configs come first
     hf_cache: dict = field(default_factory=dict)
     attributes: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
@@ -125,8 +127,17 @@ class Experiment:
         return [self.args.seed + i for i in range(n)]
 
     @torch.no_grad()
-    def edit(self, x_T: torch.Tensor, hfunc, *, strength: Any = 1.0, mode: str = "asyrp", trajectory: bool = False,
-             t_edit: int | None = None, batch_size: int = 64):
+    def edit(
+        self,
+        x_T: torch.Tensor,
+        hfunc,
+        *,
+        strength: Any = 1.0,
+        mode: str = "asyrp",
+        trajectory: bool = False,
+        t_edit: int | None = None,
+        batch_size: int = 64,
+    ):
         """asyrp.samplers.edit from cached x_T (same seeds for every method), in batches of images, on the exp's
         plan (with another t_edit / mode when given)."""
         from ..samplers import edit
@@ -134,10 +145,20 @@ class Experiment:
         plan = replace(self.plan, t_edit=self.t_edit if t_edit is None else t_edit, mode=mode)
         results = []
         for lo in range(0, x_T.shape[0], batch_size):
-            xt = x_T[lo:lo + batch_size]
-            results.append(edit(self.backbone, None, hfunc, a=self.a, plan=plan, strength=strength,
-                                seeds=self.seeds(x_T.shape[0])[lo:lo + xt.shape[0]], x_T=xt,
-                                return_trajectory=trajectory))
+            xt = x_T[lo : lo + batch_size]
+            results.append(
+                edit(
+                    self.backbone,
+                    None,
+                    hfunc,
+                    a=self.a,
+                    plan=plan,
+                    strength=strength,
+                    seeds=self.seeds(x_T.shape[0])[lo : lo + xt.shape[0]],
+                    x_T=xt,
+                    return_trajectory=trajectory,
+                )
+            )
         if len(results) == 1:
             return results[0]
         multi = results[0].x_edit.dim() == 5
@@ -153,8 +174,13 @@ class Experiment:
         from ..metrics import EditScorer
 
         at = self.attribute(attr)
-        return EditScorer(clip=self.clip, source=at["source"], target=at["target"], oracle=self.oracle,
-                          oracle_target=at["oracle_target"])
+        return EditScorer(
+            clip=self.clip,
+            source=at["source"],
+            target=at["target"],
+            oracle=self.oracle,
+            oracle_target=at["oracle_target"],
+        )
 
     @torch.no_grad()
     def score(self, x_src: torch.Tensor, x_edit: torch.Tensor, attr: str, fid_real: torch.Tensor | None = None) -> dict:
@@ -162,8 +188,14 @@ class Experiment:
         source, oracle confidence (validity) and, with ``fid_real``, FID (oracle features, else CLIP features)."""
         scorer = self.scorer(attr)
         judged = not scorer.absent(["oracle"])
-        metrics = ["clip_direction", "clip_text", "psnr", "ssim", *(["oracle", "validity"] if judged else []),
-                   *(["fid"] if fid_real is not None else [])]
+        metrics = [
+            "clip_direction",
+            "clip_text",
+            "psnr",
+            "ssim",
+            *(["oracle", "validity"] if judged else []),
+            *(["fid"] if fid_real is not None else []),
+        ]
         s = scorer.score(x_src, x_edit, metrics, fid_real=fid_real)
         out = {"clip_dir": s["clip_direction"], "clip_text": s["clip_text"], "psnr": s["psnr"], "ssim": s["ssim"]}
         out.update({k: s.get(k, math.nan) for k in ("success", "preserved", "validity")})
@@ -180,10 +212,18 @@ class Experiment:
         return self.scorer(attr).attribute_score_name
 
     def describe(self) -> dict:
-        info = {"arch": self.arch_cfg.get("name"), "checkpoint": str(self.arch_cfg.get("checkpoint")),
-                "clip": self.args.clip, "oracle": "yes" if self.oracle is not None else "no",
-                "images": f"{self.x.shape[0]} from {self.image_source}", "n_steps": self.n_steps,
-                "t0": self.t0, "t_edit": self.t_edit, "t_boost": self.t_boost, "run": self.run_size}
+        info = {
+            "arch": self.arch_cfg.get("name"),
+            "checkpoint": str(self.arch_cfg.get("checkpoint")),
+            "clip": self.args.clip,
+            "oracle": "yes" if self.oracle is not None else "no",
+            "images": f"{self.x.shape[0]} from {self.image_source}",
+            "n_steps": self.n_steps,
+            "t0": self.t0,
+            "t_edit": self.t_edit,
+            "t_boost": self.t_boost,
+            "run": self.run_size,
+        }
         meta = Path(str(self.arch_cfg.get("checkpoint") or "")) / "training.json"
         if meta.is_file():
             try:
@@ -228,8 +268,9 @@ def random_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
 
 
 # -- setting up ----------------------------------------------------------------------------------------------------
-def setup(args: argparse.Namespace, find_oracle: Callable[[Path | None], Any] | None = None,
-          overrides: Sequence[str] = ()) -> Experiment:
+def setup(
+    args: argparse.Namespace, find_oracle: Callable[[Path | None], Any] | None = None, overrides: Sequence[str] = ()
+) -> Experiment:
     """The experiment exp from the script's arguments: a composed ``train`` config (``world_overrides``, then the
     script's ``overrides``, e.g. ``arch.config.image_size=16``) built through asyrp.build. ``find_oracle(folder)``
     (None: the default one) returns an attribute oracle or None; the script passes it
@@ -252,9 +293,21 @@ def setup(args: argparse.Namespace, find_oracle: Callable[[Path | None], Any] | 
     x, src = _test_images(args, synth, backbone.image_size, size["n_images"])
     out = args.out or ROOT / "outputs" / "experiments" / args.experiment
     out.mkdir(parents=True, exist_ok=True)
-    return Experiment(args=args, arch_cfg=arch_cfg, backbone=backbone, a=a, clip=clip, oracle=oracle, x=x.to(args.device),
-                 image_source=src, plan=plan, size=size, out=out, extra_overrides=list(overrides),
-                 attribute_prefix="synthfaces_" if synth else "")
+    return Experiment(
+        args=args,
+        arch_cfg=arch_cfg,
+        backbone=backbone,
+        a=a,
+        clip=clip,
+        oracle=oracle,
+        x=x.to(args.device),
+        image_source=src,
+        plan=plan,
+        size=size,
+        out=out,
+        extra_overrides=list(overrides),
+        attribute_prefix="synthfaces_" if synth else "",
+    )
 
 
 def world_overrides(args: argparse.Namespace, n_steps: int) -> list[str]:
@@ -262,8 +315,14 @@ def world_overrides(args: argparse.Namespace, n_steps: int) -> list[str]:
     the run size's steps, t0, and t_edit / t_boost when given)."""
     synth = args.arch == "synthfaces"
     preset = args.edit_interval or ("synthfaces" if synth else "fixed")
-    over = [f"arch={args.arch}", f"clip={args.clip}", f"plan={preset}", f"plan.n_inv={n_steps}",
-            f"plan.n_gen={n_steps}", f"plan.t0={999 if args.t0 is None else int(args.t0)}"]
+    over = [
+        f"arch={args.arch}",
+        f"clip={args.clip}",
+        f"plan={preset}",
+        f"plan.n_inv={n_steps}",
+        f"plan.n_gen={n_steps}",
+        f"plan.t0={999 if args.t0 is None else int(args.t0)}",
+    ]
     if args.t_edit is not None:
         over.append(f"plan.t_edit={int(args.t_edit)}")
     if args.t_boost is not None:

@@ -1,12 +1,14 @@
 """What an experiment writes: a markdown table with the run's settings and command (plus its CSV), plots and
 labelled image grids."""
+
 from __future__ import annotations
 
 import csv
 import math
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -26,8 +28,15 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
-def write_table(exp: Experiment, name: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *,
-                title: str, notes: Sequence[str] = ()) -> Path:
+def write_table(
+    exp: Experiment,
+    name: str,
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    *,
+    title: str,
+    notes: Sequence[str] = (),
+) -> Path:
     """<out>/<name>.md (a markdown table with the run's settings) and <out>/<name>.csv."""
     md = exp.out / f"{name}.md"
     lines = [f"# {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -43,7 +52,7 @@ def write_table(exp: Experiment, name: str, rows: Sequence[Mapping[str, Any]], c
         w.writerow(columns)
         for r in rows:
             w.writerow([r.get(c, "") for c in columns])
-    print("\n".join(lines[:len(rows) + 4]))
+    print("\n".join(lines[: len(rows) + 4]))
     print(f"wrote {md}")
     return md
 
@@ -69,8 +78,9 @@ def plt():
     return pyplot
 
 
-def save_grid(path: Path, columns: Sequence[torch.Tensor], labels: Sequence[str], n: int = 8,
-              title: str | None = None) -> Path:
+def save_grid(
+    path: Path, columns: Sequence[torch.Tensor], labels: Sequence[str], n: int = 8, title: str | None = None
+) -> Path:
     """Kinds of images (each (B, 3, H, W) in [-1, 1]) as labelled columns, the first n images as rows
     (asyrp.grid: upscaled to readable cells)."""
     from ..grid import columns_grid

@@ -1,6 +1,7 @@
 """h-functions trained for the experiments through the project's normal path (asyrp.tasks.train on a composed
 ``train`` config), and what an edit does per step. ``exp`` is an asyrp.experiment.Experiment (shared.py imports this
 module, not the other way)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,8 +9,9 @@ import json
 import logging
 import math
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -22,30 +24,61 @@ def train_overrides(exp: Any, attr: str, kind: str, n_train: int, epochs: int) -
     """The ``train`` config of an experiment's h-function: the experiment's backbone, CLIP, walk and interval, the
     attribute and kind, the run size's images and epochs, then --train-override."""
     args = exp.args
-    over = [f"arch={args.arch}", f"clip={args.clip}", f"attribute={attr}", f"hfunction={kind}",
-            "hfunction.seed=0", f"seed={args.seed}", f"plan.n_inv={exp.n_steps}", f"plan.n_gen={exp.n_steps}",
-            f"model.n_iter={epochs}", f"plan.t0={exp.t0}", f"plan.t_edit={exp.t_edit}",
-            f"plan.t_boost={exp.t_boost}", "logger=csv", "~callbacks.edit_grid",
-            # progress: a bar on a terminal, timed lines (step, ETA, loss) in a log or pipe (asyrp.callbacks.ProgressLog)
-            "++trainer.enable_progress_bar=true", "++trainer.enable_model_summary=false",
-            f"dataset.cache_dir={exp.out.parent / '_cache'}"]
+    over = [
+        f"arch={args.arch}",
+        f"clip={args.clip}",
+        f"attribute={attr}",
+        f"hfunction={kind}",
+        "hfunction.seed=0",
+        f"seed={args.seed}",
+        f"plan.n_inv={exp.n_steps}",
+        f"plan.n_gen={exp.n_steps}",
+        f"model.n_iter={epochs}",
+        f"plan.t0={exp.t0}",
+        f"plan.t_edit={exp.t_edit}",
+        f"plan.t_boost={exp.t_boost}",
+        "logger=csv",
+        "~callbacks.edit_grid",
+        # progress: a bar on a terminal, timed lines (step, ETA, loss) in a log or pipe (asyrp.callbacks.ProgressLog)
+        "++trainer.enable_progress_bar=true",
+        "++trainer.enable_model_summary=false",
+        f"dataset.cache_dir={exp.out.parent / '_cache'}",
+    ]
     if args.checkpoint:
         over.append(f"arch.checkpoint={Path(args.checkpoint).resolve()}")
     if kind == "delta_block" and exp.backbone.h_channels % 32:
         over.append("hfunction.num_groups=8")
-    train_images = args.train_images or (str(ROOT / "data" / "synthfaces" / "train") if args.arch == "synthfaces" else None)
+    train_images = args.train_images or (
+        str(ROOT / "data" / "synthfaces" / "train") if args.arch == "synthfaces" else None
+    )
     if train_images:
-        over += ["dataset=synthfaces", f"dataset.path={Path(train_images).resolve()}", f"dataset.n_images={n_train}",
-                 f"dataset.image_size={exp.backbone.image_size}", f"dataset.batch_size={min(8, n_train)}",
-                 f"dataset.n_val={min(4, n_train)}"]
+        over += [
+            "dataset=synthfaces",
+            f"dataset.path={Path(train_images).resolve()}",
+            f"dataset.n_images={n_train}",
+            f"dataset.image_size={exp.backbone.image_size}",
+            f"dataset.batch_size={min(8, n_train)}",
+            f"dataset.n_val={min(4, n_train)}",
+        ]
     else:
-        over += ["dataset=random_samples", f"dataset.n_images={n_train}", f"dataset.batch_size={min(8, n_train)}",
-                 f"dataset.n_val={min(2, n_train)}"]
+        over += [
+            "dataset=random_samples",
+            f"dataset.n_images={n_train}",
+            f"dataset.batch_size={min(8, n_train)}",
+            f"dataset.n_val={min(2, n_train)}",
+        ]
     return over + list(exp.extra_overrides) + list(args.train_override)
 
 
-def train_hfunction(exp: Any, attr: str, kind: str = "delta_block", *, n_train: int | None = None,
-                    epochs: int | None = None, extra: Sequence[str] = ()) -> Path:
+def train_hfunction(
+    exp: Any,
+    attr: str,
+    kind: str = "delta_block",
+    *,
+    n_train: int | None = None,
+    epochs: int | None = None,
+    extra: Sequence[str] = (),
+) -> Path:
     """Train (or reuse) an h-function with asyrp.tasks.train on a composed ``train`` config; returns hfunction.pt.
 
     ``kind`` is a conf/hfunction name: the h-space kinds, or eps_shift / x_shift (image-shaped directions, trained
@@ -72,12 +105,15 @@ def train_hfunction(exp: Any, attr: str, kind: str = "delta_block", *, n_train: 
     log.info("training %s (%s): %s", attr, kind, " ".join(overrides))
     t0 = time.time()
     metrics, _ = train(compose("train", overrides, output_dir=run_dir))
-    (run_dir / "experiment_train.json").write_text(json.dumps({"overrides": overrides, "seconds": time.time() - t0,
-                                                               "metrics": metrics}, indent=1))
+    (run_dir / "experiment_train.json").write_text(
+        json.dumps({"overrides": overrides, "seconds": time.time() - t0, "metrics": metrics}, indent=1)
+    )
     if not ckpt.is_file():
         raise SystemExit(f"training finished without {ckpt}")
-    exp.notes.append(f"trained {attr} ({kind}) in {time.time() - t0:.0f} s: {rel(ckpt)} "
-                       f"(val/clip_direction {metrics.get('val/clip_direction', math.nan):.3f})")
+    exp.notes.append(
+        f"trained {attr} ({kind}) in {time.time() - t0:.0f} s: {rel(ckpt)} "
+        f"(val/clip_direction {metrics.get('val/clip_direction', math.nan):.3f})"
+    )
     return ckpt
 
 
@@ -114,7 +150,10 @@ def step_norms(exp: Any, x_T: torch.Tensor, hfunc, strength: float = 1.0) -> dic
         d_eps = (ee.eps_edit - ee.eps).flatten(1).norm(dim=1)
         # x_shift by dx moves x_{t-1} by ~ sqrt(a_{t-1} / a_t) dx: the same move as Asyrp's needs
         # ||dx|| = sqrt(1 - a_t) ||eps_edit - eps||
-        out[int(t)] = {"h": float(ee.delta_h.flatten(1).norm(dim=1).mean()), "eps": float(d_eps.mean()),
-                       "x": float((a_n.sqrt() * (1 - a_t).sqrt() / a_t.sqrt()).item() * d_eps.mean()),
-                       "x_shift": float((1 - a_t).sqrt().item() * d_eps.mean())}
+        out[int(t)] = {
+            "h": float(ee.delta_h.flatten(1).norm(dim=1).mean()),
+            "eps": float(d_eps.mean()),
+            "x": float((a_n.sqrt() * (1 - a_t).sqrt() / a_t.sqrt()).item() * d_eps.mean()),
+            "x_shift": float((1 - a_t).sqrt().item() * d_eps.mean()),
+        }
     return out

@@ -1,6 +1,7 @@
 """h-functions, delta_h = f(h_t, t), in a one-way chain: ``modules`` (the functions) <- ``build`` (from a config)
 <- ``files`` (the ``hfunction.pt`` format and the official files); a composition's own intervals are part of the
 edit plan (``asyrp.plan``). Library code imports from the module that holds a name; users import from here."""
+
 from .build import (
     SPACE_MODES,
     build_hfunction,

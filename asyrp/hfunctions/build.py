@@ -2,16 +2,17 @@
 
 The middle of the package's chain (modules <- build <- files): the file format builds through here, never back.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from .modules import DeltaBlock, GlobalDirection, HFunction
-
 
 
 def _torch_load(path: str | Path) -> Any:
@@ -38,8 +39,18 @@ def load_hfunction_weights(module: nn.Module, path: str | Path) -> nn.Module:
 
 
 _KEYS = {
-    "delta_block": {"kind", "layout", "width", "zero_init", "use_temb", "dropout", "num_groups", "checkpoint", "seed",
-                    "space"},
+    "delta_block": {
+        "kind",
+        "layout",
+        "width",
+        "zero_init",
+        "use_temb",
+        "dropout",
+        "num_groups",
+        "checkpoint",
+        "seed",
+        "space",
+    },
     "global": {"kind", "init_std", "checkpoint", "seed", "space"},
     "global_per_t": {"kind", "init_std", "timesteps", "n_steps", "t0", "checkpoint", "seed", "space"},
 }
@@ -68,8 +79,10 @@ def check_space_mode(cfg: Mapping[str, Any] | None, mode: str, key: str) -> None
     """An h-function acts in its space only through the modes that apply it there: ValueError naming the fix."""
     space, modes = hfunction_space(cfg), SPACE_MODES[hfunction_space(cfg)]
     if mode not in modes:
-        raise ValueError(f"{key}={mode!r} cannot apply an h-function of space {space!r} (it is added to "
-                         f"{'the bottleneck h' if space == 'h' else space}): set {key}={modes[0]}")
+        raise ValueError(
+            f"{key}={mode!r} cannot apply an h-function of space {space!r} (it is added to "
+            f"{'the bottleneck h' if space == 'h' else space}): set {key}={modes[0]}"
+        )
 
 
 def _as_dict(cfg: Any) -> dict:
@@ -97,11 +110,15 @@ def build_hfunction(cfg: Any, backbone) -> HFunction:
         raise ValueError(f"unknown h-function kind {kind!r}: use one of {sorted(_KEYS)}")
     unknown = set(cfg) - _KEYS[kind]
     if unknown:
-        raise ValueError(f"unknown key(s) {sorted(unknown)} for h-function kind {kind!r}; allowed: {sorted(_KEYS[kind])}")
+        raise ValueError(
+            f"unknown key(s) {sorted(unknown)} for h-function kind {kind!r}; allowed: {sorted(_KEYS[kind])}"
+        )
     space = hfunction_space(cfg)
     if kind == "delta_block" and space != "h":
-        raise ValueError(f"kind delta_block acts on the bottleneck h only (space {space!r} asked): use kind global or "
-                         "global_per_t for an eps- or x-space direction")
+        raise ValueError(
+            f"kind delta_block acts on the bottleneck h only (space {space!r} asked): use kind global or "
+            "global_per_t for an eps- or x-space direction"
+        )
     seed = cfg.get("seed")
     with torch.random.fork_rng(devices=[]):
         if seed is not None:

@@ -12,11 +12,13 @@
 
 The top of the package's chain (modules <- build <- files): a stored config is rebuilt through ``build_hfunction``.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,7 +27,6 @@ from ..ops.errors import AsyrpUserError
 from ..ops.io import atomic_save
 from .build import _is_state_dict, _torch_load, build_hfunction, hfunction_space, space_shape
 from .modules import ADM_KEYS, DDPM_KEYS, DeltaBlock, GlobalDirection, HFunction
-
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,10 @@ def read_hfunction_file(path: str | Path) -> Any:
 
     path = Path(str(path)).expanduser()
     if not path.is_file():
-        raise AsyrpUserError(f"h-function checkpoint not found: {path}. Pass checkpoint=<run>/checkpoints/hfunction.pt "
-                             "or an official *.pth file.")
+        raise AsyrpUserError(
+            f"h-function checkpoint not found: {path}. Pass checkpoint=<run>/checkpoints/hfunction.pt "
+            "or an official *.pth file."
+        )
     try:
         return load_file(path)
     except CheckpointError as err:
@@ -127,14 +130,18 @@ def read_hfunction_file(path: str | Path) -> Any:
             raise AsyrpUserError(
                 f"h-function checkpoint {path} contains pickled Python objects besides tensors ({refused}); loading "
                 "it is refused for safety (it could run code). If you trust the file, re-save its tensors only "
-                "(torch.save({'0': state_dict}, 'clean.pth')) and pass that file") from err
-        raise AsyrpUserError(f"cannot read h-function checkpoint {path}: the file is truncated, damaged or not a torch "
-                             f"checkpoint ({msg.split(' (')[-1].split(')')[0] if ' (' in msg else msg}); re-download it, "
-                             "or use the hfunction.pt of another epoch") from err
+                "(torch.save({'0': state_dict}, 'clean.pth')) and pass that file"
+            ) from err
+        raise AsyrpUserError(
+            f"cannot read h-function checkpoint {path}: the file is truncated, damaged or not a torch "
+            f"checkpoint ({msg.split(' (')[-1].split(')')[0] if ' (' in msg else msg}); re-download it, "
+            "or use the hfunction.pt of another epoch"
+        ) from err
 
 
-def probe_hfunction(hfunc: torch.nn.Module, backbone, path: Path, arch_name: str | None, t0: int = 999,
-                    space: str = "h") -> None:
+def probe_hfunction(
+    hfunc: torch.nn.Module, backbone, path: Path, arch_name: str | None, t0: int = 999, space: str = "h"
+) -> None:
     """Run the h-function once on a zero bottleneck (or a zero image, for an eps- or x-space direction): a file for
     another backbone fails here, with its shapes."""
     p = next(backbone.parameters())
@@ -145,14 +152,20 @@ def probe_hfunction(hfunc: torch.nn.Module, backbone, path: Path, arch_name: str
         with torch.no_grad():
             out = hfunc(h, emb, torch.full((1,), int(t0), device=p.device))
     except (RuntimeError, ValueError, IndexError, KeyError) as err:
-        raise AsyrpUserError(f"h-function checkpoint {path} does not fit the bottleneck of arch {arch_name!r} ({what}): "
-                             f"{type(err).__name__}: {err}. Pass the arch it was trained for") from err
+        raise AsyrpUserError(
+            f"h-function checkpoint {path} does not fit the bottleneck of arch {arch_name!r} ({what}): "
+            f"{type(err).__name__}: {err}. Pass the arch it was trained for"
+        ) from err
     if tuple(out.shape) != tuple(h.shape):
-        raise AsyrpUserError(f"h-function checkpoint {path} gives delta_h of shape {list(out.shape[1:])} but arch "
-                             f"{arch_name!r} has {what}: pass the arch it was trained for")
+        raise AsyrpUserError(
+            f"h-function checkpoint {path} gives delta_h of shape {list(out.shape[1:])} but arch "
+            f"{arch_name!r} has {what}: pass the arch it was trained for"
+        )
 
 
-def hfunction_from_payload(obj: Any, path: str | Path, backbone, arch_name: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+def hfunction_from_payload(
+    obj: Any, path: str | Path, backbone, arch_name: str | None = None
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Our ``hfunction.pt`` payload (rebuilt from its stored config, strict) or an official file's object."""
     path = Path(str(path)).expanduser()
     meta: dict[str, Any] = {}
@@ -165,8 +178,10 @@ def hfunction_from_payload(obj: Any, path: str | Path, backbone, arch_name: str 
             want = (list(obj["h_shape"]), int(obj["emb_dim"]))
             have = (list(backbone.h_shape), int(backbone.emb_dim))
             if want != have:
-                raise AsyrpUserError(f"{path} was trained for h of shape {want[0]} / emb {want[1]} (arch {arch!r}) but "
-                                     f"the backbone gives {have[0]} / {have[1]}: pass arch={arch}")
+                raise AsyrpUserError(
+                    f"{path} was trained for h of shape {want[0]} / emb {want[1]} (arch {arch!r}) but "
+                    f"the backbone gives {have[0]} / {have[1]}: pass arch={arch}"
+                )
             hf_cfg = dict(obj["hfunction"] or {})
             hf_cfg["checkpoint"] = None
             space = hfunction_space(hf_cfg)
@@ -178,14 +193,18 @@ def hfunction_from_payload(obj: Any, path: str | Path, backbone, arch_name: str 
     except AsyrpUserError:
         raise
     except (ValueError, KeyError, RuntimeError, TypeError) as err:
-        raise AsyrpUserError(f"h-function checkpoint {path} does not fit: {err}. Pass an hfunction.pt written by "
-                             "train.py or an official Asyrp .pth (not a backbone checkpoint)") from err
+        raise AsyrpUserError(
+            f"h-function checkpoint {path} does not fit: {err}. Pass an hfunction.pt written by "
+            "train.py or an official Asyrp .pth (not a backbone checkpoint)"
+        ) from err
     p = next(backbone.parameters())
     hfunc = hfunc.to(device=p.device, dtype=p.dtype).eval()
     probe_hfunction(hfunc, backbone, path, arch_name, int((meta.get("edit") or {}).get("t0", 999)), space)
     return hfunc, meta
 
 
-def load_hfunction_checkpoint(path: str | Path, backbone, arch_name: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_hfunction_checkpoint(
+    path: str | Path, backbone, arch_name: str | None = None
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     """An h-function from our ``hfunction.pt`` (rebuilt from its stored config, strict) or an official ``.pth``."""
     return hfunction_from_payload(read_hfunction_file(path), path, backbone, arch_name)

@@ -11,32 +11,52 @@ The implicit function of the paper is ``DeltaBlock`` (two published designs); ``
 combination of directions). ``apply_hfunction`` applies strengths / coefficient rows in one batched evaluation.
 The bottom of the package's chain (modules <- build <- files): it imports nothing above it.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-
 Coefficients = float | int | torch.Tensor | Sequence[float] | Sequence[Sequence[float]]
 
 DDPM_KEYS = frozenset(
-    ["conv1.weight", "conv1.bias", "temb_proj.weight", "temb_proj.bias", "norm2.weight", "norm2.bias",
-     "conv2.weight", "conv2.bias"]
+    [
+        "conv1.weight",
+        "conv1.bias",
+        "temb_proj.weight",
+        "temb_proj.bias",
+        "norm2.weight",
+        "norm2.bias",
+        "conv2.weight",
+        "conv2.bias",
+    ]
 )
 ADM_KEYS = frozenset(
-    ["in_layers.0.weight", "in_layers.0.bias", "in_layers.2.weight", "in_layers.2.bias", "emb_layers.1.weight",
-     "emb_layers.1.bias", "out_layers.0.weight", "out_layers.0.bias", "out_layers.3.weight", "out_layers.3.bias"]
+    [
+        "in_layers.0.weight",
+        "in_layers.0.bias",
+        "in_layers.2.weight",
+        "in_layers.2.bias",
+        "emb_layers.1.weight",
+        "emb_layers.1.bias",
+        "out_layers.0.weight",
+        "out_layers.0.bias",
+        "out_layers.3.weight",
+        "out_layers.3.bias",
+    ]
 )
 
 
 class HFunction(nn.Module):
     """Base class: ``forward(h, emb=None, t=None) -> delta_h``."""
 
-    def forward(self, h: torch.Tensor, emb: torch.Tensor | None = None, t: Any = None) -> torch.Tensor:  # pragma: no cover
+    def forward(
+        self, h: torch.Tensor, emb: torch.Tensor | None = None, t: Any = None
+    ) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -101,7 +121,10 @@ class DeltaBlock(HFunction):
             )
             self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, width))
             self.out_layers = nn.Sequential(
-                _GroupNorm32(num_groups, width), nn.SiLU(), nn.Dropout(dropout), nn.Conv2d(width, channels, kernel_size=1)
+                _GroupNorm32(num_groups, width),
+                nn.SiLU(),
+                nn.Dropout(dropout),
+                nn.Conv2d(width, channels, kernel_size=1),
             )
             last = self.out_layers[3]
         else:

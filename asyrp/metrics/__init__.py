@@ -22,6 +22,7 @@ per module:
 - ``fid``:       ``FrechetDistance`` (FID with an injectable feature network; ``oracle_features`` and
                  ``clip_features`` make offline ones), ``frechet_distance``.
 """
+
 from __future__ import annotations
 
 from .clip import CLIPTextSimilarity, DirectionalCLIPSimilarity

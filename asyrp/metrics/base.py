@@ -1,8 +1,10 @@
 """What every metric shares: a mean over images whose sums merge exactly across DDP ranks, and a holder that keeps a
 network out of the metric's state."""
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torchmetrics import Metric
@@ -51,4 +53,3 @@ class MeanMetric(Metric):
 def check_pairs(x_src: torch.Tensor, x_edit: torch.Tensor) -> None:
     if x_src.shape != x_edit.shape:
         raise ValueError(f"source {tuple(x_src.shape)} and edit {tuple(x_edit.shape)} must have the same shape")
-

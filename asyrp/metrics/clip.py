@@ -1,7 +1,9 @@
 """CLIP semantics of an edit: the directional score (DiffusionCLIP / Asyrp) and the similarity to the target text."""
+
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,14 +20,17 @@ class DirectionalCLIPSimilarity(MeanMetric):
 
     higher_is_better = True
 
-    def __init__(self, encode_image: Callable[[torch.Tensor], torch.Tensor], text_direction: torch.Tensor, **kwargs: Any):
+    def __init__(
+        self, encode_image: Callable[[torch.Tensor], torch.Tensor], text_direction: torch.Tensor, **kwargs: Any
+    ):
         super().__init__(**kwargs)
         self.encode = HeldCallable(encode_image)
-        self.register_buffer("text_direction", F.normalize(text_direction.detach().float().reshape(-1), dim=0),
-                             persistent=False)
+        self.register_buffer(
+            "text_direction", F.normalize(text_direction.detach().float().reshape(-1), dim=0), persistent=False
+        )
 
     @classmethod
-    def from_clip(cls, clip, source: Sequence[str], target: Sequence[str], **kwargs: Any) -> "DirectionalCLIPSimilarity":
+    def from_clip(cls, clip, source: Sequence[str], target: Sequence[str], **kwargs: Any) -> DirectionalCLIPSimilarity:
         return cls(clip.encode_image, clip.text_direction(list(source), list(target)), **kwargs)
 
     @torch.no_grad()
@@ -40,19 +45,20 @@ class CLIPTextSimilarity(MeanMetric):
 
     higher_is_better = True
 
-    def __init__(self, encode_image: Callable[[torch.Tensor], torch.Tensor], text_embedding: torch.Tensor, **kwargs: Any):
+    def __init__(
+        self, encode_image: Callable[[torch.Tensor], torch.Tensor], text_embedding: torch.Tensor, **kwargs: Any
+    ):
         super().__init__(**kwargs)
         self.encode = HeldCallable(encode_image)
-        self.register_buffer("text_embedding", F.normalize(text_embedding.detach().float().reshape(-1), dim=0),
-                             persistent=False)
+        self.register_buffer(
+            "text_embedding", F.normalize(text_embedding.detach().float().reshape(-1), dim=0), persistent=False
+        )
 
     @classmethod
-    def from_clip(cls, clip, target: Sequence[str], **kwargs: Any) -> "CLIPTextSimilarity":
+    def from_clip(cls, clip, target: Sequence[str], **kwargs: Any) -> CLIPTextSimilarity:
         return cls(clip.encode_image, clip.text_embedding(list(target)), **kwargs)
 
     @torch.no_grad()
     def update(self, x_edit: torch.Tensor) -> None:
         e = F.normalize(self.encode(x_edit).float(), dim=-1)
         self._add(e @ self.text_embedding.to(e))
-
-

@@ -1,4 +1,5 @@
 """Per-image distances: LPIPS loaded offline from the user's weights, and the offline RMSE stand-in."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,7 +49,9 @@ class LPIPSDistance(nn.Module):
 
     name = "lpips"
 
-    def __init__(self, net: str = "alex", *, backbone_weights: str | Path | None = None, lin_weights: str | Path | None = None):
+    def __init__(
+        self, net: str = "alex", *, backbone_weights: str | Path | None = None, lin_weights: str | Path | None = None
+    ):
         super().__init__()
         if net not in _TV_NAMES:
             raise ValueError(f"unknown LPIPS net {net!r}: use one of {sorted(_TV_NAMES)}")
@@ -84,7 +87,7 @@ class LPIPSDistance(nn.Module):
         for p in self.lpips.parameters():
             p.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "LPIPSDistance":
+    def train(self, mode: bool = True) -> LPIPSDistance:
         return super().train(False)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -98,4 +101,3 @@ def make_distance(name: str = "lpips", **kw) -> nn.Module:
     if name == "rmse":
         return RMSEDistance()
     raise ValueError(f"unknown distance {name!r}: use 'lpips' or 'rmse'")
-

@@ -1,7 +1,9 @@
 """FID with an injected feature network (nothing downloads), and the offline feature networks."""
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -62,12 +64,18 @@ class FrechetDistance(Metric):
     is_differentiable = False
     higher_is_better = False
 
-    def __init__(self, features: Callable[[torch.Tensor], torch.Tensor] | None = None, num_features: int | None = None,
-                 **kwargs: Any):
+    def __init__(
+        self,
+        features: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        num_features: int | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         if features is None:
-            raise ValueError("FrechetDistance needs a feature network: pass features=<callable images -> (B, D)> "
-                             "(offline: asyrp.metrics.oracle_features(oracle) or clip_features(clip))")
+            raise ValueError(
+                "FrechetDistance needs a feature network: pass features=<callable images -> (B, D)> "
+                "(offline: asyrp.metrics.oracle_features(oracle) or clip_features(clip))"
+            )
         num_features = num_features or getattr(features, "num_features", None)
         if not num_features:
             raise ValueError("FrechetDistance: pass num_features (the feature dimension D)")

@@ -1,7 +1,9 @@
 """Preservation of the source image: LPIPS, SSIM, PSNR and segmentation consistency, as means over images."""
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -19,8 +21,15 @@ class LPIPSPreservation(MeanMetric):
 
     higher_is_better = False
 
-    def __init__(self, distance: Callable | None = None, *, net: str = "alex", backbone_weights: Any = None,
-                 lin_weights: Any = None, **kwargs: Any):
+    def __init__(
+        self,
+        distance: Callable | None = None,
+        *,
+        net: str = "alex",
+        backbone_weights: Any = None,
+        lin_weights: Any = None,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         if distance is None:
             distance = LPIPSDistance(net, backbone_weights=backbone_weights, lin_weights=lin_weights)
@@ -107,5 +116,3 @@ class SegmentationConsistency(MeanMetric):
     def update(self, x_src: torch.Tensor, x_edit: torch.Tensor) -> None:
         check_pairs(x_src, x_edit)
         self._add(self.miou(self._labels(x_src), self._labels(x_edit), self.ignore_index))
-
-

@@ -1,7 +1,9 @@
 """An attribute oracle's verdict on edits: success of the target attribute, preservation of the others."""
+
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torchmetrics import Metric
@@ -45,8 +47,14 @@ class OracleEditScore(Metric):
     is_differentiable = False
     higher_is_better = True
 
-    def __init__(self, judge: Callable[[torch.Tensor], Mapping[str, torch.Tensor]], target: str | tuple[str, int],
-                 heads: Sequence[str] | None = None, classes: Mapping[str, Sequence[Any]] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        judge: Callable[[torch.Tensor], Mapping[str, torch.Tensor]],
+        target: str | tuple[str, int],
+        heads: Sequence[str] | None = None,
+        classes: Mapping[str, Sequence[Any]] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.judge = HeldCallable(judge)
         self.negate = isinstance(target, str) and "!=" in target
@@ -61,7 +69,7 @@ class OracleEditScore(Metric):
         self.add_state("kept", default=torch.zeros(len(self.others), dtype=torch.long), dist_reduce_fx="sum")
 
     @classmethod
-    def from_oracle(cls, oracle, target: str | tuple[str, int], **kwargs: Any) -> "OracleEditScore":
+    def from_oracle(cls, oracle, target: str | tuple[str, int], **kwargs: Any) -> OracleEditScore:
         """The score of an oracle object that has ``judge(images)`` and ``classes`` ({attribute: class names})."""
         return cls(oracle.judge, target, classes=oracle.classes, **kwargs)
 
@@ -73,11 +81,17 @@ class OracleEditScore(Metric):
         missing = [k for k in [self.key, *self.others] if k not in src or k not in edt]
         if missing:
             raise KeyError(f"the judge returned no verdict for {missing}")
-        kept = torch.stack([(edt[k] == src[k]).to(self.kept.device) for k in self.others], 1) if self.others else \
-            torch.ones(x_src.shape[0], 0, dtype=torch.bool, device=self.kept.device)
+        kept = (
+            torch.stack([(edt[k] == src[k]).to(self.kept.device) for k in self.others], 1)
+            if self.others
+            else torch.ones(x_src.shape[0], 0, dtype=torch.bool, device=self.kept.device)
+        )
         hit = (lambda v: v != self.value) if self.negate else (lambda v: v == self.value)
-        return {"success": hit(edt[self.key]).to(self.n.device), "kept": kept,
-                "already_target": hit(src[self.key]).to(self.n.device)}
+        return {
+            "success": hit(edt[self.key]).to(self.n.device),
+            "kept": kept,
+            "already_target": hit(src[self.key]).to(self.n.device),
+        }
 
     @torch.no_grad()
     def update(self, x_src: torch.Tensor, x_edit: torch.Tensor) -> None:
@@ -95,16 +109,15 @@ class OracleEditScore(Metric):
         return out
 
 
-
-
 # -- what the oracle reads per head (direction labels) ----------------------------------------------------------
 def class_frequencies(readings: Mapping[str, torch.Tensor], classes: Mapping[str, Sequence[Any]]) -> dict:
     """{head: {class name: fraction of the images read as it}} from ``judge(images)``."""
     return {h: {str(c): float((readings[h] == i).float().mean()) for i, c in enumerate(classes[h])} for h in classes}
 
 
-def head_changes(ref: Mapping[str, torch.Tensor], out: Mapping[str, torch.Tensor],
-                 classes: Mapping[str, Sequence[Any]]) -> dict[str, dict]:
+def head_changes(
+    ref: Mapping[str, torch.Tensor], out: Mapping[str, torch.Tensor], classes: Mapping[str, Sequence[Any]]
+) -> dict[str, dict]:
     """Per head, from the oracle's readings of references and of their edits: ``flips`` (the fraction of images whose
     class changed), ``after`` (the class frequencies of the edits) and ``to`` (the class most of the changed images
     land on, None when none changed)."""
@@ -113,8 +126,11 @@ def head_changes(ref: Mapping[str, torch.Tensor], out: Mapping[str, torch.Tensor
     for h in classes:
         changed = out[h] != ref[h]
         landed = out[h][changed]
-        res[h] = {"flips": float(changed.float().mean()), "after": after[h],
-                  "to": str(classes[h][int(landed.mode().values)]) if landed.numel() else None}
+        res[h] = {
+            "flips": float(changed.float().mean()),
+            "after": after[h],
+            "to": str(classes[h][int(landed.mode().values)]) if landed.numel() else None,
+        }
     return res
 
 
@@ -122,5 +138,5 @@ def logit_margin(logits: Mapping[str, torch.Tensor], target: tuple[str, int]) ->
     """(N,) how strongly the target class holds: its logit minus the logsumexp of the other classes' (float64)."""
     key, value = target
     z = logits[key].double()
-    others = torch.cat([z[:, :value], z[:, value + 1:]], 1)
+    others = torch.cat([z[:, :value], z[:, value + 1 :]], 1)
     return z[:, value] - torch.logsumexp(others, 1)

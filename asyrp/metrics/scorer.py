@@ -7,10 +7,12 @@ The networks are passed in, never imported or downloaded here: ``clip`` (with ``
 the user's weights, or a ``distance`` callable) and ``fid_features``. A metric whose network or setting is absent is
 named by ``absent(metrics)`` with what it lacks; ``score`` refuses it in one line instead of skipping it.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -26,9 +28,11 @@ METRICS = {
     "n": "n: the number of images",
     "clip_direction": "clip_direction: cos(E(x_edit) - E(x_src), text direction source -> target)",
     "clip_text": "clip_text: cos(E(x_edit), E_T(target))",
-    "psnr": "psnr: PSNR(x_src, x_edit) in dB", "ssim": "ssim: SSIM(x_src, x_edit)",
+    "psnr": "psnr: PSNR(x_src, x_edit) in dB",
+    "ssim": "ssim: SSIM(x_src, x_edit)",
     "lpips": "lpips: LPIPS(x_src, x_edit)",
-    "psnr_rec": "psnr_rec: PSNR(x_rec, x_edit) in dB", "ssim_rec": "ssim_rec: SSIM(x_rec, x_edit)",
+    "psnr_rec": "psnr_rec: PSNR(x_rec, x_edit) in dB",
+    "ssim_rec": "ssim_rec: SSIM(x_rec, x_edit)",
     "lpips_rec": "lpips_rec: LPIPS(x_rec, x_edit)",
     "oracle": "success, preserved, already_target, preserved/<attribute>: the oracle's verdicts on oracle_target",
     "validity": "validity: the oracle's mean confidence on the edits",
@@ -58,7 +62,9 @@ class EditScorer:
             if name not in METRICS:
                 raise ValueError(f"unknown edit metric {name!r}: use one of {sorted(METRICS)}")
             base = name.removesuffix("_rec")
-            needs_clip = base.startswith("clip") or (base == "fid" and self.fid_features is None and self.oracle is None)
+            needs_clip = base.startswith("clip") or (
+                base == "fid" and self.fid_features is None and self.oracle is None
+            )
             if needs_clip and self.clip is None:
                 out[name] = "no CLIP model"
             elif base.startswith("clip") and not (self.target and (self.source or base == "clip_text")):
@@ -72,14 +78,24 @@ class EditScorer:
         return out
 
     @torch.no_grad()
-    def score(self, x_src: torch.Tensor, x_edit: torch.Tensor, metrics: Sequence[str], *,
-              x_rec: torch.Tensor | None = None, fid_real: torch.Tensor | None = None, prefix: str = "") -> dict[str, float]:
+    def score(
+        self,
+        x_src: torch.Tensor,
+        x_edit: torch.Tensor,
+        metrics: Sequence[str],
+        *,
+        x_rec: torch.Tensor | None = None,
+        fid_real: torch.Tensor | None = None,
+        prefix: str = "",
+    ) -> dict[str, float]:
         """The named metrics of a set of edits (images in [-1, 1], (B, C, H, W)), in the order asked, each key with
         ``prefix``. ``x_rec``: the unedited reconstructions (for the ``_rec`` metrics); ``fid_real``: FID's reference."""
         missing = self.absent(metrics)
         if missing:
-            raise MetricAbsent("; ".join(f"metric {k}: {v}" for k, v in missing.items()) + " (EditScorer.absent "
-                               "names them beforehand; pass the network or drop the metric)")
+            raise MetricAbsent(
+                "; ".join(f"metric {k}: {v}" for k, v in missing.items()) + " (EditScorer.absent "
+                "names them beforehand; pass the network or drop the metric)"
+            )
         out: dict[str, float] = {}
         for name in metrics:
             if name == "n":
@@ -124,8 +140,9 @@ class EditScorer:
     def _fid(self, x_edit: torch.Tensor, fid_real: torch.Tensor | None) -> float:
         if fid_real is None:
             raise ValueError("metric fid needs its reference images: pass fid_real")
-        feats = self.fid_features or (oracle_features(self.oracle) if self.oracle is not None
-                                      else clip_features(self.clip))
+        feats = self.fid_features or (
+            oracle_features(self.oracle) if self.oracle is not None else clip_features(self.clip)
+        )
         m = FrechetDistance(feats)
         m.update(fid_real, real=True)
         m.update(x_edit, real=False)
@@ -146,8 +163,10 @@ class EditScorer:
             return logit_margin(self.oracle(x.float()), parse_target(self.oracle_target, self.oracle.classes))
         self._require("clip_direction")
         e = self.clip.encode_image(x).double()
-        return e @ self.clip.text_embedding(list(self.target)).double() - \
-            e @ self.clip.text_embedding(list(self.source)).double()
+        return (
+            e @ self.clip.text_embedding(list(self.target)).double()
+            - e @ self.clip.text_embedding(list(self.source)).double()
+        )
 
     @property
     def attribute_score_name(self) -> str:

@@ -20,6 +20,7 @@ writes ``.hydra/``). Claiming a folder this thread already holds returns that cl
 
 Used by the tasks (asyrp/tasks/) and by the Hydra callback (asyrp/ops/hydra_callbacks.py).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -31,8 +32,9 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -84,6 +86,7 @@ def _scopes() -> list[list[Claim]]:
 
 def holds_claims(fn: F) -> F:
     """Folders claimed while ``fn`` runs are released when it returns or raises."""
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         taken: list[Claim] = []
@@ -94,6 +97,7 @@ def holds_claims(fn: F) -> F:
             _scopes().remove(taken)
             for claim in reversed(taken):
                 claim.release()
+
     return wrapper  # type: ignore[return-value]
 
 
@@ -133,11 +137,15 @@ def _busy_error(folder: Path, task: str, fingerprint: str, holder: dict[str, Any
     if holder.get("task") == task and holder.get("fingerprint") == fingerprint:
         run = f"{_A.get(task, 'a')} {_NOUN.get(task, task)}"
         after = _AFTER.get(task, " (rerunning then resumes it or finds it done)")
-        return AsyrpUserError(f"{folder} is in use: {run} with the same settings is in progress there ({who}); wait "
-                              f"for it to end{after}, or choose another {where}")
+        return AsyrpUserError(
+            f"{folder} is in use: {run} with the same settings is in progress there ({who}); wait "
+            f"for it to end{after}, or choose another {where}"
+        )
     other = _NOUN.get(str(holder.get("task")), "run")
-    return AsyrpUserError(f"{folder} holds the outputs of another {other} (other settings), in progress there ({who}): "
-                          f"choose another {where}")
+    return AsyrpUserError(
+        f"{folder} holds the outputs of another {other} (other settings), in progress there ({who}): "
+        f"choose another {where}"
+    )
 
 
 @contextlib.contextmanager
@@ -148,6 +156,8 @@ def _released_on_error(claim: Claim, fresh: bool) -> Iterator[None]:
         if fresh:
             claim.release()
         raise
+
+
 _VOLATILE = ("hydra", "ckpt_path", "overwrite", "progress", "perf")  # perf: how fast, not what is trained
 
 
@@ -160,7 +170,7 @@ def run_fingerprint(cfg: DictConfig) -> str:
 
 
 def check_run_dir(run_dir: str | Path, fingerprint: str, overwrite: bool = False) -> str:
-    """"new" (nothing there), "same" (a previous attempt of this very run: resume) or "overwrite" (another run's
+    """ "new" (nothing there), "same" (a previous attempt of this very run: resume) or "overwrite" (another run's
     outputs, replaced because overwrite=true); another run's outputs without overwrite=true is an error."""
     run_dir = Path(run_dir)
     stamp = run_dir / RUN_STAMP
@@ -176,9 +186,11 @@ def check_run_dir(run_dir: str | Path, fingerprint: str, overwrite: bool = False
         return "new"
     if overwrite:
         return "overwrite"
-    raise AsyrpUserError(f"{run_dir} already holds the outputs of another training run (other settings): pass "
-                         "overwrite=true to replace them, or choose another hydra.run.dir (rerunning the same command "
-                         "with the same hydra.run.dir resumes it)")
+    raise AsyrpUserError(
+        f"{run_dir} already holds the outputs of another training run (other settings): pass "
+        "overwrite=true to replace them, or choose another hydra.run.dir (rerunning the same command "
+        "with the same hydra.run.dir resumes it)"
+    )
 
 
 def hold_run_dir(run_dir: str | Path, fingerprint: str, overwrite: bool = False) -> str:
@@ -233,17 +245,21 @@ def _check_edit_dir(out: Path, fingerprint: str, overwrite: bool) -> bool:
         if prev.get("fingerprint") == fingerprint and not overwrite:
             return True
         if not overwrite:
-            raise AsyrpUserError(f"{out} holds the outputs of another edit run (other settings or h-functions): "
-                                 "pass overwrite=true to replace them, or choose another output_dir (rerunning "
-                                 "with the same settings resumes)")
+            raise AsyrpUserError(
+                f"{out} holds the outputs of another edit run (other settings or h-functions): "
+                "pass overwrite=true to replace them, or choose another output_dir (rerunning "
+                "with the same settings resumes)"
+            )
         prev_files = [n for it in prev.get("inputs", []) for n in it.get("outputs", [])] + ["grid.png"]
         for name in prev_files:
             (out / str(name)).unlink(missing_ok=True)
         log.warning("overwrite=true: removed the outputs of the previous run in %s", out)
         return False
     if out.is_dir() and any(p.suffix.lower() == ".png" for p in out.iterdir()) and not overwrite:
-        raise AsyrpUserError(f"{out} already holds PNG files that are not from an edit run: pass overwrite=true to "
-                             "write there anyway, or choose another output_dir")
+        raise AsyrpUserError(
+            f"{out} already holds PNG files that are not from an edit run: pass overwrite=true to "
+            "write there anyway, or choose another output_dir"
+        )
     return False
 
 
@@ -256,7 +272,9 @@ def claim_discover_dir(out: str | Path, fingerprint: str, overwrite: bool = Fals
     with _released_on_error(claim, fresh):
         old = list(out.glob("*.pt")) + ([out / "directions.json"] if (out / "directions.json").is_file() else [])
         if old and not overwrite:
-            raise AsyrpUserError(f"{out} already holds directions ({old[0].name}, ...): pass overwrite=true to replace "
-                                 "them, or choose another output_dir")
+            raise AsyrpUserError(
+                f"{out} already holds directions ({old[0].name}, ...): pass overwrite=true to replace "
+                "them, or choose another output_dir"
+            )
         for p in old:
             p.unlink()

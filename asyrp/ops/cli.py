@@ -8,12 +8,14 @@ Checks on the command line that Hydra would report as a multi-line error:
 the value and the options there are. Only plain ``group=name`` overrides are checked (sweeps ``a,b`` too);
 anything else (``+group=...`` of a new group, ``choice(...)``, ``key.sub=value``) is left to Hydra.
 """
+
 from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 from .errors import AsyrpUserError, debug_enabled, one_line, user_error_from
 from .faults.kinds import EXIT_USER_ERROR
@@ -40,8 +42,10 @@ def check_overrides(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> str | Non
                 continue
             if not (conf_dir / key / f"{v}.yaml").is_file():
                 options = sorted(p.stem for p in (conf_dir / key).glob("*.yaml"))
-                return (f"unknown {key} {v!r}: there is no conf/{key}/{v}.yaml; choose one of {', '.join(options)} "
-                        f"(or add conf/{key}/{v}.yaml)")
+                return (
+                    f"unknown {key} {v!r}: there is no conf/{key}/{v}.yaml; choose one of {', '.join(options)} "
+                    f"(or add conf/{key}/{v}.yaml)"
+                )
     return None
 
 

@@ -7,6 +7,7 @@ out of memory, Ctrl-C / SIGTERM, a missing optional package) get one line too, w
 (asyrp/ops/faults). Anything else is a bug and keeps its traceback. ``ASYRP_DEBUG=1`` (or Hydra's
 ``HYDRA_FULL_ERROR=1``) re-raises all of these, with the full traceback.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,9 @@ class TrainingDiverged(AsyrpUserError):
 
 
 def debug_enabled() -> bool:
-    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes") for k in ("ASYRP_DEBUG", "HYDRA_FULL_ERROR"))
+    return any(
+        os.environ.get(k, "").strip().lower() in ("1", "true", "yes") for k in ("ASYRP_DEBUG", "HYDRA_FULL_ERROR")
+    )
 
 
 def one_line(msg: object) -> str:

@@ -6,6 +6,7 @@ one ``error:`` line, how to resume: ``asyrp.ops.faults``), and a loop run from a
 script has none of it. So the loop calls the guard it was given at its safe points, and the task that runs it under
 ``run_cli`` passes ``asyrp.ops.faults.GUARD``; everyone else gets ``UNGUARDED``, which never stops and names nothing.
 """
+
 from __future__ import annotations
 
 import contextlib

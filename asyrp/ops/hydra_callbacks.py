@@ -14,6 +14,7 @@
 - ``on_multirun_start`` / ``on_job_end`` (sweeps): one progress line per finished trial (trial k of N, its value,
   elapsed time and ETA), so a sweep's log or pipe says how far it is.
 """
+
 from __future__ import annotations
 
 import sys
@@ -55,8 +56,12 @@ class AsyrpHydraCallback(Callback):
             value = job_return.return_value
         except Exception:  # noqa: BLE001 - a failed trial has no value
             value = "failed"
-        print(f"sweep: trial {s['done']}{f'/{total}' if total else ''} done (value {value}), elapsed "
-              f"{format_seconds(el)}{eta}", file=sys.stderr, flush=True)
+        print(
+            f"sweep: trial {s['done']}{f'/{total}' if total else ''} done (value {value}), elapsed "
+            f"{format_seconds(el)}{eta}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:

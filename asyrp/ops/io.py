@@ -1,4 +1,5 @@
 """Atomic file writes and content fingerprints (the inversion cache and the checkpoints rely on both)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -118,4 +119,3 @@ def module_fingerprint(module: torch.nn.Module) -> str:
     digest = h.hexdigest()
     object.__setattr__(module, "_asyrp_fingerprint", digest)
     return digest
-

@@ -7,11 +7,12 @@ the next run would try to resume from. ``AtomicCheckpointIO`` writes to a tempor
 folder and renames it (``asyrp.ops.io.atomic_save``): a reader sees the old file or the new one, never half.
 Remote paths (``s3://`` ...) keep Lightning's writer.
 """
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from lightning_fabric.utilities.cloud_io import get_filesystem
 from pytorch_lightning.plugins.io import TorchCheckpointIO
@@ -20,9 +21,11 @@ from .io import atomic_save
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         fs = get_filesystem(path)
-        if storage_options is not None or "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        if storage_options is not None or "file" not in (
+            fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+        ):
             return super().save_checkpoint(checkpoint, path, storage_options)
         Path(os.fspath(path)).parent.mkdir(parents=True, exist_ok=True)
         atomic_save(checkpoint, path)

@@ -16,6 +16,7 @@ run folders (asyrp/ops/claims.py) use the same primitive from the task layer.
 Limits: flock is advisory (only asyrp's code takes it); on NFS, Linux emulates it with POSIX byte-range locks,
 which needs a working lock manager; it does not exist on Windows (there the locks are skipped with a warning).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -24,8 +25,9 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 try:
     import fcntl
@@ -82,7 +84,7 @@ class FileLock:
         finally:
             os.close(fd)  # closing the last descriptor releases the flock
 
-    def __enter__(self) -> "FileLock":
+    def __enter__(self) -> FileLock:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -101,8 +103,13 @@ def describe(holder: Mapping[str, Any]) -> str:
     return f"pid {holder['pid']} on {holder.get('host', '?')}, since {holder.get('since', '?')}"
 
 
-def acquire(path: str | os.PathLike, record: Mapping[str, Any] | None = None, *, wait: bool = False,
-            on_wait: Callable[[dict[str, Any]], None] | None = None) -> FileLock:
+def acquire(
+    path: str | os.PathLike,
+    record: Mapping[str, Any] | None = None,
+    *,
+    wait: bool = False,
+    on_wait: Callable[[dict[str, Any]], None] | None = None,
+) -> FileLock:
     """Lock ``path`` (created with its folder if needed) for this process. Held elsewhere: ``LockBusy`` at once,
     or with ``wait`` block until it is free (``on_wait`` is told the holder's record once)."""
     path = Path(path)
@@ -136,8 +143,12 @@ def acquire(path: str | os.PathLike, record: Mapping[str, Any] | None = None, *,
         os.close(fd)  # the holder removed this file as it let go: lock the one at the path now
     stale = _read_record(fd)
     if stale.get("pid"):
-        log.warning("%s: taking over a claim left by a process that ended without releasing it (%s, %s)",
-                    path.parent, describe(stale), stale.get("task", "?"))
+        log.warning(
+            "%s: taking over a claim left by a process that ended without releasing it (%s, %s)",
+            path.parent,
+            describe(stale),
+            stale.get("task", "?"),
+        )
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(rec).encode(), 0)

@@ -10,6 +10,7 @@ A tqdm bar only makes sense on a terminal; ``make demo > log`` or ``make demo 2>
 
 ``ASYRP_PROGRESS=bar|lines|both|off`` overrides the choice (``auto`` by default).
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,7 +19,8 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 log = logging.getLogger("asyrp.progress")
 
@@ -107,8 +109,10 @@ class LineTicker:
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
         eta = f", ETA {format_seconds(rate * (self.total - self.n))}" if self.total and self.n else ""
         speed = f", {rate:.2f} s/{self.unit}" if self.n else ""
-        return f"{self.desc}: {self.n}{tot} {self.unit}{pct}{speed}, elapsed {format_seconds(el)}{eta}" \
-               f"{_fmt_metrics(self.metrics)}"
+        return (
+            f"{self.desc}: {self.n}{tot} {self.unit}{pct}{speed}, elapsed {format_seconds(el)}{eta}"
+            f"{_fmt_metrics(self.metrics)}"
+        )
 
     def set(self, n: int, metrics: Mapping[str, Any] | None = None) -> None:
         self.n = int(n)
@@ -123,15 +127,19 @@ class LineTicker:
         self._stop.set()
         if not self.closed:
             self.closed = True
-            _emit(self.line().replace(", ETA 0s", "") + " (done)" if self.total and self.n >= self.total
-                  else self.line() + " (stopped)")
+            _emit(
+                self.line().replace(", ETA 0s", "") + " (done)"
+                if self.total and self.n >= self.total
+                else self.line() + " (stopped)"
+            )
 
 
 class Progress:
     """A tqdm bar and/or a LineTicker over ``total`` units, as the outputs call for (``modes``)."""
 
-    def __init__(self, total: int | None, desc: str, unit: str = "it", enabled: bool = True,
-                 every: float | None = None):
+    def __init__(
+        self, total: int | None, desc: str, unit: str = "it", enabled: bool = True, every: float | None = None
+    ):
         bar, lines = modes() if enabled else (False, False)
         self.n = 0
         self.bar = None
@@ -156,7 +164,7 @@ class Progress:
         if self.ticker is not None:
             self.ticker.close()
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: Any) -> None:

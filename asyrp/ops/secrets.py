@@ -13,6 +13,7 @@ A *secret name* is an environment variable or config key matching ``*_TOKEN``, `
 
 Values shorter than ``MIN_LEN`` characters are not treated as secrets (``FOO_KEY=1`` must not blank every "1").
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,9 +21,10 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 REDACTED = "***REDACTED***"
 MIN_LEN = 6
@@ -87,7 +89,12 @@ def redact(obj: Any, extra: Iterable[str] = ()) -> Any:
     values = secret_values(list(extra) + collect_config_secrets(obj))
 
     def walk(o: Any, key: str | None = None) -> Any:
-        if key is not None and is_secret_name(key) and o is not None and not isinstance(o, (Mapping, list, tuple, bool)):
+        if (
+            key is not None
+            and is_secret_name(key)
+            and o is not None
+            and not isinstance(o, (Mapping, list, tuple, bool))
+        ):
             return REDACTED
         if isinstance(o, Mapping):
             return {k: walk(v, str(k)) for k, v in o.items()}

@@ -4,6 +4,7 @@ Captions mention a random subset of attributes ("a smiling face", "a face with l
 short prompts such as "a smiling face" mean something. In-batch contrastive targets are multi-positive: an image
 matches every caption whose mentioned attributes it has.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .render import HAIR_COLOURS, MOUTHS, Face, render_array
 from .oracle import to_tensor
+from .render import HAIR_COLOURS, MOUTHS, Face, render_array
 
 log = logging.getLogger(__name__)
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "assets" / "synthfaces" / "clip"
@@ -54,7 +55,9 @@ def random_caption(face: Face, r: random.Random) -> tuple[str, dict]:
 
 def _matches(faces: list[Face], said: list[dict]) -> torch.Tensor:
     """M[i, j] = image j has every attribute caption i mentions."""
-    return torch.tensor([[all(getattr(f, k) == v for k, v in s.items()) for f in faces] for s in said], dtype=torch.float32)
+    return torch.tensor(
+        [[all(getattr(f, k) == v for k, v in s.items()) for f in faces] for s in said], dtype=torch.float32
+    )
 
 
 def zero_shot_prompts() -> dict[str, list[tuple[str, object]]]:
@@ -80,8 +83,15 @@ def zero_shot_accuracy(clip, seed: int = 8, n: int = 500) -> dict[str, float]:
     return out
 
 
-def train_clip(out_dir: str | Path = DEFAULT_DIR, *, steps: int = 1500, batch_size: int = 128, lr: float = 2e-3,
-               seed: int = 0, threads: int = 1):
+def train_clip(
+    out_dir: str | Path = DEFAULT_DIR,
+    *,
+    steps: int = 1500,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    threads: int = 1,
+):
     import open_clip
 
     from ..clip import FrozenCLIP
@@ -108,8 +118,10 @@ def train_clip(out_dir: str | Path = DEFAULT_DIR, *, steps: int = 1500, batch_si
         txt = F.normalize(model.encode_text(tok([c for c, _ in caps])), dim=-1)
         logits = model.logit_scale.exp() * txt @ img.T  # (captions, images)
         m = _matches(fb, [s for _, s in caps])
-        loss = 0.5 * (F.cross_entropy(logits, m / m.sum(1, keepdim=True))
-                      + F.cross_entropy(logits.T, m.T / m.T.sum(1, keepdim=True)))
+        loss = 0.5 * (
+            F.cross_entropy(logits, m / m.sum(1, keepdim=True))
+            + F.cross_entropy(logits.T, m.T / m.T.sum(1, keepdim=True))
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -8,6 +8,7 @@ keeps only faces that have a value (for reverse edits). labelled/ (seed 4, ``--n
 with and without every attribute, with their labels, for the supervised direction finders (discover.py
 method=mean_diff|boundary).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,14 @@ from .render import render, sample_face
 SPLIT_SEEDS = {"train": 1, "test": 2, "select": 3, "labelled": 4}
 
 
-def write_split(folder: str | Path, seed: int, n: int, exclude: dict[str, str] | None = None, size: int = 32,
-                only: dict[str, str] | None = None) -> Path:
+def write_split(
+    folder: str | Path,
+    seed: int,
+    n: int,
+    exclude: dict[str, str] | None = None,
+    size: int = 32,
+    only: dict[str, str] | None = None,
+) -> Path:
     """n faces of dataset ``seed`` (skipping those with an excluded attribute value, or without an ``only`` value) as
     PNGs + attributes.json."""
     folder = Path(folder)
@@ -31,14 +38,17 @@ def write_split(folder: str | Path, seed: int, n: int, exclude: dict[str, str] |
     exclude, only = exclude or {}, only or {}
     clash = sorted(k for k in exclude if only.get(k) == exclude[k])
     if clash:  # no face could ever be written: refuse instead of sampling forever
-        raise AsyrpUserError(f"synthfaces data: {', '.join(f'{k}={exclude[k]}' for k in clash)} is both excluded and "
-                             "required; drop one (e.g. --exclude none with --only)")
+        raise AsyrpUserError(
+            f"synthfaces data: {', '.join(f'{k}={exclude[k]}' for k in clash)} is both excluded and "
+            "required; drop one (e.g. --exclude none with --only)"
+        )
     attrs, i = {}, 0
     while len(attrs) < n:
         face = sample_face(seed, i)
         i += 1
-        if any(str(getattr(face, k)) == v for k, v in exclude.items()) or \
-                any(str(getattr(face, k)) != v for k, v in only.items()):
+        if any(str(getattr(face, k)) == v for k, v in exclude.items()) or any(
+            str(getattr(face, k)) != v for k, v in only.items()
+        ):
             continue
         name = f"face_{len(attrs):04d}.png"
         with atomic_path(folder / name) as tmp:
@@ -51,12 +61,18 @@ def write_split(folder: str | Path, seed: int, n: int, exclude: dict[str, str] |
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default="data/synthfaces")
-    p.add_argument("--n-train", type=int, default=256)  # the smiling recipe trains on 256 (the others on the first 64-128)
+    p.add_argument(
+        "--n-train", type=int, default=256
+    )  # the smiling recipe trains on 256 (the others on the first 64-128)
     p.add_argument("--n-test", type=int, default=64)
     p.add_argument("--n-select", type=int, default=0, help="faces of the sweep's selection split (0: none)")
     p.add_argument("--n-labelled", type=int, default=0, help="faces of every kind in labelled/ (0: none)")
-    p.add_argument("--exclude", action="append", default=None,
-                   help="attr=value to leave out (repeatable; default mouth=smiling; --exclude none: nothing)")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=None,
+        help="attr=value to leave out (repeatable; default mouth=smiling; --exclude none: nothing)",
+    )
     p.add_argument("--only", action="append", default=[], help="attr=value every face must have (repeatable)")
     args = p.parse_args(argv)
     pairs = lambda items: dict(e.split("=", 1) for e in items if e and e != "none")  # noqa: E731

@@ -3,6 +3,7 @@
 Shipped as a diffusers folder (family ``diffusers``), so ``load_backbone`` loads it like any published checkpoint and
 its middle block is the h-space. Resumable: a full training state is saved atomically every few minutes.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,11 +25,15 @@ log = logging.getLogger(__name__)
 
 # small enough for ~70 optimizer steps/min at batch 64 on 2 CPU cores; h = 64 x 8 x 8
 UNET_CONFIG = {
-    "sample_size": 32, "in_channels": 3, "out_channels": 3, "layers_per_block": 1,
+    "sample_size": 32,
+    "in_channels": 3,
+    "out_channels": 3,
+    "layers_per_block": 1,
     "block_out_channels": [32, 64, 64],
     "down_block_types": ["DownBlock2D", "DownBlock2D", "AttnDownBlock2D"],
     "up_block_types": ["AttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
-    "attention_head_dim": 32, "norm_num_groups": 16,
+    "attention_head_dim": 32,
+    "norm_num_groups": 16,
 }
 TRAIN_SEED = 0  # dataset seed of the training images; held-out images use other seeds
 
@@ -69,8 +74,9 @@ def export(ema_state: dict, out_dir: Path, meta: dict) -> None:
     tmp.rmdir()
 
 
-def _start(unet, ema, opt, g: torch.Generator, state_path: Path, init_from: str | Path | None,
-           warmup: int) -> tuple[int, int | None]:
+def _start(
+    unet, ema, opt, g: torch.Generator, state_path: Path, init_from: str | Path | None, warmup: int
+) -> tuple[int, int | None]:
     """(step, warm_start_from_step): the resumable state if there is one, else a warm start from an exported folder
     (fresh optimiser, a new warm-up), else step 0 from scratch."""
     if state_path.exists():
@@ -96,8 +102,9 @@ def _start(unet, ema, opt, g: torch.Generator, state_path: Path, init_from: str 
     return step, step
 
 
-def _step(unet, ema, opt, g: torch.Generator, data: torch.Tensor, a: torch.Tensor, batch_size: int,
-          decay: float) -> float:
+def _step(
+    unet, ema, opt, g: torch.Generator, data: torch.Tensor, a: torch.Tensor, batch_size: int, decay: float
+) -> float:
     """One optimiser step of the eps-prediction loss on a random batch at random t, then the EMA update."""
     idx = torch.randint(0, data.shape[0], (batch_size,), generator=g)
     x0 = data[idx].float() / 127.5 - 1
@@ -116,10 +123,24 @@ def _step(unet, ema, opt, g: torch.Generator, data: torch.Tensor, a: torch.Tenso
     return loss.item()
 
 
-def train_ddpm(out_dir: str | Path, work_dir: str | Path, *, steps: int = 6000, batch_size: int = 64,
-               lr: float = 5e-4, warmup: int = 200, ema_decay: float = 0.999, n_images: int = 50_000,
-               save_every_min: float = 5.0, export_every_min: float = 15.0, max_minutes: float | None = None,
-               seed: int = 0, threads: int = 2, resume: bool = False, init_from: str | Path | None = None) -> Path:
+def train_ddpm(
+    out_dir: str | Path,
+    work_dir: str | Path,
+    *,
+    steps: int = 6000,
+    batch_size: int = 64,
+    lr: float = 5e-4,
+    warmup: int = 200,
+    ema_decay: float = 0.999,
+    n_images: int = 50_000,
+    save_every_min: float = 5.0,
+    export_every_min: float = 15.0,
+    max_minutes: float | None = None,
+    seed: int = 0,
+    threads: int = 2,
+    resume: bool = False,
+    init_from: str | Path | None = None,
+) -> Path:
     """Train (or with ``resume`` continue) the DDPM; the EMA weights are exported to ``out_dir`` every
     ``export_every_min`` minutes and at the end. ``max_minutes`` is the budget of this invocation (wall clock); the
     learning rate follows a cosine that ends with the budget or at ``steps``, whichever comes first. ``init_from`` (a
@@ -149,14 +170,31 @@ def train_ddpm(out_dir: str | Path, work_dir: str | Path, *, steps: int = 6000, 
     step0 = step
 
     def meta():
-        return {"step": step, "steps": steps, "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay,
-                "n_images": n_images, "train_seed": TRAIN_SEED, "params": n_params,
-                "loss_last_100": float(np.mean(losses[-100:])) if losses else None,
-                "warm_start_from_step": rewarm}  # the weights' lineage: None = trained from scratch
+        return {
+            "step": step,
+            "steps": steps,
+            "batch_size": batch_size,
+            "lr": lr,
+            "ema_decay": ema_decay,
+            "n_images": n_images,
+            "train_seed": TRAIN_SEED,
+            "params": n_params,
+            "loss_last_100": float(np.mean(losses[-100:])) if losses else None,
+            "warm_start_from_step": rewarm,
+        }  # the weights' lineage: None = trained from scratch
 
     def save():
-        atomic_save({"model": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                      "rng": g.get_state(), "step": step, "warm_start_from_step": rewarm}, state_path)
+        atomic_save(
+            {
+                "model": unet.state_dict(),
+                "ema": ema.state_dict(),
+                "opt": opt.state_dict(),
+                "rng": g.get_state(),
+                "step": step,
+                "warm_start_from_step": rewarm,
+            },
+            state_path,
+        )
 
     unet.train()
     while step < steps:
@@ -171,8 +209,14 @@ def train_ddpm(out_dir: str | Path, work_dir: str | Path, *, steps: int = 6000, 
         if step % 50 == 0:
             loss_csv.write(f"{step},{np.mean(losses[-50:]):.6f},{opt.param_groups[0]['lr']:.3e},{now - t_start:.0f}\n")
             loss_csv.flush()
-            log.info("step %d loss %.4f (mean of last 100: %.4f) lr %.2e %.1f steps/min", step, losses[-1],
-                     np.mean(losses[-100:]), opt.param_groups[0]["lr"], 60 * (step - step0) / (now - t_start))
+            log.info(
+                "step %d loss %.4f (mean of last 100: %.4f) lr %.2e %.1f steps/min",
+                step,
+                losses[-1],
+                np.mean(losses[-100:]),
+                opt.param_groups[0]["lr"],
+                60 * (step - step0) / (now - t_start),
+            )
         if now - t_save > save_every_min * 60:
             save()
             t_save = now
@@ -191,8 +235,17 @@ def train_ddpm(out_dir: str | Path, work_dir: str | Path, *, steps: int = 6000, 
 
 
 @torch.no_grad()
-def sample(backbone, a: torch.Tensor, n: int, *, steps: int = 100, eta: float = 1.0, clip_x0: bool = True,
-           seed: int = 0, size: int = 32) -> torch.Tensor:
+def sample(
+    backbone,
+    a: torch.Tensor,
+    n: int,
+    *,
+    steps: int = 100,
+    eta: float = 1.0,
+    clip_x0: bool = True,
+    seed: int = 0,
+    size: int = 32,
+) -> torch.Tensor:
     """Faces from pure noise with the DDIM/DDPM family sampler: ``eta`` 0 is deterministic DDIM, 1 the DDPM posterior
     noise; ``clip_x0`` clamps the predicted clean image to [-1, 1] at every step (what makes this small model's samples
     clean: its noise predictions at high t are imprecise). Official (linspace) timesteps from 999."""
@@ -201,6 +254,13 @@ def sample(backbone, a: torch.Tensor, n: int, *, steps: int = 100, eta: float = 
 
     g = torch.Generator().manual_seed(seed)
     x = torch.randn((n, 3, size, size), generator=g)
-    x = ddim_walk(backbone, x, generation_pairs(timesteps(steps)), a, eta=eta, clip_x0=clip_x0,
-                  noise=lambda x_t, t: torch.randn(x_t.shape, generator=g))
+    x = ddim_walk(
+        backbone,
+        x,
+        generation_pairs(timesteps(steps)),
+        a,
+        eta=eta,
+        clip_x0=clip_x0,
+        noise=lambda x_t, t: torch.randn(x_t.shape, generator=g),
+    )
     return x.clamp(-1, 1)

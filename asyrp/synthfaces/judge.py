@@ -5,6 +5,7 @@ per-image verdicts and the layout of the demo's metrics.json.
 "Unchanged" compares the oracle's reading of the edited image with its reading of the source image (not the ground
 truth), so an oracle mistake on a source face does not count against the edit.
 """
+
 from __future__ import annotations
 
 import torch

@@ -2,6 +2,7 @@
 
 Trained on fresh renders with blur, noise and colour jitter so that DDPM artefacts do not fool it.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,18 @@ class Oracle(nn.Module):
         def block(i, o, s):
             return nn.Sequential(nn.Conv2d(i, o, 3, s, 1), nn.GroupNorm(8, o), nn.SiLU())
 
-        self.features = nn.Sequential(block(3, w, 1), block(w, w, 1), block(w, 2 * w, 2), block(2 * w, 2 * w, 1),
-                                      block(2 * w, 4 * w, 2), block(4 * w, 4 * w, 1), nn.AdaptiveAvgPool2d(2),
-                                      nn.Flatten(), nn.Linear(16 * w, 128), nn.SiLU())
+        self.features = nn.Sequential(
+            block(3, w, 1),
+            block(w, w, 1),
+            block(w, 2 * w, 2),
+            block(2 * w, 2 * w, 1),
+            block(2 * w, 4 * w, 2),
+            block(4 * w, 4 * w, 1),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(16 * w, 128),
+            nn.SiLU(),
+        )
         self.heads = nn.ModuleDict({k: nn.Linear(128, n) for k, n in _SIZES.items()})
         self.width = width
 
@@ -84,8 +94,15 @@ def accuracy(oracle: Oracle, seed: int = 7, n: int = 1000) -> dict[str, float]:
     return {k: float((pred[k] == labs[k]).float().mean()) for k in HEADS}
 
 
-def train_oracle(out_dir: str | Path = DEFAULT_DIR, *, steps: int = 2500, batch_size: int = 128, lr: float = 2e-3,
-                 seed: int = 0, threads: int = 1) -> Oracle:
+def train_oracle(
+    out_dir: str | Path = DEFAULT_DIR,
+    *,
+    steps: int = 2500,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    threads: int = 1,
+) -> Oracle:
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -118,8 +135,11 @@ def save_oracle(model: Oracle, out_dir: str | Path, meta: dict) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out_dir / "oracle.safetensors")
-    (out_dir / "oracle.json").write_text(json.dumps({"width": model.width, "heads": {k: [str(c) for c in v] for k, v in HEADS.items()},
-                                                     **meta}, indent=1))
+    (out_dir / "oracle.json").write_text(
+        json.dumps(
+            {"width": model.width, "heads": {k: [str(c) for c in v] for k, v in HEADS.items()}, **meta}, indent=1
+        )
+    )
 
 
 def load_oracle(path: str | Path = DEFAULT_DIR) -> Oracle:
@@ -130,7 +150,10 @@ def load_oracle(path: str | Path = DEFAULT_DIR) -> Oracle:
     weights = path / "oracle.safetensors"
     if not weights.is_file():
         from ..ops.errors import AsyrpUserError
-        raise AsyrpUserError(f"synthfaces oracle not found at {weights}: rebuild it with `python -m asyrp.synthfaces.build oracle`")
+
+        raise AsyrpUserError(
+            f"synthfaces oracle not found at {weights}: rebuild it with `python -m asyrp.synthfaces.build oracle`"
+        )
     cfg = json.loads((path / "oracle.json").read_text())
     model = Oracle(width=cfg["width"])
     model.load_state_dict(load_file(weights))

@@ -4,6 +4,7 @@ Each image is a pure function of (seed, index): drawn with PIL at 4x the target 
 features stay readable at 32x32. The mouth is drawn bold (an open smile, a flat line, a frown) because "smiling" is
 the attribute the demo edits.
 """
+
 from __future__ import annotations
 
 import random
@@ -19,16 +20,34 @@ HAIR_LENGTHS = ("short", "long")
 SKINS = ("pale", "light", "tan", "dark")
 BACKGROUNDS = ("white", "blue", "green", "pink", "yellow", "grey")
 
-_HAIR_RGB = {"black": (30, 28, 30), "brown": (110, 65, 30), "blond": (235, 205, 95), "red": (200, 65, 30),
-             "grey": (165, 165, 170)}
+_HAIR_RGB = {
+    "black": (30, 28, 30),
+    "brown": (110, 65, 30),
+    "blond": (235, 205, 95),
+    "red": (200, 65, 30),
+    "grey": (165, 165, 170),
+}
 _SKIN_RGB = {"pale": (250, 225, 210), "light": (235, 195, 160), "tan": (200, 150, 105), "dark": (130, 85, 55)}
-_BG_RGB = {"white": (238, 238, 238), "blue": (120, 165, 225), "green": (130, 200, 140), "pink": (235, 165, 200),
-           "yellow": (240, 225, 120), "grey": (120, 120, 125)}
+_BG_RGB = {
+    "white": (238, 238, 238),
+    "blue": (120, 165, 225),
+    "green": (130, 200, 140),
+    "pink": (235, 165, 200),
+    "yellow": (240, 225, 120),
+    "grey": (120, 120, 125),
+}
 _HAT_RGB = (40, 50, 140)
 
 # the binary/categorical heads of the oracle, in this order
-HEADS = {"mouth": MOUTHS, "hair_colour": HAIR_COLOURS, "hair_length": HAIR_LENGTHS, "glasses": (False, True),
-         "hat": (False, True), "skin": SKINS, "background": BACKGROUNDS}
+HEADS = {
+    "mouth": MOUTHS,
+    "hair_colour": HAIR_COLOURS,
+    "hair_length": HAIR_LENGTHS,
+    "glasses": (False, True),
+    "hat": (False, True),
+    "skin": SKINS,
+    "background": BACKGROUNDS,
+}
 
 
 @dataclass(frozen=True)
@@ -53,7 +72,7 @@ class Face:
         """Class index per oracle head."""
         return {k: list(v).index(getattr(self, k)) for k, v in HEADS.items()}
 
-    def replace(self, **kw) -> "Face":
+    def replace(self, **kw) -> Face:
         return Face(**{**asdict(self), **kw})
 
 
@@ -61,9 +80,16 @@ def sample_face(seed: int, index: int) -> Face:
     """The attributes of image `index` of dataset `seed` (smiling/neutral/frowning 1/3 each; glasses, hat 25%)."""
     r = random.Random(seed * 1_000_003 + index)
     return Face(
-        mouth=r.choice(MOUTHS), hair_colour=r.choice(HAIR_COLOURS), hair_length=r.choice(HAIR_LENGTHS),
-        glasses=r.random() < 0.25, hat=r.random() < 0.25, skin=r.choice(SKINS), background=r.choice(BACKGROUNDS),
-        dx=r.uniform(-0.05, 0.05), dy=r.uniform(-0.04, 0.04), scale=r.uniform(0.92, 1.06),
+        mouth=r.choice(MOUTHS),
+        hair_colour=r.choice(HAIR_COLOURS),
+        hair_length=r.choice(HAIR_LENGTHS),
+        glasses=r.random() < 0.25,
+        hat=r.random() < 0.25,
+        skin=r.choice(SKINS),
+        background=r.choice(BACKGROUNDS),
+        dx=r.uniform(-0.05, 0.05),
+        dy=r.uniform(-0.04, 0.04),
+        scale=r.uniform(0.92, 1.06),
     )
 
 

@@ -3,13 +3,15 @@
 
 Every user-fixable problem is raised as one ``AsyrpUserError`` before any network pass or output file.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -33,8 +35,8 @@ def check_discover_config(cfg: DictConfig) -> dict[str, Any]:
     """The method, step settings, images and (supervised) labels, checked; returns the files and their labels."""
     from ..checks import check_arch, check_complete, check_perf
     from ..config import as_int
-    from ..plan import plan_of
     from ..data.images import scan_images
+    from ..plan import plan_of
 
     check_complete(cfg)
     check_perf(cfg.get("perf"))
@@ -51,17 +53,23 @@ def check_discover_config(cfg: DictConfig) -> dict[str, Any]:
     if cfg.judge not in ("auto", "none"):
         raise AsyrpUserError(f"judge={cfg.judge!r} must be auto (the synthfaces oracle when it is there) or none")
     if m.name == "pca" and int(m.k) > n - 1:
-        raise AsyrpUserError(f"method.k={m.k} principal components need at least {int(m.k) + 1} images: raise "
-                             f"n_images (now {n}) or lower method.k")
+        raise AsyrpUserError(
+            f"method.k={m.k} principal components need at least {int(m.k) + 1} images: raise "
+            f"n_images (now {n}) or lower method.k"
+        )
     check_arch(cfg.arch)
-    size = int((cfg.arch.get("config") or {}).get("image_size") or (cfg.arch.get("config") or {}).get("sample_size") or 32)
+    size = int(
+        (cfg.arch.get("config") or {}).get("image_size") or (cfg.arch.get("config") or {}).get("sample_size") or 32
+    )
     files, skipped = scan_images(cfg.input_dir, n, size, what="input_dir")
     labels = None
     if m.name in SUPERVISED:
         target = cfg.attribute.get("oracle_target")
         if not target or "=" not in str(target):
-            raise AsyrpUserError(f"method={m.name} needs attribute.oracle_target (head=value, e.g. mouth=smiling) to "
-                                 f"label images; attribute {cfg.attribute.get('name')!r} has none")
+            raise AsyrpUserError(
+                f"method={m.name} needs attribute.oracle_target (head=value, e.g. mouth=smiling) to "
+                f"label images; attribute {cfg.attribute.get('name')!r} has none"
+            )
         if cfg.labels == "writer":
             labels = writer_labels(Path(str(cfg.input_dir)), files, str(target))
     return {"files": files, "skipped": skipped, "labels": labels, "image_size": size}
@@ -71,22 +79,30 @@ def writer_labels(folder: Path, files: list[Path], target: str) -> torch.Tensor:
     """1/0 per file: does the data writer's attributes.json record ``target`` (head=value) for it?"""
     path = folder / "attributes.json"
     if not path.is_file():
-        raise AsyrpUserError(f"labels=writer but {path} does not exist: write the folder with python -m "
-                             "asyrp.synthfaces.data (it records every face's attributes), or pass labels=oracle")
+        raise AsyrpUserError(
+            f"labels=writer but {path} does not exist: write the folder with python -m "
+            "asyrp.synthfaces.data (it records every face's attributes), or pass labels=oracle"
+        )
     try:
         attrs = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise AsyrpUserError(f"{path} is not readable JSON ({err}): rewrite it with python -m asyrp.synthfaces.data") from err
+        raise AsyrpUserError(
+            f"{path} is not readable JSON ({err}): rewrite it with python -m asyrp.synthfaces.data"
+        ) from err
     head, value = target.split("=", 1)
     missing = [f.name for f in files if f.name not in attrs or head not in attrs[f.name]]
     if missing:
-        raise AsyrpUserError(f"{path} has no {head!r} for {len(missing)} images (first: {missing[0]}): rewrite the "
-                             "folder with the data writer, or pass labels=oracle")
+        raise AsyrpUserError(
+            f"{path} has no {head!r} for {len(missing)} images (first: {missing[0]}): rewrite the "
+            "folder with the data writer, or pass labels=oracle"
+        )
     y = torch.tensor([str(attrs[f.name][head]) == value for f in files])
     if y.all() or not y.any():
-        raise AsyrpUserError(f"all {len(files)} images of {folder} are {'' if y.all() else 'not '}{target}: "
-                             "a supervised direction needs both; use a folder with both classes "
-                             "(python -m asyrp.synthfaces.data --n-labelled 128 writes data/synthfaces/labelled)")
+        raise AsyrpUserError(
+            f"all {len(files)} images of {folder} are {'' if y.all() else 'not '}{target}: "
+            "a supervised direction needs both; use a folder with both classes "
+            "(python -m asyrp.synthfaces.data --n-labelled 128 writes data/synthfaces/labelled)"
+        )
     return y
 
 
@@ -101,8 +117,17 @@ def _find(cfg: DictConfig, backbone, walk, labels: torch.Tensor | None) -> tuple
             ts = walk.timesteps
             n_t = min(int(m.n_timesteps), len(ts))
             pick = sorted({ts[round(i * (len(ts) - 1) / max(n_t - 1, 1))] for i in range(n_t)}, reverse=True)
-            return jacobian_directions(backbone, walk, int(m.k), of=str(m.of), n_images=int(m.n_images),
-                                       timesteps=pick, iters=int(m.iters), tol=float(m.tol), seed=int(cfg.seed))
+            return jacobian_directions(
+                backbone,
+                walk,
+                int(m.k),
+                of=str(m.of),
+                n_images=int(m.n_images),
+                timesteps=pick,
+                iters=int(m.iters),
+                tol=float(m.tol),
+                seed=int(cfg.seed),
+            )
         if m.name == "mean_diff":
             return [mean_diff_direction(walk.h, labels)], {}
         ts = walk.timesteps
@@ -117,11 +142,19 @@ def _find(cfg: DictConfig, backbone, walk, labels: torch.Tensor | None) -> tuple
 @torch.no_grad()
 def _edit_rows(backbone, a, x_T, d, strengths, plan, cfg) -> torch.Tensor:
     """(K, M, 3, H, W): the M images edited along direction d at each strength (one inversion, batched)."""
-    from ..samplers import edit
     from ..directions.files import direction_hfunction
+    from ..samplers import edit
 
-    out = edit(backbone, None, direction_hfunction(d), a=a, plan=plan, strength=list(strengths),
-               seeds=[int(cfg.seed) + i for i in range(x_T.shape[0])], x_T=x_T)
+    out = edit(
+        backbone,
+        None,
+        direction_hfunction(d),
+        a=a,
+        plan=plan,
+        strength=list(strengths),
+        seeds=[int(cfg.seed) + i for i in range(x_T.shape[0])],
+        x_T=x_T,
+    )
     return out.x_edit.cpu()
 
 
@@ -139,7 +172,6 @@ def discover(cfg: DictConfig, oracle: Any = None) -> dict[str, Any]:
     from ..data.cache import InversionCache, Source, load_entry
     from ..directions import record_walk
     from ..perf import PassCounter
-    from ..directions.files import save_direction
 
     req = check_discover_config(cfg)
     out = Path(str(cfg.output_dir)).expanduser()
@@ -168,16 +200,29 @@ def discover(cfg: DictConfig, oracle: Any = None) -> dict[str, Any]:
         counter.phase = "find"
         directions, extra_cost = _find(cfg, backbone, walk, labels)
     cost = _cost(counter, t_start, cached, len(sources), extra_cost)
-    log.info("%s: %d direction(s) from %d images in %.1f s (%s)", cfg.method.name, len(directions), len(sources),
-             cost["seconds"], cost["passes"])
+    log.info(
+        "%s: %d direction(s) from %d images in %.1f s (%s)",
+        cfg.method.name,
+        len(directions),
+        len(sources),
+        cost["seconds"],
+        cost["passes"],
+    )
     return _write(cfg, out, backbone, a, plan, x_T, directions, oracle, cost, req)
 
 
 def _cost(counter, t_start: float, cached: int, n: int, extra: Mapping[str, Any]) -> dict[str, Any]:
-    passes = {ph: sum(c.rows for c in counter.calls if c.kind == "decode" and c.phase == ph)
-              for ph in ("invert", "walk", "find")}
-    return {"seconds": time.perf_counter() - t_start, "passes": passes, "inversions_cached": cached,
-            "images": n, **{k: v for k, v in extra.items() if k != "iters"}}
+    passes = {
+        ph: sum(c.rows for c in counter.calls if c.kind == "decode" and c.phase == ph)
+        for ph in ("invert", "walk", "find")
+    }
+    return {
+        "seconds": time.perf_counter() - t_start,
+        "passes": passes,
+        "inversions_cached": cached,
+        "images": n,
+        **{k: v for k, v in extra.items() if k != "iters"},
+    }
 
 
 def _oracle(cfg: DictConfig, oracle: Any):
@@ -185,8 +230,9 @@ def _oracle(cfg: DictConfig, oracle: Any):
     if cfg.judge == "none":
         oracle = None
     if oracle is None and cfg.labels == "oracle" and cfg.method.name in SUPERVISED:
-        raise AsyrpUserError("labels=oracle needs the synthfaces oracle (arch=synthfaces, judge=auto): pass "
-                             "labels=writer")
+        raise AsyrpUserError(
+            "labels=oracle needs the synthfaces oracle (arch=synthfaces, judge=auto): pass labels=writer"
+        )
     return oracle
 
 
@@ -196,18 +242,20 @@ def _oracle_labels_of(cfg: DictConfig, oracle, x0: torch.Tensor) -> torch.Tensor
     key, value = parse_target(str(cfg.attribute.oracle_target), oracle.classes)
     y = oracle.judge(x0)[key] == value
     if y.all() or not y.any():
-        raise AsyrpUserError(f"the oracle reads {'all' if y.all() else 'none'} of the {len(y)} images as "
-                             f"{cfg.attribute.oracle_target}: a supervised direction needs both classes")
+        raise AsyrpUserError(
+            f"the oracle reads {'all' if y.all() else 'none'} of the {len(y)} images as "
+            f"{cfg.attribute.oracle_target}: a supervised direction needs both classes"
+        )
     return y
 
 
 def _write(cfg: DictConfig, out: Path, backbone, a, plan, x_T, directions, oracle, cost, req) -> dict[str, Any]:
     """Edit the first images along every direction at each strength (grid + oracle labels), then write the files."""
-    from ..grid import save_grid, table_grid
-    from ..plan import stored_edit
-    from ..ops.io import atomic_write_json
     from ..directions import oracle_labels
     from ..directions.files import save_direction
+    from ..grid import save_grid, table_grid
+    from ..ops.io import atomic_write_json
+    from ..plan import stored_edit
 
     strengths = sorted({0.0, *(float(s) for s in cfg.method.strengths)})
     n_label = min(int(cfg.label_images), x_T.shape[0]) if oracle is not None else 0
@@ -216,35 +264,62 @@ def _write(cfg: DictConfig, out: Path, backbone, a, plan, x_T, directions, oracl
     rows, row_labels, records = [], [], []
     t_edit_start = time.perf_counter()
     for d in directions:
-        x = _edit_rows(backbone, a, x_T[:max(n_label, n_grid)], d, strengths, plan, cfg)  # (K, M, 3, H, W)
+        x = _edit_rows(backbone, a, x_T[: max(n_label, n_grid)], d, strengths, plan, cfg)  # (K, M, 3, H, W)
         rows += [x[:, i] for i in range(n_grid)]
         row_labels += [f"{d.name}, image {i}" for i in range(n_grid)]
         lab = None
         if n_label:
             ref = x[strengths.index(0.0), :n_label]
             lab = oracle_labels(oracle, ref, {s: x[k, :n_label] for k, s in enumerate(strengths)})
-        extra = {"label": lab["label"] if lab else None, "labels": lab, "cost": cost,
-                 "found_on": {"input_dir": str(cfg.input_dir), "n_images": x_T.shape[0]}}
+        extra = {
+            "label": lab["label"] if lab else None,
+            "labels": lab,
+            "cost": cost,
+            "found_on": {"input_dir": str(cfg.input_dir), "n_images": x_T.shape[0]},
+        }
         if cfg.method.name in SUPERVISED:
             extra["attribute"] = str(cfg.attribute.oracle_target)
             extra["label"] = extra["attribute"]
-        path = save_direction(d, out / f"{d.name}.pt", backbone, arch=_plain(cfg.arch), edit=stored,
-                              extra=extra)
-        records.append({"file": path.name, "name": d.name, "label": extra["label"],
-                        **({k: lab[k] for k in ("main_head", "others_moved", "disentanglement")} if lab else {}),
-                        **{k: v for k, v in d.meta.items() if isinstance(v, (int, float, str, bool))}})
+        path = save_direction(d, out / f"{d.name}.pt", backbone, arch=_plain(cfg.arch), edit=stored, extra=extra)
+        records.append(
+            {
+                "file": path.name,
+                "name": d.name,
+                "label": extra["label"],
+                **({k: lab[k] for k in ("main_head", "others_moved", "disentanglement")} if lab else {}),
+                **{k: v for k, v in d.meta.items() if isinstance(v, (int, float, str, bool))},
+            }
+        )
         log.info("%s: %s", path, extra["label"] or "(no oracle)")
-    save_grid(out / "grid.png", table_grid([list(r) for r in rows], [f"strength {s:g}" for s in strengths], row_labels,
-                                           title=f"discover.py {cfg.method.name}: rows = direction, image; columns = "
-                                                 "strength along the direction (0 = reconstruction)"))
-    summary = {"method": cfg.method.name, "method_config": _plain(cfg.method), "arch": cfg.arch.get("name"),
-               "input_dir": str(cfg.input_dir), "images": [p.name for p in req["files"]],
-               "skipped": [{"path": str(p), "reason": r} for p, r in req["skipped"]],
-               "labels_from": (cfg.labels if cfg.method.name in SUPERVISED else None),
-               "judge": "synthfaces oracle" if oracle is not None else None, "label_images": n_label,
-               "grid": {"file": "grid.png", "rows": f"{len(directions)} directions x {n_grid} images",
-                        "columns": [f"strength {s:g}" for s in strengths]},
-               "edit": stored, "cost": cost,
-               "label_and_grid_seconds": time.perf_counter() - t_edit_start, "directions": records}
+    save_grid(
+        out / "grid.png",
+        table_grid(
+            [list(r) for r in rows],
+            [f"strength {s:g}" for s in strengths],
+            row_labels,
+            title=f"discover.py {cfg.method.name}: rows = direction, image; columns = "
+            "strength along the direction (0 = reconstruction)",
+        ),
+    )
+    summary = {
+        "method": cfg.method.name,
+        "method_config": _plain(cfg.method),
+        "arch": cfg.arch.get("name"),
+        "input_dir": str(cfg.input_dir),
+        "images": [p.name for p in req["files"]],
+        "skipped": [{"path": str(p), "reason": r} for p, r in req["skipped"]],
+        "labels_from": (cfg.labels if cfg.method.name in SUPERVISED else None),
+        "judge": "synthfaces oracle" if oracle is not None else None,
+        "label_images": n_label,
+        "grid": {
+            "file": "grid.png",
+            "rows": f"{len(directions)} directions x {n_grid} images",
+            "columns": [f"strength {s:g}" for s in strengths],
+        },
+        "edit": stored,
+        "cost": cost,
+        "label_and_grid_seconds": time.perf_counter() - t_edit_start,
+        "directions": records,
+    }
     atomic_write_json(summary, out / "directions.json")
     return {"output_dir": out, "files": [out / r["file"] for r in records], "summary": summary}

@@ -6,6 +6,7 @@ loads; ``EditLoop`` runs it: loads the networks, inverts through the inversion c
 edits in batches (a device out of memory retries a batch at half size, once), writes each image as it is finished
 and draws the grid.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,8 +17,8 @@ import torch
 from omegaconf import DictConfig
 
 from ..checks import check_edit_config, check_perf
-from ..ops.claims import MANIFEST, claim_edit_dir, holds_claims
 from ..ops import faults
+from ..ops.claims import MANIFEST, claim_edit_dir, holds_claims
 from ..ops.guard import UNGUARDED, Guard
 from .edit_request import EditRequest, edit_request
 
@@ -48,8 +49,13 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
         loop.done = {it["id"] for it in req.inputs if all((out / n).is_file() for n in req.out_names(it["id"]))}
     todo = [it for it in req.inputs if it["id"] not in loop.done]
     if loop.done:
-        log.info("%s: %d of %d images already done with these settings, editing the other %d", out, len(loop.done),
-                 len(req.inputs), len(todo))
+        log.info(
+            "%s: %d of %d images already done with these settings, editing the other %d",
+            out,
+            len(loop.done),
+            len(req.inputs),
+            len(todo),
+        )
 
     loop.load_networks()
     out.mkdir(parents=True, exist_ok=True)
@@ -57,13 +63,28 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     written = loop.run(todo)
     write_edit_grid(req, out, loop.size)
     atomic_write_json(req.manifest(True, loop.done), out / MANIFEST)
-    log.info("edited %d images (%d already done, %d files skipped, reasons in manifest.json) -> %s", len(todo),
-             len(req.inputs) - len(todo), len(req.skipped), out)
+    log.info(
+        "edited %d images (%d already done, %d files skipped, reasons in manifest.json) -> %s",
+        len(todo),
+        len(req.inputs) - len(todo),
+        len(req.skipped),
+        out,
+    )
     p = req.plan
-    return {"written": written, "output_dir": out, "manifest": out / MANIFEST, "t_edit": p.t_edit,
-            "t_boost": p.t_boost, "n_gen": p.n_gen, "n_inv": p.n_inv, "plan": p,
-            "done_before": len(req.inputs) - len(todo), "edited": len(todo),
-            "skipped": [(str(f), r) for f, r in req.skipped], "coefficients": req.coefficients.rows}
+    return {
+        "written": written,
+        "output_dir": out,
+        "manifest": out / MANIFEST,
+        "t_edit": p.t_edit,
+        "t_boost": p.t_boost,
+        "n_gen": p.n_gen,
+        "n_inv": p.n_inv,
+        "plan": p,
+        "done_before": len(req.inputs) - len(todo),
+        "edited": len(todo),
+        "skipped": [(str(f), r) for f, r in req.skipped],
+        "coefficients": req.coefficients.rows,
+    }
 
 
 class EditLoop:
@@ -90,8 +111,10 @@ class EditLoop:
         self.backbone = build.backbone(cfg.arch, device=cfg.get("device") or "cpu", perf=self.perf)
         self.size = int(self.backbone.image_size)
         self.dev = next(self.backbone.parameters()).device
-        fns = [hfunction_from_payload(p, c, self.backbone, cfg.arch.get("name"))[0]
-               for p, c in zip(req.payloads, req.checkpoints)]
+        fns = [
+            hfunction_from_payload(p, c, self.backbone, cfg.arch.get("name"))[0]
+            for p, c in zip(req.payloads, req.checkpoints)
+        ]
         c = req.coefficients.matrix
         if req.windows:  # each function in its own interval, at its trained effect per unit of t
             fns = in_own_intervals(fns, req.windows)
@@ -107,9 +130,16 @@ class EditLoop:
             return {}
         from ..data.cache import cached_inversions
 
-        entries = cached_inversions(str(self.cfg.cache_dir), self.backbone, self.a, [Path(it["source"]) for it in todo],
-                                    self.req.plan, image_size=self.size, batch_size=int(self.cfg.get("batch_size", 4)),
-                                    guard=self.guard)
+        entries = cached_inversions(
+            str(self.cfg.cache_dir),
+            self.backbone,
+            self.a,
+            [Path(it["source"]) for it in todo],
+            self.req.plan,
+            image_size=self.size,
+            batch_size=int(self.cfg.get("batch_size", 4)),
+            guard=self.guard,
+        )
         return {it["id"]: e["x_T"] for it, e in zip(todo, entries)}
 
     def _batch_start(self, batch: list[dict[str, Any]], x_T_cached: dict[str, torch.Tensor]):
@@ -118,8 +148,9 @@ class EditLoop:
 
         if self.req.random_inputs:
             shape = (int(getattr(self.backbone, "in_channels", 3)), self.size, self.size)
-            return None, torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(10_000_019 + it["seed"]))
-                                      for it in batch]).to(self.dev)
+            return None, torch.stack(
+                [torch.randn(shape, generator=torch.Generator().manual_seed(10_000_019 + it["seed"])) for it in batch]
+            ).to(self.dev)
         loaded = [read_image(it["source"], self.size) for it in batch]
         for it, (_, notes) in zip(batch, loaded):
             if notes:
@@ -134,8 +165,16 @@ class EditLoop:
 
         x0, x_T = self._batch_start(batch, x_T_cached)
         with inference_context(self.perf, self.dev):  # inference_mode (auto: on CUDA) or no_grad
-            return asyrp_edit(self.backbone, x0, self.hfunc, a=self.a.to(self.dev), plan=self.req.plan,
-                              strength=self.coeffs, seeds=[it["seed"] for it in batch], x_T=x_T).x_edit
+            return asyrp_edit(
+                self.backbone,
+                x0,
+                self.hfunc,
+                a=self.a.to(self.dev),
+                plan=self.req.plan,
+                strength=self.coeffs,
+                seeds=[it["seed"] for it in batch],
+                x_T=x_T,
+            ).x_edit
 
     def _write(self, batch: list[dict[str, Any]], x_edit: torch.Tensor) -> list[Path]:
         """A finished batch on disk and in the manifest: a kill from here on loses none of its images."""
@@ -159,11 +198,14 @@ class EditLoop:
         bar = Progress(len(todo), "edit", "img", enabled=bool(self.cfg.get("progress", True)))  # or lines in a log
         try:
             while i < len(todo):
-                self.guard.stop(f"{len(self.done)} of {len(self.req.inputs)} images are finished in {self.out} "
-                                "(manifest.json lists them)")
-                batch = todo[i:i + bs]
-                what = f"editing images {i + 1}-{i + len(batch)} of the {len(todo)} to do" + \
-                    (" (retried at half the batch size)" if halved else "")
+                self.guard.stop(
+                    f"{len(self.done)} of {len(self.req.inputs)} images are finished in {self.out} "
+                    "(manifest.json lists them)"
+                )
+                batch = todo[i : i + bs]
+                what = f"editing images {i + 1}-{i + len(batch)} of the {len(todo)} to do" + (
+                    " (retried at half the batch size)" if halved else ""
+                )
                 try:
                     with self.guard.doing(what, "batch_size", bs):
                         x_edit = self._edit_batch(batch, x_T_cached)
@@ -173,8 +215,13 @@ class EditLoop:
                     halved, bs = True, max(1, bs // 2)
                     if self.dev.type == "cuda":
                         torch.cuda.empty_cache()
-                    log.warning("out of memory on %s %s: retrying at batch_size=%d (once; pass batch_size=%d to "
-                                "start there)", self.dev, what, bs, bs)
+                    log.warning(
+                        "out of memory on %s %s: retrying at batch_size=%d (once; pass batch_size=%d to start there)",
+                        self.dev,
+                        what,
+                        bs,
+                        bs,
+                    )
                     continue
                 written += self._write(batch, x_edit)
                 bar.update(len(batch))
@@ -196,8 +243,10 @@ def write_edit_grid(req: EditRequest, out: Path, size: int) -> None:
         return
     strip = cfg.get("strip") is not None  # strip columns: also how far along the strip
     heads = ["sample (unedited)"] if req.random_inputs else ["input"]
-    heads += [strength_label(req.names(), r) + (f" (strip {lab})" if strip else "")
-              for r, lab in zip(req.coefficients.rows, req.coefficients.labels)]
+    heads += [
+        strength_label(req.names(), r) + (f" (strip {lab})" if strip else "")
+        for r, lab in zip(req.coefficients.rows, req.coefficients.labels)
+    ]
     cols: list[list[torch.Tensor]] = [[] for _ in heads]
     for it in req.inputs[:n_rows]:
         cells = [] if req.random_inputs else [read_image(it["source"], size)[0]]
@@ -205,8 +254,12 @@ def write_edit_grid(req: EditRequest, out: Path, size: int) -> None:
         for col, x in zip(cols, cells):
             col.append(x)
     p = req.plan
-    title = (f"edit.py: {', '.join(c.name for c in req.checkpoints)} on {cfg.arch.get('name')}; rows: inputs, "
-             f"columns: input and edits (attribute x strength); t_edit={p.t_edit}, t_boost={p.t_boost}, "
-             f"n_gen={p.n_gen}")
-    save_grid(out / "grid.png", columns_grid(list(zip(heads, map(torch.stack, cols))),
-                                             [it["id"] for it in req.inputs[:n_rows]], title))
+    title = (
+        f"edit.py: {', '.join(c.name for c in req.checkpoints)} on {cfg.arch.get('name')}; rows: inputs, "
+        f"columns: input and edits (attribute x strength); t_edit={p.t_edit}, t_boost={p.t_boost}, "
+        f"n_gen={p.n_gen}"
+    )
+    save_grid(
+        out / "grid.png",
+        columns_grid(list(zip(heads, map(torch.stack, cols))), [it["id"] for it in req.inputs[:n_rows]], title),
+    )

@@ -20,14 +20,16 @@ Every trial appends one row (settings, metrics, seconds) to ``edit_quality.csv``
 to W&B when a W&B logger is configured, and the best trial so far is printed as a ready command line.
 The selection split must be disjoint from the images a recipe is reported on (synthfaces: ``select/``, seed 3).
 """
+
 from __future__ import annotations
 
 import csv
 import logging
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 from hydra.experimental.callback import Callback
@@ -48,17 +50,35 @@ _SKIP_IN_COMMAND = ("hparams_search=", "hydra.", "edit_quality.", "n_trials=")
 def edit_config(cfg: DictConfig, checkpoint: Path, out_dir: Path) -> DictConfig:
     """The edit task's config for the selection split, from the trial's train config (conf/edit.yaml's keys)."""
     eq = cfg.edit_quality
-    return OmegaConf.create({
-        "task_name": "edit", "checkpoint": str(checkpoint), "coeffs": None, "input_dir": str(eq.input_dir),
-        "n_random": None, "output_dir": str(out_dir), "overwrite": True, "n_images": eq.get("n_images"),
-        "batch_size": int(eq.get("batch_size", 32)), "device": "cpu", "seed": 0, "progress": False,
-        "grid_rows": int(eq.get("grid_rows", 8)), "strength": float(eq.strength), "sweep": strengths(eq),
-        "strip": None, "strip_from": None, "cache_dir": str(cfg.dataset.cache_dir),
-        "arch": OmegaConf.to_container(cfg.arch, resolve=True),
-        # the plan as stored in the trial's h-function file; the trial's interval for a file that stores none
-        "plan": {**{k: None for k in FIELDS}, "interval": {"t_edit": cfg.plan.t_edit, "t_boost": cfg.plan.get("t_boost")}},
-        "perf": OmegaConf.to_container(cfg.perf, resolve=True) if cfg.get("perf") is not None else None,
-    })
+    return OmegaConf.create(
+        {
+            "task_name": "edit",
+            "checkpoint": str(checkpoint),
+            "coeffs": None,
+            "input_dir": str(eq.input_dir),
+            "n_random": None,
+            "output_dir": str(out_dir),
+            "overwrite": True,
+            "n_images": eq.get("n_images"),
+            "batch_size": int(eq.get("batch_size", 32)),
+            "device": "cpu",
+            "seed": 0,
+            "progress": False,
+            "grid_rows": int(eq.get("grid_rows", 8)),
+            "strength": float(eq.strength),
+            "sweep": strengths(eq),
+            "strip": None,
+            "strip_from": None,
+            "cache_dir": str(cfg.dataset.cache_dir),
+            "arch": OmegaConf.to_container(cfg.arch, resolve=True),
+            # the plan as stored in the trial's h-function file; the trial's interval for a file that stores none
+            "plan": {
+                **{k: None for k in FIELDS},
+                "interval": {"t_edit": cfg.plan.t_edit, "t_boost": cfg.plan.get("t_boost")},
+            },
+            "perf": OmegaConf.to_container(cfg.perf, resolve=True) if cfg.get("perf") is not None else None,
+        }
+    )
 
 
 def strengths(eq: Mapping[str, Any]) -> list[float] | None:
@@ -78,10 +98,18 @@ def edit_scorer(cfg: DictConfig, clip, oracle: Any = None) -> tuple[EditScorer, 
     target = cfg.attribute.get("oracle_target") if eq.get("judge", "auto") in ("auto", "oracle") else None
     lp = OmegaConf.to_container(eq.lpips, resolve=True) if eq.get("lpips") else None
     if target and oracle is None:
-        raise AsyrpUserError(f"oracle target {target}: no attribute oracle was passed; build the synthfaces "
-                             "one (python -m asyrp.synthfaces.build oracle) or set edit_quality.judge=clip")
-    scorer = EditScorer(clip=clip, source=list(cfg.attribute.source), target=list(cfg.attribute.target),
-                        oracle=oracle, oracle_target=target, lpips=lp)
+        raise AsyrpUserError(
+            f"oracle target {target}: no attribute oracle was passed; build the synthfaces "
+            "one (python -m asyrp.synthfaces.build oracle) or set edit_quality.judge=clip"
+        )
+    scorer = EditScorer(
+        clip=clip,
+        source=list(cfg.attribute.source),
+        target=list(cfg.attribute.target),
+        oracle=oracle,
+        oracle_target=target,
+        lpips=lp,
+    )
     return scorer, ["n", "clip_direction", "psnr_rec", *(["lpips_rec"] if lp else []), *(["oracle"] if target else [])]
 
 
@@ -100,8 +128,14 @@ def measure(cfg: DictConfig, clip, backbone, res: Mapping[str, Any], oracle: Any
     size = int(man["image_size"] or 32)
     x_src = read_image_files([it["source"] for it in items], size)
     # the unedited reconstruction: stored in the inversion cache by the edit run (nothing is computed here)
-    entries = cached_inversions(str(cfg.dataset.cache_dir), backbone, build.alpha_bar(cfg.arch),
-                                [Path(it["source"]) for it in items], res["plan"], image_size=size)
+    entries = cached_inversions(
+        str(cfg.dataset.cache_dir),
+        backbone,
+        build.alpha_bar(cfg.arch),
+        [Path(it["source"]) for it in items],
+        res["plan"],
+        image_size=size,
+    )
     x_rec = torch.stack([e["x_rec"] for e in entries]).float()
     scorer, metrics = edit_scorer(cfg, clip, oracle)
     rows = []
@@ -117,7 +151,9 @@ def objective(m: Mapping[str, float], eq: Mapping[str, Any]) -> float:
     """The documented scalarisation (module docstring)."""
     if "edit/success" in m:
         tgt = eq.get("target", {})
-        return min(m["edit/success"] - float(tgt.get("success", 0.8)), m["edit/preserved"] - float(tgt.get("preserved", 0.9)))
+        return min(
+            m["edit/success"] - float(tgt.get("success", 0.8)), m["edit/preserved"] - float(tgt.get("preserved", 0.9))
+        )
     fid = eq.get("fidelity", {})
     if "edit/lpips_rec" in m:
         return m["edit/clip_direction"] - float(fid.get("w_lpips", 1.0)) * m["edit/lpips_rec"]
@@ -178,8 +214,10 @@ def best_command(path: Path, metric: str = "edit/objective") -> str | None:
         return None
     best = max(rows, key=lambda r: float(r[metric]))
     over = [o for o in best["overrides"].split(" ") if o and not o.startswith(_SKIP_IN_COMMAND)]
-    return (f"best trial {best['trial']} ({metric}={float(best[metric]):.3f}): python train.py {' '.join(over)}"
-            f"  # then python edit.py checkpoint=<run>/checkpoints/hfunction.pt strength={best['strength']}")
+    return (
+        f"best trial {best['trial']} ({metric}={float(best[metric]):.3f}): python train.py {' '.join(over)}"
+        f"  # then python edit.py checkpoint=<run>/checkpoints/hfunction.pt strength={best['strength']}"
+    )
 
 
 def edit_quality(cfg: DictConfig, objects: Mapping[str, Any], oracle: Any = None) -> dict[str, float]:
@@ -187,8 +225,10 @@ def edit_quality(cfg: DictConfig, objects: Mapping[str, Any], oracle: Any = None
     passes in), record the trial, print the best so far."""
     eq = cfg.edit_quality
     if not eq.get("input_dir") or not Path(str(eq.input_dir)).exists():
-        raise AsyrpUserError(f"edit_quality.input_dir={eq.get('input_dir')} does not exist: write a selection split "
-                             "(python -m asyrp.synthfaces.data --n-select 64) or pass edit_quality.input_dir=<folder>")
+        raise AsyrpUserError(
+            f"edit_quality.input_dir={eq.get('input_dir')} does not exist: write a selection split "
+            "(python -m asyrp.synthfaces.data --n-select 64) or pass edit_quality.input_dir=<folder>"
+        )
     from .edit import edit
 
     t_start = time.time()
@@ -202,21 +242,36 @@ def edit_quality(cfg: DictConfig, objects: Mapping[str, Any], oracle: Any = None
     path = table_path(cfg)
     for r in measured:  # one row per edit strength; the trial's value is its best strength's
         m = {k: v for k, v in r.items() if k != "edit/strength"}
-        row = {"trial": _job_num(), "overrides": " ".join(overrides), "t0": cfg.plan.t0,
-               "t_edit": cfg.plan.t_edit, "t_boost": cfg.plan.get("t_boost"),
-               "lr": cfg.model.optimizer.lr, "w_recon": cfg.model.loss.w_recon, "n_iter": cfg.model.n_iter,
-               "n_images": cfg.dataset.get("n_images"), "strength": r["edit/strength"], "chosen": r is best,
-               "seed": cfg.seed, "train_seconds": objects.get("train_seconds", ""), "edit/seconds": seconds,
-               **{k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in m.items()},
-               "run_dir": str(run_dir)}
+        row = {
+            "trial": _job_num(),
+            "overrides": " ".join(overrides),
+            "t0": cfg.plan.t0,
+            "t_edit": cfg.plan.t_edit,
+            "t_boost": cfg.plan.get("t_boost"),
+            "lr": cfg.model.optimizer.lr,
+            "w_recon": cfg.model.loss.w_recon,
+            "n_iter": cfg.model.n_iter,
+            "n_images": cfg.dataset.get("n_images"),
+            "strength": r["edit/strength"],
+            "chosen": r is best,
+            "seed": cfg.seed,
+            "train_seconds": objects.get("train_seconds", ""),
+            "edit/seconds": seconds,
+            **{k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in m.items()},
+            "run_dir": str(run_dir),
+        }
         append_row(path, row)
         if r is best:
             _log_wandb(objects.get("loggers") or [], row, path)
     m = {k: v for k, v in best.items()}
     m["edit/seconds"] = seconds
     log.info("edit_quality: %s", " ".join(f"{k}={v}" for k, v in m.items()))
-    line = best_command(path, str(cfg.get("optimized_metric") or "edit/objective")
-                        if isinstance(cfg.get("optimized_metric"), str) else "edit/objective")
+    line = best_command(
+        path,
+        str(cfg.get("optimized_metric") or "edit/objective")
+        if isinstance(cfg.get("optimized_metric"), str)
+        else "edit/objective",
+    )
     if line:
         print(line, flush=True)
     return m

@@ -5,14 +5,16 @@ samples, reads each h-function file once, resolves the plan (asyrp.plan.resolve_
 matrix (asyrp.checks.edit_coefficients) and fingerprints the run, so that an output folder is known to hold this very
 run's images. It loads no backbone: a test builds it from a config and a folder. ``asyrp.tasks.edit`` runs it.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -58,12 +60,17 @@ class EditRequest:
         """manifest.json: the record and fingerprint, and every input with its outputs and whether they are written."""
         from ..ops import secrets
 
-        return secrets.redact({
-            "format": "asyrp-edit/1", "fingerprint": self.fingerprint, "complete": complete, **self.record,
-            "outputs_per_image": ["input (unedited sample)"] * self.random_inputs + self.coefficients.labels,
-            "inputs": [dict(it, outputs=self.out_names(it["id"]), done=it["id"] in done) for it in self.inputs],
-            "skipped": [{"path": str(p), "reason": r} for p, r in self.skipped],
-        })
+        return secrets.redact(
+            {
+                "format": "asyrp-edit/1",
+                "fingerprint": self.fingerprint,
+                "complete": complete,
+                **self.record,
+                "outputs_per_image": ["input (unedited sample)"] * self.random_inputs + self.coefficients.labels,
+                "inputs": [dict(it, outputs=self.out_names(it["id"]), done=it["id"] in done) for it in self.inputs],
+                "skipped": [{"path": str(p), "reason": r} for p, r in self.skipped],
+            }
+        )
 
 
 def edit_request(cfg: DictConfig, checkpoints: list[Path]) -> EditRequest:
@@ -78,9 +85,22 @@ def edit_request(cfg: DictConfig, checkpoints: list[Path]) -> EditRequest:
     coefficients = edit_coefficients(cfg, len(checkpoints), [(m.get("edit") or {}).get("strength") for m in metas])
     record = _record(cfg, checkpoints, metas, plan, windows, coefficients, seed, random_inputs, size)
     fingerprint = hashlib.blake2b(json.dumps(record, sort_keys=True, default=str).encode(), digest_size=12).hexdigest()
-    return EditRequest(cfg=cfg, checkpoints=checkpoints, image_size=size, seed=seed, random_inputs=random_inputs,
-                       inputs=inputs, skipped=skipped, payloads=payloads, metas=metas, plan=plan, windows=windows,
-                       coefficients=coefficients, record=record, fingerprint=fingerprint)
+    return EditRequest(
+        cfg=cfg,
+        checkpoints=checkpoints,
+        image_size=size,
+        seed=seed,
+        random_inputs=random_inputs,
+        inputs=inputs,
+        skipped=skipped,
+        payloads=payloads,
+        metas=metas,
+        plan=plan,
+        windows=windows,
+        coefficients=coefficients,
+        record=record,
+        fingerprint=fingerprint,
+    )
 
 
 def unique_ids(files: list[Path]) -> list[str]:
@@ -120,8 +140,12 @@ def _plan(cfg: DictConfig, checkpoints: list[Path], metas: list[Mapping[str, Any
     for w, c in zip(windows or [], checkpoints):
         w["path"] = str(c)
     if windows:
-        log.info("composition: each h-function in its own interval, %s; one walk from t0=%d (%d steps)",
-                 ", ".join(f"{Path(w['path']).name} [{w['t0']}, {w['t_edit']}]" for w in windows), plan.t0, plan.n_gen)
+        log.info(
+            "composition: each h-function in its own interval, %s; one walk from t0=%d (%d steps)",
+            ", ".join(f"{Path(w['path']).name} [{w['t0']}, {w['t_edit']}]" for w in windows),
+            plan.t0,
+            plan.n_gen,
+        )
     return plan, windows
 
 
@@ -130,13 +154,28 @@ def _record(cfg, checkpoints, metas, plan, windows, coefficients, seed, random_i
     from ..ops.io import file_digest
 
     record = {
-        "arch": cfg.arch.get("name"), "arch_checkpoint": cfg.arch.get("checkpoint"),
-        "checkpoints": [{"path": str(c), "digest": file_digest(c), "kind": "asyrp-hfunction" if m else "official",
-                         "attribute": (m.get("attribute") or {}).get("name") if m else None}
-                        for c, m in zip(checkpoints, metas)],
-        "coefficients": coefficients.rows, "labels": coefficients.labels, "n_inv": plan.n_inv,
-        "n_gen": plan.n_gen, "t0": plan.t0, "t_edit": plan.t_edit, "t_boost": plan.t_boost,
-        "mode": plan.mode, "seed": seed, "input": "random" if random_inputs else "images", "image_size": size,
+        "arch": cfg.arch.get("name"),
+        "arch_checkpoint": cfg.arch.get("checkpoint"),
+        "checkpoints": [
+            {
+                "path": str(c),
+                "digest": file_digest(c),
+                "kind": "asyrp-hfunction" if m else "official",
+                "attribute": (m.get("attribute") or {}).get("name") if m else None,
+            }
+            for c, m in zip(checkpoints, metas)
+        ],
+        "coefficients": coefficients.rows,
+        "labels": coefficients.labels,
+        "n_inv": plan.n_inv,
+        "n_gen": plan.n_gen,
+        "t0": plan.t0,
+        "t_edit": plan.t_edit,
+        "t_boost": plan.t_boost,
+        "mode": plan.mode,
+        "seed": seed,
+        "input": "random" if random_inputs else "images",
+        "image_size": size,
     }
     if plan.spacing != "official":  # recorded only when set, so earlier runs' fingerprints still match
         record["spacing"] = plan.spacing

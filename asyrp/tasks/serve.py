@@ -1,11 +1,13 @@
 """The serve task (app.py, conf/app.yaml): ``serve(cfg)`` loads the editor and serves its Gradio page (asyrp.app)
 until interrupted; ``make_editor(cfg)`` and ``example_images`` are what it builds the page from.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -16,12 +18,17 @@ from ..ops.errors import AsyrpUserError
 log = logging.getLogger(__name__)
 
 DEMO_HFUNCTION = "outputs/demo/train/checkpoints/hfunction.pt"
-HOW_TO_MAKE = ("make it with `make demo` (trains the smiling h-function on synthfaces, a few minutes on 2 CPU cores) "
-               "or `python train.py experiment=synthfaces_smiling`, or pass checkpoint=<hfunction.pt | official .pth>")
+HOW_TO_MAKE = (
+    "make it with `make demo` (trains the smiling h-function on synthfaces, a few minutes on 2 CPU cores) "
+    "or `python train.py experiment=synthfaces_smiling`, or pass checkpoint=<hfunction.pt | official .pth>"
+)
 
 
-def example_images(cfg: DictConfig, out: Path, world_examples: Callable[[Path, int], list[Path]] | None = None,
-                   ) -> list[Path]:
+def example_images(
+    cfg: DictConfig,
+    out: Path,
+    world_examples: Callable[[Path, int], list[Path]] | None = None,
+) -> list[Path]:
     """The images offered to pick: ``examples`` (a folder or glob, every file accounted for in the log), or the
     world's own example faces that the entry point passes in (synthfaces: faces that do not smile yet)."""
     from ..data.images import scan_images
@@ -47,8 +54,10 @@ def resolve_checkpoints(cfg: DictConfig) -> list[Path]:
         if not f.is_file():
             if f.as_posix().endswith(DEMO_HFUNCTION):
                 raise AsyrpUserError(f"the demo's h-function {f} does not exist yet: {HOW_TO_MAKE}")
-            raise AsyrpUserError(f"h-function checkpoint not found: {f}. Pass checkpoint=<hfunction.pt | official .pth> "
-                                 f"(checkpoint=[a.pt,b.pt] composes), or {HOW_TO_MAKE}")
+            raise AsyrpUserError(
+                f"h-function checkpoint not found: {f}. Pass checkpoint=<hfunction.pt | official .pth> "
+                f"(checkpoint=[a.pt,b.pt] composes), or {HOW_TO_MAKE}"
+            )
     return files
 
 
@@ -59,8 +68,14 @@ def make_editor(cfg: DictConfig):
 
     files = resolve_checkpoints(cfg)
     check_arch(cfg.arch)
-    return load_editor(cfg.arch, files, {**{k: cfg.plan.get(k) for k in FIELDS}, "seed": cfg.get("seed")},
-                       fallback=cfg.plan.get("interval"), device=str(cfg.get("device") or "cpu"), perf=cfg.get("perf"))
+    return load_editor(
+        cfg.arch,
+        files,
+        {**{k: cfg.plan.get(k) for k in FIELDS}, "seed": cfg.get("seed")},
+        fallback=cfg.plan.get("interval"),
+        device=str(cfg.get("device") or "cpu"),
+        perf=cfg.get("perf"),
+    )
 
 
 def serve(cfg: DictConfig, world_examples: Callable[[Path, int], list[Path]] | None = None) -> Any:
@@ -73,6 +88,12 @@ def serve(cfg: DictConfig, world_examples: Callable[[Path, int], list[Path]] | N
     app = build_app(editor, examples, list(cfg.strip), float(cfg.max_strength))
     log.info("asyrp editor: http://%s:%s (Ctrl-C to stop)", cfg.host, cfg.port)
     faults.stop_at_once()  # a server has no safe point to wait for: Ctrl-C stops it at once, as Gradio expects
-    app.launch(server_name=str(cfg.host), server_port=int(cfg.port), share=False, inbrowser=False,
-               prevent_thread_lock=bool(cfg.get("background", False)), show_error=True)
+    app.launch(
+        server_name=str(cfg.host),
+        server_port=int(cfg.port),
+        share=False,
+        inbrowser=False,
+        prevent_thread_lock=bool(cfg.get("background", False)),
+        show_error=True,
+    )
     return app

@@ -5,21 +5,23 @@ The task only orders the work; the rooms it calls: config checks (asyrp.checks: 
 before any network pass or output file, as ONE ``AsyrpUserError``), run folders (asyrp.ops.claims), the h-function
 (asyrp.hfunctions), the plan (asyrp.plan), the inversion cache and data (asyrp.data), the module (asyrp.module).
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .. import build
 from ..checks import check_perf, check_resume_checkpoint, check_train_config
-from ..ops.claims import claim_train_dir, holds_claims
-from ..ops import faults
 from ..config import plain as _plain
+from ..ops import faults
+from ..ops.claims import claim_train_dir, holds_claims
 from ..ops.errors import AsyrpUserError
 
 if TYPE_CHECKING:
@@ -33,8 +35,10 @@ def get_metric_value(metric_dict: Mapping[str, Any], name: str | None, required:
     if not name:
         return None
     if name not in metric_dict:
-        msg = (f"optimized_metric={name!r} was not logged (logged: {sorted(metric_dict)}); enable validation "
-               "(trainer.limit_val_batches > 0, dataset.n_val > 0) or choose a logged metric")
+        msg = (
+            f"optimized_metric={name!r} was not logged (logged: {sorted(metric_dict)}); enable validation "
+            "(trainer.limit_val_batches > 0, dataset.n_val > 0) or choose a logged metric"
+        )
         if required:
             raise AsyrpUserError(msg)
         log.warning(msg)
@@ -70,9 +74,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if accounted is not None and rank0:  # the run records which files of dataset.path it used and which it skipped
         from ..ops.io import atomic_write_json
 
-        atomic_write_json({"source": str(cfg.dataset.path), "used": [str(f) for f in accounted[0]],
-                           "skipped": [{"path": str(f), "reason": r} for f, r in accounted[1]]},
-                          Path(str(cfg.paths.output_dir)) / "inputs.json")
+        atomic_write_json(
+            {
+                "source": str(cfg.dataset.path),
+                "used": [str(f) for f in accounted[0]],
+                "skipped": [{"path": str(f), "reason": r} for f, r in accounted[1]],
+            },
+            Path(str(cfg.paths.output_dir)) / "inputs.json",
+        )
     pl.seed_everything(int(cfg.seed), workers=True)
 
     perf = check_perf(cfg.get("perf"))
@@ -80,7 +89,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     trainer, callbacks, loggers = _trainer(cfg)
     if cfg.get("train", True):
         with faults.doing("training", "dataset.batch_size", int(cfg.dataset.get("batch_size", 1))):
-            trainer.fit(parts["module"], datamodule=parts["datamodule"], ckpt_path=str(ckpt_path) if ckpt_path else None)
+            trainer.fit(
+                parts["module"], datamodule=parts["datamodule"], ckpt_path=str(ckpt_path) if ckpt_path else None
+            )
     metric_dict = {k: float(v) for k, v in trainer.callback_metrics.items()}
     objects = {"cfg": cfg, **parts, "trainer": trainer, "callbacks": callbacks, "loggers": loggers}
     return metric_dict, objects
@@ -107,9 +118,11 @@ def _train_folders(cfg: DictConfig) -> None:
     sweep = _sweep_info()
     if sweep is not None:
         storage = OmegaConf.select(cfg, "hydra.sweeper.storage", default=None)
-        hint = (f"rerun the same command with hydra.sweep.dir={sweep[0]} (trial {sweep[1]} stopped): "
-                + ("the study in its storage continues" if storage else "the study was in memory and starts anew")
-                + "; a trial with the same settings as before (a seeded sampler repeats them) resumes from its folder")
+        hint = (
+            f"rerun the same command with hydra.sweep.dir={sweep[0]} (trial {sweep[1]} stopped): "
+            + ("the study in its storage continues" if storage else "the study was in memory and starts anew")
+            + "; a trial with the same settings as before (a seeded sampler repeats them) resumes from its folder"
+        )
     else:
         hint = f"rerun the same command with hydra.run.dir={out}: it resumes from {out / 'checkpoints' / 'last.ckpt'}"
     faults.set_resume(hint + " (the inversion cache keeps every finished entry)")
@@ -147,15 +160,28 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
 
     # everything saved (hparams.yaml, last.ckpt, hfunction.pt) goes through redact: no credentials in outputs
     module = AsyrpModule(
-        hfunc, backbone, clip, a,
-        source=attr["source"], target=attr["target"],
-        optimizer=instantiate(m.optimizer), scheduler=instantiate(m.scheduler) if m.get("scheduler") else None,
-        plan=plan, strength=m.strength, loss=_plain(m.loss), seed=cfg.seed,
-        config=secrets.redact({"hfunction": hf_cfg, "arch": {k: _plain(cfg.arch.get(k)) for k in ("name", "family", "beta_schedule")},
-                               "attribute": _plain(cfg.attribute),
-                               "model": {k: v for k, v in _plain(m).items() if k not in ("optimizer", "scheduler")},
-                               "plan": _plain(cfg.plan),
-                               "run": secrets.redact(_plain(cfg))}),
+        hfunc,
+        backbone,
+        clip,
+        a,
+        source=attr["source"],
+        target=attr["target"],
+        optimizer=instantiate(m.optimizer),
+        scheduler=instantiate(m.scheduler) if m.get("scheduler") else None,
+        plan=plan,
+        strength=m.strength,
+        loss=_plain(m.loss),
+        seed=cfg.seed,
+        config=secrets.redact(
+            {
+                "hfunction": hf_cfg,
+                "arch": {k: _plain(cfg.arch.get(k)) for k in ("name", "family", "beta_schedule")},
+                "attribute": _plain(cfg.attribute),
+                "model": {k: v for k, v in _plain(m).items() if k not in ("optimizer", "scheduler")},
+                "plan": _plain(cfg.plan),
+                "run": secrets.redact(_plain(cfg)),
+            }
+        ),
     )
     return {"module": module, "datamodule": datamodule, "backbone": backbone, "clip": clip}
 
@@ -175,8 +201,12 @@ def _trainer(cfg: DictConfig) -> tuple[Any, list, list]:
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     if not any(isinstance(c, FiniteGuard) for c in callbacks):
         callbacks.append(FiniteGuard())  # NaN/inf stops the run before a bad checkpoint is written
-    callbacks.append(StopOnSignal(faults.GUARD))  # Ctrl-C / SIGTERM: last.ckpt at the end of the batch, one line, 130 / 143
-    if cfg.trainer.get("enable_progress_bar", True) and not any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks):
+    callbacks.append(
+        StopOnSignal(faults.GUARD)
+    )  # Ctrl-C / SIGTERM: last.ckpt at the end of the batch, one line, 130 / 143
+    if cfg.trainer.get("enable_progress_bar", True) and not any(
+        isinstance(c, pl.callbacks.ProgressBar) for c in callbacks
+    ):
         callbacks.append(ProgressLog())  # a bar on a terminal, timed lines in a log or pipe
     for lg in loggers:
         if isinstance(lg, pl.loggers.WandbLogger) and lg.save_dir and "WANDB_DIR" not in os.environ:

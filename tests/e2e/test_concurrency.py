@@ -1,5 +1,6 @@
 """Races between real processes (docs/reliability.md, "Concurrency"): four runs started together against one edit
 output folder, one train run folder and one inversion cache; a kill -9 of the holder of a folder."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,17 @@ def env() -> dict:
 def race(tmp: Path, commands: list[list[str]], timeout: float = 300) -> list[subprocess.CompletedProcess]:
     """Start every command (``racer.py`` arguments after the barrier), let them all go at once, collect them."""
     barrier = tmp / f"go{time.monotonic_ns()}"
-    procs = [subprocess.Popen([sys.executable, str(TESTS / "racer.py"), str(barrier), *map(str, c)], cwd=ROOT,
-                              env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(TESTS / "racer.py"), str(barrier), *map(str, c)],
+            cwd=ROOT,
+            env=env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for c in commands
+    ]
     deadline = time.monotonic() + timeout
     while len(list(tmp.glob(f"{barrier.name}.ready.*"))) < len(procs):  # every contender imported and waiting
         assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [p.communicate() for p in procs]
@@ -51,7 +61,9 @@ def error_lines(p: subprocess.CompletedProcess) -> list[str]:
     return [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
 
 
-def check_outcome(procs: list[subprocess.CompletedProcess], key=lambda p: tuple(p.args)) -> list[subprocess.CompletedProcess]:
+def check_outcome(
+    procs: list[subprocess.CompletedProcess], key=lambda p: tuple(p.args)
+) -> list[subprocess.CompletedProcess]:
     """No traceback anywhere; every failure is one error line with exit 2 (another run there, or a run in
     progress); the runs that succeeded all had the same settings. Returns the successful ones."""
     for p in procs:
@@ -92,8 +104,14 @@ def test_a_cache_entry_is_checked_whole_on_read(tmp_path):
     from asyrp.ops.errors import AsyrpUserError
     from asyrp.ops.io import atomic_save
 
-    entry = {"id": "a", "x0": torch.zeros(3, 4, 4), "x_T": torch.zeros(3, 4, 4), "x_rec": torch.zeros(3, 4, 4),
-             "P_orig": torch.zeros(2, 3, 4, 4), "t": torch.tensor([999, 500])}
+    entry = {
+        "id": "a",
+        "x0": torch.zeros(3, 4, 4),
+        "x_T": torch.zeros(3, 4, 4),
+        "x_rec": torch.zeros(3, 4, 4),
+        "P_orig": torch.zeros(2, 3, 4, 4),
+        "t": torch.tensor([999, 500]),
+    }
     atomic_save(entry, tmp_path / "ok.pt")
     assert load_entry(tmp_path / "ok.pt")["id"] == "a"
     atomic_save({k: v for k, v in entry.items() if k != "P_orig"}, tmp_path / "bad.pt")
@@ -142,8 +160,13 @@ def _check_edit_folder(out: Path, refs: dict[str, Path]) -> str:
 @pytest.mark.parametrize("strengths", [["1.0", "0.5", "1.0", "0.5"], ["0.5"] * N], ids=["mixed", "same"])
 def test_edit_runs_started_together_on_one_output_dir(strengths, world, tmp_path):
     out = tmp_path / "out"
-    procs = race(tmp_path, [["edit", *world["args"], f"strength={s}", f"output_dir={out}",
-                             f"hydra.run.dir={tmp_path / f'h{i}'}"] for i, s in enumerate(strengths)])
+    procs = race(
+        tmp_path,
+        [
+            ["edit", *world["args"], f"strength={s}", f"output_dir={out}", f"hydra.run.dir={tmp_path / f'h{i}'}"]
+            for i, s in enumerate(strengths)
+        ],
+    )
     ok = check_outcome(procs, key=_strength)
     setting = _check_edit_folder(out, world["refs"])
     assert {_strength(p) for p in ok} == {setting}  # the folder holds the run that reported success
@@ -156,9 +179,13 @@ def test_edit_runs_started_together_on_one_output_dir(strengths, world, tmp_path
 def test_kill_9_of_the_holder_lets_the_next_run_proceed(world, tmp_path):
     out, marker = tmp_path / "out", tmp_path / "holding"
     args = [*world["args"], "strength=1.0", f"output_dir={out}"]
-    holder = subprocess.Popen([sys.executable, str(TESTS / "racer.py"), "-", "hold", str(marker), *args,
-                               f"hydra.run.dir={tmp_path / 'h0'}"], cwd=ROOT, env=env(), stderr=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen(
+        [sys.executable, str(TESTS / "racer.py"), "-", "hold", str(marker), *args, f"hydra.run.dir={tmp_path / 'h0'}"],
+        cwd=ROOT,
+        env=env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not marker.exists():
@@ -169,8 +196,11 @@ def test_kill_9_of_the_holder_lets_the_next_run_proceed(world, tmp_path):
         first = sorted(p.name for p in out.glob("*.png"))
         # overwrite=true does not reach a folder in use: refused, the holder's PNG stays
         refused = race(tmp_path, [["edit", *args, "overwrite=true", f"hydra.run.dir={tmp_path / 'h1'}"]])[0]
-        assert refused.returncode == 2 and "in progress" in error_lines(refused)[0] \
-            and f"pid {holder.pid}" in error_lines(refused)[0], refused.stderr[-2000:]
+        assert (
+            refused.returncode == 2
+            and "in progress" in error_lines(refused)[0]
+            and f"pid {holder.pid}" in error_lines(refused)[0]
+        ), refused.stderr[-2000:]
         assert first == ["face_0.png"] and sorted(p.name for p in out.glob("*.png")) == first
     finally:
         holder.kill()  # SIGKILL: no cleanup runs, the kernel drops the lock
@@ -190,8 +220,13 @@ TRAIN = ["debug=smoke", "~logger", "callbacks.edit_grid=null", "trainer.limit_va
 def test_train_runs_started_together_on_one_run_dir(tmp_path):
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
     lrs = ["0.1", "0.2", "0.1", "0.2"]
-    procs = race(tmp_path, [["train", *TRAIN, f"model.optimizer.lr={lr}", f"dataset.cache_dir={cache}",
-                             f"hydra.run.dir={run_dir}"] for lr in lrs])
+    procs = race(
+        tmp_path,
+        [
+            ["train", *TRAIN, f"model.optimizer.lr={lr}", f"dataset.cache_dir={cache}", f"hydra.run.dir={run_dir}"]
+            for lr in lrs
+        ],
+    )
     lr_of = lambda p: next(a.split("=")[1] for a in p.args if a.startswith("model.optimizer.lr="))  # noqa: E731
     ok = check_outcome(procs, key=lr_of)
     lr = lr_of(ok[0])
@@ -203,8 +238,11 @@ def test_train_runs_started_together_on_one_run_dir(tmp_path):
     assert f"model.optimizer.lr={lr}" in (run_dir / ".hydra" / "overrides.yaml").read_text()
     assert not (run_dir / claims.LOCK).exists() and not list(run_dir.rglob(".*.tmp"))
     got = torch.load(run_dir / "checkpoints" / "hfunction.pt", weights_only=True)
-    _, ref = train_task.train(compose("train", TRAIN + [f"model.optimizer.lr={lr}", f"dataset.cache_dir={cache}"],
-                                 output_dir=tmp_path / "ref"))
+    _, ref = train_task.train(
+        compose(
+            "train", TRAIN + [f"model.optimizer.lr={lr}", f"dataset.cache_dir={cache}"], output_dir=tmp_path / "ref"
+        )
+    )
     want = ref["module"].hfunc.state_dict()
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert ref["trainer"].global_step == last["global_step"] > 0
@@ -234,9 +272,21 @@ def test_cache_builders_started_together_write_each_entry_once(tmp_path):
 
 # -- discover: one output_dir ---------------------------------------------------------------------------------------
 def discover_args(world, tmp: Path, out: Path, *extra: str) -> list[str]:
-    return ["arch=tiny_ddpm", "method=pca", "method.k=1", f"input_dir={world['dir'] / 'faces'}", "n_images=4",
-            "plan.n_inv=4", "plan.n_gen=4", "plan.t_edit=500", "plan.t_boost=0", "judge=none",
-            f"cache_dir={world['dir'] / 'dcache'}", f"output_dir={out}", *extra]
+    return [
+        "arch=tiny_ddpm",
+        "method=pca",
+        "method.k=1",
+        f"input_dir={world['dir'] / 'faces'}",
+        "n_images=4",
+        "plan.n_inv=4",
+        "plan.n_gen=4",
+        "plan.t_edit=500",
+        "plan.t_boost=0",
+        "judge=none",
+        f"cache_dir={world['dir'] / 'dcache'}",
+        f"output_dir={out}",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -244,28 +294,44 @@ def test_discover_runs_started_together_on_one_output_dir(world, tmp_path):
     """discover claims its output folder like train and edit: of four runs started together one writes the
     directions, the others are refused in one line (in progress, or the directions are there already)."""
     out = tmp_path / "out"
-    procs = race(tmp_path, [["discover", *discover_args(world, tmp_path, out, f"hydra.run.dir={tmp_path / f'h{i}'}")]
-                            for i in range(N)])
+    procs = race(
+        tmp_path,
+        [["discover", *discover_args(world, tmp_path, out, f"hydra.run.dir={tmp_path / f'h{i}'}")] for i in range(N)],
+    )
     for p in procs:
         assert "Traceback" not in p.stderr, p.stderr[-3000:]
         if p.returncode != 0:
             (err,) = error_lines(p)
-            assert p.returncode == 2 and ("a discover run with the same settings is in progress there" in err
-                                          or "already holds directions" in err), err
+            assert p.returncode == 2 and (
+                "a discover run with the same settings is in progress there" in err or "already holds directions" in err
+            ), err
     assert sum(p.returncode == 0 for p in procs) == 1, [(p.returncode, error_lines(p)) for p in procs]
     assert any("in progress" in e for p in procs for e in error_lines(p)), [error_lines(p) for p in procs]
     summary = json.loads((out / "directions.json").read_text())
-    assert sorted(p.name for p in out.iterdir()) == sorted([r["file"] for r in summary["directions"]] +
-                                                            ["directions.json", "grid.png"])  # no lock, no tmp
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [r["file"] for r in summary["directions"]] + ["directions.json", "grid.png"]
+    )  # no lock, no tmp
 
 
 @pytest.mark.slow
 def test_kill_9_of_a_discover_holder_lets_the_next_run_take_over(world, tmp_path):
     out, marker = tmp_path / "out", tmp_path / "holding"
     args = discover_args(world, tmp_path, out, "overwrite=true")
-    holder = subprocess.Popen([sys.executable, str(TESTS / "racer.py"), "-", "hold_discover", str(marker), *args,
-                               f"hydra.run.dir={tmp_path / 'h0'}"], cwd=ROOT, env=env(), stderr=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            str(TESTS / "racer.py"),
+            "-",
+            "hold_discover",
+            str(marker),
+            *args,
+            f"hydra.run.dir={tmp_path / 'h0'}",
+        ],
+        cwd=ROOT,
+        env=env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while not marker.exists():
@@ -276,8 +342,10 @@ def test_kill_9_of_a_discover_holder_lets_the_next_run_take_over(world, tmp_path
         held = sorted(p.name for p in out.iterdir())
         # overwrite=true does not reach a folder in use: refused in one line naming the holder, nothing touched
         refused = race(tmp_path, [["discover", *args, f"hydra.run.dir={tmp_path / 'h1'}"]])[0]
-        want = (f"error: {out} is in use: a discover run with the same settings is in progress there (pid "
-                f"{holder.pid} on {rec['host']}, since {rec['since']}); wait for it to end, or choose another output_dir")
+        want = (
+            f"error: {out} is in use: a discover run with the same settings is in progress there (pid "
+            f"{holder.pid} on {rec['host']}, since {rec['since']}); wait for it to end, or choose another output_dir"
+        )
         assert refused.returncode == 2 and error_lines(refused) == [want], refused.stderr[-2000:]
         assert sorted(p.name for p in out.iterdir()) == held
     finally:
@@ -286,6 +354,8 @@ def test_kill_9_of_a_discover_holder_lets_the_next_run_take_over(world, tmp_path
     assert holder.returncode == -signal.SIGKILL and (out / claims.LOCK).exists()  # the dead holder's record stays
     nxt = race(tmp_path, [["discover", *args, f"hydra.run.dir={tmp_path / 'h2'}"]])[0]
     assert nxt.returncode == 0 and "Traceback" not in nxt.stderr, nxt.stderr[-3000:]
-    assert f"taking over a claim left by a process that ended without releasing it (pid {holder.pid}" in \
-        nxt.stdout + nxt.stderr
+    assert (
+        f"taking over a claim left by a process that ended without releasing it (pid {holder.pid}"
+        in nxt.stdout + nxt.stderr
+    )
     assert (out / "directions.json").is_file() and not (out / claims.LOCK).exists()

@@ -2,6 +2,7 @@
 of memory, Ctrl-C / SIGTERM, a missing optional package. Each is raised with its real exception type at the real
 place of a real process (tests/faults.py, or a real tmpfs), and each test checks the one line, the exit code, that
 no partial file is left, and that the same command then resumes."""
+
 from __future__ import annotations
 
 import errno
@@ -20,8 +21,8 @@ import pytest
 import torch
 from helpers import images, tiny_hfunction_file
 
-import asyrp.tasks.train as train_task
 import asyrp.build as build
+import asyrp.tasks.train as train_task
 from asyrp.config import compose
 from asyrp.ops import faults
 from asyrp.ops.cli import run_cli
@@ -33,15 +34,24 @@ SMOKE = ["debug=smoke", "logger=csv", "callbacks.edit_grid=null", "trainer.limit
 
 
 def env(**extra) -> dict:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("ASYRP_TEST_") and k not in ("ASYRP_DEBUG", "HYDRA_FULL_ERROR")}
+    e = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("ASYRP_TEST_") and k not in ("ASYRP_DEBUG", "HYDRA_FULL_ERROR")
+    }
     return dict(e, WANDB_MODE="offline", OMP_NUM_THREADS="1", PYTHONPATH=f"{TESTS}:{ROOT}", **extra)
 
 
 def run(script: str, *args, timeout=240, **faults) -> subprocess.CompletedProcess:
     """``script`` (an entry point) with the faults of tests/faults.py switched on by ``faults`` (ASYRP_TEST_*)."""
-    return subprocess.run([sys.executable, str(TESTS / "faults.py"), "run", script, *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout,
-                          env=env(**{f"ASYRP_TEST_{k}": str(v) for k, v in faults.items()}))
+    return subprocess.run(
+        [sys.executable, str(TESTS / "faults.py"), "run", script, *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env(**{f"ASYRP_TEST_{k}": str(v) for k, v in faults.items()}),
+    )
 
 
 def error_line(p: subprocess.CompletedProcess) -> str:
@@ -69,8 +79,16 @@ def world(tmp_path_factory):
 
 
 def edit_args(world, out: Path, *extra, run_dir: Path | None = None) -> list[str]:
-    return ["arch=tiny_ddpm", f"checkpoint={world['hf']}", f"input_dir={world['faces']}", "batch_size=1",
-            "progress=false", f"output_dir={out}", f"hydra.run.dir={run_dir or out.parent / 'hydra'}", *extra]
+    return [
+        "arch=tiny_ddpm",
+        f"checkpoint={world['hf']}",
+        f"input_dir={world['faces']}",
+        "batch_size=1",
+        "progress=false",
+        f"output_dir={out}",
+        f"hydra.run.dir={run_dir or out.parent / 'hydra'}",
+        *extra,
+    ]
 
 
 def manifest(out: Path) -> dict:
@@ -83,14 +101,19 @@ def test_disk_full_while_editing_names_the_file_then_rerun_resumes(tmp_path, wor
     p = run("edit.py", *edit_args(world, out), ENOSPC="face_1.png")
     assert p.returncode == faults.EXIT_NO_SPACE == 3
     line = error_line(p)
-    assert re.search(rf"no space left on device while writing {re.escape(str(out / 'face_1.png'))} \(\d+ bytes; "
-                     r"[\d.]+ \w+ free there\): nothing was half-written", line), line
+    assert re.search(
+        rf"no space left on device while writing {re.escape(str(out / 'face_1.png'))} \(\d+ bytes; "
+        r"[\d.]+ \w+ free there\): nothing was half-written",
+        line,
+    ), line
     assert f"rerun the same command with output_dir={out}" in line and "output_dir=<folder>" in line
     assert sorted(f.name for f in out.iterdir()) == ["face_0.png", "manifest.json"] and no_tmp_files(out)
     p = run("edit.py", *edit_args(world, out))  # the same command, space freed: only the missing images
     assert p.returncode == 0, p.stderr[-2000:]
     assert "1 of 3 images already done" in p.stdout + p.stderr
-    assert manifest(out)["complete"] and sorted(f.name for f in out.glob("face_*.png")) == [f"face_{i}.png" for i in range(3)]
+    assert manifest(out)["complete"] and sorted(f.name for f in out.glob("face_*.png")) == [
+        f"face_{i}.png" for i in range(3)
+    ]
 
 
 def test_disk_full_while_training_writes_a_checkpoint_then_rerun_resumes(tmp_path):
@@ -117,8 +140,19 @@ def test_disk_full_while_training_writes_a_checkpoint_then_rerun_resumes(tmp_pat
 def _unshare_ok() -> bool:
     if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
         return False
-    return subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt 2>/dev/null || "
-                           "mount -t tmpfs -o size=64k tmpfs \"$HOME\""], capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            [
+                "unshare",
+                "-rm",
+                "sh",
+                "-c",
+                'mount -t tmpfs -o size=64k tmpfs /mnt 2>/dev/null || mount -t tmpfs -o size=64k tmpfs "$HOME"',
+            ],
+            capture_output=True,
+        ).returncode
+        == 0
+    )
 
 
 @pytest.mark.slow
@@ -133,12 +167,16 @@ def test_real_full_and_read_only_disks(tmp_path, world):
         d.mkdir()
     out = mnt / "edited"
     py = f"{sys.executable} {TESTS / 'faults.py'} run edit.py"
-    cmds = {"1": " ".join(edit_args(world, out, "grid_rows=0", run_dir=keep / "run")),
-            "3": " ".join(edit_args(world, ro / "edited", run_dir=ro / "run")),
-            "4": " ".join(edit_args(world, keep / "edited4", run_dir=tiny / "run"))}
+    cmds = {
+        "1": " ".join(edit_args(world, out, "grid_rows=0", run_dir=keep / "run")),
+        "3": " ".join(edit_args(world, ro / "edited", run_dir=ro / "run")),
+        "4": " ".join(edit_args(world, keep / "edited4", run_dir=tiny / "run")),
+    }
     cmds["2"] = cmds["1"]
-    script = f"mount -t tmpfs -o size=12k tmpfs {mnt} && mount -t tmpfs -o ro,size=64k tmpfs {ro} && " \
-             f"mount -t tmpfs -o size=16k tmpfs {tiny} || exit 99\n"
+    script = (
+        f"mount -t tmpfs -o size=12k tmpfs {mnt} && mount -t tmpfs -o ro,size=64k tmpfs {ro} && "
+        f"mount -t tmpfs -o size=16k tmpfs {tiny} || exit 99\n"
+    )
     for k in ("1", "2", "3", "4"):
         if k == "2":
             script += f"mount -o remount,size=1m {mnt}\n"
@@ -146,13 +184,20 @@ def test_real_full_and_read_only_disks(tmp_path, world):
         script += f"ls -a {out} > {keep}/{k}.ls 2>/dev/null; ls -a {tiny} {ro} > {keep}/{k}.other\n"
     p = subprocess.run(["unshare", "-rm", "sh", "-c", script], env=env(), capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
-    res = {k: subprocess.CompletedProcess([], int((keep / f"{k}.rc").read_text()), (keep / f"{k}.out").read_text(),
-                                          (keep / f"{k}.err").read_text()) for k in cmds}
+    res = {
+        k: subprocess.CompletedProcess(
+            [], int((keep / f"{k}.rc").read_text()), (keep / f"{k}.out").read_text(), (keep / f"{k}.err").read_text()
+        )
+        for k in cmds
+    }
     # (1) PNGs of a random net are ~1-3 KB: with the manifest, not all three fit in 12 KB
     assert res["1"].returncode == 3, res["1"].stderr[-2000:]
     line = error_line(res["1"])
-    assert re.search(rf"no space left on device while writing {re.escape(str(out))}/\S+ \([\d.]+ (bytes|KB); "
-                     r"[\d.]+ (bytes|KB) free there\): nothing was half-written", line), line
+    assert re.search(
+        rf"no space left on device while writing {re.escape(str(out))}/\S+ \([\d.]+ (bytes|KB); "
+        r"[\d.]+ (bytes|KB) free there\): nothing was half-written",
+        line,
+    ), line
     listed = (keep / "1.ls").read_text().split()
     assert not [n for n in listed if n.endswith(".tmp")] and "manifest.json" in listed
     n_done = len([n for n in listed if n.endswith(".png")])
@@ -160,16 +205,23 @@ def test_real_full_and_read_only_disks(tmp_path, world):
     # (2) the same command on the larger disk
     assert res["2"].returncode == 0, res["2"].stderr[-2000:]
     assert f"{n_done} of 3 images already done" in res["2"].stdout + res["2"].stderr
-    assert sorted(n for n in (keep / "2.ls").read_text().split() if n.endswith(".png")) == [f"face_{i}.png" for i in range(3)]
+    assert sorted(n for n in (keep / "2.ls").read_text().split() if n.endswith(".png")) == [
+        f"face_{i}.png" for i in range(3)
+    ]
     # (3) read-only, (4) full: Hydra's run folder is checked before it writes its config files
     assert res["3"].returncode == faults.EXIT_PERMISSION == 4
     line = error_line(res["3"])
-    assert line.startswith(f"error: {ro / 'run'} (its parent {ro}) is on a read-only file system: nothing was "
-                           "written. Choose another hydra.run.dir=<folder>"), line
+    assert line.startswith(
+        f"error: {ro / 'run'} (its parent {ro}) is on a read-only file system: nothing was "
+        "written. Choose another hydra.run.dir=<folder>"
+    ), line
     assert res["4"].returncode == 3
     line = error_line(res["4"])
-    assert re.match(rf"error: no space left on device while writing {re.escape(str(tiny / 'run'))} \(64\.0 KB; "
-                    r"\d+\.\d KB free there\)", line), line
+    assert re.match(
+        rf"error: no space left on device while writing {re.escape(str(tiny / 'run'))} \(64\.0 KB; "
+        r"\d+\.\d KB free there\)",
+        line,
+    ), line
     assert (keep / "4.other").read_text().split().count(".") == 2 and len((keep / "4.other").read_text().split()) == 6
 
 
@@ -203,8 +255,10 @@ def test_unwritable_folders_are_found_before_any_work(code, tmp_path, monkeypatc
     assert ex.value.code == 4
     line = capsys.readouterr().err.strip()
     want = "is on a read-only file system" if code == errno.EROFS else "is not writable (permission denied)"
-    assert line.startswith(f"error: {tmp_path / 'run'} (its parent {tmp_path}) {want}: nothing was written. "
-                           "Choose another hydra.run.dir=<folder>"), line
+    assert line.startswith(
+        f"error: {tmp_path / 'run'} (its parent {tmp_path}) {want}: nothing was written. "
+        "Choose another hydra.run.dir=<folder>"
+    ), line
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
@@ -213,15 +267,19 @@ def test_cuda_oom_retries_the_batch_at_half_size_once(tmp_path, world):
     out = tmp_path / "edited"
     p = run("edit.py", *edit_args(world, out, "batch_size=2"), OOM="cuda:1")  # batches of 2 do not fit, 1 does
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "out of memory on cpu editing images 1-2 of the 3 to do: retrying at batch_size=1 (once; pass " \
-           "batch_size=1 to start there)" in p.stdout + p.stderr
+    assert (
+        "out of memory on cpu editing images 1-2 of the 3 to do: retrying at batch_size=1 (once; pass "
+        "batch_size=1 to start there)" in p.stdout + p.stderr
+    )
     assert manifest(out)["complete"] and len(list(out.glob("face_*.png"))) == 3
     p = run("edit.py", *edit_args(world, tmp_path / "e2", "batch_size=4"), OOM="cuda:1")  # 4 -> 2 still fails
     assert p.returncode == faults.EXIT_MEMORY == 5
     line = error_line(p)
-    assert line.startswith("error: out of GPU memory while editing images 1-2 of the 3 to do (retried at half the "
-                           "batch size): lower batch_size (now 2) or free memory, then rerun the same command with "
-                           f"output_dir={tmp_path / 'e2'}"), line
+    assert line.startswith(
+        "error: out of GPU memory while editing images 1-2 of the 3 to do (retried at half the "
+        "batch size): lower batch_size (now 2) or free memory, then rerun the same command with "
+        f"output_dir={tmp_path / 'e2'}"
+    ), line
 
 
 def test_cpu_oom_names_the_batch_to_lower_then_rerun_resumes(tmp_path, world):
@@ -231,7 +289,9 @@ def test_cpu_oom_names_the_batch_to_lower_then_rerun_resumes(tmp_path, world):
     p = run("edit.py", *edit_args(world, out), OOM="cpu:2")
     assert p.returncode == 5
     line = error_line(p)
-    assert line.startswith("error: out of CPU memory while editing images 2-2 of the 3 to do: lower batch_size (now 1)"), line
+    assert line.startswith(
+        "error: out of CPU memory while editing images 2-2 of the 3 to do: lower batch_size (now 1)"
+    ), line
     assert [f.name for f in out.glob("face_*.png")] == ["face_0.png"] and no_tmp_files(out)
     p = run("edit.py", *edit_args(world, out))
     assert p.returncode == 0 and "1 of 3 images already done" in p.stdout + p.stderr
@@ -245,14 +305,21 @@ def test_memory_error_in_training_names_dataset_batch_size(capsys):
     with pytest.raises(SystemExit) as ex:
         run_cli(train)
     assert ex.value.code == 5
-    assert capsys.readouterr().err.startswith("error: out of CPU memory while training: lower dataset.batch_size (now 8)")
+    assert capsys.readouterr().err.startswith(
+        "error: out of CPU memory while training: lower dataset.batch_size (now 8)"
+    )
 
 
 # == interruption ===================================================================================================
 def start(script: str, *args, **faults) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(TESTS / "faults.py"), "run", script, *map(str, args)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=env(**{f"ASYRP_TEST_{k}": str(v) for k, v in faults.items()}))
+    return subprocess.Popen(
+        [sys.executable, str(TESTS / "faults.py"), "run", script, *map(str, args)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(**{f"ASYRP_TEST_{k}": str(v) for k, v in faults.items()}),
+    )
 
 
 def wait_for(proc: subprocess.Popen, marker: str, seen: list[str], timeout: float = 180) -> None:
@@ -283,9 +350,11 @@ def test_ctrl_c_while_editing_stops_after_the_batch_then_rerun_resumes(tmp_path,
     assert p.returncode == 130
     assert "Ctrl-C: stopping at the next safe point" in p.stdout + p.stderr
     line = error_line(p)
-    assert line == (f"error: interrupted (Ctrl-C) stopped at a safe point; 1 of 3 images are finished in {out} "
-                    f"(manifest.json lists them). To resume, rerun the same command with output_dir={out}: it edits "
-                    "only the images not done yet"), line
+    assert line == (
+        f"error: interrupted (Ctrl-C) stopped at a safe point; 1 of 3 images are finished in {out} "
+        f"(manifest.json lists them). To resume, rerun the same command with output_dir={out}: it edits "
+        "only the images not done yet"
+    ), line
     assert [f.name for f in out.glob("face_*.png")] == ["face_0.png"] and no_tmp_files(out)
     assert [it["id"] for it in manifest(out)["inputs"] if it["done"]] == ["face_0"]
     p = run("edit.py", *edit_args(world, out))
@@ -308,9 +377,11 @@ def test_sigterm_while_training_writes_last_ckpt_then_rerun_resumes(tmp_path):
     step = torch.load(last, weights_only=True, map_location="cpu")["global_step"]
     assert step == 6, p.stderr[-3000:]  # not 2: the batch under way finished, and epoch 0 is not cut at its end
     line = error_line(p)
-    assert line == (f"error: terminated (SIGTERM) while training: stopped at a safe point; {last} holds step 6. To "
-                    f"resume, rerun the same command with hydra.run.dir={run_dir}: it resumes from {last} (the inversion "
-                    "cache keeps every finished entry)"), line
+    assert line == (
+        f"error: terminated (SIGTERM) while training: stopped at a safe point; {last} holds step 6. To "
+        f"resume, rerun the same command with hydra.run.dir={run_dir}: it resumes from {last} (the inversion "
+        "cache keeps every finished entry)"
+    ), line
     assert no_tmp_files(run_dir)
     p = run("train.py", *args)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -333,8 +404,10 @@ def test_second_ctrl_c_stops_at_once_during_the_cache_build(tmp_path):
     assert p.returncode == 130, p.stderr[-3000:]
     line = error_line(p)
     assert line.startswith("error: interrupted (Ctrl-C) while building the inversion cache (entries 1-4 of 4, in ")
-    assert "stopped at once (second signal); every file written so far is complete. To resume, rerun the same " \
-           f"command with hydra.run.dir={run_dir}" in line, line
+    assert (
+        "stopped at once (second signal); every file written so far is complete. To resume, rerun the same "
+        f"command with hydra.run.dir={run_dir}" in line
+    ), line
     entries = list(cache.rglob("*.pt"))
     assert len(entries) == 1 and no_tmp_files(cache)
     mtime = entries[0].stat().st_mtime_ns
@@ -349,8 +422,14 @@ def test_ctrl_c_during_a_sweep_stops_the_trial_then_the_rerun_reuses_the_cache(t
     last.ckpt written) and the sweep with exit 130. The same command then runs both trials: the seeded sampler
     proposes trial 0 again, which resumes from its last.ckpt, and the inversion cache is reused."""
     cache = tmp_path / "cache"
-    args = ["-m", "hparams_search=asyrp_optuna", *[a for a in SMOKE if "limit_val" not in a], "model.n_iter=2",
-            f"dataset.cache_dir={cache}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    args = [
+        "-m",
+        "hparams_search=asyrp_optuna",
+        *[a for a in SMOKE if "limit_val" not in a],
+        "model.n_iter=2",
+        f"dataset.cache_dir={cache}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
     last = tmp_path / "sweep" / "0" / "checkpoints" / "last.ckpt"
     proc, seen = start("train.py", *args, PAUSE="last.ckpt:1"), []
     wait_for(proc, "PAUSED last.ckpt", seen)
@@ -358,10 +437,12 @@ def test_ctrl_c_during_a_sweep_stops_the_trial_then_the_rerun_reuses_the_cache(t
     p = finish(proc, seen)
     assert p.returncode == 130, p.stderr[-3000:]
     line = error_line(p)
-    assert line.startswith(f"error: interrupted (Ctrl-C) while training: stopped at a safe point; "
-                           f"{last} holds step 6. To resume, rerun the same command with hydra.sweep.dir="
-                           f"{tmp_path / 'sweep'} (trial 0 stopped): the study was in memory and starts anew; a trial "
-                           "with the same settings as before (a seeded sampler repeats them) resumes from its folder"), line
+    assert line.startswith(
+        f"error: interrupted (Ctrl-C) while training: stopped at a safe point; "
+        f"{last} holds step 6. To resume, rerun the same command with hydra.sweep.dir="
+        f"{tmp_path / 'sweep'} (trial 0 stopped): the study was in memory and starts anew; a trial "
+        "with the same settings as before (a seeded sampler repeats them) resumes from its folder"
+    ), line
     assert not (tmp_path / "sweep" / "1").exists() and no_tmp_files(tmp_path)
     mtimes = {q: q.stat().st_mtime_ns for q in cache.rglob("*.pt")}
     assert len(mtimes) == 4
@@ -374,31 +455,55 @@ def test_ctrl_c_during_a_sweep_stops_the_trial_then_the_rerun_reuses_the_cache(t
 
 # == missing optional packages ======================================================================================
 def test_sweep_without_the_optuna_plugin_names_the_extra(tmp_path):
-    p = run("train.py", "hparams_search=asyrp_optuna", *SMOKE, f"hydra.sweep.dir={tmp_path / 'sweep'}",
-            HIDE="hydra_plugins.hydra_optuna_sweeper,optuna")
+    p = run(
+        "train.py",
+        "hparams_search=asyrp_optuna",
+        *SMOKE,
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        HIDE="hydra_plugins.hydra_optuna_sweeper,optuna",
+    )
     assert p.returncode == faults.EXIT_PACKAGE == 6
-    assert error_line(p) == ("error: hparams_search=asyrp_optuna (the Optuna sweeper plugin) needs the package "
-                             "hydra-optuna-sweeper, which is not installed: pip install 'asyrp[sweep]' (or pip install "
-                             "hydra-optuna-sweeper), then rerun the same command")
+    assert error_line(p) == (
+        "error: hparams_search=asyrp_optuna (the Optuna sweeper plugin) needs the package "
+        "hydra-optuna-sweeper, which is not installed: pip install 'asyrp[sweep]' (or pip install "
+        "hydra-optuna-sweeper), then rerun the same command"
+    )
     assert not (tmp_path / "sweep").exists()
 
 
 def test_wandb_logger_without_wandb_names_the_extra(tmp_path):
     run_dir = tmp_path / "run"
-    p = run("train.py", *[a for a in SMOKE if not a.startswith("logger=")], "logger=wandb",
-            f"dataset.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}", HIDE="wandb")
+    p = run(
+        "train.py",
+        *[a for a in SMOKE if not a.startswith("logger=")],
+        "logger=wandb",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+        HIDE="wandb",
+    )
     assert p.returncode == 6
-    assert error_line(p) == ("error: the W&B logger (logger=wandb) needs the package wandb, which is not installed: "
-                             "pip install 'asyrp[wandb]' (or pip install wandb), then rerun the same command")
+    assert error_line(p) == (
+        "error: the W&B logger (logger=wandb) needs the package wandb, which is not installed: "
+        "pip install 'asyrp[wandb]' (or pip install wandb), then rerun the same command"
+    )
     assert not run_dir.exists() and not (tmp_path / "cache").exists()  # nothing ran: the run folder is removed
 
 
-@pytest.mark.parametrize("raise_it, needle", [
-    (lambda: (_ for _ in ()).throw(ModuleNotFoundError("No module named 'lpips'", name="lpips")),
-     "the LPIPS distance needs the package lpips, which is not installed: pip install 'asyrp[lpips]'"),
-    (lambda: __import__("asyrp.interval", fromlist=["x"]).LPIPSDistance(backbone_weights="/nonexistent/alex.pth"),
-     "LPIPS(alex) needs the torchvision ImageNet weights of alexnet at /nonexistent/alex.pth (not found)"),
-])
+@pytest.mark.parametrize(
+    "raise_it, needle",
+    [
+        (
+            lambda: (_ for _ in ()).throw(ModuleNotFoundError("No module named 'lpips'", name="lpips")),
+            "the LPIPS distance needs the package lpips, which is not installed: pip install 'asyrp[lpips]'",
+        ),
+        (
+            lambda: __import__("asyrp.interval", fromlist=["x"]).LPIPSDistance(
+                backbone_weights="/nonexistent/alex.pth"
+            ),
+            "LPIPS(alex) needs the torchvision ImageNet weights of alexnet at /nonexistent/alex.pth (not found)",
+        ),
+    ],
+)
 def test_lpips_missing_is_one_line_exit_6(raise_it, needle, capsys):
     with pytest.raises(SystemExit) as ex:
         run_cli(raise_it)
@@ -427,8 +532,13 @@ def test_full_disk_under_the_log_file_is_one_warning_and_the_run_goes_on(tmp_pat
         logging.getLogger("asyrp.test").warning("one")
         logging.getLogger("asyrp.test").warning("two")
         err = capsys.readouterr().err
-        assert err.count(f"warning: cannot write the log file {tmp_path / 'train.log'} (no space left on device); "
-                         "logging to it stopped, the run goes on") == 1
+        assert (
+            err.count(
+                f"warning: cannot write the log file {tmp_path / 'train.log'} (no space left on device); "
+                "logging to it stopped, the run goes on"
+            )
+            == 1
+        )
         assert "Traceback" not in err and handler not in root.handlers
     finally:
         root.removeHandler(handler)

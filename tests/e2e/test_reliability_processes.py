@@ -1,6 +1,7 @@
 """The catalogue of bad inputs and faults (docs/reliability.md), run as real processes: train.py and edit.py killed
 with SIGKILL then rerun, secrets kept out of every file a run writes, one-line errors and exit codes from the command
 line. The in-process half of the catalogue is tests/integration/test_reliability.py."""
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,15 @@ def env(**extra) -> dict:
 
 
 def run(*args, timeout=300, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=kw.pop("env", env()), **kw)
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=kw.pop("env", env()),
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +65,25 @@ def test_cli_unknown_arch_and_missing_value_exit_2_one_line(tmp_path, world):
     assert not (tmp_path / "b" / "edited").exists()
 
 
-TRAIN_ARGS = ["debug=smoke", "logger=csv", "dataset.batch_size=1", "model.n_iter=2", "callbacks.edit_grid=null",
-              "trainer.limit_val_batches=0", "callbacks.model_checkpoint.every_n_train_steps=4",
-              "model.scheduler.step_size=1", "model.scheduler.gamma=0.5", "+callbacks.killer._target_=faults.KillAtStep"]
+TRAIN_ARGS = [
+    "debug=smoke",
+    "logger=csv",
+    "dataset.batch_size=1",
+    "model.n_iter=2",
+    "callbacks.edit_grid=null",
+    "trainer.limit_val_batches=0",
+    "callbacks.model_checkpoint.every_n_train_steps=4",
+    "model.scheduler.step_size=1",
+    "model.scheduler.gamma=0.5",
+    "+callbacks.killer._target_=faults.KillAtStep",
+]
 
 
-SECRETS = {"WANDB_API_KEY": "wandb-fake-key-0123456789", "HF_TOKEN": "hf_faketoken_abcdef", "MY_DB_PASSWORD": "hunter2-pw"}
+SECRETS = {
+    "WANDB_API_KEY": "wandb-fake-key-0123456789",
+    "HF_TOKEN": "hf_faketoken_abcdef",
+    "MY_DB_PASSWORD": "hunter2-pw",
+}
 
 
 CFG_SECRET = "cfg-secret-value-987"
@@ -71,8 +92,13 @@ CFG_SECRET = "cfg-secret-value-987"
 @pytest.fixture(scope="module")
 def killed_and_resumed(tmp_path_factory):
     d = tmp_path_factory.mktemp("kill")
-    args = ["train.py", *TRAIN_ARGS, f"dataset.cache_dir={d / 'cache'}", f"hydra.run.dir={d / 'run'}",
-            f"+wandb_api_key={CFG_SECRET}"]
+    args = [
+        "train.py",
+        *TRAIN_ARGS,
+        f"dataset.cache_dir={d / 'cache'}",
+        f"hydra.run.dir={d / 'run'}",
+        f"+wandb_api_key={CFG_SECRET}",
+    ]
     killed = run(*args, env=env(ASYRP_TEST_KILL_AT_STEP="6", **SECRETS))
     last = d / "run" / "checkpoints" / "last.ckpt"
     step_at_kill = torch.load(last, weights_only=True, map_location="cpu")["global_step"] if last.is_file() else None
@@ -92,7 +118,9 @@ def test_sigkill_during_training_then_resume_matches_uninterrupted(killed_and_re
     # the killed run still held the run folder: the kernel dropped its lock, the rerun takes the claim over
     assert "taking over a claim left by a process that ended" in k["resumed"].stderr + k["resumed"].stdout
     args = [a for a in TRAIN_ARGS if "killer" not in a]
-    _, ref = train_task.train(compose("train", args + [f"dataset.cache_dir={k['dir'] / 'cache'}"], output_dir=tmp_path / "ref"))
+    _, ref = train_task.train(
+        compose("train", args + [f"dataset.cache_dir={k['dir'] / 'cache'}"], output_dir=tmp_path / "ref")
+    )
     assert ref["trainer"].global_step == 16
     got = torch.load(k["dir"] / "run" / "checkpoints" / "hfunction.pt", weights_only=True)["state_dict"]
     want = ref["module"].hfunc.state_dict()
@@ -119,9 +147,17 @@ def test_no_secret_reaches_any_file_the_run_wrote(killed_and_resumed):
 def test_no_secret_reaches_the_wandb_run_files(tmp_path):
     """W&B stores the command line (sys.argv) with the run: a key passed as an override must arrive redacted."""
     run_dir = tmp_path / "run"
-    p = run("train.py", "debug=smoke", "logger=wandb", "callbacks.edit_grid=null", "trainer.limit_val_batches=0",
-            f"dataset.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}", f"+wandb_api_key={CFG_SECRET}",
-            env=env(**SECRETS))
+    p = run(
+        "train.py",
+        "debug=smoke",
+        "logger=wandb",
+        "callbacks.edit_grid=null",
+        "trainer.limit_val_batches=0",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+        f"+wandb_api_key={CFG_SECRET}",
+        env=env(**SECRETS),
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     records = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(records) == 1
@@ -157,8 +193,14 @@ def test_sigkill_during_edit_then_rerun_completes_only_the_missing(tmp_path, wor
     faces.mkdir()
     for i, img in enumerate(images(5, size=32, seed=3)):
         atomic_write_png(img, faces / f"img_{i}.png")
-    args = ["arch=tiny_ddpm", f"checkpoint={world['hf']}", f"input_dir={faces}", "batch_size=2", "progress=false",
-            f"hydra.run.dir={tmp_path / 'run'}"]
+    args = [
+        "arch=tiny_ddpm",
+        f"checkpoint={world['hf']}",
+        f"input_dir={faces}",
+        "batch_size=2",
+        "progress=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     p = run(TESTS / "faults.py", "edit", 3, *args)  # killed after the 3rd PNG: batch 2 half written
     assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
     out = tmp_path / "run" / "edited"
@@ -185,8 +227,12 @@ def test_train_cli_refuses_another_runs_folder_before_hydra_writes(tmp_path):
     (run_dir / ".hydra" / "config.yaml").write_text("theirs: 1\n")
     p = run("train.py", "debug=smoke", f"hydra.run.dir={run_dir}", timeout=120)
     err = [ln for ln in p.stderr.splitlines() if ln.strip()]
-    assert p.returncode == 2 and len(err) == 1 and "already holds the outputs of another training run" in err[0] \
-        and "overwrite=true" in err[0], p.stderr[-2000:]
+    assert (
+        p.returncode == 2
+        and len(err) == 1
+        and "already holds the outputs of another training run" in err[0]
+        and "overwrite=true" in err[0]
+    ), p.stderr[-2000:]
     assert (run_dir / ".hydra" / "config.yaml").read_text() == "theirs: 1\n"
     assert sorted(q.name for q in run_dir.iterdir()) == [".asyrp_run.json", ".hydra"]
 
@@ -194,8 +240,13 @@ def test_train_cli_refuses_another_runs_folder_before_hydra_writes(tmp_path):
 def test_a_run_stopped_by_a_user_error_leaves_no_run_folder(tmp_path):
     """No partial output: the folder Hydra made for a run that failed validation is removed again; one that
     existed before is kept untouched."""
-    p = run("edit.py", "arch=tiny_ddpm", f"checkpoint={tmp_path / 'missing.pt'}", f"input_dir={tmp_path}",
-            f"hydra.run.dir={tmp_path / 'run'}")
+    p = run(
+        "edit.py",
+        "arch=tiny_ddpm",
+        f"checkpoint={tmp_path / 'missing.pt'}",
+        f"input_dir={tmp_path}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert p.returncode == 2, p.stderr[-2000:]
     assert p.stderr.strip().splitlines()[-1].startswith("error: h-function checkpoint not found")
     assert "Traceback" not in p.stderr
@@ -203,7 +254,12 @@ def test_a_run_stopped_by_a_user_error_leaves_no_run_folder(tmp_path):
     keep = tmp_path / "old"
     keep.mkdir()
     (keep / "mine.txt").write_text("x")
-    p = run("edit.py", "arch=tiny_ddpm", f"checkpoint={tmp_path / 'missing.pt'}", f"input_dir={tmp_path}",
-            f"hydra.run.dir={keep}")
+    p = run(
+        "edit.py",
+        "arch=tiny_ddpm",
+        f"checkpoint={tmp_path / 'missing.pt'}",
+        f"input_dir={tmp_path}",
+        f"hydra.run.dir={keep}",
+    )
     assert p.returncode == 2
     assert (keep / "mine.txt").read_text() == "x"

@@ -1,6 +1,7 @@
 """The entry points and scripts run as a user runs them, one subprocess each: output in a pipe, exit codes and one-line
 errors, the interval and recipes scripts, a tiny Optuna sweep. Each test was moved here from the unit or integration
 file of the module it exercises (progress, edit, app, synthfaces data, interval, sweep)."""
+
 from __future__ import annotations
 
 import csv
@@ -33,10 +34,24 @@ def test_train_and_edit_print_progress_lines_into_a_pipe(tmp_path):
     env = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="1", ASYRP_PROGRESS_EVERY="0")
     env.pop("ASYRP_PROGRESS", None)
     out = tmp_path / "run"
-    p = subprocess.run([sys.executable, "train.py", "debug=smoke", "~logger", "callbacks.edit_grid=null",
-                        "trainer.enable_progress_bar=true",  # smoke switches it off
-                        f"dataset.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}"],
-                       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "debug=smoke",
+            "~logger",
+            "callbacks.edit_grid=null",
+            "trainer.enable_progress_bar=true",  # smoke switches it off
+            f"dataset.cache_dir={tmp_path / 'cache'}",
+            f"hydra.run.dir={out}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stdout[-3000:]
     lines = p.stdout.splitlines()
     cache = [s for s in lines if "inversion cache: " in s]
@@ -44,9 +59,23 @@ def test_train_and_edit_print_progress_lines_into_a_pipe(tmp_path):
     assert cache and "/4 img" in cache[-1] and cache[-1].endswith("(done)")
     assert train and "ETA" in train[0] and "step=" in train[0] and "loss" in train[0] and train[-1].endswith("(done)")
     assert "\r" not in p.stdout  # no bar redraws in a pipe
-    p = subprocess.run([sys.executable, "edit.py", "arch=tiny_ddpm", f"checkpoint={out / 'checkpoints' / 'hfunction.pt'}",
-                        "n_random=2", "batch_size=1", f"hydra.run.dir={tmp_path / 'edit'}"],
-                       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "edit.py",
+            "arch=tiny_ddpm",
+            f"checkpoint={out / 'checkpoints' / 'hfunction.pt'}",
+            "n_random=2",
+            "batch_size=1",
+            f"hydra.run.dir={tmp_path / 'edit'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stdout[-3000:]
     edit = [s for s in p.stdout.splitlines() if "edit: " in s and " img" in s]
     assert edit and edit[0].split("edit: ")[1].startswith("1/2 img") and edit[-1].endswith("(done)")
@@ -56,9 +85,21 @@ def test_train_and_edit_print_progress_lines_into_a_pipe(tmp_path):
 def test_edit_script_exit_code(tmp_path, faces):
     # one error line, exit 2, no traceback, nothing written
     env = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "edit.py", "arch=tiny_ddpm", f"checkpoint={tmp_path / 'missing.pt'}",
-                           f"input_dir={faces}", f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "edit.py",
+            "arch=tiny_ddpm",
+            f"checkpoint={tmp_path / 'missing.pt'}",
+            f"input_dir={faces}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "h-function checkpoint not found" in proc.stderr
 
@@ -67,8 +108,14 @@ def test_edit_script_exit_code(tmp_path, faces):
 def test_missing_default_hfunction_says_how_to_make_it(tmp_path):
     pytest.importorskip("gradio")  # app.py without it is another error (exit 6)
     env = dict(os.environ, ASYRP_ROOT=str(tmp_path), OMP_NUM_THREADS="1", GRADIO_ANALYTICS_ENABLED="False")
-    p = subprocess.run([sys.executable, str(ROOT / "app.py"), f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "app.py"), f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     err = [s for s in p.stderr.splitlines() if s.startswith("error:")]
     assert p.returncode == 2 and len(err) == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert "demo/train/checkpoints/hfunction.pt" in err[0] and "make demo" in err[0]
@@ -86,8 +133,12 @@ def test_folder_writer_only_and_a_contradiction(tmp_path):
     from asyrp.synthfaces.data import write_split
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "asyrp.synthfaces.data", "--n-test", "0", *args],
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "asyrp.synthfaces.data", "--n-test", "0", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     assert cli("--out", str(tmp_path / "s"), "--only", "mouth=smiling", "--n-train", "3").returncode == 0
     attrs = json.loads((tmp_path / "s" / "train" / "attributes.json").read_text())
@@ -109,10 +160,29 @@ def test_interval_script_runs_offline(tmp_path):
         arr = ((img.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
         Image.fromarray(arr).save(folder / f"{i}.png")
     out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "experiments" / "interval.py"), "--tiny", "--images", str(folder),
-           "--image-size", "16", "--distance", "rmse", "--stride", "111", "--out", str(out)]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300,
-                       env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    cmd = [
+        sys.executable,
+        str(ROOT / "experiments" / "interval.py"),
+        "--tiny",
+        "--images",
+        str(folder),
+        "--image-size",
+        "16",
+        "--distance",
+        "rmse",
+        "--stride",
+        "111",
+        "--out",
+        str(out),
+    ]
+    r = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
     assert r.returncode == 0, r.stderr
     curves = IntervalCurves.load_csv(out / "interval_curves.csv")
     assert curves.t == list(range(0, 1000, 111)) and curves.n_images == 3
@@ -132,10 +202,25 @@ def test_tiny_edit_quality_sweep_tables_every_trial_and_inverts_once(tmp_path):
     sweep = tmp_path / "sweep"
     env = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="1")
     # t0 fixed: the second trial must find every inversion (training and selection images) in the cache
-    proc = subprocess.run([sys.executable, "train.py", "-m", "hparams_search=edit_quality", "experiment=synthfaces_glasses",
-                           "debug=smoke", "plan.t0=999", f"edit_quality.input_dir={select}", f"hydra.sweep.dir={sweep}",
-                           f"paths.cache_dir={tmp_path / 'cache'}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "-m",
+            "hparams_search=edit_quality",
+            "experiment=synthfaces_glasses",
+            "debug=smoke",
+            "plan.t0=999",
+            f"edit_quality.input_dir={select}",
+            f"hydra.sweep.dir={sweep}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(sweep / "edit_quality.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -149,8 +234,9 @@ def test_tiny_edit_quality_sweep_tables_every_trial_and_inverts_once(tmp_path):
         assert float(chosen["edit/objective"]) == max(float(r["edit/objective"]) for r in mine)
     for r in rows:
         assert 0.0 <= float(r["edit/success"]) <= 1.0 and 0.0 <= float(r["edit/preserved"]) <= 1.0
-        assert float(r["edit/objective"]) == pytest.approx(min(float(r["edit/success"]) - 0.8,
-                                                               float(r["edit/preserved"]) - 0.9), abs=1e-3)
+        assert float(r["edit/objective"]) == pytest.approx(
+            min(float(r["edit/success"]) - 0.8, float(r["edit/preserved"]) - 0.9), abs=1e-3
+        )
         assert r["t0"] == "999" and 100 <= int(r["t_edit"]) <= 949 and r["edit/psnr_rec"] and r["edit/clip_direction"]
         assert len(list((Path(r["run_dir"]) / "select_edits").glob("face_*.png"))) == 4 * len(strengths)
     # the searched values differ between the trials and each trial trained with its own
@@ -186,15 +272,43 @@ def test_recipes_script_chooses_strength_on_select_and_reports_test(tmp_path):
             write_split(rev / split, seed=seed, n=2, only={"mouth": "smiling"})
     out = tmp_path / "rec" / "smiling"
     env = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "experiments/recipes.py", "--experiment", "synthfaces_smiling", "--data", str(data),
-           "--out", str(out), "--seeds", "0", "1", "--strengths", "0.5", "1.0", "--reverse-data", str(rev),
-           "--reverse-target", "mouth!=smiling", "--", "dataset.n_images=2", "plan.n_inv=4", "plan.n_gen=4",
-           "model.n_iter=1", "plan.t0=400", "plan.t_edit=200"]
+    cmd = [
+        sys.executable,
+        "experiments/recipes.py",
+        "--experiment",
+        "synthfaces_smiling",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--seeds",
+        "0",
+        "1",
+        "--strengths",
+        "0.5",
+        "1.0",
+        "--reverse-data",
+        str(rev),
+        "--reverse-target",
+        "mouth!=smiling",
+        "--",
+        "dataset.n_images=2",
+        "plan.n_inv=4",
+        "plan.n_gen=4",
+        "model.n_iter=1",
+        "plan.t0=400",
+        "plan.t_edit=200",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     s = json.loads((out / "summary.json").read_text())
-    margins = {st: sorted(next(r["margin"] for r in v["rows"] if r["split"] == "select" and r["strength"] == st)
-                          for v in s["seeds"].values()) for st in (0.5, 1.0)}
+    margins = {
+        st: sorted(
+            next(r["margin"] for r in v["rows"] if r["split"] == "select" and r["strength"] == st)
+            for v in s["seeds"].values()
+        )
+        for st in (0.5, 1.0)
+    }
     assert s["chosen_strength"] == max(margins, key=margins.get)  # leximin: the worst seed first, then the next
     # the reverse edit: the same h-functions at minus the strengths on faces that smile, judged on mouth != smiling
     assert s["reverse_chosen_strength"] in (-0.5, -1.0) and s["reverse_target"] == "mouth!=smiling"

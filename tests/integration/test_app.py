@@ -1,4 +1,5 @@
 """The Gradio editor, driven through gradio_client on a free localhost port (no browser)."""
+
 import os
 import socket
 from pathlib import Path
@@ -12,13 +13,19 @@ gradio = pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from asyrp.app import build_app  # noqa: E402
-from asyrp.tasks.serve import example_images, make_editor  # noqa: E402
-from asyrp.synthfaces.render import write_example_faces  # noqa: E402
+from asyrp.config import compose  # noqa: E402
 from asyrp.hfunctions import FORMAT as HFUNCTION_FORMAT  # noqa: E402
 from asyrp.hfunctions import build_hfunction  # noqa: E402
-from asyrp.config import compose  # noqa: E402
+from asyrp.synthfaces.render import write_example_faces  # noqa: E402
+from asyrp.tasks.serve import example_images, make_editor  # noqa: E402
 
-STEPS = ["plan.n_inv=6", "plan.n_gen=6", "plan.t0=400", "plan.t_edit=200", "plan.t_boost=0"]  # short walks: the test takes seconds
+STEPS = [
+    "plan.n_inv=6",
+    "plan.n_gen=6",
+    "plan.t0=400",
+    "plan.t_edit=200",
+    "plan.t_boost=0",
+]  # short walks: the test takes seconds
 
 
 def _free_port() -> int:
@@ -31,10 +38,27 @@ def _hfunction(path: Path, backbone, seed: int, name: str) -> Path:
     """An untrained h-function for the synthfaces DDPM (PyTorch's default init, so it moves h) in our file format."""
     cfg = {"kind": "delta_block", "layout": "ddpm", "num_groups": 8, "seed": seed}
     hf = build_hfunction(cfg, backbone)
-    torch.save({"format": HFUNCTION_FORMAT, "state_dict": hf.state_dict(), "hfunction": cfg, "arch": {"name": "synthfaces"},
-                "h_shape": list(backbone.h_shape), "emb_dim": int(backbone.emb_dim), "attribute": {"name": name},
-                "edit": {"t_edit": 300, "t_boost": 0, "n_inv": 40, "n_gen": 40, "t0": 400, "mode": "asyrp",
-                         "strength": 0.9}}, path)
+    torch.save(
+        {
+            "format": HFUNCTION_FORMAT,
+            "state_dict": hf.state_dict(),
+            "hfunction": cfg,
+            "arch": {"name": "synthfaces"},
+            "h_shape": list(backbone.h_shape),
+            "emb_dim": int(backbone.emb_dim),
+            "attribute": {"name": name},
+            "edit": {
+                "t_edit": 300,
+                "t_boost": 0,
+                "n_inv": 40,
+                "n_gen": 40,
+                "t0": 400,
+                "mode": "asyrp",
+                "strength": 0.9,
+            },
+        },
+        path,
+    )
     return path
 
 

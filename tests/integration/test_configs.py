@@ -1,4 +1,5 @@
 """Every shipped config composes; every experiment trains under debug=smoke (picks up whatever conf/experiment holds)."""
+
 from pathlib import Path
 
 import pytest
@@ -26,13 +27,21 @@ def test_default_train_config_matches_the_schema(tmp_path):
     cfg = compose("train", [], output_dir=tmp_path)
     for key in ("seed", "task_name", "tags", "ckpt_path", "train", "optimized_metric"):
         assert key in cfg
-    assert set(cfg.dataset) >= {"name", "kind", "path", "n_images", "image_size", "batch_size", "num_workers", "cache_dir"}
+    assert set(cfg.dataset) >= {
+        "name",
+        "kind",
+        "path",
+        "n_images",
+        "image_size",
+        "batch_size",
+        "num_workers",
+        "cache_dir",
+    }
     assert set(cfg.model) >= {"strength", "optimizer", "scheduler", "loss", "n_iter"}
     assert set(cfg.plan) >= {"n_inv", "n_gen", "t0", "t_edit", "t_boost", "spacing", "mode", "interval"}
     assert (cfg.plan.n_inv, cfg.plan.n_gen, cfg.plan.t0, cfg.model.optimizer.lr) == (40, 40, 999, 0.5)
     assert (cfg.plan.t_edit, cfg.plan.t_boost, cfg.plan.spacing, cfg.plan.mode) == (513, 167, "official", "asyrp")
-    assert cfg.model.loss == {"w_clip": 1.0, "w_recon": 3.0, "recon_scale_by_text_cosine": True,
-                              "clip_reference": "x0"}
+    assert cfg.model.loss == {"w_clip": 1.0, "w_recon": 3.0, "recon_scale_by_text_cosine": True, "clip_reference": "x0"}
     assert cfg.clip.model == "ViT-B-16" and cfg.trainer.max_epochs == cfg.model.n_iter
     assert str(cfg.paths.output_dir) == str(tmp_path)
 
@@ -42,8 +51,12 @@ def test_dataset_configs(dataset, tmp_path):
     cfg = compose("train", [f"dataset={dataset}"], output_dir=tmp_path)
     dm = AsyrpDataModule(**OmegaConf.to_container(cfg.dataset, resolve=True))
     # every key of the config reaches the DataModule (an unknown key is an error, not swallowed)
-    assert (dm.kind, dm.path, dm.n_images, dm.batch_size) == (cfg.dataset.kind, cfg.dataset.path, cfg.dataset.n_images,
-                                                              cfg.dataset.batch_size)
+    assert (dm.kind, dm.path, dm.n_images, dm.batch_size) == (
+        cfg.dataset.kind,
+        cfg.dataset.path,
+        cfg.dataset.n_images,
+        cfg.dataset.batch_size,
+    )
     assert (dm.cache_dir, dm.n_val, dm.seed) == (cfg.dataset.cache_dir, cfg.dataset.n_val, cfg.dataset.seed)
 
 
@@ -96,8 +109,18 @@ def test_sweep_and_edit_configs(tmp_path):
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_trains_under_smoke(experiment, tmp_path, cache_dir):
-    cfg = compose("train", [f"experiment={experiment}", "debug=smoke", "~logger", f"dataset.cache_dir={cache_dir}",
-                            "callbacks.edit_grid=null", "trainer.limit_val_batches=0"], output_dir=tmp_path)
+    cfg = compose(
+        "train",
+        [
+            f"experiment={experiment}",
+            "debug=smoke",
+            "~logger",
+            f"dataset.cache_dir={cache_dir}",
+            "callbacks.edit_grid=null",
+            "trainer.limit_val_batches=0",
+        ],
+        output_dir=tmp_path,
+    )
     assert cfg.arch.name == "tiny_ddpm" and cfg.clip.name == "tiny"
     _, objects = train(cfg)
     assert objects["trainer"].global_step > 0

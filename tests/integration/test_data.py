@@ -1,4 +1,5 @@
 """The inversion cache and the DataModule: built once, reused, keyed by content, clear errors for bad images."""
+
 from pathlib import Path
 
 import pytest
@@ -77,9 +78,17 @@ def test_cache_key_follows_content_and_settings(tmp_path):
     base = InversionCache(tmp_path / "c", bb, A, EditPlan(n_inv=3, n_gen=4, t0=999)).path_for(src[0])
     assert InversionCache(tmp_path / "c", bb, A, EditPlan(n_inv=3, n_gen=5, t0=999)).path_for(src[0]) != base
     assert InversionCache(tmp_path / "c", bb, A, EditPlan(n_inv=3, n_gen=4, t0=800)).path_for(src[0]) != base
-    assert InversionCache(tmp_path / "c", tiny_backbone(seed=1), A, EditPlan(n_inv=3, n_gen=4, t0=999)).path_for(src[0]) != base
+    assert (
+        InversionCache(tmp_path / "c", tiny_backbone(seed=1), A, EditPlan(n_inv=3, n_gen=4, t0=999)).path_for(src[0])
+        != base
+    )
     atomic_write_png(images(1, size=16, seed=9)[0], folder / "img_0.png")  # same name, new content
-    assert InversionCache(tmp_path / "c", bb, A, EditPlan(n_inv=3, n_gen=4, t0=999)).path_for(image_sources(folder, None)[0]) != base
+    assert (
+        InversionCache(tmp_path / "c", bb, A, EditPlan(n_inv=3, n_gen=4, t0=999)).path_for(
+            image_sources(folder, None)[0]
+        )
+        != base
+    )
 
 
 def test_corrupt_image_is_one_error_naming_the_file(tmp_path):

@@ -1,6 +1,7 @@
 """Direction finders (asyrp.directions, discover.py) on tiny backbones: shapes, determinism, a planted principal
 component, the JVP/VJP subspace iteration against a dense SVD, supervised directions, and direction files through
 edit.py and edit(...)."""
+
 import json
 import subprocess
 import sys
@@ -10,18 +11,28 @@ import pytest
 import torch
 from helpers import images, tiny_backbone
 
-from asyrp.directions import (boundary_direction, direction_hfunction, jacobian_directions, mean_diff_direction,
-                              oracle_labels, pca_directions, record_walk, save_direction, target_gain,
-                              top_singular_vectors)
-from asyrp.tasks.discover import discover
-from asyrp.hfunctions import Composition, load_hfunction_checkpoint
-from asyrp.plan import EditPlan
-from asyrp.samplers import ddim_invert, edit as asyrp_edit
-from asyrp.schedules import alphas_cumprod, make_betas, timesteps
-from asyrp.tasks.edit import edit
 from asyrp.config import compose
+from asyrp.directions import (
+    boundary_direction,
+    direction_hfunction,
+    jacobian_directions,
+    mean_diff_direction,
+    oracle_labels,
+    pca_directions,
+    record_walk,
+    save_direction,
+    target_gain,
+    top_singular_vectors,
+)
+from asyrp.hfunctions import Composition, load_hfunction_checkpoint
 from asyrp.ops.errors import AsyrpUserError
 from asyrp.ops.io import atomic_write_png
+from asyrp.plan import EditPlan
+from asyrp.samplers import ddim_invert
+from asyrp.samplers import edit as asyrp_edit
+from asyrp.schedules import alphas_cumprod, make_betas, timesteps
+from asyrp.tasks.discover import discover
+from asyrp.tasks.edit import edit
 
 ROOT = Path(__file__).resolve().parents[2]
 A = alphas_cumprod(make_betas("linear"))
@@ -45,8 +56,10 @@ def test_pca_recovers_a_planted_component():
     g = torch.Generator().manual_seed(0)
     u = torch.randn(4 * 3 * 3, generator=g)
     u /= u.norm()
-    h = {t: (0.05 * torch.randn(200, 36, generator=g) + 2.0 * torch.randn(200, 1, generator=g) * u).reshape(200, 4, 3, 3)
-         for t in (900, 500)}
+    h = {
+        t: (0.05 * torch.randn(200, 36, generator=g) + 2.0 * torch.randn(200, 1, generator=g) * u).reshape(200, 4, 3, 3)
+        for t in (900, 500)
+    }
     d = pca_directions(h, 2)
     assert len(d) == 2 and d[0].delta_h.shape == (2, 4, 3, 3) and d[0].timesteps == [900, 500]
     for row in d[0].delta_h:
@@ -55,7 +68,9 @@ def test_pca_recovers_a_planted_component():
         assert 1.7 < float(v.norm()) < 2.3  # scaled by the std along it (2.0 planted)
     assert float(d[0].delta_h[0].reshape(-1) @ d[0].delta_h[1].reshape(-1)) > 0  # signs aligned over t
     pooled = pca_directions(h, 1, pooled=True)[0]
-    assert pooled.timesteps is None and abs(float(pooled.delta_h.reshape(-1) @ u)) / float(pooled.delta_h.norm()) > 0.999
+    assert (
+        pooled.timesteps is None and abs(float(pooled.delta_h.reshape(-1) @ u)) / float(pooled.delta_h.norm()) > 0.999
+    )
 
 
 def test_subspace_iteration_matches_a_dense_svd():
@@ -80,8 +95,10 @@ def test_subspace_iteration_matches_a_dense_svd():
 
 def test_jacobian_directions_shape_and_determinism(walk):
     bb, w = walk
-    runs = [jacobian_directions(bb, w, 2, of=of, n_images=2, timesteps=[999, 333], iters=4, seed=5)
-            for of in ("decoder", "decoder", "encoder")]
+    runs = [
+        jacobian_directions(bb, w, 2, of=of, n_images=2, timesteps=[999, 333], iters=4, seed=5)
+        for of in ("decoder", "decoder", "encoder")
+    ]
     (d1, cost), (d2, _), (d3, _) = runs
     assert [d.delta_h.shape for d in d1] == [(2, 64, 8, 8)] * 2 and d1[0].timesteps == [999, 333]
     assert all(torch.equal(a.delta_h, b.delta_h) for a, b in zip(d1, d2))
@@ -148,23 +165,47 @@ def folder(tmp_path) -> Path:
 
 
 def discover_cfg(tmp_path, folder, method, *extra):
-    return compose("discover", ["arch=tiny_ddpm", f"method={method}", f"input_dir={folder}", "n_images=6", "plan.n_inv=4",
-                                "plan.n_gen=4", "plan.t_edit=500", "plan.t_boost=0", f"cache_dir={tmp_path / 'cache'}", "judge=none",
-                                *extra], output_dir=tmp_path / method)
+    return compose(
+        "discover",
+        [
+            "arch=tiny_ddpm",
+            f"method={method}",
+            f"input_dir={folder}",
+            "n_images=6",
+            "plan.n_inv=4",
+            "plan.n_gen=4",
+            "plan.t_edit=500",
+            "plan.t_boost=0",
+            f"cache_dir={tmp_path / 'cache'}",
+            "judge=none",
+            *extra,
+        ],
+        output_dir=tmp_path / method,
+    )
 
 
-@pytest.mark.parametrize("method,extra", [("pca", ["method.k=2"]), ("mean_diff", []),
-                                          ("boundary", ["method.val_fraction=0"]),
-                                          ("jacobian", ["method.k=1", "method.n_images=1", "method.iters=2",
-                                                        "method.n_timesteps=2"])])
+@pytest.mark.parametrize(
+    "method,extra",
+    [
+        ("pca", ["method.k=2"]),
+        ("mean_diff", []),
+        ("boundary", ["method.val_fraction=0"]),
+        ("jacobian", ["method.k=1", "method.n_images=1", "method.iters=2", "method.n_timesteps=2"]),
+    ],
+)
 def test_discover_writes_files_that_edit_py_takes(method, extra, folder, tmp_path):
     res = discover(discover_cfg(tmp_path, folder, method, *extra))
     out = tmp_path / method
     summary = json.loads((out / "directions.json").read_text())
     assert (out / "grid.png").is_file() and [p.name for p in res["files"]] == [r["file"] for r in summary["directions"]]
     assert summary["cost"]["passes"]["walk"] == 6 * 4 and summary["cost"]["images"] == 6
-    edited = edit(compose("edit", ["arch=tiny_ddpm", f"checkpoint={res['files'][0]}", f"input_dir={folder}",
-                                   "n_images=2", "sweep=[0,1]"], output_dir=tmp_path / "e"))
+    edited = edit(
+        compose(
+            "edit",
+            ["arch=tiny_ddpm", f"checkpoint={res['files'][0]}", f"input_dir={folder}", "n_images=2", "sweep=[0,1]"],
+            output_dir=tmp_path / "e",
+        )
+    )
     assert edited["t_edit"] == 500 and edited["n_gen"] == 4  # step settings read from the direction file
     a, b = (Path(edited["output_dir"]) / f"f0_{k:02d}.png" for k in (0, 1))
     assert a.read_bytes() != b.read_bytes()  # strength 1 moves the image, strength 0 does not
@@ -200,8 +241,19 @@ class _ToyOracle:
 def test_discover_labels_with_the_oracle_passed_in(folder, tmp_path):
     """The oracle comes from the caller (discover.py passes the synthfaces one): a toy oracle passed in labels every
     direction by its own heads; without one nothing is labelled, and labels=oracle is refused."""
-    over = ["arch=tiny_ddpm", "method=pca", "method.k=2", f"input_dir={folder}", "n_images=6", "plan.n_inv=4", "plan.n_gen=4",
-            "plan.t_edit=500", "plan.t_boost=0", f"cache_dir={tmp_path / 'cache'}", "judge=auto"]
+    over = [
+        "arch=tiny_ddpm",
+        "method=pca",
+        "method.k=2",
+        f"input_dir={folder}",
+        "n_images=6",
+        "plan.n_inv=4",
+        "plan.n_gen=4",
+        "plan.t_edit=500",
+        "plan.t_boost=0",
+        f"cache_dir={tmp_path / 'cache'}",
+        "judge=auto",
+    ]
     res = discover(compose("discover", over, output_dir=tmp_path / "with"), oracle=_ToyOracle())
     recs = json.loads((Path(res["output_dir"]) / "directions.json").read_text())["directions"]
     assert len(recs) == 2 and all(r["main_head"] in ("bright", None) and r["label"] for r in recs)
@@ -210,5 +262,8 @@ def test_discover_labels_with_the_oracle_passed_in(folder, tmp_path):
     recs = json.loads((Path(res["output_dir"]) / "directions.json").read_text())["directions"]
     assert all(r["label"] is None and "main_head" not in r for r in recs)
     with pytest.raises(AsyrpUserError, match="labels=oracle needs"):
-        discover(compose("discover", [*over[:1], "method=mean_diff", *over[3:], "labels=oracle"],
-                         output_dir=tmp_path / "sup"))
+        discover(
+            compose(
+                "discover", [*over[:1], "method=mean_diff", *over[3:], "labels=oracle"], output_dir=tmp_path / "sup"
+            )
+        )

@@ -1,28 +1,37 @@
 """edit.py: a trained hfunction.pt (or its official-layout export) edits a folder; bad inputs fail cleanly."""
-from pathlib import Path
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from asyrp.grid import grid_layout
 from helpers import images
 from PIL import Image
 
-from asyrp.hfunctions import load_official_hfunction
-from asyrp.tasks.edit import edit
-from asyrp.tasks.train import train
 from asyrp.config import compose
+from asyrp.grid import grid_layout
+from asyrp.hfunctions import load_official_hfunction
 from asyrp.ops.errors import AsyrpUserError
 from asyrp.ops.io import atomic_write_png
+from asyrp.tasks.edit import edit
+from asyrp.tasks.train import train
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("train")
-    cfg = compose("train", ["debug=smoke", "~logger", f"dataset.cache_dir={out / 'cache'}", "callbacks.edit_grid=null",
-                            "trainer.limit_val_batches=0"], output_dir=out)
+    cfg = compose(
+        "train",
+        [
+            "debug=smoke",
+            "~logger",
+            f"dataset.cache_dir={out / 'cache'}",
+            "callbacks.edit_grid=null",
+            "trainer.limit_val_batches=0",
+        ],
+        output_dir=out,
+    )
     train(cfg)
     return out / "checkpoints"
 
@@ -37,21 +46,40 @@ def faces(tmp_path) -> Path:
 
 
 def edit_cfg(tmp_path, checkpoint, input_dir, *extra):
-    return compose("edit", ["arch=tiny_ddpm", f"checkpoint={checkpoint}", f"input_dir={input_dir}", "batch_size=2",
-                            *extra], output_dir=tmp_path / "run")
+    return compose(
+        "edit",
+        ["arch=tiny_ddpm", f"checkpoint={checkpoint}", f"input_dir={input_dir}", "batch_size=2", *extra],
+        output_dir=tmp_path / "run",
+    )
 
 
 def test_edit_with_our_checkpoint_and_official_export(trained, faces, tmp_path):
     res = edit(edit_cfg(tmp_path, trained / "hfunction.pt", faces))
     out = tmp_path / "run" / "edited"
-    assert sorted(p.name for p in out.iterdir()) == ["face_0.png", "face_1.png", "face_2.png", "grid.png", "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "face_0.png",
+        "face_1.png",
+        "face_2.png",
+        "grid.png",
+        "manifest.json",
+    ]
     assert res["t_edit"] == 500 and res["n_gen"] == 4  # taken from the checkpoint
     # the official layout holds the same weights
     official = load_official_hfunction(trained / "hfunction_official.pth")
     ours = torch.load(trained / "hfunction.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(official.state_dict()[k], v) for k, v in ours.items())
-    res2 = edit(edit_cfg(tmp_path, trained / "hfunction_official.pth", faces, "output_dir=" + str(tmp_path / "o2"),
-                         "plan.n_inv=4", "plan.n_gen=4", "plan.t_edit=500", "plan.t_boost=200"))
+    res2 = edit(
+        edit_cfg(
+            tmp_path,
+            trained / "hfunction_official.pth",
+            faces,
+            "output_dir=" + str(tmp_path / "o2"),
+            "plan.n_inv=4",
+            "plan.n_gen=4",
+            "plan.t_edit=500",
+            "plan.t_boost=200",
+        )
+    )
     for name in ("face_0.png", "face_1.png"):
         assert (tmp_path / "o2" / name).read_bytes() == (out / name).read_bytes()
     assert res2["t_edit"] == 500
@@ -78,14 +106,19 @@ def test_composition_sweep_and_strip_share_one_inversion(trained, faces, tmp_pat
 
     calls = []
     real = samplers.ddim_invert
-    monkeypatch.setattr(samplers, "ddim_invert", lambda bb, x0, *a, **k: calls.append(x0.shape[0]) or real(bb, x0, *a, **k))
+    monkeypatch.setattr(
+        samplers, "ddim_invert", lambda bb, x0, *a, **k: calls.append(x0.shape[0]) or real(bb, x0, *a, **k)
+    )
     ours, official = trained / "hfunction.pt", trained / "hfunction_official.pth"
     # a sweep of 3 strengths over 3 images in batches of 2: 2 inversions (one per batch), 9 outputs
     res = edit(edit_cfg(tmp_path, ours, faces, "sweep=[0,0.5,1]", f"output_dir={tmp_path / 'sweep'}"))
     assert calls == [2, 1] and len(res["written"]) == 9
     man = json.loads((tmp_path / "sweep" / "manifest.json").read_text())
-    assert man["coefficients"] == [[0.0], [0.5], [1.0]] and man["inputs"][0]["outputs"] == \
-        ["face_0_00.png", "face_0_01.png", "face_0_02.png"]
+    assert man["coefficients"] == [[0.0], [0.5], [1.0]] and man["inputs"][0]["outputs"] == [
+        "face_0_00.png",
+        "face_0_01.png",
+        "face_0_02.png",
+    ]
     # the strength-1 column is the single edit (same seeds, same inversion): equal up to round-off
     single = edit(edit_cfg(tmp_path, ours, faces, f"output_dir={tmp_path / 'single'}"))
     assert single["edited"] == 3
@@ -95,14 +128,27 @@ def test_composition_sweep_and_strip_share_one_inversion(trained, faces, tmp_pat
     # a composition of two h-functions (ours + the official export of the same weights) with coefficients,
     # as an interpolation strip of 3 steps from (1, 0) to (0, 1): every column has total strength 1
     calls.clear()
-    res = edit(edit_cfg(tmp_path, f"[{ours},{official}]", faces, "coeffs=[0,1]", "strip=3", "strip_from=[1,0]",
-                        f"output_dir={tmp_path / 'comp'}"))
+    res = edit(
+        edit_cfg(
+            tmp_path,
+            f"[{ours},{official}]",
+            faces,
+            "coeffs=[0,1]",
+            "strip=3",
+            "strip_from=[1,0]",
+            f"output_dir={tmp_path / 'comp'}",
+        )
+    )
     assert calls == [2, 1] and res["coefficients"] == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
     a = np.asarray(Image.open(tmp_path / "comp" / "face_1_00.png"), dtype=np.int16)
     c = np.asarray(Image.open(tmp_path / "comp" / "face_1_02.png"), dtype=np.int16)
     assert np.abs(a - c).max() <= 2  # the two functions are the same weights
     lay = grid_layout(tmp_path / "comp" / "grid.png")  # rows: 3 images; columns: input + 3 settings, 32 px x4
-    assert (lay["rows"], lay["columns"], lay["cell"]) == (3, 4, [128, 128]) and lay["row_labels"] == ["face_0", "face_1", "face_2"]
+    assert (lay["rows"], lay["columns"], lay["cell"]) == (3, 4, [128, 128]) and lay["row_labels"] == [
+        "face_0",
+        "face_1",
+        "face_2",
+    ]
     assert lay["column_labels"][0] == "input" and all("(strip " in c for c in lay["column_labels"][1:])
 
 
@@ -116,8 +162,11 @@ def test_composition_keeps_each_function_in_its_own_interval(trained, faces, tmp
     assert (p["edit"]["t0"], p["edit"]["t_edit"], p["edit"]["n_gen"]) == (999, 500, 4)
     low = tmp_path / "low.pt"  # the same weights, trained (say) on [999, 200]
     save_hfunction({**p, "edit": {**p["edit"], "t_edit": 200}}, low)
-    res = edit(edit_cfg(tmp_path, f"[{trained / 'hfunction.pt'},{low}]", faces, "coeffs=[1,0]",
-                        f"output_dir={tmp_path / 'comp'}"))
+    res = edit(
+        edit_cfg(
+            tmp_path, f"[{trained / 'hfunction.pt'},{low}]", faces, "coeffs=[1,0]", f"output_dir={tmp_path / 'comp'}"
+        )
+    )
     man = json.loads((tmp_path / "comp" / "manifest.json").read_text())
     assert (res["t_edit"], man["t0"], man["n_gen"]) == (200, 999, 4)
     assert [(w["t0"], w["t_edit"], w["step_scale"]) for w in man["intervals"]] == [(999, 500, 1.0), (999, 200, 1.0)]
@@ -131,8 +180,10 @@ def test_composition_keeps_each_function_in_its_own_interval(trained, faces, tmp
     from asyrp.tasks.edit import EditLoop
     from asyrp.tasks.edit_request import edit_request
 
-    req = edit_request(edit_cfg(tmp_path, f"[{trained / 'hfunction.pt'},{low}]", faces, f"output_dir={tmp_path / 'j'}"),
-                       [trained / "hfunction.pt", low])
+    req = edit_request(
+        edit_cfg(tmp_path, f"[{trained / 'hfunction.pt'},{low}]", faces, f"output_dir={tmp_path / 'j'}"),
+        [trained / "hfunction.pt", low],
+    )
     job = EditLoop(req, tmp_path / "j")
     job.load_networks()
     x = torch.randn(2, 3, 32, 32)
@@ -148,10 +199,12 @@ def test_composition_keeps_each_function_in_its_own_interval(trained, faces, tmp
     assert (man["t0"], man["t_edit"], man["n_gen"], man["n_inv"]) == (999, 300, 6, 6)
     assert [round(w["step_scale"], 3) for w in man["intervals"]] == [round(4 / 6, 3), 1.0]
     # t0 / t_edit given on the command line: one interval for all, as before
-    res = edit(edit_cfg(tmp_path, f"[{trained / 'hfunction.pt'},{low}]", faces, "plan.t_edit=500",
-                        f"output_dir={tmp_path / 'one'}"))
+    res = edit(
+        edit_cfg(
+            tmp_path, f"[{trained / 'hfunction.pt'},{low}]", faces, "plan.t_edit=500", f"output_dir={tmp_path / 'one'}"
+        )
+    )
     assert res["t_edit"] == 500 and "intervals" not in json.loads((tmp_path / "one" / "manifest.json").read_text())
-
 
 
 def test_editor_composes_files_of_different_intervals_like_edit_py(trained, faces, tmp_path):
@@ -179,13 +232,26 @@ def test_editor_composes_files_of_different_intervals_like_edit_py(trained, face
     one = load_editor(cfg.arch, files, {"t_edit": 500})
     assert (one.plan.t0, one.plan.t_edit, one.scales) == (999, 500, [1.0, 1.0])
 
+
 def test_random_samples(trained, tmp_path):
-    res = edit(compose("edit", ["arch=tiny_ddpm", f"checkpoint={trained / 'hfunction.pt'}", "n_random=3",
-                                "batch_size=3", "progress=false"], output_dir=tmp_path / "run"))
+    res = edit(
+        compose(
+            "edit",
+            [
+                "arch=tiny_ddpm",
+                f"checkpoint={trained / 'hfunction.pt'}",
+                "n_random=3",
+                "batch_size=3",
+                "progress=false",
+            ],
+            output_dir=tmp_path / "run",
+        )
+    )
     out = tmp_path / "run" / "edited"
     assert res["edited"] == 3
     assert sorted(p.name for p in out.glob("sample_*.png")) == sorted(
-        f"sample_{i:05d}{s}.png" for i in range(3) for s in ("", "_input"))
+        f"sample_{i:05d}{s}.png" for i in range(3) for s in ("", "_input")
+    )
     man = json.loads((out / "manifest.json").read_text())
     assert [i["source"] for i in man["inputs"]] == ["random"] * 3 and [i["seed"] for i in man["inputs"]] == [0, 1, 2]
 
@@ -204,8 +270,18 @@ def test_spacing_is_one_grid_for_cache_training_and_edit(faces, tmp_path):
     from asyrp.plan import EditPlan
 
     out = tmp_path / "train"
-    cfg = compose("train", ["debug=smoke", "~logger", f"dataset.cache_dir={tmp_path / 'cache'}", "plan.spacing=uniform",
-                            "callbacks.edit_grid=null", "trainer.limit_val_batches=0"], output_dir=out)
+    cfg = compose(
+        "train",
+        [
+            "debug=smoke",
+            "~logger",
+            f"dataset.cache_dir={tmp_path / 'cache'}",
+            "plan.spacing=uniform",
+            "callbacks.edit_grid=null",
+            "trainer.limit_val_batches=0",
+        ],
+        output_dir=out,
+    )
     _, objects = train(cfg)
     m = cfg.plan
     plan = EditPlan(n_inv=m.n_inv, n_gen=m.n_gen, t0=m.t0, t_edit=m.t_edit, spacing="uniform")
@@ -239,12 +315,24 @@ def test_image_space_direction_trains_through_train_and_edits_from_its_file(spac
 
     monkeypatch.setattr(samplers, "apply_hfunction", spy)
     out = tmp_path / "train"
-    base = ["debug=smoke", "~logger", f"dataset.cache_dir={tmp_path / 'cache'}", "callbacks.edit_grid=null",
-            "trainer.limit_val_batches=0", f"hfunction={mode}", "hfunction.n_steps=4"]
+    base = [
+        "debug=smoke",
+        "~logger",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+        "callbacks.edit_grid=null",
+        "trainer.limit_val_batches=0",
+        f"hfunction={mode}",
+        "hfunction.n_steps=4",
+    ]
     with pytest.raises(AsyrpUserError, match=f"set plan.mode={mode}"):
         train(compose("train", base, output_dir=tmp_path / "wrong"))
-    _, objects = train(compose("train", [*base, f"plan.mode={mode}", "model.optimizer._target_=torch.optim.Adam",
-                                         "model.optimizer.lr=0.05"], output_dir=out))
+    _, objects = train(
+        compose(
+            "train",
+            [*base, f"plan.mode={mode}", "model.optimizer._target_=torch.optim.Adam", "model.optimizer.lr=0.05"],
+            output_dir=out,
+        )
+    )
     g = objects["module"].hfunc
     assert isinstance(g, GlobalDirection) and g.shape == (3, 32, 32)  # the tiny backbone's images, not h
     assert seen and set(seen) == {((3, 32, 32), mode == "x_shift")}  # x_shift: applied before the network runs

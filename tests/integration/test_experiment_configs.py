@@ -6,6 +6,7 @@ LSUN, ADM for AFHQ-dog and METFACES) and the same h-function layout, t_edit > t_
 settings. These tests need conf/train.yaml and the dataset / arch / plan groups: when those are missing they
 fail (by design: a reproduction entry point that does not compose is a bug), they are not skipped.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -98,8 +99,10 @@ class _StubBackbone:
 
 def _texts_ok(texts) -> bool:
     return (
-        OmegaConf.is_list(texts) or isinstance(texts, list)
-    ) and len(texts) > 0 and all(isinstance(t, str) and t.strip() for t in texts)
+        (OmegaConf.is_list(texts) or isinstance(texts, list))
+        and len(texts) > 0
+        and all(isinstance(t, str) and t.strip() for t in texts)
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------

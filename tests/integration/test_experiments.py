@@ -3,6 +3,7 @@
 They measure nothing there (random backbone, CLIP and h-functions): these tests only check the plumbing, the table
 columns and that every number is finite.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -50,10 +51,20 @@ def _check(md: Path, columns: list[str], numeric: list[str]) -> list[list[str]]:
 def test_baselines_smoke(tmp_path):
     mod = _script("baselines")
     assert mod.main(TINY + ["--out", str(tmp_path / "baselines")]) == 0
-    rows = _check(tmp_path / "baselines" / "baselines.md", mod.COLUMNS,
-                  ["mean_delta_norm", "clip_dir", "clip_text", "psnr", "ssim"])
-    assert [r[0] for r in rows] == ["reconstruction", "asyrp", "symmetric", "eps_shift (as trained)",
-                                   "x_shift (as trained)", "eps_shift (matched)", "x_shift (matched)"]
+    rows = _check(
+        tmp_path / "baselines" / "baselines.md",
+        mod.COLUMNS,
+        ["mean_delta_norm", "clip_dir", "clip_text", "psnr", "ssim"],
+    )
+    assert [r[0] for r in rows] == [
+        "reconstruction",
+        "asyrp",
+        "symmetric",
+        "eps_shift (as trained)",
+        "x_shift (as trained)",
+        "eps_shift (matched)",
+        "x_shift (matched)",
+    ]
     # no oracle for the tiny world: its columns say so instead of inventing numbers
     assert {r[mod.COLUMNS.index("success")] for r in rows} == {"n/a"}
     assert (tmp_path / "baselines" / "baselines.png").is_file()
@@ -78,7 +89,7 @@ def test_properties_linearity_of_a_linear_world():
     assert mod.r2(c, 3 * c + 1)[0] == pytest.approx(1.0)
     assert mod.r2(c, 3 * c + 1)[1] == pytest.approx(3.0)
     c = torch.tensor([-1.0, 0.0, 1.0])
-    assert mod.r2(c, c ** 2)[0] == pytest.approx(0.0, abs=1e-12)
+    assert mod.r2(c, c**2)[0] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_interval_smoke(tmp_path):
@@ -96,8 +107,9 @@ def test_global_vs_implicit_smoke_trains_through_the_task(tmp_path):
     mod = _script("global_vs_implicit")
     out = tmp_path / "exp" / "global_vs_implicit"
     assert mod.main(TINY + ["--train", "--out", str(out)]) == 0
-    rows = _check(out / "global_vs_implicit.md", mod.COLUMNS,
-                  ["params", "clip_dir", "clip_text", "psnr", "ssim", "score_change"])
+    rows = _check(
+        out / "global_vs_implicit.md", mod.COLUMNS, ["params", "clip_dir", "clip_text", "psnr", "ssim", "score_change"]
+    )
     assert [r[0] for r in rows] == ["delta_block", "global"]
     assert all(r[mod.COLUMNS.index("provenance")].startswith("trained:") for r in rows)
     # trained through asyrp.tasks.train into the shared h-function folder next to the output
@@ -133,13 +145,32 @@ def test_ceiling_writes_the_rows_of_the_doc_table(tmp_path, capsys):
 
     mod = _script("ceiling")
     out = tmp_path / "ceiling"
-    argv = ["--attributes", "glasses", "--windows", "400:250", "--n-faces", "2", "--steps", "6", "--iters", "1",
-            "--n-train", "2", "--epochs", "1", "--batch", "2", "--out", str(out)]
+    argv = [
+        "--attributes",
+        "glasses",
+        "--windows",
+        "400:250",
+        "--n-faces",
+        "2",
+        "--steps",
+        "6",
+        "--iters",
+        "1",
+        "--n-train",
+        "2",
+        "--epochs",
+        "1",
+        "--batch",
+        "2",
+        "--out",
+        str(out),
+    ]
     mod.main(argv)
     mod.main(argv)  # resumable: every row is found done
     rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
     assert [(r["window"], r["mode"]) for r in rows] == [("-", "true_render")] + [
-        ("[400, 250]", m) for m in ("floor", "target_rec", "per_face", "f_ht")]
+        ("[400, 250]", m) for m in ("floor", "target_rec", "per_face", "f_ht")
+    ]
     heads = {f"preserved/{h}" for h in ("mouth", "hair_colour", "hair_length", "hat", "skin", "background")}
     for r in rows:
         assert r["attribute"] == "glasses" and r["n_faces"] == 2

@@ -1,10 +1,12 @@
 """Editing interval: choosing t_edit / t_boost on curves, measuring the curves, distances, configs, the script."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import images, tiny_backbone
 from omegaconf import OmegaConf
 
 from asyrp.interval import (
@@ -20,7 +22,6 @@ from asyrp.interval import (
     thresholds_for,
 )
 from asyrp.schedules import alphas_cumprod, make_betas
-from helpers import images, tiny_backbone
 
 ROOT = Path(__file__).resolve().parents[2]
 A = alphas_cumprod(make_betas("linear"))
@@ -59,8 +60,13 @@ def test_no_crossing_is_a_clear_error():
 
 
 def test_paper_configs_and_resolve():
-    official = {"celeba_hq": (513, 167), "afhq_dog": (482, 167), "lsun_church": (396, 293),
-                "lsun_bedroom": (384, 221), "metfaces": (396, 180)}
+    official = {
+        "celeba_hq": (513, 167),
+        "afhq_dog": (482, 167),
+        "lsun_church": (396, 293),
+        "lsun_bedroom": (384, 221),
+        "metfaces": (396, 180),
+    }
     for name, pair in official.items():
         cfg = OmegaConf.load(ROOT / "conf" / "plan" / f"{name}.yaml").interval
         assert cfg.source == "paper"

@@ -1,12 +1,14 @@
 """The LightningModule: only the h-function is trained and saved; the official per-timestep schedule."""
+
 import copy
 
-import pytorch_lightning as pl
 import pytest
+import pytorch_lightning as pl
 import torch
 from helpers import tiny_backbone
 
 from asyrp.clip import load_clip
+from asyrp.config import compose
 from asyrp.data import AsyrpDataModule
 from asyrp.hfunctions import build_hfunction
 from asyrp.losses import directional_clip_loss, recon_loss
@@ -14,7 +16,6 @@ from asyrp.module import AsyrpModule
 from asyrp.plan import EditPlan
 from asyrp.samplers import asyrp_step, generation_pairs
 from asyrp.schedules import alphas_cumprod, make_betas, timesteps
-from asyrp.config import compose
 
 A = alphas_cumprod(make_betas("linear"))
 N_GEN, T_EDIT = 4, 500
@@ -32,10 +33,19 @@ def parts(tmp_path):
 
 
 def make_module(bb, clip, hf, lr=0.5):
-    return AsyrpModule(hf, bb, clip, A, source=["face"], target=["smiling face"],
-                       optimizer=lambda p: torch.optim.SGD(p, lr=lr), scheduler=None,
-                       plan=EditPlan(n_inv=N_GEN, n_gen=N_GEN, t_edit=T_EDIT), loss={"w_clip": 1.0, "w_recon": 3.0},
-                       config={"hfunction": {"kind": "delta_block", "num_groups": 8}})
+    return AsyrpModule(
+        hf,
+        bb,
+        clip,
+        A,
+        source=["face"],
+        target=["smiling face"],
+        optimizer=lambda p: torch.optim.SGD(p, lr=lr),
+        scheduler=None,
+        plan=EditPlan(n_inv=N_GEN, n_gen=N_GEN, t_edit=T_EDIT),
+        loss={"w_clip": 1.0, "w_recon": 3.0},
+        config={"hfunction": {"kind": "delta_block", "num_groups": 8}},
+    )
 
 
 def test_only_the_hfunction_is_registered(parts):
@@ -54,8 +64,15 @@ def test_training_follows_the_official_schedule(parts, tmp_path):
     ref = copy.deepcopy(hf)
     bb_before = {k: v.clone() for k, v in bb.state_dict().items()}
     m = make_module(bb, clip, hf)
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=tmp_path, use_distributed_sampler=False)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        use_distributed_sampler=False,
+    )
     trainer.fit(m, datamodule=dm)
     steps = [(k, t, tn) for k, (t, tn) in enumerate(generation_pairs(timesteps(N_GEN, 999))) if t >= T_EDIT]
     assert [t for _, t, _ in steps] == [999, 666]
@@ -69,24 +86,35 @@ def test_training_follows_the_official_schedule(parts, tmp_path):
     x, e_x0 = batch["x_T"], clip.encode_image(batch["x0"]).detach()
     for k, t, tn in steps:
         st = asyrp_step(bb, x, t, tn, A, ref)
-        loss = directional_clip_loss(clip.encode_image(st.P_edit), e_x0, d).mean() \
-            + 3.0 * cos * recon_loss(st.P_edit, batch["P_orig"][:, k])
+        loss = directional_clip_loss(clip.encode_image(st.P_edit), e_x0, d).mean() + 3.0 * cos * recon_loss(
+            st.P_edit, batch["P_orig"][:, k]
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
         x = st.x_next.detach()
     for (n, p), q in zip(hf.named_parameters(), ref.parameters()):
         assert torch.allclose(p, q, atol=1e-5, rtol=1e-4), n
-    assert any(not torch.equal(p, q) for p, q in zip(hf.parameters(), build_hfunction(
-        {"kind": "delta_block", "num_groups": 8, "seed": 0}, bb).parameters())), "nothing was trained"
+    assert any(
+        not torch.equal(p, q)
+        for p, q in zip(
+            hf.parameters(), build_hfunction({"kind": "delta_block", "num_groups": 8, "seed": 0}, bb).parameters()
+        )
+    ), "nothing was trained"
     assert all(torch.equal(v, bb_before[k]) for k, v in bb.state_dict().items()), "the backbone changed"
 
 
 def test_lightning_checkpoint_holds_only_the_hfunction(parts, tmp_path):
     bb, clip, hf, dm = parts
     m = make_module(bb, clip, hf)
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         default_root_dir=tmp_path, use_distributed_sampler=False)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        use_distributed_sampler=False,
+    )
     trainer.fit(m, datamodule=dm)
     path = tmp_path / "x.ckpt"
     trainer.save_checkpoint(path)

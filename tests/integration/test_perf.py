@@ -1,4 +1,5 @@
 """Performance behaviour (never wall time): pass counts at the floor, the cache's second run, the speed options' tolerance."""
+
 from __future__ import annotations
 
 import functools
@@ -53,7 +54,9 @@ def test_edit_at_the_floor(bb):
     assert (c.rows("encode"), c.rows("decode")) == _floor_rows()
     # one encoder call per step; Asyrp steps decode 2B rows in ONE call
     assert len([x for x in c.calls if x.kind == "encode"]) == (N_INV - 1) + N_GEN
-    assert [x.rows for x in c.calls if x.kind == "decode"] == [B] * (N_INV - 1) + [2 * B] * N_EDIT + [B] * (N_GEN - N_EDIT)
+    assert [x.rows for x in c.calls if x.kind == "decode"] == [B] * (N_INV - 1) + [2 * B] * N_EDIT + [B] * (
+        N_GEN - N_EDIT
+    )
 
 
 @pytest.mark.parametrize("kind", ["strip", "composition"])
@@ -79,17 +82,34 @@ def test_training_step_at_the_floor(bb, tmp_path):
     from asyrp.data.cache import InversionCache, noise_sources
     from asyrp.module import AsyrpModule
 
-    clip = load_clip({"name": "tiny", "model": "tiny", "pretrained": None, "templates": "none", "init_seed": 0,
-                      "model_config": {"embed_dim": 16, "vision_cfg": {"image_size": 16, "layers": 1, "width": 16,
-                                                                       "patch_size": 8, "head_width": 8},
-                                       "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16,
-                                                    "heads": 2, "layers": 1}}})
+    clip = load_clip(
+        {
+            "name": "tiny",
+            "model": "tiny",
+            "pretrained": None,
+            "templates": "none",
+            "init_seed": 0,
+            "model_config": {
+                "embed_dim": 16,
+                "vision_cfg": {"image_size": 16, "layers": 1, "width": 16, "patch_size": 8, "head_width": 8},
+                "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
+            },
+        }
+    )
     cache = InversionCache(tmp_path, bb, A, PLAN)
     entries = cache.compute(noise_sources(0, B), images(B))
     batch = {k: torch.stack([e[k] for e in entries]) for k in ("x0", "x_T", "x_rec", "P_orig", "t")}
     batch["index"] = torch.arange(B)
-    m = AsyrpModule(_block(bb), bb, clip, A, source=["face"], target=["smiling face"],
-                    optimizer=functools.partial(torch.optim.SGD, lr=0.01), plan=PLAN)
+    m = AsyrpModule(
+        _block(bb),
+        bb,
+        clip,
+        A,
+        source=["face"],
+        target=["smiling face"],
+        optimizer=functools.partial(torch.optim.SGD, lr=0.01),
+        plan=PLAN,
+    )
     opt = m.configure_optimizers()
     m.optimizers = lambda *a, **k: opt
     m.manual_backward = lambda loss, *a, **k: loss.backward()
@@ -196,8 +216,12 @@ def test_perf_option_within_tolerance(arch_bb, option):
     bb = arch_bb
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     t = torch.tensor([700.0, 30.0])
-    cfg = {"channels_last": {"channels_last": True}, "sdpa_on": {"sdpa": True}, "sdpa_off": {"sdpa": False},
-           "bf16": {"autocast": "bf16"}}[option]
+    cfg = {
+        "channels_last": {"channels_last": True},
+        "sdpa_on": {"sdpa": True},
+        "sdpa_off": {"sdpa": False},
+        "bf16": {"autocast": "bf16"},
+    }[option]
     fast = with_perf(bb, cfg)
     with torch.no_grad():
         ref = with_perf(bb, {"sdpa": False})(x, t)
@@ -209,8 +233,12 @@ def test_perf_option_within_tolerance(arch_bb, option):
         finally:
             with_perf(bb, {"sdpa": False})(x, t)
             with_perf(bb, None)(x, t)  # back to the defaults (auto: off on CPU)
-    assert {"channels_last": on["channels_last"], "sdpa_on": on["sdpa"] is True, "sdpa_off": on["sdpa"] is False,
-            "bf16": on["autocast"] == torch.bfloat16}[option]  # the wrapper's option is the one in effect
+    assert {
+        "channels_last": on["channels_last"],
+        "sdpa_on": on["sdpa"] is True,
+        "sdpa_off": on["sdpa"] is False,
+        "bf16": on["autocast"] == torch.bfloat16,
+    }[option]  # the wrapper's option is the one in effect
     assert out.dtype == x.dtype and enc.h.dtype == x.dtype  # the h-function and DDIM see the input dtype
     assert _rel(out, ref) < TOLERANCE[option]
     assert _rel(h_out[2:], ref) < TOLERANCE[option]
@@ -225,8 +253,12 @@ def test_perf_defaults_are_off_on_cpu(arch_bb):
         out, ref = bb(x, t), arch_bb(x, t)
         enc = bb.encode(x, t)
     assert torch.equal(out, ref) and torch.equal(bb.eps(out), arch_bb.eps(ref))  # bit for bit the unwrapped net
-    assert (bb.h_shape, bb.emb_dim, bb.image_size, bb.family) == (arch_bb.h_shape, arch_bb.emb_dim,
-                                                                  arch_bb.image_size, arch_bb.family)
+    assert (bb.h_shape, bb.emb_dim, bb.image_size, bb.family) == (
+        arch_bb.h_shape,
+        arch_bb.emb_dim,
+        arch_bb.image_size,
+        arch_bb.family,
+    )
     assert tuple(enc.h.shape[1:]) == bb.h_shape
     assert all(not getattr(m, "use_sdpa", False) for m in bb.modules())
     assert with_perf(bb, {"channels_last": True}).inner is arch_bb  # re-wrapping starts from the inner backbone
@@ -274,8 +306,10 @@ def test_datamodule_pin_memory(tmp_path):
 
     dm = AsyrpDataModule(kind="random_samples", n_images=2, cache_dir=str(tmp_path), pin_memory=True)
     assert dm.pin_memory is True
-    assert AsyrpDataModule(kind="random_samples", n_images=2, cache_dir=str(tmp_path)).pin_memory == \
-        torch.cuda.is_available()
+    assert (
+        AsyrpDataModule(kind="random_samples", n_images=2, cache_dir=str(tmp_path)).pin_memory
+        == torch.cuda.is_available()
+    )
 
 
 @pytest.mark.slow
@@ -298,8 +332,13 @@ def test_torch_compile_within_tolerance():
 # -- the options wired into the tasks (asyrp.tasks.train / asyrp.tasks.edit, the perf config group) ----------------------------
 # everything that has an "off" on CPU, forced off. sdpa is left out: on CPU its default ("auto") keeps diffusers'
 # own attention (SDPA), which sdpa=false would replace by the explicit softmax (a 1e-5 change, tested above).
-FORCED_OFF = ["perf.autocast=null", "perf.channels_last=false", "perf.compile=false", "perf.inference_mode=false",
-              "perf.pin_memory=false"]
+FORCED_OFF = [
+    "perf.autocast=null",
+    "perf.channels_last=false",
+    "perf.compile=false",
+    "perf.inference_mode=false",
+    "perf.pin_memory=false",
+]
 SMOKE = ["debug=smoke", "~logger", "callbacks.edit_grid=null", "trainer.limit_val_batches=0"]
 
 
@@ -331,8 +370,9 @@ def test_perf_composes_in_the_task_configs(task, tmp_path):
     over = _task_overrides(task)
     cfg = compose(task, over, output_dir=tmp_path)
     assert PerfConfig.from_any(cfg.perf) == PerfConfig()
-    forced = compose(task, over + ["perf.autocast=bf16", "perf.channels_last=true", "perf.num_workers=2"],
-                     output_dir=tmp_path)
+    forced = compose(
+        task, over + ["perf.autocast=bf16", "perf.channels_last=true", "perf.num_workers=2"], output_dir=tmp_path
+    )
     p = check_perf(forced.perf)
     assert (p.autocast, p.channels_last, p.num_workers, p.sdpa) == ("bf16", True, 2, "auto")
     with pytest.raises(ConfigCompositionException):  # a misspelt option is refused by Hydra
@@ -386,9 +426,13 @@ def test_train_channels_last_reaches_the_backbone(tmp_path, monkeypatch):
         return real_fit(self, model, *a, **k)
 
     monkeypatch.setattr(pl.Trainer, "fit", fit)
-    _, objects = train(compose("train", SMOKE + [f"dataset.cache_dir={tmp_path / 'cache'}",
-                                                 "perf.channels_last=true", "perf.num_workers=0"],
-                               output_dir=tmp_path))
+    _, objects = train(
+        compose(
+            "train",
+            SMOKE + [f"dataset.cache_dir={tmp_path / 'cache'}", "perf.channels_last=true", "perf.num_workers=0"],
+            output_dir=tmp_path,
+        )
+    )
     bb = objects["backbone"]
     assert pickled and _conv_channels_last(bb) and bb.options("cpu")["channels_last"]
     copy_ = pickle.loads(pickled[0]).backbone
@@ -408,8 +452,11 @@ def test_train_channels_last_reaches_the_backbone(tmp_path, monkeypatch):
 
 def _convs(backbone) -> list[torch.Tensor]:
     """The conv weights whose NCHW and NHWC layouts differ (more than one input channel, kernel > 1x1)."""
-    convs = [m.weight for m in backbone.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1
-             and m.weight.shape[2] > 1]
+    convs = [
+        m.weight
+        for m in backbone.modules()
+        if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1 and m.weight.shape[2] > 1
+    ]
     assert convs
     return convs
 
@@ -428,8 +475,14 @@ def spy_edit(monkeypatch):
 
     def spy(backbone, *a, **k):
         res = real(backbone, *a, **k)
-        calls.append({"backbone": backbone, "x_edit": res.x_edit.clone(),
-                      "inference": torch.is_inference_mode_enabled(), "grad": torch.is_grad_enabled()})
+        calls.append(
+            {
+                "backbone": backbone,
+                "x_edit": res.x_edit.clone(),
+                "inference": torch.is_inference_mode_enabled(),
+                "grad": torch.is_grad_enabled(),
+            }
+        )
         return res
 
     monkeypatch.setattr(samplers, "edit", spy)
@@ -447,9 +500,21 @@ def _edit(smoke_run, tmp_path, name, spy, *extra):
             atomic_write_png(img, faces / f"face_{i}.png")
     out, _ = smoke_run
     spy.clear()
-    res = edit_task(compose("edit", ["arch=tiny_ddpm", f"checkpoint={out / 'checkpoints' / 'hfunction.pt'}",
-                                     f"input_dir={faces}", "batch_size=2", "progress=false",
-                                     f"output_dir={tmp_path / name}", *extra], output_dir=tmp_path / "run"))
+    res = edit_task(
+        compose(
+            "edit",
+            [
+                "arch=tiny_ddpm",
+                f"checkpoint={out / 'checkpoints' / 'hfunction.pt'}",
+                f"input_dir={faces}",
+                "batch_size=2",
+                "progress=false",
+                f"output_dir={tmp_path / name}",
+                *extra,
+            ],
+            output_dir=tmp_path / "run",
+        )
+    )
     assert res["edited"] == 3 and len(spy) == 2
     x = torch.cat([c["x_edit"] for c in spy], 1)
     pngs = {p.name: p.read_bytes() for p in res["written"]}
@@ -461,8 +526,12 @@ def test_edit_with_perf_defaults_is_unchanged_on_cpu(smoke_run, tmp_path, spy_ed
     and as the task before perf was wired in; inference_mode forced on changes nothing either."""
     x_def, png_def, calls = _edit(smoke_run, tmp_path, "defaults", spy_edit)
     assert all(not c["inference"] and not c["grad"] for c in calls)  # no_grad, as before
-    assert calls[0]["backbone"].options("cpu") == {"sdpa": None, "channels_last": False, "autocast": None,
-                                                   "compile": False}  # every option off on CPU
+    assert calls[0]["backbone"].options("cpu") == {
+        "sdpa": None,
+        "channels_last": False,
+        "autocast": None,
+        "compile": False,
+    }  # every option off on CPU
     x_off, png_off, _ = _edit(smoke_run, tmp_path, "off", spy_edit, *FORCED_OFF)
     assert torch.equal(x_def, x_off) and png_def == png_off
     with monkeypatch.context() as m:  # the task as it was before perf was wired in

@@ -2,6 +2,7 @@
 with and without cache_dir, a sweep trial's edits, the interactive editor and discover put the backbone on the same
 timesteps, for both spacings. The timesteps are recorded where the backbone is called, so a path that drops a field
 of the plan (spacing, n_inv, ...) walks another grid and fails here."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -65,10 +66,10 @@ def test_every_entry_point_walks_the_plans_timesteps(spacing, faces, tmp_path, r
     from hydra.core.hydra_config import HydraConfig
 
     from asyrp.config import compose
-    from asyrp.tasks.discover import discover
     from asyrp.editor import load_editor
-    from asyrp.tasks.edit_quality import edit_config, edit_quality
+    from asyrp.tasks.discover import discover
     from asyrp.tasks.edit import edit
+    from asyrp.tasks.edit_quality import edit_config, edit_quality
     from asyrp.tasks.train import train
 
     plan = EditPlan(n_inv=N_INV, n_gen=N_GEN, t0=T0, t_edit=T_EDIT, t_boost=T_BOOST, spacing=spacing)
@@ -77,20 +78,52 @@ def test_every_entry_point_walks_the_plans_timesteps(spacing, faces, tmp_path, r
     other = dataclasses.replace(plan, spacing="uniform" if spacing == "official" else "official")
     assert grid != set(other.seq_inv[:-1]) | set(other.seq_gen)  # the two spacings really differ
     run = tmp_path / "train"
-    steps = [f"plan.n_inv={N_INV}", f"plan.n_gen={N_GEN}", f"plan.t0={T0}", f"plan.spacing={spacing}",
-             f"plan.t_edit={T_EDIT}", f"plan.t_boost={T_BOOST}"]
-    cfg = compose("train", ["debug=smoke", "~logger", "hparams_search=edit_quality", "callbacks.edit_grid=null",
-                            "dataset.kind=folder", f"dataset.path={faces}", f"dataset.cache_dir={tmp_path / 'cache'}",
-                            f"edit_quality.input_dir={faces}", "edit_quality.strengths=null", "hydra.job.num=0",
-                            *steps], output_dir=run)
+    steps = [
+        f"plan.n_inv={N_INV}",
+        f"plan.n_gen={N_GEN}",
+        f"plan.t0={T0}",
+        f"plan.spacing={spacing}",
+        f"plan.t_edit={T_EDIT}",
+        f"plan.t_boost={T_BOOST}",
+    ]
+    cfg = compose(
+        "train",
+        [
+            "debug=smoke",
+            "~logger",
+            "hparams_search=edit_quality",
+            "callbacks.edit_grid=null",
+            "dataset.kind=folder",
+            f"dataset.path={faces}",
+            f"dataset.cache_dir={tmp_path / 'cache'}",
+            f"edit_quality.input_dir={faces}",
+            "edit_quality.strengths=null",
+            "hydra.job.num=0",
+            *steps,
+        ],
+        output_dir=run,
+    )
     _, objects = train(cfg)
     walked = {"train (cache, training, validation edits)": _take(recorded)}
     assert objects["module"].plan == plan
     ckpt = run / "checkpoints" / "hfunction.pt"
 
     def edit_py(name: str, *extra: str) -> set[int]:
-        edit(compose("edit", ["arch=tiny_ddpm", f"checkpoint={ckpt}", f"input_dir={faces}", "batch_size=4",
-                              "progress=false", f"output_dir={tmp_path / name}", *extra], output_dir=tmp_path / "e"))
+        edit(
+            compose(
+                "edit",
+                [
+                    "arch=tiny_ddpm",
+                    f"checkpoint={ckpt}",
+                    f"input_dir={faces}",
+                    "batch_size=4",
+                    "progress=false",
+                    f"output_dir={tmp_path / name}",
+                    *extra,
+                ],
+                output_dir=tmp_path / "e",
+            )
+        )
         return _take(recorded)
 
     walked["edit.py"] = edit_py("plain")
@@ -103,9 +136,23 @@ def test_every_entry_point_walks_the_plans_timesteps(spacing, faces, tmp_path, r
     assert ed.plan == plan
     ed.generate(ed.invert(images(1, size=32, seed=5)[0]), [[1.0]])
     walked["editor"] = _take(recorded)
-    discover(compose("discover", ["arch=tiny_ddpm", "method=pca", "method.k=2", f"input_dir={faces}", "n_images=4",
-                                  *steps, f"cache_dir={tmp_path / 'dcache'}",
-                                  "judge=none", f"output_dir={tmp_path / 'dirs'}"], output_dir=tmp_path / "d"))
+    discover(
+        compose(
+            "discover",
+            [
+                "arch=tiny_ddpm",
+                "method=pca",
+                "method.k=2",
+                f"input_dir={faces}",
+                "n_images=4",
+                *steps,
+                f"cache_dir={tmp_path / 'dcache'}",
+                "judge=none",
+                f"output_dir={tmp_path / 'dirs'}",
+            ],
+            output_dir=tmp_path / "d",
+        )
+    )
     walked["discover"] = _take(recorded)
     # every path walks the plan's grid, all of it (each inverts: the random tiny nets differ by seed between train and
     # edit, so no path finds another's inversions) and nothing else

@@ -1,4 +1,5 @@
 """The catalogue of bad inputs and faults (docs/reliability.md): each gives one clear error or a clean recovery."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,8 @@ from PIL import Image
 import asyrp.build as build
 import asyrp.ops.claims as claims
 import asyrp.tasks.edit as edit_task
-import asyrp.tasks.train as train_task
 import asyrp.tasks.edit_request as edit_request
+import asyrp.tasks.train as train_task
 from asyrp.checks import check_arch
 from asyrp.config import compose
 from asyrp.data.images import scan_images
@@ -93,8 +94,10 @@ def test_pickled_code_in_checkpoints_is_refused_never_run(tmp_path, world):
     torch.save({"state_dict": tiny["state_dict"], "hook": _Payload(str(marker))}, tmp_path / "evil.ckpt")
     with pytest.raises(AsyrpUserError, match=r"evil.ckpt.*refused for safety"):
         build.backbone(arch)
-    torch.save({"0": torch.load(world["official"], weights_only=True)["0"], "hook": _Payload(str(marker))},
-               tmp_path / "evil.pth")
+    torch.save(
+        {"0": torch.load(world["official"], weights_only=True)["0"], "hook": _Payload(str(marker))},
+        tmp_path / "evil.pth",
+    )
     with pytest.raises(AsyrpUserError, match=r"evil.pth.*refused for safety.*re-save its tensors only"):
         load_hfunction_checkpoint(tmp_path / "evil.pth", world["backbone"], "tiny_ddpm")
     assert not marker.exists()
@@ -133,9 +136,11 @@ def test_resume_checkpoint_faults_one_line_before_any_work(tmp_path, world, no_n
     data = (tmp_path / "good.ckpt").read_bytes()
     (tmp_path / "trunc.ckpt").write_bytes(data[: len(data) // 2])
     torch.save(dict(state, hook=_Payload(str(marker))), tmp_path / "evil.ckpt")
-    cases = [("trunc.ckpt", r"cannot resume from \S*trunc.ckpt: the file is truncated.*pass ckpt_path="),
-             ("evil.ckpt", r"cannot resume from \S*evil.ckpt: .*refused for safety.*pass ckpt_path="),
-             (world["hf"], r"cannot resume from \S*hf.pt: it is not a Lightning training checkpoint.*edit.py")]
+    cases = [
+        ("trunc.ckpt", r"cannot resume from \S*trunc.ckpt: the file is truncated.*pass ckpt_path="),
+        ("evil.ckpt", r"cannot resume from \S*evil.ckpt: .*refused for safety.*pass ckpt_path="),
+        (world["hf"], r"cannot resume from \S*hf.pt: it is not a Lightning training checkpoint.*edit.py"),
+    ]
     for name, needle in cases:
         run_dir = tmp_path / f"run_{Path(name).stem}"
         cfg = compose("train", ["debug=smoke", f"ckpt_path={tmp_path / name}"], output_dir=run_dir)
@@ -143,6 +148,7 @@ def test_resume_checkpoint_faults_one_line_before_any_work(tmp_path, world, no_n
             run_cli(train_task.train, cfg)
         err = capsys.readouterr().err.strip().splitlines()
         import re
+
         assert exc.value.code == 2 and len(err) == 1 and re.search(needle, err[0]), err
         assert not run_dir.exists()  # refused before the run folder was claimed
     assert not marker.exists()
@@ -173,7 +179,7 @@ def _zoo(folder: Path) -> dict[str, str | None]:
     (folder / "g_truncated.png").write_bytes(full[: len(full) // 2])
     damaged = bytearray(full)  # complete file, intact header, garbage in the compressed pixel data
     idat = damaged.find(b"IDAT")
-    damaged[idat + 20:idat + 60] = bytes(b ^ 0xFF for b in damaged[idat + 20:idat + 60])
+    damaged[idat + 20 : idat + 60] = bytes(b ^ 0xFF for b in damaged[idat + 20 : idat + 60])
     (folder / "k_damaged.png").write_bytes(bytes(damaged))
     (folder / "h_empty.png").write_bytes(b"")
     (folder / "i_text.jpg").write_text("not an image")
@@ -182,6 +188,7 @@ def _zoo(folder: Path) -> dict[str, str | None]:
     raw = bytearray((folder / "j_bomb.png").read_bytes())  # claim 60000 x 60000 pixels in the header
     raw[16:24] = (60000).to_bytes(4, "big") * 2
     import zlib
+
     raw[29:33] = zlib.crc32(bytes(raw[12:29])).to_bytes(4, "big")
     (folder / "j_bomb.png").write_bytes(bytes(raw))
     (folder / "readme.txt").write_text("not an image, reported as such")
@@ -189,10 +196,23 @@ def _zoo(folder: Path) -> dict[str, str | None]:
     frames[0].save(folder / "l_anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
     (folder / "m_photo.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))
     (folder / ".hidden.png").write_bytes(full)
-    return {".hidden.png": "hidden file","a_rgb.png": None, "b_rgba.png": None, "c_gray.jpg": None, "d_16bit.png": None, "e_large.jpg": None,
-            "f_tiny.png": None, "g_truncated.png": "truncated", "h_empty.png": "empty file", "i_text.jpg": "not an image",
-            "j_bomb.png": "(too large|decompression bomb)", "k_damaged.png": "damaged or truncated",
-            "l_anim.gif": None, "m_photo.heic": "unsupported image format .heic.*convert", "readme.txt": "not an image"}
+    return {
+        ".hidden.png": "hidden file",
+        "a_rgb.png": None,
+        "b_rgba.png": None,
+        "c_gray.jpg": None,
+        "d_16bit.png": None,
+        "e_large.jpg": None,
+        "f_tiny.png": None,
+        "g_truncated.png": "truncated",
+        "h_empty.png": "empty file",
+        "i_text.jpg": "not an image",
+        "j_bomb.png": "(too large|decompression bomb)",
+        "k_damaged.png": "damaged or truncated",
+        "l_anim.gif": None,
+        "m_photo.heic": "unsupported image format .heic.*convert",
+        "readme.txt": "not an image",
+    }
 
 
 def test_image_zoo_valid_processed_bad_skipped_and_listed(tmp_path, world):
@@ -200,26 +220,33 @@ def test_image_zoo_valid_processed_bad_skipped_and_listed(tmp_path, world):
     good, skipped = scan_images(tmp_path / "zoo", None, 32)
     assert [p.name for p in good] == [k for k, v in expected.items() if v is None]
     import re
+
     assert {p.name for p, _ in skipped} == {k for k, v in expected.items() if v is not None}
     for p, reason in skipped:
         assert re.search(expected[p.name], reason), (p.name, reason)
     # the 16-bit image is scaled, not clipped to white
     from asyrp.data.images import read_image
+
     x, notes = read_image(tmp_path / "zoo" / "d_16bit.png", 32)
     assert x.shape == (3, 32, 32) and -0.9 < float(x.mean()) < 0.9 and any("16" in n for n in notes)
     # end to end: seven images edited (centre-crop + resize to 32), the other files skipped and listed in the manifest
-    res = edit_task.edit(edit_cfg(tmp_path / "run", f"checkpoint={world['hf']}", f"input_dir={tmp_path / 'zoo'}",
-                              "grid_rows=3"))
+    res = edit_task.edit(
+        edit_cfg(tmp_path / "run", f"checkpoint={world['hf']}", f"input_dir={tmp_path / 'zoo'}", "grid_rows=3")
+    )
     out = tmp_path / "run" / "edited"
     assert res["edited"] == 7
     man = json.loads((out / "manifest.json").read_text())
-    assert man["complete"] and len(man["inputs"]) == 7 and {Path(s["path"]).name for s in man["skipped"]} == \
-        {k for k, v in expected.items() if v is not None}
+    assert (
+        man["complete"]
+        and len(man["inputs"]) == 7
+        and {Path(s["path"]).name for s in man["skipped"]} == {k for k, v in expected.items() if v is not None}
+    )
     assert man["t_edit"] == 500 and man["t_boost"] == 200 and [i["seed"] for i in man["inputs"]] == list(range(7))
     for it in man["inputs"]:
         with Image.open(out / it["outputs"][0]) as im:
             assert im.size == (32, 32) and im.mode == "RGB"
     from asyrp.grid import grid_layout
+
     lay = grid_layout(out / "grid.png")  # 3 rows (grid_rows) x (input, edit), 32 px cells upscaled to 128
     assert (lay["rows"], lay["columns"], lay["cell"]) == (3, 2, [128, 128])
     assert lay["row_labels"] == [it["id"] for it in man["inputs"][:3]] and lay["column_labels"][0] == "input"
@@ -252,21 +279,24 @@ def no_networks(monkeypatch):
     monkeypatch.setattr(edit_request, "read_hfunction_file", boom)
 
 
-@pytest.mark.parametrize("overrides,needle", [
-    (["plan.t_edit=300", "plan.t_boost=400"], "t_boost=400 is above t_edit=300.*set plan.t_boost <= plan.t_edit"),
-    (["plan.n_gen=0"], "n_gen=0.*>= 2.*set plan.n_gen"),
-    (["plan.n_inv=abc"], "plan.n_inv='abc' must be an integer"),
-    (["plan.t_edit=1500"], "t_edit=1500 is outside the schedule.*set plan.t_edit"),
-    (["plan.t0=1200"], "t0=1200 is outside the schedule.*set plan.t0"),
-    (["plan.t_boost=-3"], "t_boost=-3 is outside the schedule"),
-    (["arch.family=unet9"], "arch.family='unet9'"),
-    (["plan.mode=sideways"], "plan.mode='sideways' is not one of"),
-    (["sweep=[0,1]", "strip=3"], "sweep and strip are both set"),
-    (["strip=1"], "strip=1 must be >= 2"),
-    (["coeffs=[1,2]"], "coeffs has 2 values for 1 checkpoints"),
-    (["n_random=4"], "set exactly one input"),
-    (["batch_size=0"], "batch_size=0 must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (["plan.t_edit=300", "plan.t_boost=400"], "t_boost=400 is above t_edit=300.*set plan.t_boost <= plan.t_edit"),
+        (["plan.n_gen=0"], "n_gen=0.*>= 2.*set plan.n_gen"),
+        (["plan.n_inv=abc"], "plan.n_inv='abc' must be an integer"),
+        (["plan.t_edit=1500"], "t_edit=1500 is outside the schedule.*set plan.t_edit"),
+        (["plan.t0=1200"], "t0=1200 is outside the schedule.*set plan.t0"),
+        (["plan.t_boost=-3"], "t_boost=-3 is outside the schedule"),
+        (["arch.family=unet9"], "arch.family='unet9'"),
+        (["plan.mode=sideways"], "plan.mode='sideways' is not one of"),
+        (["sweep=[0,1]", "strip=3"], "sweep and strip are both set"),
+        (["strip=1"], "strip=1 must be >= 2"),
+        (["coeffs=[1,2]"], "coeffs has 2 values for 1 checkpoints"),
+        (["n_random=4"], "set exactly one input"),
+        (["batch_size=0"], "batch_size=0 must be >= 1"),
+    ],
+)
 def test_bad_edit_config_rejected_before_work(overrides, needle, tmp_path, world, no_networks, capsys):
     cfg = edit_cfg(tmp_path / "r", f"checkpoint={world['hf']}", f"input_dir={world['faces']}", *overrides)
     with pytest.raises(SystemExit) as exc:
@@ -274,6 +304,7 @@ def test_bad_edit_config_rejected_before_work(overrides, needle, tmp_path, world
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and len(err) == 1 and err[0].startswith("error: ")
     import re
+
     assert re.search(needle, err[0]), err[0]
     assert not (tmp_path / "r" / "edited").exists()
 
@@ -285,25 +316,30 @@ def test_missing_required_value_names_the_key(tmp_path, world, no_networks, caps
     assert "checkpoint is required but not set (???): pass checkpoint=" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("plan.t_boost=600", "t_boost=600 is above t_edit=500.*plan.t_boost"),
-    ("plan.n_inv=0", "plan.n_inv"),
-    ("plan.mode=sideways", "plan.mode='sideways'"),
-    ("model.n_iter=0", "model.n_iter=0 must be >= 1"),
-    ("arch.family=unet9", "arch.family='unet9'"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("plan.t_boost=600", "t_boost=600 is above t_edit=500.*plan.t_boost"),
+        ("plan.n_inv=0", "plan.n_inv"),
+        ("plan.mode=sideways", "plan.mode='sideways'"),
+        ("model.n_iter=0", "model.n_iter=0 must be >= 1"),
+        ("arch.family=unet9", "arch.family='unet9'"),
+    ],
+)
 def test_bad_train_config_rejected_before_work(override, needle, tmp_path, no_networks, capsys):
     cfg = compose("train", ["debug=smoke", override], output_dir=tmp_path)
     with pytest.raises(SystemExit):
         run_cli(train_task.train, cfg)
     import re
+
     assert re.search(needle, capsys.readouterr().err)
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / claims.RUN_STAMP).exists()
 
 
 def test_unknown_config_option_is_one_line():
-    assert "unknown arch 'tiny_dpm': there is no conf/arch/tiny_dpm.yaml; choose one of" in \
-        check_overrides(["arch=tiny_dpm"])
+    assert "unknown arch 'tiny_dpm': there is no conf/arch/tiny_dpm.yaml; choose one of" in check_overrides(
+        ["arch=tiny_dpm"]
+    )
     assert "unknown attribute 'smilin'" in check_overrides(["debug=smoke", "attribute=smiling,smilin"])
     assert check_overrides(["arch=tiny_ddpm", "+experiment=celeba_smiling", "model.lr=2", "~logger"]) is None
 
@@ -321,7 +357,10 @@ def test_user_errors_are_one_redacted_line_unless_debugging(monkeypatch, capsys)
     with pytest.raises(SystemExit) as exc:
         run_cli(bad)
     assert exc.value.code == 2
-    assert capsys.readouterr().err == f"error: t_edit=1500 is outside the schedule (token {secrets.REDACTED}): set t_edit\n"
+    assert (
+        capsys.readouterr().err
+        == f"error: t_edit=1500 is outside the schedule (token {secrets.REDACTED}): set t_edit\n"
+    )
     for k in ("ASYRP_DEBUG", "HYDRA_FULL_ERROR"):
         monkeypatch.setenv(k, "1")
         with pytest.raises(AsyrpUserError, match="outside the schedule"):
@@ -332,10 +371,13 @@ def test_user_errors_are_one_redacted_line_unless_debugging(monkeypatch, capsys)
 
 
 # == 4. training faults ============================================================================================
-@pytest.mark.parametrize("bad,needle", [
-    ("nan", r"train/loss\S*=nan"),  # loss * nan: NaN loss, NaN gradients, NaN weights
-    ("inf", r"train/loss\S*=inf"),  # loss + inf: infinite loss, finite gradients (weights stay finite)
-])
+@pytest.mark.parametrize(
+    "bad,needle",
+    [
+        ("nan", r"train/loss\S*=nan"),  # loss * nan: NaN loss, NaN gradients, NaN weights
+        ("inf", r"train/loss\S*=inf"),  # loss + inf: infinite loss, finite gradients (weights stay finite)
+    ],
+)
 def test_nan_or_inf_loss_stops_and_keeps_the_last_good_checkpoint(bad, needle, tmp_path, monkeypatch):
     from asyrp.losses import AsyrpLoss
 
@@ -350,11 +392,24 @@ def test_nan_or_inf_loss_stops_and_keeps_the_last_good_checkpoint(bad, needle, t
         return terms
 
     monkeypatch.setattr(AsyrpLoss, "__call__", forward)
-    cfg = compose("train", ["debug=smoke", "~logger", f"dataset.cache_dir={tmp_path / 'cache'}", "dataset.batch_size=1",
-                            "callbacks.edit_grid=null", "trainer.limit_val_batches=0"], output_dir=tmp_path / "run")
-    with pytest.raises(TrainingDiverged, match=r"diverged at step 6.*last good checkpoint is .*last.ckpt \(step 4\)") as exc:
+    cfg = compose(
+        "train",
+        [
+            "debug=smoke",
+            "~logger",
+            f"dataset.cache_dir={tmp_path / 'cache'}",
+            "dataset.batch_size=1",
+            "callbacks.edit_grid=null",
+            "trainer.limit_val_batches=0",
+        ],
+        output_dir=tmp_path / "run",
+    )
+    with pytest.raises(
+        TrainingDiverged, match=r"diverged at step 6.*last good checkpoint is .*last.ckpt \(step 4\)"
+    ) as exc:
         train_task.train(cfg)
     import re
+
     assert re.search(needle, str(exc.value)), str(exc.value)
     ck = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert ck["global_step"] == 4
@@ -373,7 +428,9 @@ def test_edit_output_dir_belongs_to_one_run(tmp_path, world):
         edit_task.edit(edit_cfg(tmp_path / "r3", *base, "strength=2"))
     assert (tmp_path / "out" / "face_0.png").read_bytes() == first
     res = edit_task.edit(edit_cfg(tmp_path / "r4", *base, "strength=2", "overwrite=true"))
-    assert res["edited"] == 3 and json.loads((tmp_path / "out" / "manifest.json").read_text())["coefficients"] == [[2.0]]
+    assert res["edited"] == 3 and json.loads((tmp_path / "out" / "manifest.json").read_text())["coefficients"] == [
+        [2.0]
+    ]
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temp files left
     # a folder of PNGs that no edit run wrote (no manifest.json) is not written into either
     (tmp_path / "photos").mkdir()
@@ -390,16 +447,22 @@ def test_atomic_writes_show_the_old_file_or_the_new_never_half(writer, tmp_path,
     import asyrp.ops.io as io
 
     target = tmp_path / {"png": "out.png", "json": "manifest.json", "torch": "hfunction.pt"}[writer]
-    write = {"png": lambda: io.atomic_write_png(torch.zeros(3, 4, 4), target),
-             "json": lambda: io.atomic_write_json({"complete": True}, target),
-             "torch": lambda: io.atomic_save({"w": torch.ones(2)}, target)}[writer]
+    write = {
+        "png": lambda: io.atomic_write_png(torch.zeros(3, 4, 4), target),
+        "json": lambda: io.atomic_write_json({"complete": True}, target),
+        "torch": lambda: io.atomic_save({"w": torch.ones(2)}, target),
+    }[writer]
     replaced = []
     real_replace = os.replace
     monkeypatch.setattr(io.os, "replace", lambda a, b: (replaced.append((Path(a), Path(b))), real_replace(a, b))[1])
     write()
-    (src, dst), = replaced
-    assert dst == target and src.parent == target.parent and src.name.startswith(f".{target.name}.") \
+    ((src, dst),) = replaced
+    assert (
+        dst == target
+        and src.parent == target.parent
+        and src.name.startswith(f".{target.name}.")
         and src.suffix == ".tmp"
+    )
     old = target.read_bytes()
 
     # every writer serialises in memory, then writes the temporary file: the disk is "full" when the bytes are
@@ -418,8 +481,18 @@ def test_lightning_checkpoints_are_renamed_into_place_beside_the_target(tmp_path
 
     replaced, real_replace = [], os.replace
     monkeypatch.setattr(io.os, "replace", lambda a, b: (replaced.append((Path(a), Path(b))), real_replace(a, b))[1])
-    cfg = compose("train", ["debug=smoke", "~logger", f"dataset.cache_dir={tmp_path / 'cache'}", "callbacks.edit_grid=null",
-                            "trainer.limit_val_batches=0", "+trainer.max_steps=2"], output_dir=tmp_path / "run")
+    cfg = compose(
+        "train",
+        [
+            "debug=smoke",
+            "~logger",
+            f"dataset.cache_dir={tmp_path / 'cache'}",
+            "callbacks.edit_grid=null",
+            "trainer.limit_val_batches=0",
+            "+trainer.max_steps=2",
+        ],
+        output_dir=tmp_path / "run",
+    )
     train_task.train(cfg)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     moves = [(a, b) for a, b in replaced if b == last]
@@ -446,8 +519,12 @@ def test_train_run_dir_belongs_to_one_run(tmp_path):
 def test_redaction_of_configs_logs_and_files(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("SOME_SERVICE_TOKEN", "tok-abcdefgh")
     monkeypatch.setenv("PLAIN_KEY", "1")  # too short to be treated as a secret value
-    cfg = {"logger": {"wandb": {"api_key": "k-123456789", "project": "asyrp"}},
-           "note": "token is tok-abcdefgh", "n": 1, "db": {"password": 42}}
+    cfg = {
+        "logger": {"wandb": {"api_key": "k-123456789", "project": "asyrp"}},
+        "note": "token is tok-abcdefgh",
+        "n": 1,
+        "db": {"password": 42},
+    }
     red = secrets.redact(cfg)
     assert red["logger"]["wandb"]["api_key"] == secrets.REDACTED and red["logger"]["wandb"]["project"] == "asyrp"
     assert red["note"] == f"token is {secrets.REDACTED}" and red["n"] == 1 and red["db"]["password"] == secrets.REDACTED
@@ -457,6 +534,7 @@ def test_redaction_of_configs_logs_and_files(tmp_path, monkeypatch, caplog):
     text = f.read_text()
     assert "k-123456789" not in text and "abcdefgh123" not in text and "seed=1" in text
     import logging
+
     rec = logging.LogRecord("x", logging.INFO, "f", 1, "using %s", ("tok-abcdefgh",), None)
     secrets.RedactingFilter().filter(rec)
     assert rec.getMessage() == f"using {secrets.REDACTED}"

@@ -1,5 +1,6 @@
 """asyrp.metrics.EditScorer: each metric equals its direct computation, absent networks are named, and every former
 scoring path (the sweep, the experiment scripts, the synthfaces judge, direction labels, recipes.py) goes through it."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -92,10 +93,29 @@ def test_every_metric_equals_its_direct_computation(toy):
 
     l1 = {"distance": lambda a, b: (a - b).abs().flatten(1).mean(1)}
     feats = FeatureFn(lambda x: x.mean((2, 3)), 3)
-    s = EditScorer(clip=toy.clip, source=SOURCE, target=TARGET, oracle=toy.oracle, oracle_target="mouth=smiling",
-                   lpips=l1, fid_features=feats)
-    names = ["n", "clip_direction", "clip_text", "psnr", "ssim", "lpips", "psnr_rec", "ssim_rec", "lpips_rec",
-             "oracle", "validity", "fid"]
+    s = EditScorer(
+        clip=toy.clip,
+        source=SOURCE,
+        target=TARGET,
+        oracle=toy.oracle,
+        oracle_target="mouth=smiling",
+        lpips=l1,
+        fid_features=feats,
+    )
+    names = [
+        "n",
+        "clip_direction",
+        "clip_text",
+        "psnr",
+        "ssim",
+        "lpips",
+        "psnr_rec",
+        "ssim_rec",
+        "lpips_rec",
+        "oracle",
+        "validity",
+        "fid",
+    ]
     assert set(names) == set(METRICS)
     r = s.score(toy.x_src, toy.x_edit, names, x_rec=toy.x_rec, fid_real=toy.x_rec)
     src, edt, rec, c = toy.x_src, toy.x_edit, toy.x_rec, toy.clip
@@ -124,8 +144,9 @@ def test_every_metric_equals_its_direct_computation(toy):
     assert torch.allclose(s.attribute_score(edt), margin)
     e = c.encode_image(edt).double()
     clip_only = EditScorer(clip=c, source=SOURCE, target=TARGET)
-    assert torch.allclose(clip_only.attribute_score(edt),
-                          e @ c.text_embedding(TARGET).double() - e @ c.text_embedding(SOURCE).double())
+    assert torch.allclose(
+        clip_only.attribute_score(edt), e @ c.text_embedding(TARGET).double() - e @ c.text_embedding(SOURCE).double()
+    )
     assert clip_only.attribute_score_name == "CLIP cos(target) - cos(source)"
     # a prefix names the keys, the order is the order asked
     assert list(s.score(src, edt, ["psnr", "n"], prefix="edit/")) == ["edit/psnr", "edit/n"]
@@ -135,9 +156,13 @@ def test_absent_networks_are_named_and_refused(toy):
     s = EditScorer(clip=toy.clip, source=SOURCE, target=TARGET)
     assert s.absent(["clip_direction", "psnr", "lpips_rec", "oracle", "validity"]) == {
         "lpips_rec": "no LPIPS weights (lpips: net, backbone_weights, lin_weights)",
-        "oracle": "no attribute oracle", "validity": "no attribute oracle"}
+        "oracle": "no attribute oracle",
+        "validity": "no attribute oracle",
+    }
     assert EditScorer(oracle=toy.oracle).absent(["oracle", "clip_text"]) == {
-        "oracle": "no oracle_target for this attribute", "clip_text": "no CLIP model"}
+        "oracle": "no oracle_target for this attribute",
+        "clip_text": "no CLIP model",
+    }
     with pytest.raises(MetricAbsent, match="metric oracle: no attribute oracle"):
         s.score(toy.x_src, toy.x_edit, ["psnr", "oracle"])
     with pytest.raises(ValueError, match="unknown edit metric 'clip'"):
@@ -150,9 +175,20 @@ def _world(toy):
     from asyrp import experiment as E
     from asyrp.plan import EditPlan
 
-    return E.Experiment(args=Namespace(smoke=True, quick=False, seed=0, clip="toy"), arch_cfg={}, backbone=None, a=None,
-                   clip=toy.clip, oracle=toy.oracle, x=toy.x_src, image_source="", plan=EditPlan(n_inv=4, n_gen=4,
-                   t_edit=0, t_boost=0), size={}, out=ROOT, attribute_prefix="synthfaces_")
+    return E.Experiment(
+        args=Namespace(smoke=True, quick=False, seed=0, clip="toy"),
+        arch_cfg={},
+        backbone=None,
+        a=None,
+        clip=toy.clip,
+        oracle=toy.oracle,
+        x=toy.x_src,
+        image_source="",
+        plan=EditPlan(n_inv=4, n_gen=4, t_edit=0, t_boost=0),
+        size={},
+        out=ROOT,
+        attribute_prefix="synthfaces_",
+    )
 
 
 def test_sweep_row_and_experiment_world_agree_through_the_scorer(toy, monkeypatch):
@@ -161,8 +197,12 @@ def test_sweep_row_and_experiment_world_agree_through_the_scorer(toy, monkeypatc
     calls = []
     score = EditScorer.score
     monkeypatch.setattr(EditScorer, "score", lambda self, *a, **kw: calls.append(a[2]) or score(self, *a, **kw))
-    cfg = OmegaConf.create({"attribute": {"source": SOURCE, "target": TARGET, "oracle_target": "mouth=smiling"},
-                            "edit_quality": {"judge": "auto", "lpips": None}})
+    cfg = OmegaConf.create(
+        {
+            "attribute": {"source": SOURCE, "target": TARGET, "oracle_target": "mouth=smiling"},
+            "edit_quality": {"judge": "auto", "lpips": None},
+        }
+    )
     scorer, metrics = edit_scorer(cfg, toy.clip, toy.oracle)
     row = scorer.score(toy.x_src, toy.x_edit, metrics, x_rec=toy.x_src, prefix="edit/")
     w = _world(toy)
@@ -191,7 +231,11 @@ def test_judge_and_direction_labels_read_through_the_scorer(toy):
     r = judge_pairs(toy.oracle, toy.x_src, toy.x_edit, target)
     s = EditScorer(oracle=toy.oracle, oracle_target=target).score(toy.x_src, toy.x_edit, ["n", "oracle"])
     assert (r["n"], r["success"], r["preserved"], r["already_target_before"]) == (
-        6, s["success"], s["preserved"], s["already_target"])
+        6,
+        s["success"],
+        s["preserved"],
+        s["already_target"],
+    )
     assert r["preserved_per_head"] == {"mouth": s["preserved/mouth"]}
     assert sum(p["success"] for p in r["per_image"]) / 6 == r["success"]
 

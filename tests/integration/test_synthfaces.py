@@ -1,4 +1,5 @@
 """The shipped synthfaces world: deterministic renders whose attributes show, and models that do their jobs."""
+
 from pathlib import Path
 
 import numpy as np
@@ -130,15 +131,36 @@ def test_ddpm_warm_start_continues_the_shipped_weights(tmp_path):
 
     shipped = ASSETS / "ddpm"
     step0 = json.loads((shipped / "training.json").read_text())["step"]
-    out = train_ddpm(tmp_path / "ddpm", tmp_path / "work", steps=step0 + 2, batch_size=2, n_images=8, threads=1,
-                     init_from=shipped, export_every_min=1e9, save_every_min=1e9)
+    out = train_ddpm(
+        tmp_path / "ddpm",
+        tmp_path / "work",
+        steps=step0 + 2,
+        batch_size=2,
+        n_images=8,
+        threads=1,
+        init_from=shipped,
+        export_every_min=1e9,
+        save_every_min=1e9,
+    )
     meta = json.loads((out / "training.json").read_text())
     assert meta["step"] == step0 + 2 and meta["warm_start_from_step"] == step0
-    a, b = load_file(shipped / "diffusion_pytorch_model.safetensors"), load_file(out / "diffusion_pytorch_model.safetensors")
+    a, b = (
+        load_file(shipped / "diffusion_pytorch_model.safetensors"),
+        load_file(out / "diffusion_pytorch_model.safetensors"),
+    )
     assert a.keys() == b.keys()
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
     assert 0 < diff < 1e-3  # trained two tiny warm-up steps on top of the shipped weights, not from scratch
-    out = train_ddpm(tmp_path / "ddpm", tmp_path / "work", steps=step0 + 3, batch_size=2, n_images=8, threads=1,
-                     resume=True, export_every_min=1e9, save_every_min=1e9)
+    out = train_ddpm(
+        tmp_path / "ddpm",
+        tmp_path / "work",
+        steps=step0 + 3,
+        batch_size=2,
+        n_images=8,
+        threads=1,
+        resume=True,
+        export_every_min=1e9,
+        save_every_min=1e9,
+    )
     meta = json.loads((out / "training.json").read_text())
     assert meta["step"] == step0 + 3 and meta["warm_start_from_step"] == step0  # a resume keeps the lineage

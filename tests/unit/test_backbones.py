@@ -1,4 +1,5 @@
 """Backbones of the ddpm / adm / diffusers families: parity with the upstream code, full-size layouts, the h-space split."""
+
 from __future__ import annotations
 
 import json
@@ -111,8 +112,10 @@ def test_full_size_layout(name):
 
 def test_ddim_yaml_nested_config():
     flat = MY_LAYOUTS["celeba_hq_256_sdedit"]["config"]
-    nested = {"data": {"image_size": 256, "channels": 3},
-              "model": {k: v for k, v in flat.items() if k != "image_size"} | {"type": "simple", "ema": True}}
+    nested = {
+        "data": {"image_size": 256, "channels": 3},
+        "model": {k: v for k, v in flat.items() if k != "image_size"} | {"type": "simple", "ema": True},
+    }
     assert ddpm.upstream_layout(nested) == ddpm.upstream_layout(flat)
 
 
@@ -133,7 +136,9 @@ def test_ddpm_unsupported_options_raise():
 
 
 def test_adm_channel_mult_derived_from_image_size():
-    cfg = adm.normalize_config({"image_size": 256, "num_channels": 8, "num_res_blocks": 1, "attention_resolutions": "32,16,8"})
+    cfg = adm.normalize_config(
+        {"image_size": 256, "num_channels": 8, "num_res_blocks": 1, "attention_resolutions": "32,16,8"}
+    )
     assert cfg["channel_mult"] == [1, 1, 2, 2, 4, 4]
     assert cfg["attention_rates"] == [8, 16, 32]
     assert adm.normalize_config(cfg) == cfg  # idempotent
@@ -158,9 +163,17 @@ def _upstream_attention(x, sd, prefix, heads, legacy):
 @pytest.mark.parametrize("legacy", [True, False])
 def test_adm_fixed_head_count_per_layer(legacy):
     """improved-diffusion style: a fixed num_heads (and num_heads_upsample on the decoder side), no head width."""
-    cfg = {"image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2,2",
-           "attention_resolutions": "16,8", "num_heads": 4, "num_head_channels": -1, "num_heads_upsample": 2,
-           "use_new_attention_order": not legacy}
+    cfg = {
+        "image_size": 32,
+        "num_channels": 32,
+        "num_res_blocks": 1,
+        "channel_mult": "1,2,2",
+        "attention_resolutions": "16,8",
+        "num_heads": 4,
+        "num_head_channels": -1,
+        "num_heads_upsample": 2,
+        "use_new_attention_order": not legacy,
+    }
     torch.manual_seed(0)
     sd = {k: torch.randn(s) * 0.2 for k, s in adm.upstream_layout(cfg).items()}
     net = load_backbone("adm", cfg, sd)
@@ -176,8 +189,15 @@ def test_adm_fixed_head_count_per_layer(legacy):
 
 
 def test_adm_class_conditional():
-    cfg = {"image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2", "class_cond": True,
-           "attention_resolutions": "16", "num_head_channels": 32}
+    cfg = {
+        "image_size": 32,
+        "num_channels": 32,
+        "num_res_blocks": 1,
+        "channel_mult": "1,2",
+        "class_cond": True,
+        "attention_resolutions": "16",
+        "num_head_channels": 32,
+    }
     layout = adm.upstream_layout(cfg)
     assert layout["label_emb.weight"] == (adm.NUM_CLASSES, 128)
     sd = {k: torch.randn(s) * 0.1 for k, s in layout.items()}
@@ -214,7 +234,9 @@ def test_decode_twice_and_h_replacement(nets, family):
     net, d = nets[family]
     with torch.no_grad():
         enc = net.encode(d["x"], d["t"])
-        assert isinstance(enc, Encoding) and len(enc.skips) == 1 + 2 * 2 + 1  # conv_in + (resnet, sampler) x 2 + last resnet
+        assert (
+            isinstance(enc, Encoding) and len(enc.skips) == 1 + 2 * 2 + 1
+        )  # conv_in + (resnet, sampler) x 2 + last resnet
         kept = [enc.h.clone(), *(s.clone() for s in enc.skips), enc.emb.clone()]
         first = net.decode(enc)
         second = net.decode(enc)
@@ -262,9 +284,17 @@ def test_dtype_and_device_arguments(nets):
 
 
 # -- diffusers folders ---------------------------------------------------------------------------------------------
-TINY_UNET = dict(sample_size=16, in_channels=3, out_channels=3, block_out_channels=[32, 64], layers_per_block=1,
-                 down_block_types=["DownBlock2D", "AttnDownBlock2D"], up_block_types=["AttnUpBlock2D", "UpBlock2D"],
-                 norm_num_groups=8, attention_head_dim=16)
+TINY_UNET = dict(
+    sample_size=16,
+    in_channels=3,
+    out_channels=3,
+    block_out_channels=[32, 64],
+    layers_per_block=1,
+    down_block_types=["DownBlock2D", "AttnDownBlock2D"],
+    up_block_types=["AttnUpBlock2D", "UpBlock2D"],
+    norm_num_groups=8,
+    attention_head_dim=16,
+)
 
 
 def _saved_unet(folder: Path, safe: bool = True, **overrides):

@@ -1,4 +1,5 @@
 """Reading checkpoints safely, unwrapping containers, and the messages a mismatch produces."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from asyrp.backbones import CheckpointError, adm, ddpm, diffusers as diffusers_family, load_backbone
+from asyrp.backbones import CheckpointError, adm, ddpm, load_backbone
+from asyrp.backbones import diffusers as diffusers_family
 from asyrp.backbones.checkpoints import layout_of, read_checkpoint, suggest_arch
 
 REFERENCE_NETS = Path(__file__).parents[1] / "fixtures" / "reference_nets"
@@ -189,7 +191,9 @@ def test_missing_and_unexpected_keys(tiny):
     sd = dict(tiny["state_dict"])
     del sd["mid.attn_1.q.weight"]
     sd["mid.attn_1.extra"] = torch.zeros(1)
-    with pytest.raises(CheckpointError, match=r"missing keys: mid\.attn_1\.q\.weight; unexpected keys: mid\.attn_1\.extra"):
+    with pytest.raises(
+        CheckpointError, match=r"missing keys: mid\.attn_1\.q\.weight; unexpected keys: mid\.attn_1\.extra"
+    ):
         load_backbone("ddpm", tiny["config"], sd)
 
 
@@ -209,14 +213,22 @@ def test_full_size_layouts_suggest_all_matching_archs():
 
 # -- the shipped arch configs --------------------------------------------------------------------------------------
 MINE = {
-    "celeba_hq": ("ddpm", "celeba_hq_256_sdedit"), "lsun_church": ("ddpm", "lsun_church_bedroom_256_sdedit"),
-    "lsun_bedroom": ("ddpm", "lsun_church_bedroom_256_sdedit"), "cifar10_ddim": ("ddpm", "cifar10_32_ddim"),
-    "afhq_dog": ("adm", "afhq_dog_256_ilvr_and_p2_faces_256"), "ffhq_p2": ("adm", "afhq_dog_256_ilvr_and_p2_faces_256"),
+    "celeba_hq": ("ddpm", "celeba_hq_256_sdedit"),
+    "lsun_church": ("ddpm", "lsun_church_bedroom_256_sdedit"),
+    "lsun_bedroom": ("ddpm", "lsun_church_bedroom_256_sdedit"),
+    "cifar10_ddim": ("ddpm", "cifar10_32_ddim"),
+    "afhq_dog": ("adm", "afhq_dog_256_ilvr_and_p2_faces_256"),
+    "ffhq_p2": ("adm", "afhq_dog_256_ilvr_and_p2_faces_256"),
     "metfaces_p2": ("adm", "afhq_dog_256_ilvr_and_p2_faces_256"),
-    "celeba_hq_p2": ("adm", "afhq_dog_256_ilvr_and_p2_faces_256"), "imagenet256_uncond": ("adm", "imagenet_256_uncond_adm"),
+    "celeba_hq_p2": ("adm", "afhq_dog_256_ilvr_and_p2_faces_256"),
+    "imagenet256_uncond": ("adm", "imagenet_256_uncond_adm"),
 }
-DIFFUSERS = {"ddpm_ema_celebahq_256": "celeba_hq_256_sdedit", "ddpm_ema_church_256": "lsun_church_bedroom_256_sdedit",
-             "ddpm_ema_bedroom_256": "lsun_church_bedroom_256_sdedit", "ddpm_cifar10_32": "cifar10_32_ddim"}
+DIFFUSERS = {
+    "ddpm_ema_celebahq_256": "celeba_hq_256_sdedit",
+    "ddpm_ema_church_256": "lsun_church_bedroom_256_sdedit",
+    "ddpm_ema_bedroom_256": "lsun_church_bedroom_256_sdedit",
+    "ddpm_cifar10_32": "cifar10_32_ddim",
+}
 
 
 def _arch(name):
@@ -253,7 +265,7 @@ def test_diffusers_arch_is_the_ddpm_network(name):
     ddpm_cfg = LAYOUTS[DIFFUSERS[name]]["config"]
     with torch.device("meta"):
         ours = ddpm.build(ddpm_cfg).state_dict()
-    expected = {k[len("unet."):]: tuple(v.shape) for k, v in ours.items()}
+    expected = {k[len("unet.") :]: tuple(v.shape) for k, v in ours.items()}
     assert diffusers_family.upstream_layout(OmegaConf.to_container(arch.config)) == expected
 
 

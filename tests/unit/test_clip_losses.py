@@ -1,4 +1,5 @@
 """CLIP through open_clip (tiny, offline) and the Asyrp loss terms."""
+
 import math
 
 import pytest

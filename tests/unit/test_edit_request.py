@@ -1,9 +1,9 @@
 """The edit request is built from a config and a folder without any network: files, plan, coefficients, fingerprint."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-
 from helpers import images
 
 
@@ -12,8 +12,12 @@ def _hfunction_file(path, *, t_edit: int, strength: float, attribute: str):
     from asyrp.hfunctions import GlobalDirection, payload, save_hfunction
 
     edit = {"n_inv": 6, "n_gen": 6, "t0": 999, "t_edit": t_edit, "t_boost": 0, "mode": "asyrp", "strength": strength}
-    info = {"hfunction": {"kind": "global"}, "arch": {"name": "tiny_ddpm"}, "attribute": {"name": attribute},
-            "edit": edit}
+    info = {
+        "hfunction": {"kind": "global"},
+        "arch": {"name": "tiny_ddpm"},
+        "attribute": {"name": attribute},
+        "edit": edit,
+    }
     save_hfunction(payload(GlobalDirection((4, 2, 2)), info), path)
     return path
 
@@ -40,8 +44,11 @@ def no_backbone(monkeypatch):
 def _config(tmp_path, folder, files, *extra):
     from asyrp.config import compose
 
-    return compose("edit", ["arch=tiny_ddpm", f"checkpoint=[{','.join(map(str, files))}]", f"input_dir={folder}",
-                            *extra], output_dir=tmp_path / "run")
+    return compose(
+        "edit",
+        ["arch=tiny_ddpm", f"checkpoint=[{','.join(map(str, files))}]", f"input_dir={folder}", *extra],
+        output_dir=tmp_path / "run",
+    )
 
 
 def _request(cfg, files, **changes):
@@ -59,13 +66,19 @@ def _request(cfg, files, **changes):
 def test_request_from_config_and_folder(tmp_path, folder, no_backbone):
     from asyrp.plan import EditPlan
 
-    files = [_hfunction_file(tmp_path / "smiling.pt", t_edit=500, strength=0.8, attribute="smiling"),
-             _hfunction_file(tmp_path / "young.pt", t_edit=500, strength=2.0, attribute="young")]
+    files = [
+        _hfunction_file(tmp_path / "smiling.pt", t_edit=500, strength=0.8, attribute="smiling"),
+        _hfunction_file(tmp_path / "young.pt", t_edit=500, strength=2.0, attribute="young"),
+    ]
     cfg = _config(tmp_path, folder, files, "coeffs=[1,0.5]", "sweep=[0,1]", "seed=7")
     req = _request(cfg, files)
     # inputs: every usable file with its seed, the broken one skipped with its reason, one output name per file
-    assert [(it["id"], it["seed"]) for it in req.inputs] == [("face_0", 7), ("face_0_png", 8), ("face_1", 9),
-                                                             ("face_2", 10)]
+    assert [(it["id"], it["seed"]) for it in req.inputs] == [
+        ("face_0", 7),
+        ("face_0_png", 8),
+        ("face_1", 9),
+        ("face_2", 10),
+    ]
     assert [p.name for p, _ in req.skipped] == ["broken.png"] and req.skipped[0][1]
     assert req.out_names("face_1") == ["face_1_00.png", "face_1_01.png"]
     # the plan as stored in the files (nothing given on the command line), one interval for both
@@ -86,8 +99,10 @@ def test_request_from_config_and_folder(tmp_path, folder, no_backbone):
 
 def test_request_of_files_trained_on_different_intervals(tmp_path, folder, no_backbone):
     """A composition of files with different t_edit: one walk to the lowest, each function in its own window."""
-    files = [_hfunction_file(tmp_path / "a.pt", t_edit=500, strength=1.0, attribute="a"),
-             _hfunction_file(tmp_path / "b.pt", t_edit=200, strength=1.0, attribute="b")]
+    files = [
+        _hfunction_file(tmp_path / "a.pt", t_edit=500, strength=1.0, attribute="a"),
+        _hfunction_file(tmp_path / "b.pt", t_edit=200, strength=1.0, attribute="b"),
+    ]
     req = _request(_config(tmp_path, folder, files, "n_images=2"), files)
     assert [it["id"] for it in req.inputs] == ["face_0", "face_0_png"] and len(req.skipped) == 3
     assert (req.plan.t0, req.plan.t_edit) == (999, 200)

@@ -1,4 +1,5 @@
 """asyrp.grid: every grid the project writes has readable cells (>= 128 px, nearest upscaling) and labels."""
+
 import numpy as np
 import pytest
 import torch
@@ -20,7 +21,7 @@ def _find(canvas: np.ndarray, cell: np.ndarray) -> tuple[int, int]:
     for y in range(H - h + 1):
         rows = np.nonzero((canvas[y, : W - w + 1] == cell[0, 0]).all(-1))[0]
         for x in rows:
-            if np.array_equal(canvas[y:y + h, x:x + w], cell):
+            if np.array_equal(canvas[y : y + h, x : x + w], cell):
                 return y, x
     raise AssertionError("cell not found")
 
@@ -45,7 +46,7 @@ def test_cells_are_nearest_upscaled_in_labelled_columns(tmp_path):
             assert corners[r, 0][0] >= corners[r - 1, 0][0] + 128
     # the labels are drawn: ink above the first row (title and column labels) and left of the first column
     top, left = corners[0, 0]
-    assert (canvas[:top, left:] < 100).any() and (canvas[top:top + 128, :left] < 100).any()
+    assert (canvas[:top, left:] < 100).any() and (canvas[top : top + 128, :left] < 100).any()
 
 
 def test_blocks_put_rows_side_by_side():

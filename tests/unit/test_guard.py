@@ -1,6 +1,7 @@
 """The guard that a task hands to a core loop instead of the loop importing the faults package (docs/contract.md,
 "The operational layer"): the inversion cache's build stops and names its work through the guard it is handed.
 Who may import what is tests/unit/test_layers.py."""
+
 from __future__ import annotations
 
 import contextlib
@@ -12,6 +13,7 @@ from asyrp.data import InversionCache, noise_sources
 from asyrp.ops.guard import UNGUARDED
 from asyrp.plan import EditPlan
 from asyrp.schedules import alphas_cumprod, make_betas
+
 
 class StopAfter:
     """A guard that asks to stop at the ``n``-th safe point and records what the loop said it was doing."""

@@ -1,10 +1,13 @@
 """h-functions: official checkpoint parity, the two block layouts, global directions, composition, configs."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import ASYRP_OFFICIAL
+from helpers import tiny_backbone
 from omegaconf import OmegaConf
 
 from asyrp.hfunctions import (
@@ -18,8 +21,6 @@ from asyrp.hfunctions import (
     load_hfunction_weights,
     load_official_hfunction,
 )
-from conftest import ASYRP_OFFICIAL
-from helpers import tiny_backbone
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "hfunction"
 OFFICIAL = {

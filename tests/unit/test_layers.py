@@ -2,6 +2,7 @@
 inside a function, goes to the importer's own layer or one below it, and no group of modules imports itself round in a
 circle. Also the two rules of the operational layer: its process part is used only by the task layer and entry points,
 and its leaves import only leaves."""
+
 from __future__ import annotations
 
 import ast
@@ -11,20 +12,49 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # lowest first; a module belongs to the layer of its longest matching prefix
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("asyrp.ops.errors", "asyrp.ops.io", "asyrp.ops.progress", "asyrp.ops.locks", "asyrp.ops.guard",
-                    "asyrp.config", "asyrp.schedules")),
+    (
+        "foundation",
+        (
+            "asyrp.ops.errors",
+            "asyrp.ops.io",
+            "asyrp.ops.progress",
+            "asyrp.ops.locks",
+            "asyrp.ops.guard",
+            "asyrp.config",
+            "asyrp.schedules",
+        ),
+    ),
     ("networks", ("asyrp.backbones",)),
     ("method", ("asyrp.plan", "asyrp.samplers", "asyrp.hfunctions", "asyrp.perf")),
-    ("parts", ("asyrp.clip", "asyrp.losses", "asyrp.metrics", "asyrp.data", "asyrp.interval", "asyrp.directions",
-               "asyrp.grid", "asyrp.checks", "asyrp.module", "asyrp.callbacks")),
+    (
+        "parts",
+        (
+            "asyrp.clip",
+            "asyrp.losses",
+            "asyrp.metrics",
+            "asyrp.data",
+            "asyrp.interval",
+            "asyrp.directions",
+            "asyrp.grid",
+            "asyrp.checks",
+            "asyrp.module",
+            "asyrp.callbacks",
+        ),
+    ),
     ("assembly", ("asyrp.build", "asyrp.editor", "asyrp.synthfaces")),
     # the task layer and the entry points inside the package (python -m asyrp.synthfaces.data)
     ("tasks", ("asyrp.tasks", "asyrp.experiment", "asyrp.app", "asyrp.ops", "asyrp.synthfaces.data")),
 ]
 NAMESPACES = {"asyrp", "asyrp.ops"}  # packages whose __init__ imports nothing: importing them costs no layer
 LEAVES = set(LAYERS[0][1]) - {"asyrp.config", "asyrp.schedules"}
-PROCESS = ("asyrp.ops.faults", "asyrp.ops.cli", "asyrp.ops.claims", "asyrp.ops.secrets", "asyrp.ops.lightning",
-           "asyrp.ops.hydra_callbacks")
+PROCESS = (
+    "asyrp.ops.faults",
+    "asyrp.ops.cli",
+    "asyrp.ops.claims",
+    "asyrp.ops.secrets",
+    "asyrp.ops.lightning",
+    "asyrp.ops.hydra_callbacks",
+)
 # the task layer and the entry points inside the package (python -m asyrp.synthfaces.data)
 MAY_ACT_ON_THE_PROCESS = ("asyrp.ops", "asyrp.tasks", "asyrp.app", "asyrp.experiment", "asyrp.synthfaces.data")
 
@@ -110,8 +140,12 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
-    return [(me, dep) for me, deps in sorted(graph.items()) for dep in sorted(deps - NAMESPACES)
-            if layer_of(dep) > layer_of(me)]
+    return [
+        (me, dep)
+        for me, deps in sorted(graph.items())
+        for dep in sorted(deps - NAMESPACES)
+        if layer_of(dep) > layer_of(me)
+    ]
 
 
 def test_every_module_has_a_layer():
@@ -127,8 +161,13 @@ def test_no_import_from_a_lower_layer_to_a_higher_one():
 
 
 def test_the_process_layer_is_imported_only_by_the_task_layer():
-    wrong = [(me, dep) for me, deps in import_graph().items() if not me.startswith(MAY_ACT_ON_THE_PROCESS)
-             for dep in deps if dep.startswith(PROCESS)]
+    wrong = [
+        (me, dep)
+        for me, deps in import_graph().items()
+        if not me.startswith(MAY_ACT_ON_THE_PROCESS)
+        for dep in deps
+        if dep.startswith(PROCESS)
+    ]
     assert wrong == []
 
 
@@ -141,7 +180,12 @@ def test_the_checks_see_what_they_forbid():
     """The scan (relative and absolute, at the top or inside a function), the circle finder and the layer rule."""
     src = "from ..tasks.edit import edit\ndef f():\n    from asyrp.ops.claims import claim_folder\n"
     assert imported_names(src, "asyrp.data.probe", False) == {
-        "asyrp.tasks.edit", "asyrp.tasks.edit.edit", "asyrp.ops.claims", "asyrp.ops.claims.claim_folder"}
+        "asyrp.tasks.edit",
+        "asyrp.tasks.edit.edit",
+        "asyrp.ops.claims",
+        "asyrp.ops.claims.claim_folder",
+    }
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert upward_imports({"asyrp.samplers": {"asyrp.tasks.edit"}, "asyrp.tasks.edit": {"asyrp.samplers"}}) == [
-        ("asyrp.samplers", "asyrp.tasks.edit")]
+        ("asyrp.samplers", "asyrp.tasks.edit")
+    ]

@@ -1,4 +1,5 @@
 """asyrp.metrics: real outcomes on known inputs, and DDP merging equal to one pass."""
+
 from __future__ import annotations
 
 import copy
@@ -6,6 +7,7 @@ import math
 
 import pytest
 import torch
+from helpers import images
 
 from asyrp.metrics import (
     CLIPTextSimilarity,
@@ -19,7 +21,6 @@ from asyrp.metrics import (
     SSIMPreservation,
     frechet_distance,
 )
-from helpers import images
 
 
 def _encoder(dim: int = 8, seed: int = 0):
@@ -87,8 +88,8 @@ def test_clip_text_similarity_is_cosine():
     text = torch.tensor([1.0, 0.0, 0.0])
     m = CLIPTextSimilarity(lambda x: x.flatten(1)[:, :3], text)
     x = torch.zeros(2, 3, 4, 4)
-    x.view(2, -1)[0, :3] = torch.tensor([2.0, 0.0, 0.0])   # cos 1
-    x.view(2, -1)[1, :3] = torch.tensor([0.0, 1.0, 0.0])   # cos 0
+    x.view(2, -1)[0, :3] = torch.tensor([2.0, 0.0, 0.0])  # cos 1
+    x.view(2, -1)[1, :3] = torch.tensor([0.0, 1.0, 0.0])  # cos 0
     m.update(x)
     assert float(m.compute()) == pytest.approx(0.5)
 
@@ -124,16 +125,20 @@ def test_fid_needs_a_feature_network():
 def _fake_judge(x: torch.Tensor) -> dict[str, torch.Tensor]:
     """'mouth' from the mean of channel 0, 'hat' from channel 1, 'glasses' from channel 2 (signs)."""
     m = x.flatten(2).mean(-1)
-    return {"mouth": (m[:, 0] > 0).long(), "hat": (m[:, 1] > 0).long(), "glasses": (m[:, 2] > 0).long(),
-            "confidence": torch.ones(x.shape[0])}
+    return {
+        "mouth": (m[:, 0] > 0).long(),
+        "hat": (m[:, 1] > 0).long(),
+        "glasses": (m[:, 2] > 0).long(),
+        "confidence": torch.ones(x.shape[0]),
+    }
 
 
 def test_oracle_score_success_and_preservation():
     classes = {"mouth": ["neutral", "smiling"], "hat": [False, True], "glasses": [False, True]}
     src = -torch.ones(4, 3, 4, 4)
     edt = src.clone()
-    edt[:3, 0] = 1           # three of four now "smile"
-    edt[0, 1] = 1            # the first also gained a hat: not preserved
+    edt[:3, 0] = 1  # three of four now "smile"
+    edt[0, 1] = 1  # the first also gained a hat: not preserved
     m = OracleEditScore(_fake_judge, "mouth=smiling", classes=classes)
     m.update(src, edt)
     out = m.compute()
@@ -147,7 +152,7 @@ def test_oracle_score_success_and_preservation():
     # the removal of an attribute (a reversed edit): 'mouth!=smiling' succeeds where the mouth stops smiling
     smiling = edt.clone()
     back = smiling.clone()
-    back[1, 0] = -1          # of the three smiling faces, one is reverted; the fourth never smiled
+    back[1, 0] = -1  # of the three smiling faces, one is reverted; the fourth never smiled
     rev = OracleEditScore(_fake_judge, "mouth!=smiling", classes=classes)
     rev.update(smiling, back)
     out = rev.compute()
@@ -190,8 +195,14 @@ def _all_metrics():
         "psnr": (PSNRPreservation(), "pair"),
         "ssim": (SSIMPreservation(), "pair"),
         "seg": (SegmentationConsistency(lambda z: (z[:, 0] > 0).long() + (z[:, 1] > 0).long()), "pair"),
-        "oracle": (OracleEditScore(_fake_judge, "mouth=smiling",
-                                   classes={"mouth": ["neutral", "smiling"], "hat": [0, 1], "glasses": [0, 1]}), "pair"),
+        "oracle": (
+            OracleEditScore(
+                _fake_judge,
+                "mouth=smiling",
+                classes={"mouth": ["neutral", "smiling"], "hat": [0, 1], "glasses": [0, 1]},
+            ),
+            "pair",
+        ),
         "fid": (FrechetDistance(_feature_net()), "fid"),
     }
 

@@ -1,4 +1,5 @@
 """ncsnpp backbone (score_sde DDPM++, VP discrete): upstream parity, full-size layout, split, config errors."""
+
 import json
 import math
 from pathlib import Path
@@ -8,8 +9,15 @@ import torch
 from omegaconf import OmegaConf
 
 from asyrp.backbones.base import Encoding
-from asyrp.backbones.ncsnpp import (NCSNppBackbone, _key_map, _resolve_config, build, convert_state_dict, upstream_keys,
-                                   upstream_layout)
+from asyrp.backbones.ncsnpp import (
+    NCSNppBackbone,
+    _key_map,
+    _resolve_config,
+    build,
+    convert_state_dict,
+    upstream_keys,
+    upstream_layout,
+)
 from asyrp.schedules import alphas_cumprod, make_betas
 
 REF = Path(__file__).parents[1] / "fixtures" / "reference_nets"
@@ -59,10 +67,19 @@ def test_strict_keys_and_upstream_key_order(tiny):
     result = model.load_state_dict(convert_state_dict(tiny["state_dict"], tiny["config"]), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     names = set(model.state_dict())
-    for readable in ("time_embed.linear_1.weight", "conv_in.weight", "down.1.attn.0.to_q.weight",
-                     "down.0.downsample.shortcut.weight", "mid.res1.conv1.weight", "mid.attn.proj_out.weight",
-                     "mid.res2.temb_proj.weight", "up.1.attn.norm.weight", "up.0.upsample.shortcut.weight",
-                     "norm_out.weight", "conv_out.weight"):
+    for readable in (
+        "time_embed.linear_1.weight",
+        "conv_in.weight",
+        "down.1.attn.0.to_q.weight",
+        "down.0.downsample.shortcut.weight",
+        "mid.res1.conv1.weight",
+        "mid.attn.proj_out.weight",
+        "mid.res2.temb_proj.weight",
+        "up.1.attn.norm.weight",
+        "up.0.upsample.shortcut.weight",
+        "norm_out.weight",
+        "conv_out.weight",
+    ):
         assert readable in names
 
 
@@ -196,8 +213,16 @@ def test_ddpm_resblock_type_round_trip(kind, resamp_with_conv, skip_rescale, tin
 # -- configuration space ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "option,value",
-    [("fir", True), ("progressive", "output_skip"), ("progressive_input", "residual"), ("embedding_type", "fourier"),
-     ("scale_by_sigma", True), ("resblock_type", "unet"), ("conditional", False), ("attention_type", "legacy")],
+    [
+        ("fir", True),
+        ("progressive", "output_skip"),
+        ("progressive_input", "residual"),
+        ("embedding_type", "fourier"),
+        ("scale_by_sigma", True),
+        ("resblock_type", "unet"),
+        ("conditional", False),
+        ("attention_type", "legacy"),
+    ],
 )
 def test_unsupported_options_raise(option, value, tiny):
     with pytest.raises(ValueError, match=rf"{option}=.*supported"):

@@ -1,4 +1,5 @@
 """Progress in any output: a bar on a terminal, timed lines (step, total, ETA, key metric) in a log file or pipe."""
+
 import logging
 
 import pytest
@@ -6,8 +7,16 @@ import pytest
 from asyrp.ops.progress import LineTicker, Progress, modes
 
 
-@pytest.mark.parametrize("env,expected", [("bar", (True, False)), ("lines", (False, True)), ("both", (True, True)),
-                                          ("off", (False, False)), ("auto", (False, True))])
+@pytest.mark.parametrize(
+    "env,expected",
+    [
+        ("bar", (True, False)),
+        ("lines", (False, True)),
+        ("both", (True, True)),
+        ("off", (False, False)),
+        ("auto", (False, True)),
+    ],
+)
 def test_modes(monkeypatch, env, expected):
     monkeypatch.setenv("ASYRP_PROGRESS", env)  # under pytest neither stdout nor stderr is a terminal
     assert modes() == expected
@@ -31,7 +40,9 @@ def test_ticker_waits_every_seconds(caplog):
             t.set(i + 1)
         t.close()
     lines = [r.getMessage() for r in caplog.records if r.name == "asyrp.progress"]
-    assert lines == [lines[-1]] and lines[-1].startswith("train: 10/100 batch (10%)") and lines[-1].endswith("(stopped)")
+    assert (
+        lines == [lines[-1]] and lines[-1].startswith("train: 10/100 batch (10%)") and lines[-1].endswith("(stopped)")
+    )
 
 
 def test_a_long_first_step_is_not_silent(caplog):

@@ -1,10 +1,12 @@
 """Asyrp samplers: the asymmetric step, its baselines, the edit loop, its cost and its noise handling."""
+
 from __future__ import annotations
 
 from dataclasses import replace
 
 import pytest
 import torch
+from helpers import images, tiny_backbone
 from torch import nn
 
 from asyrp.hfunctions import Composition, DeltaBlock, GlobalDirection
@@ -18,7 +20,6 @@ from asyrp.samplers import (
     edit_eps,
 )
 from asyrp.schedules import alphas_cumprod, make_betas, timesteps
-from helpers import images, tiny_backbone
 
 A = alphas_cumprod(make_betas("linear"))
 
@@ -247,8 +248,15 @@ def test_an_edit_costs_exactly_the_floor(K):
     counter = _Counter(bb)
     try:
         strength = 1.0 if K == 1 else [-1.0, 0.5, 1.0]
-        edit(bb, images(B), hf, a=A, plan=EditPlan(n_inv=n_inv, n_gen=n_gen, t_edit=t_edit, t_boost=t_boost),
-             strength=strength, seeds=[0, 1])
+        edit(
+            bb,
+            images(B),
+            hf,
+            a=A,
+            plan=EditPlan(n_inv=n_inv, n_gen=n_gen, t_edit=t_edit, t_boost=t_boost),
+            strength=strength,
+            seeds=[0, 1],
+        )
     finally:
         counter.restore()
     full_passes = (n_inv - 1) + n_plain
@@ -299,9 +307,9 @@ def test_one_timestep_plan_for_cache_module_and_edit(bb, tmp_path):
 
     from omegaconf import OmegaConf
 
+    from asyrp.clip import load_clip
     from asyrp.data.cache import InversionCache, noise_sources
     from asyrp.module import AsyrpModule
-    from asyrp.clip import load_clip
 
     plan = EditPlan(n_inv=5, n_gen=6, t0=999, t_edit=500, t_boost=200, spacing="uniform")
     assert plan.seq_gen == timesteps(6, 999, "uniform") != timesteps(6, 999)
@@ -309,8 +317,9 @@ def test_one_timestep_plan_for_cache_module_and_edit(bb, tmp_path):
     entry = cache.compute(noise_sources(0, 1), None)[0]
     assert entry["t"].tolist() == [t for t, _ in plan.generation()]
     clip = load_clip(OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "clip" / "tiny.yaml"))
-    m = AsyrpModule(_block(bb), bb, clip, A, source=["a"], target=["b"], optimizer=partial(torch.optim.SGD, lr=0.1),
-                    plan=plan)
+    m = AsyrpModule(
+        _block(bb), bb, clip, A, source=["a"], target=["b"], optimizer=partial(torch.optim.SGD, lr=0.1), plan=plan
+    )
     assert m.train_steps == plan.edit_steps() and all(entry["t"][k] == t for k, t, _ in m.train_steps)
     res = edit(bb, images(1), _block(bb), a=A, plan=plan, seeds=[0], return_trajectory=True)
     assert res.seq_gen == plan.seq_gen and [t for t, _, _ in res.trajectory] == [t for t, _ in plan.generation()]

@@ -1,4 +1,5 @@
 """The timestep grid must be the official Asyrp one, including its guard against float truncation."""
+
 import numpy as np
 import pytest
 

@@ -25,6 +25,7 @@ task is doing: ``register_folder``, ``doing``, ``set_resume``, ``check_writable`
 were writing to the ``OSError`` (``asyrp.ops.errors.annotate``). Only the entry points and the task layer import
 this package; core loops get its ``check_stop`` / ``doing`` as a guard (``GUARD``, asyrp/ops/guard.py).
 """
+
 from .context import (
     PermissionFault,
     check_writable,

@@ -1,6 +1,7 @@
 """What the process is doing, for the messages: which config key moves a folder (``register_folder``, also done by
 ``check_writable`` before any work), the work under way and the batch to lower on out-of-memory (``doing``), and how
 the run resumes (``set_resume``)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -19,7 +20,7 @@ from .stop import reset_stop
 @dataclass
 class _Context:
     folders: dict  # resolved folder path -> config key that moves it
-    doing: list    # stack of (what, batch_key, batch)
+    doing: list  # stack of (what, batch_key, batch)
     resume: str | None = None
 
 
@@ -100,7 +101,7 @@ def check_writable(path: str | os.PathLike, key: str, room: int = 0) -> None:
         try:
             left = memoryview(b"\0" * room)
             while left:  # a nearly full disk takes part of a write, then refuses the rest (ENOSPC)
-                left = left[os.write(fd, left):]
+                left = left[os.write(fd, left) :]
             if room:
                 os.fsync(fd)
         finally:
@@ -110,8 +111,10 @@ def check_writable(path: str | os.PathLike, key: str, room: int = 0) -> None:
             raise annotate(err, folder, room or None)  # noqa: B904 (the same error, re-raised with its path)
         what = "is on a read-only file system" if err.errno == errno.EROFS else "is not writable (permission denied)"
         where = f"{folder}" if probe == folder else f"{folder} (its parent {probe})"
-        raise PermissionFault(f"{where} {what}: nothing was written. Choose another {key}=<folder> or make it "
-                              "writable, then rerun the same command") from err
+        raise PermissionFault(
+            f"{where} {what}: nothing was written. Choose another {key}=<folder> or make it "
+            "writable, then rerun the same command"
+        ) from err
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):

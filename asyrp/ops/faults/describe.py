@@ -1,6 +1,7 @@
 """A fault of the environment turned into (exit code, the one ``error:`` line): the mapping ``run_cli`` applies to
 whatever escapes a task (asyrp/ops/cli.py). The messages name the folder's config key, the batch to lower and how to
 resume, from what the task said it was doing (asyrp/ops/faults/context.py)."""
+
 from __future__ import annotations
 
 import errno
@@ -56,8 +57,11 @@ def _oserror_message(err: OSError) -> tuple[int, str] | None:
         bits = ([_size(size)] if size is not None else []) + ([f"{_size(free)} free there"] if free is not None else [])
         sized = f" ({'; '.join(bits)})" if bits else ""
         # asyrp's writers (annotated) go through a temporary file; a library's own log file may be cut short
-        kept = ("nothing was half-written and finished files are kept" if getattr(err, "asyrp_path", None) is not None
-                else "finished files are kept")
+        kept = (
+            "nothing was half-written and finished files are kept"
+            if getattr(err, "asyrp_path", None) is not None
+            else "finished files are kept"
+        )
         msg = f"{cause} while writing{where}{sized}: {kept}. Free some space (or {move}), then {resume_hint()}"
         return EXIT_NO_SPACE, msg
     cause = "read-only file system" if err.errno == errno.EROFS else "permission denied"
@@ -83,8 +87,13 @@ def _is_oom(err: BaseException) -> str | None:
 def _oom_message(kind: str, stack: list) -> str:
     ctx = [d for d in stack if d[1]]
     what = next((d[0] for d in reversed(stack)), None)
-    lower = (f"lower {ctx[-1][1]} (now {ctx[-1][2]})" if ctx and ctx[-1][2] is not None
-             else f"lower {ctx[-1][1]}" if ctx else "lower the batch size")
+    lower = (
+        f"lower {ctx[-1][1]} (now {ctx[-1][2]})"
+        if ctx and ctx[-1][2] is not None
+        else f"lower {ctx[-1][1]}"
+        if ctx
+        else "lower the batch size"
+    )
     during = f" while {what}" if what else ""
     return f"out of {kind} memory{during}: {lower} or free memory, then {resume_hint()}"
 

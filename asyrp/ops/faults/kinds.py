@@ -1,4 +1,5 @@
 """The kinds of fault and their exit codes (the table in ``asyrp.ops.faults``), and the errno values behind them."""
+
 from __future__ import annotations
 
 import errno
@@ -10,7 +11,7 @@ EXIT_NO_SPACE = 3
 EXIT_PERMISSION = 4
 EXIT_MEMORY = 5
 EXIT_PACKAGE = 6
-EXIT_SIGINT = 128 + signal.SIGINT    # 130
+EXIT_SIGINT = 128 + signal.SIGINT  # 130
 EXIT_SIGTERM = 128 + signal.SIGTERM  # 143
 
 NO_SPACE = {errno.ENOSPC, errno.EDQUOT}

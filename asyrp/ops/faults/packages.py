@@ -1,4 +1,5 @@
 """Optional packages: a chosen option whose package is missing is named with the extra that installs it (exit 6)."""
+
 from __future__ import annotations
 
 #: optional packages: import name -> (pip extra of asyrp, pip package, what needs it)
@@ -19,8 +20,9 @@ class MissingPackage(Exception):
         extra, pip_name, need = OPTIONAL_PACKAGES.get(module, (None, module.split(".")[0], module))
         self.module = module
         how = f"pip install 'asyrp[{extra}]' (or pip install {pip_name})" if extra else f"pip install {pip_name}"
-        super().__init__(f"{what or need} needs the package {pip_name}, which is not installed: {how}, then rerun "
-                         "the same command")
+        super().__init__(
+            f"{what or need} needs the package {pip_name}, which is not installed: {how}, then rerun the same command"
+        )
 
 
 def require(module: str, what: str | None = None) -> None:

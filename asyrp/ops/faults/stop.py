@@ -2,6 +2,7 @@
 the loop by its task as the guard's ``stop``) then raises ``Interrupted``. A second signal raises it at once,
 wherever the process is. ``installed()`` (what ``run_cli`` runs a task in) also guards the log files against a full
 disk."""
+
 from __future__ import annotations
 
 import contextlib
@@ -36,8 +37,11 @@ def _on_signal(signum, frame) -> None:
         _STOP["signum"] = signum
     name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
     if _STOP["count"] == 1:
-        print(f"\n{name}: stopping at the next safe point (finished work is kept); press Ctrl-C again to stop at "
-              "once", file=sys.stderr, flush=True)
+        print(
+            f"\n{name}: stopping at the next safe point (finished work is kept); press Ctrl-C again to stop at once",
+            file=sys.stderr,
+            flush=True,
+        )
         return
     raise Interrupted(_STOP["signum"], at_once=True)
 
@@ -89,8 +93,12 @@ def _guard_log_handler(handler: logging.FileHandler) -> None:
         err = sys.exc_info()[1]
         if isinstance(err, OSError) and err.errno in NO_SPACE | NO_PERMISSION:
             logging.getLogger().removeHandler(handler)
-            print(f"warning: cannot write the log file {handler.baseFilename} ({os.strerror(err.errno).lower()}); "
-                  "logging to it stopped, the run goes on", file=sys.stderr, flush=True)
+            print(
+                f"warning: cannot write the log file {handler.baseFilename} ({os.strerror(err.errno).lower()}); "
+                "logging to it stopped, the run goes on",
+                file=sys.stderr,
+                flush=True,
+            )
             return
         original(record)
 
