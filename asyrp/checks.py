@@ -160,11 +160,10 @@ def check_resume_checkpoint(path: str | Path, auto: bool = False) -> None:
         obj = load_file(path)
     except CheckpointError as err:
         msg = str(err)
-        if "refused for safety" in msg:
-            refused = msg.split("Refused object:")[-1].strip()
+        if err.refused:
             raise AsyrpUserError(
                 f"cannot resume from {path}: it contains pickled Python objects besides tensors "
-                f"({refused}); loading it is refused for safety (it could run code): {fix}"
+                f"({err.refused}); loading it is refused for safety (it could run code): {fix}"
             ) from err
         detail = msg.split(" (", 1)[-1].split("):", 1)[0] if " (" in msg else msg
         raise AsyrpUserError(

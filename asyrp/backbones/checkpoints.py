@@ -40,7 +40,13 @@ _SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint cannot be read or does not fit the requested family/config. The message says how to fix it."""
+    """A checkpoint cannot be read or does not fit the requested family/config. The message says how to fix it;
+    ``refused`` names the pickled object the safe unpickler refused (None for any other fault), so a caller can word
+    its own fix without parsing the message."""
+
+    def __init__(self, message: str, refused: str | None = None):
+        super().__init__(message)
+        self.refused = refused
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -89,7 +95,8 @@ def load_file(path: str | os.PathLike) -> Any:
             "session: allow exactly the refused class with `torch.serialization.add_safe_globals([<that class>])`, "
             "load the file with torch.load(path, weights_only=True), pick the network's state dict, then "
             "`safetensors.torch.save_file(sd, 'model.safetensors')` and point the arch config at the converted file. "
-            f"Refused object: {refused}"
+            f"Refused object: {refused}",
+            refused=refused,
         ) from err
     except (
         RuntimeError,

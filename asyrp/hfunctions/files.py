@@ -125,10 +125,9 @@ def read_hfunction_file(path: str | Path) -> Any:
         return load_file(path)
     except CheckpointError as err:
         msg = str(err)
-        if "refused for safety" in msg:
-            refused = msg.split("Refused object:")[-1].strip()
+        if err.refused:
             raise AsyrpUserError(
-                f"h-function checkpoint {path} contains pickled Python objects besides tensors ({refused}); loading "
+                f"h-function checkpoint {path} contains pickled Python objects besides tensors ({err.refused}); loading "
                 "it is refused for safety (it could run code). If you trust the file, re-save its tensors only "
                 "(torch.save({'0': state_dict}, 'clean.pth')) and pass that file"
             ) from err

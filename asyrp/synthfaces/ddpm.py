@@ -123,6 +123,55 @@ def _step(
     return loss.item()
 
 
+def _models(lr: float) -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer]:
+    """The UNet, its EMA copy (frozen, starting equal) and the optimiser."""
+    unet, ema = build_unet(), build_unet()
+    ema.load_state_dict(unet.state_dict())
+    ema.requires_grad_(False)
+    return unet, ema, torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
+
+
+def _lineage(step: int, settings: dict, n_params: int, losses: list[float], rewarm: int | None) -> dict:
+    """What an exported snapshot says about how it was trained (meta.json beside the weights)."""
+    last = float(np.mean(losses[-100:])) if losses else None
+    return {
+        "step": step,
+        **settings,
+        "train_seed": TRAIN_SEED,
+        "params": n_params,
+        "loss_last_100": last,
+        "warm_start_from_step": rewarm,
+    }
+
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float, step: int, rewarm: int | None, warmup: int) -> None:
+    """The schedule's rate; after a warm start it ramps up again (Adam's moments start from zero again)."""
+    if rewarm is not None and step - rewarm < warmup:
+        lr = lr * (step - rewarm + 1) / warmup
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def _save_state(path: Path, unet, ema, opt, g: torch.Generator, step: int, rewarm: int | None) -> None:
+    """Everything a --resume needs, written atomically (a kill mid-write keeps the previous state)."""
+    state = {"model": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "rng": g.get_state()}
+    atomic_save({**state, "step": step, "warm_start_from_step": rewarm}, path)
+
+
+def _report(loss_csv, step: int, losses: list[float], lr: float, elapsed: float, steps_per_s: float) -> None:
+    """One row of ddpm_loss.csv (mean of the last 50 steps) and one log line."""
+    loss_csv.write(f"{step},{np.mean(losses[-50:]):.6f},{lr:.3e},{elapsed:.0f}\n")
+    loss_csv.flush()
+    log.info(
+        "step %d loss %.4f (mean of last 100: %.4f) lr %.2e %.1f steps/min",
+        step,
+        losses[-1],
+        np.mean(losses[-100:]),
+        lr,
+        60 * steps_per_s,
+    )
+
+
 def train_ddpm(
     out_dir: str | Path,
     work_dir: str | Path,
@@ -153,11 +202,7 @@ def train_ddpm(
     if state_path.exists() and not resume:
         raise FileExistsError(f"{state_path} exists: pass --resume to continue it, or delete it to start afresh")
     a = alphas_cumprod(make_betas("linear")).float()
-    unet = build_unet()
-    ema = build_unet()
-    ema.load_state_dict(unet.state_dict())
-    ema.requires_grad_(False)
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
+    unet, ema, opt = _models(lr)
     g = torch.Generator().manual_seed(seed)
     losses: list[float] = []
     step, rewarm = _start(unet, ema, opt, g, state_path, init_from, warmup)
@@ -169,54 +214,23 @@ def train_ddpm(
     loss_csv = open(work_dir / "ddpm_loss.csv", "a")
     step0 = step
 
-    def meta():
-        return {
-            "step": step,
-            "steps": steps,
-            "batch_size": batch_size,
-            "lr": lr,
-            "ema_decay": ema_decay,
-            "n_images": n_images,
-            "train_seed": TRAIN_SEED,
-            "params": n_params,
-            "loss_last_100": float(np.mean(losses[-100:])) if losses else None,
-            "warm_start_from_step": rewarm,
-        }  # the weights' lineage: None = trained from scratch
+    settings = {"steps": steps, "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay, "n_images": n_images}
+
+    def meta():  # the weights' lineage (warm_start_from_step None: trained from scratch)
+        return _lineage(step, settings, n_params, losses, rewarm)
 
     def save():
-        atomic_save(
-            {
-                "model": unet.state_dict(),
-                "ema": ema.state_dict(),
-                "opt": opt.state_dict(),
-                "rng": g.get_state(),
-                "step": step,
-                "warm_start_from_step": rewarm,
-            },
-            state_path,
-        )
+        _save_state(state_path, unet, ema, opt, g, step, rewarm)
 
     unet.train()
     while step < steps:
         time_frac = (time.time() - t_start) / (60 * max_minutes) if max_minutes else 0.0
-        for group in opt.param_groups:
-            group["lr"] = _lr(step, steps, lr, warmup, time_frac)
-            if rewarm is not None and step - rewarm < warmup:  # warm start: Adam's moments start from zero again
-                group["lr"] *= (step - rewarm + 1) / warmup
+        _set_lr(opt, _lr(step, steps, lr, warmup, time_frac), step, rewarm, warmup)
         losses.append(_step(unet, ema, opt, g, data, a, batch_size, min(ema_decay, (1 + step) / (10 + step))))
         step += 1
         now = time.time()
         if step % 50 == 0:
-            loss_csv.write(f"{step},{np.mean(losses[-50:]):.6f},{opt.param_groups[0]['lr']:.3e},{now - t_start:.0f}\n")
-            loss_csv.flush()
-            log.info(
-                "step %d loss %.4f (mean of last 100: %.4f) lr %.2e %.1f steps/min",
-                step,
-                losses[-1],
-                np.mean(losses[-100:]),
-                opt.param_groups[0]["lr"],
-                60 * (step - step0) / (now - t_start),
-            )
+            _report(loss_csv, step, losses, opt.param_groups[0]["lr"], now - t_start, (step - step0) / (now - t_start))
         if now - t_save > save_every_min * 60:
             save()
             t_save = now
