@@ -79,6 +79,19 @@ class PerFaceShift(HFunction):
         return self.delta_h[self.slot[k]].to(h.dtype)
 
 
+def row_key(attr: str, win, n_faces: int) -> dict:
+    """What identifies a row of the table: the attribute, the window and the faces it was measured on."""
+    return {
+        "attribute": attr,
+        "window": win.name,
+        "t0": win.t0,
+        "t_lo": win.t_lo,
+        "t_end": win.t_end,
+        "edit_steps": len(win.edit_pairs),
+        "n_faces": n_faces,
+    }
+
+
 def face_pairs(attr: str, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(sources, true edits) in [-1, 1]: the first n faces of the split without the attribute, and the same faces
     rendered with it."""
@@ -263,13 +276,7 @@ def per_face_rows(a, ctx: dict, rows: Rows, attr: str, win: Window) -> None:
     if not todo:
         return
     base = {
-        "attribute": attr,
-        "window": win.name,
-        "t0": win.t0,
-        "t_lo": win.t_lo,
-        "t_end": win.t_end,
-        "edit_steps": len(win.edit_pairs),
-        "n_faces": src.shape[0],
+        **row_key(attr, win, src.shape[0]),
     }
     x_T, x_end = win.invert(src), win.invert(true, to_end=True)
     with torch.no_grad():
@@ -303,13 +310,7 @@ def f_row(a, ctx: dict, rows: Rows, attr: str, win: Window) -> None:
     src, true = ctx["test"][attr]
     tr_src, tr_true = face_pairs(attr, "train", a.n_train)
     base = {
-        "attribute": attr,
-        "window": win.name,
-        "t0": win.t0,
-        "t_lo": win.t_lo,
-        "t_end": win.t_end,
-        "edit_steps": len(win.edit_pairs),
-        "n_faces": src.shape[0],
+        **row_key(attr, win, src.shape[0]),
         "mode": "f_ht",
         "n_train": a.n_train,
         "epochs": a.epochs,
