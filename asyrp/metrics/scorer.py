@@ -39,6 +39,10 @@ METRICS = {
     "fid": "fid: FID of the edits against fid_real (oracle features, else CLIP features, unless fid_features)",
 }
 
+#: metrics that judge human faces (evaluate.py refuses them on other datasets), each with the image size it needs
+#: (None: any size); they join METRICS when their networks are added
+FACE_METRICS: dict[str, int | None] = {"id": 256, "sc": None}
+
 
 class MetricAbsent(AsyrpUserError):
     """A metric was asked for whose network or setting is not there."""

@@ -105,6 +105,8 @@ def test_sweep_and_edit_configs(tmp_path):
     assert cfg.hydra.sweeper.direction == "maximize" and cfg.optimized_metric == "val/clip_direction"
     cfg = compose("edit", ["checkpoint=x.pt", "input_dir=in"], output_dir=tmp_path)
     assert cfg.output_dir == f"{tmp_path}/edited"
+    cfg = compose("evaluate", ["runs=[a,b]"], output_dir=tmp_path)
+    assert list(cfg.runs) == ["a", "b"] and cfg.clip.model == "ViT-B-16" and cfg.scorer.lpips is None
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
