@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .config import as_float, as_int
+from .keep import check_keep_config
 from .ops.errors import AsyrpUserError
 from .plan import check_mode, check_schedule, plan_of
 
@@ -120,6 +121,7 @@ def check_train_config(cfg: DictConfig) -> tuple[list[Path], list[tuple[Path, st
         raise AsyrpUserError(
             f"model.loss.clip_reference={loss.get('clip_reference')!r} must be x0 (official) or P_orig"
         )
+    check_keep_config(loss.get("keep"))  # model.loss.keep (asyrp.keep)
     if as_float(m.optimizer.get("lr", 1.0), "model.optimizer.lr") <= 0:
         raise AsyrpUserError(f"model.optimizer.lr={m.optimizer.get('lr')} must be > 0")
     as_int(m.get("n_iter", 1), "model.n_iter", 1)

@@ -9,11 +9,14 @@ the clean source image) or ``P_orig`` (the unedited prediction P_t^orig at the s
 is in both ends and cancels out of the direction instead of being "corrected" by the h-function). It is taken per image and then averaged: identical to the official value at
 its batch size of 1, and a plain mean over images, so a batch split across DDP ranks (gradients averaged) gives the
 same update as the whole batch in one process.
+
+``keep``: optional keep terms (asyrp.keep), each added as w_keep * term and logged under its own name.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +52,7 @@ class AsyrpLoss:
     w_recon: float = 3.0
     recon_scale_by_text_cosine: bool = True
     clip_reference: str = "x0"
+    keep: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.clip_reference not in ("x0", "P_orig"):
@@ -58,12 +62,21 @@ class AsyrpLoss:
     def recon_weight(self) -> float:
         return self.w_recon * (self.text_cosine if self.recon_scale_by_text_cosine else 1.0)
 
-    def __call__(self, e_x0: torch.Tensor, P_edit: torch.Tensor, P_orig: torch.Tensor) -> dict[str, torch.Tensor]:
-        """e_x0: CLIP embeddings of the source images (computed once per batch, no grad)."""
+    def __call__(
+        self, e_x0: torch.Tensor, P_edit: torch.Tensor, P_orig: torch.Tensor, delta_h: Any = None, t: Any = None
+    ) -> dict[str, torch.Tensor]:
+        """e_x0: CLIP embeddings of the source images (computed once per batch, no grad); delta_h and the step's t
+        are read by keep terms only."""
         if self.clip_reference == "P_orig":
             with torch.no_grad():
                 e_x0 = self.clip.encode_image(P_orig.to(P_edit))
-        clip_term = directional_clip_loss(self.clip.encode_image(P_edit), e_x0, self.text_dir).mean()
+        e_edit = self.clip.encode_image(P_edit)
+        clip_term = directional_clip_loss(e_edit, e_x0, self.text_dir).mean()
         recon_term = recon_loss(P_edit, P_orig)
         loss = self.w_clip * clip_term + self.recon_weight * recon_term
-        return {"loss": loss, "clip": clip_term.detach(), "recon": recon_term.detach()}
+        terms = {"clip": clip_term.detach(), "recon": recon_term.detach()}
+        for keep in self.keep:
+            value = keep(e_edit, P_orig.to(P_edit), delta_h, t)
+            loss = loss + keep.w_keep * value
+            terms[keep.name] = value.detach()
+        return {"loss": loss, **terms}

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .clip import FrozenCLIP
+from .keep import build_keep, keep_record
 from .losses import AsyrpLoss, direction_cosine
 from .plan import EditPlan, stored_edit
 
@@ -57,6 +58,7 @@ class AsyrpModule(pl.LightningModule):
         loss: Mapping[str, Any] | None = None,
         seed: int = 0,
         config: Mapping[str, Any] | None = None,
+        probes: Any = None,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -80,7 +82,9 @@ class AsyrpModule(pl.LightningModule):
             w_recon=float(loss.get("w_recon", 3.0)),
             recon_scale_by_text_cosine=bool(loss.get("recon_scale_by_text_cosine", True)),
             clip_reference=str(loss.get("clip_reference", "x0")),
+            keep=build_keep(loss.get("keep"), clip, probes),  # model.loss.keep (asyrp.keep); probes: keep=probe's
         )
+        self.keep = keep_record(loss.get("keep"), self.loss_fn.keep)
         # plain containers only: the Lightning checkpoint must load with weights_only=True
         self.save_hyperparameters({"config": dict(config or {})})
 
@@ -128,7 +132,7 @@ class AsyrpModule(pl.LightningModule):
         sums: dict[str, float] = defaultdict(float)
         for k, t, t_next in self.train_steps:
             step = asyrp_step(self.backbone, x, t, t_next, a, self.hfunc, mode=self.plan.mode, strength=self.strength)
-            terms = self.loss_fn(e_x0, step.P_edit, P_orig[:, k])
+            terms = self.loss_fn(e_x0, step.P_edit, P_orig[:, k], step.delta_h, t)
             opt.zero_grad()
             self.manual_backward(terms["loss"])
             opt.step()
@@ -193,4 +197,5 @@ class AsyrpModule(pl.LightningModule):
             "emb_dim": int(bb.emb_dim),
             "attribute": {"name": cfg.get("attribute", {}).get("name"), "source": self.source, "target": self.target},
             "edit": stored_edit(self.plan, self.strength),
+            **({"keep": self.keep} if self.keep else {}),
         }

@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "asyrp.clip",
             "asyrp.losses",
+            "asyrp.keep",
             "asyrp.metrics",
             "asyrp.data",
             "asyrp.interval",
