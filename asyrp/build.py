@@ -1,9 +1,10 @@
-"""The one place where a config becomes objects: backbone, alpha_bar, CLIP, attribute, h-function (and the plan).
+"""The one place where a config becomes objects: backbone, alpha_bar, CLIP, identity network, attribute, h-function
+(and the plan).
 
 Every entry point, task and experiment script builds through these functions, so a backbone is loaded one way
 (family + config + checkpoint, frozen, behind the speed options), a noise schedule means one thing (alpha_bar) and a
 bad config fails with one ``AsyrpUserError`` naming it. The arguments are config groups as composed by Hydra
-(``cfg.arch``, ``cfg.clip``, ``cfg.attribute``, ``cfg.hfunction``; DictConfig or plain dict).
+(``cfg.arch``, ``cfg.clip``, ``cfg.identity``, ``cfg.attribute``, ``cfg.hfunction``; DictConfig or plain dict).
 """
 
 from __future__ import annotations
@@ -49,6 +50,17 @@ def clip(cfg: Mapping[str, Any], *, device: str | torch.device = "cpu"):
     from .clip import load_clip
 
     return load_clip(cfg, device=device)
+
+
+def identity(cfg: Mapping[str, Any], *, device: str | torch.device = "cpu"):
+    """The frozen ArcFace IR-SE50 identity features of a ``conf/identity`` entry (its ``weights``: the user's
+    model_ir_se50.pth), through asyrp.metrics.identity.load_irse50; a missing file is one AsyrpUserError."""
+    from .metrics.identity import load_irse50
+
+    weights = cfg.get("weights")
+    if not weights:
+        raise AsyrpUserError("identity.weights is not set: point it at model_ir_se50.pth (README, 'Identity')")
+    return load_irse50(weights).to(device)
 
 
 def attribute(cfg: Mapping[str, Any]) -> dict[str, Any]:

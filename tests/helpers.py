@@ -81,3 +81,34 @@ def tiny_hfunction_file(
     }
     save_hfunction(payload(hf, info), d / "hf.pt", official_path=d / "hf_official.pth" if official else None)
     return bb
+
+
+#: the seed rule of the IR-SE50 fixture (tests/fixtures/identity), stored in it as text
+SEEDED_STATE_RULE = (
+    "one torch.Generator seeded with `seed`, walked over the state-dict keys in the upstream order; per key one "
+    "randn draw z of the key's shape (none for num_batches_tracked, which is 0): running_mean = 0.1 z, running_var = "
+    "exp(0.2 z), other 1-d weights (BatchNorm scale, PReLU slope) = 1 + 0.1 z, biases = 0.1 z, weights of 2 or more "
+    "dims = z / sqrt(fan_in) with fan_in = numel / shape[0]"
+)
+
+
+def seeded_state(keys: list[str], shapes: list[list[int]], seed: int) -> dict[str, torch.Tensor]:
+    """Weights for a network with these state-dict keys by SEEDED_STATE_RULE (BatchNorm statistics kept sane)."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, shape in zip(keys, shapes):
+        if key.endswith("num_batches_tracked"):
+            out[key] = torch.tensor(0)
+            continue
+        z = torch.randn(*shape, generator=g)
+        if key.endswith("running_mean"):
+            out[key] = 0.1 * z
+        elif key.endswith("running_var"):
+            out[key] = torch.exp(0.2 * z)
+        elif key.endswith("bias"):
+            out[key] = 0.1 * z
+        elif z.dim() == 1:
+            out[key] = 1 + 0.1 * z
+        else:
+            out[key] = z / (z.numel() / z.shape[0]) ** 0.5
+    return out

@@ -20,7 +20,9 @@ per module:
 - ``distances``: ``LPIPSDistance`` (the user's weights, a clear error when they are missing), ``RMSEDistance`` (its
                  offline stand-in), ``make_distance``;
 - ``fid``:       ``FrechetDistance`` (FID with an injectable feature network; ``oracle_features`` and
-                 ``clip_features`` make offline ones), ``frechet_distance``.
+                 ``clip_features`` make offline ones), ``frechet_distance``;
+- ``identity``:  ``IRSE50`` (ArcFace IR-SE50 in the official file layout), ``IdentityFeatures`` (the official crop
+                 and pooling), ``load_irse50`` (the user's model_ir_se50.pth, strictly), ``IdentitySimilarity`` (ID).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 from .clip import CLIPTextSimilarity, DirectionalCLIPSimilarity
 from .distances import LPIPSDistance, LPIPSWeightsMissing, RMSEDistance, make_distance
 from .fid import FeatureFn, FrechetDistance, clip_features, frechet_distance, oracle_features
+from .identity import IRSE50, IdentityFeatures, IdentitySimilarity, IdentityWeightsMissing, load_irse50
 from .image import LPIPSPreservation, PSNRPreservation, SegmentationConsistency, SSIMPreservation
 from .oracle import OracleEditScore, class_frequencies, head_changes, logit_margin, parse_target
 from .scorer import METRICS, EditScorer, MetricAbsent
@@ -56,4 +59,9 @@ __all__ = [
     "LPIPSDistance",
     "LPIPSWeightsMissing",
     "make_distance",
+    "IRSE50",
+    "IdentityFeatures",
+    "IdentitySimilarity",
+    "IdentityWeightsMissing",
+    "load_irse50",
 ]

@@ -4,7 +4,8 @@ the synthfaces judge, experiments/recipes.py) asks an ``EditScorer`` for metrics
 The networks are passed in, never imported or downloaded here: ``clip`` (with ``source`` / ``target`` texts),
 ``oracle`` (any object with ``judge(images) -> {attribute: class index}``, ``classes`` and, for ``attribute_score``,
 ``oracle(images) -> {attribute: logits}``; the entry point builds it), ``lpips`` (``LPIPSPreservation`` keywords:
-the user's weights, or a ``distance`` callable) and ``fid_features``. A metric whose network or setting is absent is
+the user's weights, or a ``distance`` callable), ``fid_features`` and ``identity`` (the user's model_ir_se50.pth,
+``identity.weights``, or identity features such as ``load_irse50``'s). A metric whose network or setting is absent is
 named by ``absent(metrics)`` with what it lacks; ``score`` refuses it in one line instead of skipping it.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +21,7 @@ import torch
 from ..ops.errors import AsyrpUserError
 from .clip import CLIPTextSimilarity, DirectionalCLIPSimilarity
 from .fid import FrechetDistance, clip_features, oracle_features
+from .identity import IdentitySimilarity, identity_absent, load_irse50
 from .image import LPIPSPreservation, PSNRPreservation, SSIMPreservation
 from .oracle import OracleEditScore, class_frequencies, head_changes, logit_margin, parse_target
 
@@ -37,6 +40,7 @@ METRICS = {
     "oracle": "success, preserved, already_target, preserved/<attribute>: the oracle's verdicts on oracle_target",
     "validity": "validity: the oracle's mean confidence on the edits",
     "fid": "fid: FID of the edits against fid_real (oracle features, else CLIP features, unless fid_features)",
+    "id": "id: cos(F(x_src), F(x_edit)) of ArcFace IR-SE50 identity features (256x256 faces, the official crop)",
 }
 
 #: metrics that judge human faces (evaluate.py refuses them on other datasets), each with the image size it needs
@@ -57,6 +61,7 @@ class EditScorer:
     oracle_target: str | None = None
     lpips: Mapping[str, Any] | None = None
     fid_features: Callable[[torch.Tensor], torch.Tensor] | None = None
+    identity: Any = None
     _lpips: Any = field(default=None, init=False, repr=False)
 
     def absent(self, metrics: Sequence[str]) -> dict[str, str]:
@@ -79,6 +84,8 @@ class EditScorer:
                 out[name] = "no attribute oracle"
             elif base == "oracle" and not self.oracle_target:
                 out[name] = "no oracle_target for this attribute"
+            elif base == "id" and identity_absent(self.identity):
+                out[name] = identity_absent(self.identity)
         return out
 
     @torch.no_grad()
@@ -131,6 +138,10 @@ class EditScorer:
                 self._lpips = LPIPSPreservation(**dict(self.lpips))
             m = self._lpips
             m.reset()
+        elif name == "id":
+            if isinstance(self.identity, (str, Path)):  # loaded once, on first use
+                self.identity = load_irse50(self.identity)
+            m = IdentitySimilarity(self.identity)
         else:
             m = {"psnr": PSNRPreservation, "ssim": SSIMPreservation}[name]()
         m.update(x_ref, x_edit)

@@ -101,6 +101,7 @@ def test_every_metric_equals_its_direct_computation(toy):
         oracle_target="mouth=smiling",
         lpips=l1,
         fid_features=feats,
+        identity=lambda x: F.normalize(x.mean((2, 3)), dim=-1),
     )
     names = [
         "n",
@@ -115,6 +116,7 @@ def test_every_metric_equals_its_direct_computation(toy):
         "oracle",
         "validity",
         "fid",
+        "id",
     ]
     assert set(names) == set(METRICS)
     r = s.score(toy.x_src, toy.x_edit, names, x_rec=toy.x_rec, fid_real=toy.x_rec)
@@ -138,6 +140,8 @@ def test_every_metric_equals_its_direct_computation(toy):
     fr, fe = feats(rec).double(), feats(edt).double()
     direct = frechet_distance(fr.mean(0), torch.cov(fr.T), fe.mean(0), torch.cov(fe.T))
     assert r["fid"] == pytest.approx(float(direct.clamp(min=0)), rel=1e-6, abs=1e-9)
+    cos = (F.normalize(src.mean((2, 3)), dim=-1) * F.normalize(edt.mean((2, 3)), dim=-1)).sum(1)
+    assert r["id"] == pytest.approx(float(cos.mean()), rel=1e-6)
     # the attribute score: the oracle's logit margin of the target, else CLIP target minus source similarity
     z = toy.oracle(edt)["mouth"].double()
     margin = z[:, 1] - torch.logsumexp(z[:, [0, 2]], 1)
