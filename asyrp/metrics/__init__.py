@@ -15,20 +15,23 @@ per module:
                  ``judge(images) -> {attribute: class index}`` callable with its class names passed in;
                  ``OracleEditScore.from_oracle`` for an oracle object with ``judge`` and ``classes``), ``parse_target``,
                  ``head_changes`` / ``class_frequencies`` (what a direction flips), ``logit_margin``;
-- ``image``:     ``LPIPSPreservation``, ``SSIMPreservation``, ``PSNRPreservation``, ``SegmentationConsistency`` (mean
-                 IoU of a segmentation model's maps of source and edit);
+- ``image``:     ``LPIPSPreservation``, ``SSIMPreservation``, ``PSNRPreservation``, ``SegmentationConsistency`` (SC: pixel
+                 accuracy, or mean IoU, of a segmentation model's maps of the edit against the source);
 - ``distances``: ``LPIPSDistance`` (the user's weights, a clear error when they are missing), ``RMSEDistance`` (its
                  offline stand-in), ``make_distance``;
 - ``fid``:       ``FrechetDistance`` (FID with an injectable feature network; ``oracle_features`` and
                  ``clip_features`` make offline ones), ``frechet_distance``;
 - ``identity``:  ``IRSE50`` (ArcFace IR-SE50 in the official file layout), ``IdentityFeatures`` (the official crop
-                 and pooling), ``load_irse50`` (the user's model_ir_se50.pth, strictly), ``IdentitySimilarity`` (ID).
+                 and pooling), ``load_irse50`` (the user's model_ir_se50.pth, strictly), ``IdentitySimilarity`` (ID);
+- ``face_parsing``: ``BiSeNet`` (zllrunning/face-parsing.PyTorch's face parser in its file layout), ``FaceParser``
+                 (images -> labels at 512, as upstream parses), ``load_bisenet`` (the user's 79999_iter.pth, strictly).
 """
 
 from __future__ import annotations
 
 from .clip import CLIPTextSimilarity, DirectionalCLIPSimilarity
 from .distances import LPIPSDistance, LPIPSWeightsMissing, RMSEDistance, make_distance
+from .face_parsing import BiSeNet, FaceParser, FaceParserWeightsMissing, load_bisenet
 from .fid import FeatureFn, FrechetDistance, clip_features, frechet_distance, oracle_features
 from .identity import IRSE50, IdentityFeatures, IdentitySimilarity, IdentityWeightsMissing, load_irse50
 from .image import LPIPSPreservation, PSNRPreservation, SegmentationConsistency, SSIMPreservation
@@ -64,4 +67,8 @@ __all__ = [
     "IdentitySimilarity",
     "IdentityWeightsMissing",
     "load_irse50",
+    "BiSeNet",
+    "FaceParser",
+    "FaceParserWeightsMissing",
+    "load_bisenet",
 ]

@@ -79,18 +79,29 @@ class PSNRPreservation(MeanMetric):
 
 
 class SegmentationConsistency(MeanMetric):
-    """Mean over images of the mean IoU between segment(x_src) and segment(x_edit).
+    """Segmentation consistency (SC): mean over images of the agreement of segment(x_src) and segment(x_edit).
 
-    ``segment``: images -> (B, H, W) integer labels or (B, K, H, W) scores (argmax over K). Per image the IoU is
-    averaged over the classes present in either map (an identical pair scores 1). ``ignore_index`` is skipped.
+    ``segment``: images -> (B, H, W) integer labels or (B, K, H, W) scores (argmax over K); the face parser
+    ``FaceParser`` for the paper's SC. ``measure``: ``"pixel_accuracy"`` (DiffusionCLIP's SC: the fraction of pixels
+    whose label the edit keeps) or ``"miou"`` (IoU averaged over the classes present in either map; an identical pair
+    scores 1). Pixels the source labels ``ignore_index`` (and that class, for ``"miou"``) are skipped.
     """
 
     higher_is_better = True
+    MEASURES = ("pixel_accuracy", "miou")
 
-    def __init__(self, segment: Callable[[torch.Tensor], torch.Tensor], ignore_index: int | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        segment: Callable[[torch.Tensor], torch.Tensor],
+        measure: str = "pixel_accuracy",
+        ignore_index: int | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
+        if measure not in self.MEASURES:
+            raise ValueError(f"unknown segmentation consistency measure {measure!r}: use one of {self.MEASURES}")
         self.segment = HeldCallable(segment)
-        self.ignore_index = ignore_index
+        self.measure, self.ignore_index = measure, ignore_index
 
     def _labels(self, x: torch.Tensor) -> torch.Tensor:
         s = self.segment(x)
@@ -99,6 +110,13 @@ class SegmentationConsistency(MeanMetric):
         if s.dim() != 3:
             raise ValueError(f"segment(images) must give (B, H, W) labels or (B, K, H, W) scores, got {tuple(s.shape)}")
         return s.long()
+
+    @staticmethod
+    def pixel_accuracy(a: torch.Tensor, b: torch.Tensor, ignore_index: int | None = None) -> torch.Tensor:
+        """(B,) the fraction of the pixels of label maps a (the reference) and b with the same label."""
+        keep = torch.ones_like(a, dtype=torch.bool) if ignore_index is None else a != ignore_index
+        same = ((a == b) & keep).flatten(1).sum(1).double()
+        return same / keep.flatten(1).sum(1).clamp_min(1).double()
 
     @staticmethod
     def miou(a: torch.Tensor, b: torch.Tensor, ignore_index: int | None = None) -> torch.Tensor:
@@ -115,4 +133,5 @@ class SegmentationConsistency(MeanMetric):
     @torch.no_grad()
     def update(self, x_src: torch.Tensor, x_edit: torch.Tensor) -> None:
         check_pairs(x_src, x_edit)
-        self._add(self.miou(self._labels(x_src), self._labels(x_edit), self.ignore_index))
+        agreement = self.pixel_accuracy if self.measure == "pixel_accuracy" else self.miou
+        self._add(agreement(self._labels(x_src), self._labels(x_edit), self.ignore_index))

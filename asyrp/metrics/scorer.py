@@ -5,7 +5,8 @@ The networks are passed in, never imported or downloaded here: ``clip`` (with ``
 ``oracle`` (any object with ``judge(images) -> {attribute: class index}``, ``classes`` and, for ``attribute_score``,
 ``oracle(images) -> {attribute: logits}``; the entry point builds it), ``lpips`` (``LPIPSPreservation`` keywords:
 the user's weights, or a ``distance`` callable), ``fid_features`` and ``identity`` (the user's model_ir_se50.pth,
-``identity.weights``, or identity features such as ``load_irse50``'s). A metric whose network or setting is absent is
+``identity.weights``, or identity features such as ``load_irse50``'s) and ``face_parser`` (the user's BiSeNet
+79999_iter.pth, ``scorer.face_parser``, or any images -> labels callable). A metric whose network or setting is absent is
 named by ``absent(metrics)`` with what it lacks; ``score`` refuses it in one line instead of skipping it.
 """
 
@@ -20,9 +21,10 @@ import torch
 
 from ..ops.errors import AsyrpUserError
 from .clip import CLIPTextSimilarity, DirectionalCLIPSimilarity
+from .face_parsing import FaceParser, face_parser_absent
 from .fid import FrechetDistance, clip_features, oracle_features
 from .identity import IdentitySimilarity, identity_absent, load_irse50
-from .image import LPIPSPreservation, PSNRPreservation, SSIMPreservation
+from .image import LPIPSPreservation, PSNRPreservation, SegmentationConsistency, SSIMPreservation
 from .oracle import OracleEditScore, class_frequencies, head_changes, logit_margin, parse_target
 
 #: every metric ``EditScorer.score`` knows, and the values it gives (``_rec``: to the unedited reconstruction x_rec
@@ -41,6 +43,7 @@ METRICS = {
     "validity": "validity: the oracle's mean confidence on the edits",
     "fid": "fid: FID of the edits against fid_real (oracle features, else CLIP features, unless fid_features)",
     "id": "id: cos(F(x_src), F(x_edit)) of ArcFace IR-SE50 identity features (256x256 faces, the official crop)",
+    "sc": "sc: pixel accuracy of the BiSeNet face parsing of x_edit against that of x_src (DiffusionCLIP's SC)",
 }
 
 #: metrics that judge human faces (evaluate.py refuses them on other datasets), each with the image size it needs
@@ -62,6 +65,7 @@ class EditScorer:
     lpips: Mapping[str, Any] | None = None
     fid_features: Callable[[torch.Tensor], torch.Tensor] | None = None
     identity: Any = None
+    face_parser: Any = None
     _lpips: Any = field(default=None, init=False, repr=False)
 
     def absent(self, metrics: Sequence[str]) -> dict[str, str]:
@@ -86,6 +90,8 @@ class EditScorer:
                 out[name] = "no oracle_target for this attribute"
             elif base == "id" and identity_absent(self.identity):
                 out[name] = identity_absent(self.identity)
+            elif base == "sc" and face_parser_absent(self.face_parser):
+                out[name] = face_parser_absent(self.face_parser)
         return out
 
     @torch.no_grad()
@@ -142,6 +148,10 @@ class EditScorer:
             if isinstance(self.identity, (str, Path)):  # loaded once, on first use
                 self.identity = load_irse50(self.identity)
             m = IdentitySimilarity(self.identity)
+        elif name == "sc":
+            if isinstance(self.face_parser, (str, Path)):  # loaded once, on first use
+                self.face_parser = FaceParser.from_file(self.face_parser)
+            m = SegmentationConsistency(self.face_parser)
         else:
             m = {"psnr": PSNRPreservation, "ssim": SSIMPreservation}[name]()
         m.update(x_ref, x_edit)

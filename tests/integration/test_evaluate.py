@@ -128,6 +128,7 @@ def test_mixed_image_sets_are_said_and_wandb_gets_the_table(runs, tmp_path, monk
         ("unknown", "metrics: nope not known to this version's EditScorer"),
         ("face_on_other", "id judge faces, and .* edited tiny_ddpm images"),
         ("face_size", "id crops faces from 256x256 images and .* holds 32x32 ones"),
+        ("no_parser", "sc: face parser weights not found at .*none.pth .*scorer.face_parser"),
         ("no_rec", "psnr_rec compare edits with the reconstruction, and .* has no strength-0 output"),
     ],
 )
@@ -146,6 +147,8 @@ def test_bad_input_is_one_line_and_writes_nothing(runs, tmp_path, monkeypatch, c
     elif case in ("face_on_other", "face_size"):
         metrics = ["id"]
         extra = ["face_archs=[tiny_ddpm]"] if case == "face_size" else []
+    elif case == "no_parser":
+        metrics, extra = ["sc"], ["face_archs=[tiny_ddpm]", f"scorer.face_parser={tmp_path / 'none.pth'}"]
     elif case == "no_rec":
         man = json.loads((runs["a"] / "manifest.json").read_text())
         folder = tmp_path / "no_rec"

@@ -102,6 +102,7 @@ def test_every_metric_equals_its_direct_computation(toy):
         lpips=l1,
         fid_features=feats,
         identity=lambda x: F.normalize(x.mean((2, 3)), dim=-1),
+        face_parser=lambda x: (x[:, 0] > 0).long() + (x[:, 1] > 0).long(),
     )
     names = [
         "n",
@@ -117,6 +118,7 @@ def test_every_metric_equals_its_direct_computation(toy):
         "validity",
         "fid",
         "id",
+        "sc",
     ]
     assert set(names) == set(METRICS)
     r = s.score(toy.x_src, toy.x_edit, names, x_rec=toy.x_rec, fid_real=toy.x_rec)
@@ -142,6 +144,8 @@ def test_every_metric_equals_its_direct_computation(toy):
     assert r["fid"] == pytest.approx(float(direct.clamp(min=0)), rel=1e-6, abs=1e-9)
     cos = (F.normalize(src.mean((2, 3)), dim=-1) * F.normalize(edt.mean((2, 3)), dim=-1)).sum(1)
     assert r["id"] == pytest.approx(float(cos.mean()), rel=1e-6)
+    ls, le = ((x[:, 0] > 0).long() + (x[:, 1] > 0).long() for x in (src, edt))
+    assert 0 < r["sc"] < 1 and r["sc"] == pytest.approx(float((ls == le).double().mean()), rel=1e-12)
     # the attribute score: the oracle's logit margin of the target, else CLIP target minus source similarity
     z = toy.oracle(edt)["mouth"].double()
     margin = z[:, 1] - torch.logsumexp(z[:, [0, 2]], 1)

@@ -60,10 +60,16 @@ def test_psnr_ssim_values_on_known_noise():
 def test_segmentation_consistency_partial_overlap():
     a = torch.zeros(1, 4, 4, dtype=torch.long)
     b = a.clone()
-    b[0, :2] = 1  # class 0: IoU 8/16, class 1: IoU 0/8
-    seg = SegmentationConsistency(lambda z: z[:, 0].long())
-    seg.update(a[:, None].float().expand(1, 3, 4, 4), b[:, None].float().expand(1, 3, 4, 4))
-    assert float(seg.compute()) == pytest.approx((0.5 + 0.0) / 2)
+    b[0, :2] = 1  # class 0: IoU 8/16, class 1: IoU 0/8; 8 of 16 pixels keep their label
+    x_a, x_b = a[:, None].float().expand(1, 3, 4, 4), b[:, None].float().expand(1, 3, 4, 4)
+    miou, acc = (SegmentationConsistency(lambda z: z[:, 0].long(), measure=m) for m in ("miou", "pixel_accuracy"))
+    miou.update(x_a, x_b)
+    acc.update(x_a, x_b)
+    assert float(miou.compute()) == pytest.approx((0.5 + 0.0) / 2)
+    assert float(acc.compute()) == pytest.approx(8 / 16)
+    ignoring = SegmentationConsistency(lambda z: z[:, 0].long(), ignore_index=1)
+    ignoring.update(x_b, x_a)  # source b: its 8 pixels of class 1 are skipped, the other 8 agree
+    assert float(ignoring.compute()) == pytest.approx(1.0)
 
 
 def test_directional_similarity_sign_flips_and_matches_direction():
