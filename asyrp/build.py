@@ -76,14 +76,20 @@ def attribute(cfg: Mapping[str, Any]) -> dict[str, Any]:
         raise AsyrpUserError(f"attribute config has no {err}: give name, source and target (conf/attribute/)") from err
 
 
-def hfunction(cfg: Any, backbone_: Any) -> torch.nn.Module:
-    """A new h-function sized for ``backbone_`` from a ``conf/hfunction`` entry (asyrp.hfunctions.build_hfunction)."""
-    from .hfunctions.build import build_hfunction
+def hfunction(cfg: Any, backbone_: Any, constraint: Any = None, *, arch_name=None, target=None) -> torch.nn.Module:
+    """A new h-function sized for ``backbone_`` from a ``conf/hfunction`` entry (asyrp.hfunctions.build_hfunction),
+    behind the fixed layer of a ``conf/constraint`` entry when one applies (asyrp.constraints.constrain; ``arch_name``
+    and the attribute's oracle ``target`` check its direction files)."""
+    from .constraints import constrain
+    from .hfunctions.build import build_hfunction, hfunction_space
 
     try:
-        return build_hfunction(cfg, backbone_)
+        f = build_hfunction(cfg, backbone_)
     except (ValueError, FileNotFoundError) as err:
         raise AsyrpUserError(f"could not build the h-function from hfunction config: {err}") from err
+    if constraint and constraint.get("use", "none") != "none" and hfunction_space(cfg) != "h":
+        raise AsyrpUserError(f"constraint.use={constraint.get('use')} acts on h: use an h-space hfunction")
+    return constrain(f, constraint, backbone_, arch_name=arch_name, target=target)
 
 
 def trained_hfunction(path: str | Path, backbone_: Any, arch_name: str | None = None) -> tuple[torch.nn.Module, dict]:

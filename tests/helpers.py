@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from asyrp.backbones.base import UNet2DBackbone
@@ -112,3 +114,26 @@ def seeded_state(keys: list[str], shapes: list[list[int]], seed: int) -> dict[st
         else:
             out[key] = z / (z.numel() / z.shape[0]) ** 0.5
     return out
+
+
+def tiny_directions(folder: Path, n: int = 2, *, arch: str = "tiny_ddpm") -> list[Path]:
+    """n random per-t direction files for the tiny_ddpm backbone (found on ``arch``), as discover.py writes them:
+    what conf/constraint's projection reads."""
+    from asyrp import build
+    from asyrp.config import compose
+    from asyrp.directions import Direction, save_direction
+
+    torch.manual_seed(0)
+    bb = build.backbone(compose("train", ["debug=smoke"], output_dir=folder).arch)
+    g = torch.Generator().manual_seed(1)
+    ts = [999, 666, 333, 0]
+    return [
+        save_direction(
+            Direction(torch.randn(len(ts), *bb.h_shape, generator=g), ts, "mean_diff", i),
+            folder / f"keep_{i}.pt",
+            bb,
+            arch={"name": arch},
+            edit={"t0": 999},
+        )
+        for i in range(n)
+    ]

@@ -1,6 +1,7 @@
-"""h-functions, delta_h = f(h_t, t), in a one-way chain: ``modules`` (the functions) <- ``build`` (from a config)
-<- ``files`` (the ``hfunction.pt`` format and the official files); a composition's own intervals are part of the
-edit plan (``asyrp.plan``). Library code imports from the module that holds a name; users import from here."""
+"""h-functions, delta_h = f(h_t, t), in a one-way chain: ``modules`` (the functions) <- ``constrained`` (the fixed
+layer after f that keeps delta_h in an allowed subspace) <- ``build`` (from a config) <- ``files`` (the
+``hfunction.pt`` format and the official files); a composition's own intervals are part of the edit plan
+(``asyrp.plan``). Library code imports from the module that holds a name; users import from here."""
 
 from .build import (
     SPACE_MODES,
@@ -10,6 +11,7 @@ from .build import (
     load_hfunction_weights,
     space_shape,
 )
+from .constrained import Constrained
 from .files import (
     FORMAT,
     hfunction_from_payload,
@@ -40,6 +42,7 @@ __all__ = [
     "GlobalDirection",
     "Composition",
     "TimeWindow",
+    "Constrained",
     "Coefficients",
     "DDPM_KEYS",
     "ADM_KEYS",

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .constrained import from_stored
 from .modules import DeltaBlock, GlobalDirection, HFunction
 
 
@@ -50,9 +51,10 @@ _KEYS = {
         "checkpoint",
         "seed",
         "space",
+        "constraints",
     },
-    "global": {"kind", "init_std", "checkpoint", "seed", "space"},
-    "global_per_t": {"kind", "init_std", "timesteps", "n_steps", "t0", "checkpoint", "seed", "space"},
+    "global": {"kind", "init_std", "checkpoint", "seed", "space", "constraints"},
+    "global_per_t": {"kind", "init_std", "timesteps", "n_steps", "t0", "checkpoint", "seed", "space", "constraints"},
 }
 
 # The space an h-function's output is added to, and the walk modes that add it there (asyrp.samplers.edit_eps): h
@@ -102,7 +104,9 @@ def build_hfunction(cfg: Any, backbone) -> HFunction:
     ``kind``: delta_block | global | global_per_t. For delta_block, ``layout: auto`` picks the ADM block for
     ``backbone.family == "adm"`` and the DDPM block otherwise (ddpm, ncsnpp, diffusers). ``space`` (global kinds
     only): h (default), or eps / x for an image-shaped direction applied by mode eps_shift / x_shift.
-    ``checkpoint`` loads weights strictly; ``seed`` makes the random initialisation reproducible.
+    ``checkpoint`` loads weights strictly; ``seed`` makes the random initialisation reproducible. ``constraints``
+    (as a file stores them: shapes only) rebuilds the fixed layer after f; ``asyrp.build.hfunction`` makes it from
+    the ``constraint`` group's files.
     """
     cfg = _as_dict(cfg)
     kind = cfg.get("kind", "delta_block")
@@ -147,6 +151,10 @@ def build_hfunction(cfg: Any, backbone) -> HFunction:
                 ts = timesteps(int(cfg.get("n_steps", 40)), int(cfg.get("t0", 999)))
             shape = space_shape(space, backbone)
             module = GlobalDirection(shape, timesteps=ts, init_std=float(cfg.get("init_std", 0.2)))
+    if cfg.get("constraints"):  # a stored fixed layer (asyrp.hfunctions.constrained): its buffers load with the weights
+        if space != "h":
+            raise ValueError(f"constraints act on delta_h in h, not on an h-function of space {space!r}")
+        module = from_stored(module, cfg["constraints"], space_shape(space, backbone))
     if cfg.get("checkpoint"):
         load_hfunction_weights(module, cfg["checkpoint"])
     p = next(backbone.parameters(), None)

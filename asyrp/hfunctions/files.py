@@ -40,10 +40,11 @@ def payload(hfunc: nn.Module, rebuild_info: Mapping[str, Any]) -> dict[str, Any]
 
 
 def save_hfunction(obj: Mapping[str, Any], path: str | Path, official_path: str | Path | None = None) -> None:
-    """Write ``hfunction.pt`` atomically, and the same weights in the official layout when ``official_path`` is set."""
+    """Write ``hfunction.pt`` atomically, and the same weights in the official layout when ``official_path`` is set
+    and the function has no fixed constraint layer (the official block cannot hold one)."""
     atomic_save(dict(obj), path)
-    if official_path is not None:
-        atomic_save({"0": obj["state_dict"]}, official_path)
+    if official_path is not None and not (obj.get("hfunction") or {}).get("constraints"):
+        atomic_save({"0": obj["state_dict"]}, official_path)  # (a constrained function has no official layout)
 
 
 # -- the official layout ------------------------------------------------------------------------------------------

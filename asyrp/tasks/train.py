@@ -144,7 +144,15 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
     a = build.alpha_bar(cfg.arch)
     clip = build.clip(cfg.clip)
     hf_cfg = _plain(cfg.hfunction)
-    hfunc = build.hfunction(hf_cfg, backbone)
+    hfunc = build.hfunction(
+        hf_cfg,
+        backbone,
+        _plain(cfg.get("constraint")),
+        arch_name=cfg.arch.get("name"),
+        target=cfg.attribute.get("oracle_target"),
+    )
+    if hasattr(hfunc, "stored_constraints"):  # the file keeps the fixed layer (its buffers are in the state dict)
+        hf_cfg["constraints"] = hfunc.stored_constraints()
     attr = build.attribute(cfg.attribute)
 
     m = cfg.model

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from helpers import tiny_directions
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -100,6 +101,12 @@ def test_clip_configs(clip, tmp_path):
     assert cfg.clip.model_config or cfg.clip.pretrained
 
 
+@pytest.mark.parametrize("constraint", names("constraint"))
+def test_constraint_configs(constraint, tmp_path):
+    cfg = compose("train", [f"constraint={constraint}"], output_dir=tmp_path)
+    assert cfg.constraint.use == constraint and set(cfg.constraint.keys()) >= {"use", "directions"}
+
+
 def test_sweep_and_edit_configs(tmp_path):
     cfg = compose("train", ["hparams_search=asyrp_optuna", "debug=smoke"], output_dir=tmp_path)
     assert cfg.hydra.sweeper.direction == "maximize" and cfg.optimized_metric == "val/clip_direction"
@@ -124,6 +131,8 @@ def test_experiment_trains_under_smoke(experiment, tmp_path, cache_dir):
         output_dir=tmp_path,
     )
     assert cfg.arch.name == "tiny_ddpm" and cfg.clip.name == "tiny"
+    if cfg.constraint.use != "none":  # the recipe's directions are the synthfaces DDPM's: the tiny net needs its own
+        cfg.constraint.directions = [str(p) for p in tiny_directions(tmp_path / "directions")]
     _, objects = train(cfg)
     assert objects["trainer"].global_step > 0
     assert (tmp_path / "checkpoints" / "hfunction.pt").is_file()

@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "asyrp.checks",
             "asyrp.module",
             "asyrp.callbacks",
+            "asyrp.constraints",
         ),
     ),
     ("assembly", ("asyrp.build", "asyrp.editor", "asyrp.synthfaces")),
