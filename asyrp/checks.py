@@ -114,9 +114,10 @@ def check_train_config(cfg: DictConfig) -> tuple[list[Path], list[tuple[Path, st
     plan_of(cfg.plan)  # n_inv, n_gen, t0, t_edit, t_boost, spacing, mode
     check_hfunction_mode(cfg.plan.get("mode"), "plan.mode", [cfg.get("hfunction")])
     loss = m.get("loss", {})
-    for k in ("w_clip", "w_recon"):
+    for k in ("w_clip", "w_recon", "w_id"):
         if as_float(loss.get(k, 0.0), f"model.loss.{k}") < 0:
             raise AsyrpUserError(f"model.loss.{k}={loss.get(k)} must be >= 0")
+    check_identity_weights(cfg)
     if loss.get("clip_reference", "x0") not in ("x0", "P_orig"):
         raise AsyrpUserError(
             f"model.loss.clip_reference={loss.get('clip_reference')!r} must be x0 (official) or P_orig"
@@ -142,6 +143,16 @@ def check_train_config(cfg: DictConfig) -> tuple[list[Path], list[tuple[Path, st
 
         return scan_images(cfg.dataset.path, cfg.dataset.n_images, what="dataset.path")
     return None
+
+
+def check_identity_weights(cfg: DictConfig) -> None:
+    """model.loss.w_id > 0 needs the user's IR-SE50 file (identity.weights) before any work starts."""
+    from .metrics.identity import identity_absent
+
+    w_id = as_float(cfg.model.get("loss", {}).get("w_id", 0.0), "model.loss.w_id")
+    lacks = identity_absent((cfg.get("identity") or {}).get("weights")) if w_id > 0 else ""
+    if lacks:
+        raise AsyrpUserError(f"model.loss.w_id={w_id} trains with the IR-SE50 identity loss: {lacks}, or set w_id=0")
 
 
 def check_resume_checkpoint(path: str | Path, auto: bool = False) -> None:

@@ -11,6 +11,9 @@ its batch size of 1, and a plain mean over images, so a batch split across DDP r
 same update as the whole batch in one process.
 
 ``keep``: optional keep terms (asyrp.keep), each added as w_keep * term and logged under its own name.
+
+``w_id`` (0 = off, as upstream by default): the official identity loss, w_id * (1 - cos(F(P_t^edit), F(P_t^orig))),
+F the ArcFace IR-SE50 features of the official crop (asyrp.metrics.identity), the original side detached.
 """
 
 from __future__ import annotations
@@ -36,6 +39,17 @@ def directional_clip_loss(e_edit: torch.Tensor, e_src: torch.Tensor, text_dir: t
     return -torch.log((2 - d) / 2)
 
 
+def identity_loss(features: Any, P_edit: torch.Tensor, P_orig: torch.Tensor) -> torch.Tensor:
+    """1 - cos(F(P_t^edit), F(P_t^orig)) per image, the unedited side without a gradient.
+
+    What the official training meant: it calls ``IDLoss(x0_t, x0_t_origin)`` and IDLoss detaches its first argument,
+    the edited image, so the official term gives the h-function no gradient at all (the source says "We don't use
+    this"). Here the detached side is the original; the gradient reaches the h-function through F(P_t^edit) only."""
+    with torch.no_grad():
+        f_orig = features(P_orig.to(P_edit))
+    return 1 - (features(P_edit) * f_orig).sum(1)
+
+
 def recon_loss(P_edit: torch.Tensor, P_orig: torch.Tensor) -> torch.Tensor:
     """L1 between the edited and the unedited prediction of x0 (mean over every pixel of the batch)."""
     return F.l1_loss(P_edit, P_orig.to(P_edit))
@@ -53,10 +67,14 @@ class AsyrpLoss:
     recon_scale_by_text_cosine: bool = True
     clip_reference: str = "x0"
     keep: list = field(default_factory=list)
+    w_id: float = 0.0
+    identity: Any = None  # the frozen identity features (asyrp.build.identity) when w_id > 0
 
     def __post_init__(self) -> None:
         if self.clip_reference not in ("x0", "P_orig"):
             raise ValueError(f"model.loss.clip_reference={self.clip_reference!r} must be x0 or P_orig")
+        if self.w_id and self.identity is None:
+            raise ValueError(f"model.loss.w_id={self.w_id} needs the identity network (asyrp.build.identity)")
 
     @property
     def recon_weight(self) -> float:
@@ -79,4 +97,8 @@ class AsyrpLoss:
             value = keep(e_edit, P_orig.to(P_edit), delta_h, t)
             loss = loss + keep.w_keep * value
             terms[keep.name] = value.detach()
+        if self.w_id:
+            id_term = identity_loss(self.identity, P_edit, P_orig).mean()
+            loss = loss + self.w_id * id_term
+            terms["id"] = id_term.detach()
         return {"loss": loss, **terms}

@@ -1,8 +1,8 @@
 """The LightningModule that trains delta_h = f(h, t) for one attribute; backbone and CLIP stay frozen outside it.
 
 Only the h-function is a registered child: it is all that DDP wraps and synchronises, all that ``state_dict`` and
-Lightning checkpoints hold, and all the optimiser sees. Backbone and CLIP are kept in a plain attribute (moved with the
-module by ``_apply``) and never enter hparams.
+Lightning checkpoints hold, and all the optimiser sees. Backbone and CLIP (and the identity network of
+``model.loss.w_id``) are kept in a plain attribute (moved with the module by ``_apply``) and never enter hparams.
 
 Training schedule (official ``run_training``): for a batch, start at the cached x_T and walk the generation steps
 t >= t_edit from T down; at every step take ONE optimiser step on
@@ -59,11 +59,14 @@ class AsyrpModule(pl.LightningModule):
         seed: int = 0,
         config: Mapping[str, Any] | None = None,
         probes: Any = None,
+        identity: nn.Module | None = None,
     ):
         super().__init__()
         self.automatic_optimization = False
         self.hfunc = hfunction
-        object.__setattr__(self, "_frozen", _Frozen(backbone=backbone, clip=clip, a=a.detach().double().cpu()))
+        object.__setattr__(
+            self, "_frozen", _Frozen(backbone=backbone, clip=clip, a=a.detach().double().cpu(), identity=identity)
+        )
         self._optimizer, self._scheduler = optimizer, scheduler
         self.source, self.target = list(source), list(target)
         if plan.t_edit is None:
@@ -83,6 +86,8 @@ class AsyrpModule(pl.LightningModule):
             recon_scale_by_text_cosine=bool(loss.get("recon_scale_by_text_cosine", True)),
             clip_reference=str(loss.get("clip_reference", "x0")),
             keep=build_keep(loss.get("keep"), clip, probes),  # model.loss.keep (asyrp.keep); probes: keep=probe's
+            w_id=float(loss.get("w_id", 0.0)),
+            identity=identity,  # frozen IR-SE50 features (asyrp.build.identity) for model.loss.w_id
         )
         self.keep = keep_record(loss.get("keep"), self.loss_fn.keep)
         # plain containers only: the Lightning checkpoint must load with weights_only=True
@@ -106,6 +111,8 @@ class AsyrpModule(pl.LightningModule):
         super()._apply(fn, *args, **kwargs)
         self._frozen.backbone._apply(fn)
         self._frozen.clip._apply(fn)
+        if self._frozen.identity is not None:
+            self._frozen.identity._apply(fn)
         self.loss_fn.text_dir = (
             fn(self.loss_fn.text_dir) if self.loss_fn.text_dir.is_floating_point() else self.loss_fn.text_dir
         )

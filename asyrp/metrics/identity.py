@@ -90,12 +90,13 @@ class IRSE50(nn.Module):
         return F.normalize(self.output_layer(self.body(self.input_layer(x))), dim=1, eps=0.0)
 
 
-def check_face_size(x: torch.Tensor, where: str = "the ID metric") -> None:
-    """The official crop is a box of a 256x256 aligned face; other sizes would cut the wrong region."""
-    if tuple(x.shape[-2:]) != (CROP_IMAGE_SIZE, CROP_IMAGE_SIZE):
+def check_face_size(size: tuple[int, int], where: str = "the ID metric") -> None:
+    """The official crop is a box of a 256x256 aligned face (``size``: (H, W)); other sizes would cut the wrong
+    region."""
+    if tuple(size) != (CROP_IMAGE_SIZE, CROP_IMAGE_SIZE):
         raise AsyrpUserError(
             f"{where} crops [35:223, 32:220] of 256x256 aligned faces (the official IR-SE50 crop), got "
-            f"{x.shape[-2]}x{x.shape[-1]} images: use a 256x256 face dataset and arch, or leave out the ID metric / "
+            f"{size[0]}x{size[1]} images: use a 256x256 face dataset and arch, or leave out the ID metric / "
             "set model.loss.w_id=0"
         )
 
@@ -108,7 +109,7 @@ class IdentityFeatures(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_face_size(x)
+        check_face_size(tuple(x.shape[-2:]))
         (r0, r1), (c0, c1) = CROP
         return self.net(F.adaptive_avg_pool2d(x[:, :, r0:r1, c0:c1], POOL))
 

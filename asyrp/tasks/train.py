@@ -143,6 +143,7 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
     backbone = build.backbone(cfg.arch, perf=perf)
     a = build.alpha_bar(cfg.arch)
     clip = build.clip(cfg.clip)
+    identity = _identity(cfg, backbone)
     hf_cfg = _plain(cfg.hfunction)
     hfunc = build.hfunction(
         hf_cfg,
@@ -179,6 +180,7 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
         plan=plan,
         strength=m.strength,
         loss=_plain(m.loss),
+        identity=identity,
         seed=cfg.seed,
         config=secrets.redact(
             {
@@ -192,6 +194,17 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
         ),
     )
     return {"module": module, "datamodule": datamodule, "backbone": backbone, "clip": clip}
+
+
+def _identity(cfg: DictConfig, backbone: Any) -> Any:
+    """The frozen IR-SE50 features of the identity loss (None at model.loss.w_id=0, the default, as upstream); the
+    official crop needs 256x256 images, checked here before the inversion cache is built."""
+    if not float(cfg.model.loss.get("w_id", 0.0)):
+        return None
+    from ..metrics.identity import check_face_size
+
+    check_face_size((backbone.image_size, backbone.image_size), "model.loss.w_id")
+    return build.identity(cfg.identity)
 
 
 def _trainer(cfg: DictConfig) -> tuple[Any, list, list]:

@@ -42,7 +42,14 @@ def test_default_train_config_matches_the_schema(tmp_path):
     assert set(cfg.plan) >= {"n_inv", "n_gen", "t0", "t_edit", "t_boost", "spacing", "mode", "interval"}
     assert (cfg.plan.n_inv, cfg.plan.n_gen, cfg.plan.t0, cfg.model.optimizer.lr) == (40, 40, 999, 0.5)
     assert (cfg.plan.t_edit, cfg.plan.t_boost, cfg.plan.spacing, cfg.plan.mode) == (513, 167, "official", "asyrp")
-    assert cfg.model.loss == {"w_clip": 1.0, "w_recon": 3.0, "recon_scale_by_text_cosine": True, "clip_reference": "x0"}
+    assert cfg.model.loss == {
+        "w_clip": 1.0,
+        "w_recon": 3.0,
+        "recon_scale_by_text_cosine": True,
+        "clip_reference": "x0",
+        "w_id": 0.0,  # the identity loss, off as upstream
+    }
+    assert str(cfg.identity.weights).endswith("model_ir_se50.pth")
     assert cfg.clip.model == "ViT-B-16" and cfg.trainer.max_epochs == cfg.model.n_iter
     assert str(cfg.paths.output_dir) == str(tmp_path)
 

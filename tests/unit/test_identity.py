@@ -1,5 +1,6 @@
 """The ArcFace IR-SE50 identity network equals the official one (tests/fixtures/identity, made by running the
-upstream code on seeded weights), and the ID metric and its missing weights behave as documented."""
+upstream code on seeded weights); the ID metric, the identity loss (its gradient reaches the h-function only; off, the
+loss is as before) and their missing weights behave as documented."""
 
 from __future__ import annotations
 
@@ -7,12 +8,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import SEEDED_STATE_RULE, seeded_state
+import torch.nn.functional as F
+from helpers import SEEDED_STATE_RULE, seeded_state, tiny_backbone
+from torch import nn
 
 from asyrp import build
+from asyrp.checks import check_train_config
+from asyrp.clip import load_clip
+from asyrp.config import compose
+from asyrp.hfunctions import build_hfunction
+from asyrp.losses import AsyrpLoss, identity_loss
 from asyrp.metrics import EditScorer, IdentityWeightsMissing, MetricAbsent, load_irse50
 from asyrp.metrics.identity import IRSE50
 from asyrp.ops.errors import AsyrpUserError
+from asyrp.samplers import asyrp_step
+from asyrp.schedules import alphas_cumprod, make_betas
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "identity" / "irse50_upstream.pt"
 
@@ -78,3 +88,73 @@ def test_missing_or_wrong_weights_are_one_line(tmp_path):
     with pytest.raises(AsyrpUserError, match="not IR-SE50 weights in the official layout") as e:
         load_irse50({"input_layer.0.weight": torch.zeros(64, 3, 3, 3)})
     assert "\n" not in str(e.value)
+
+
+# -- the identity loss ------------------------------------------------------------------------------------------------
+class Refuses(nn.Module):
+    def forward(self, x):
+        raise AssertionError("the identity network must not run at w_id=0")
+
+
+def _step(n: int = 2):
+    """One training step on a tiny backbone: a DeltaBlock's edited P_t and the unedited one (n images, 16x16)."""
+    bb = tiny_backbone()
+    hf = build_hfunction({"kind": "delta_block", "num_groups": 8, "seed": 0}, bb)
+    x = torch.randn(n, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    return bb, hf, asyrp_step(bb, x, 800, 700, alphas_cumprod(make_betas("linear")), hf)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return load_clip(compose("train", ["clip=tiny"], output_dir="/tmp/unused").clip)
+
+
+def test_identity_loss_off_leaves_the_loss_as_before(clip):
+    _, hf, step = _step()
+    d = clip.text_direction(["face"], ["smiling face"])
+    e_x0 = clip.encode_image(torch.zeros(2, 3, 16, 16))
+    before = AsyrpLoss(clip, d, 0.5)(e_x0, step.P_edit, step.P_orig)
+    off = AsyrpLoss(clip, d, 0.5, w_id=0.0, identity=Refuses())(e_x0, step.P_edit, step.P_orig)
+    assert list(off) == list(before) == ["loss", "clip", "recon"]
+    assert torch.equal(off["loss"], before["loss"])
+    assert compose("train", ["debug=smoke"], output_dir="/tmp/unused").model.loss.w_id == 0  # off by default
+
+
+def test_identity_loss_is_added_with_its_weight(clip):
+    _, _, step = _step()
+    means = lambda x: F.normalize(x.mean((2, 3)), dim=1)  # noqa: E731 - cheap stand-in features
+    d = clip.text_direction(["face"], ["smiling face"])
+    e_x0 = clip.encode_image(torch.zeros(2, 3, 16, 16))
+    terms = AsyrpLoss(clip, d, 0.5, w_id=2.0, identity=means)(e_x0, step.P_edit, step.P_orig)
+    assert list(terms) == ["loss", "clip", "recon", "id"]
+    off = AsyrpLoss(clip, d, 0.5)(e_x0, step.P_edit, step.P_orig)
+    cos = (means(step.P_edit) * means(step.P_orig)).sum(1)
+    assert float(terms["id"]) == pytest.approx(float(1 - cos.mean()), abs=1e-6)
+    assert torch.allclose(terms["loss"], off["loss"] + 2.0 * terms["id"], atol=1e-6)
+
+
+def test_identity_loss_gradient_reaches_only_the_hfunction(features):
+    bb, hf, step = _step(1)
+    faces = nn.Sequential(nn.Upsample(size=256, mode="bilinear"), features)  # the 16x16 P_t as a 256x256 face
+    P_orig = step.P_orig.clone().requires_grad_(True)  # would collect a gradient if the original side had one
+    value = identity_loss(faces, step.P_edit, P_orig)
+    assert 0 < float(value) < 2
+    value.sum().backward()
+    grads = [p.grad for p in hf.parameters()]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+    assert P_orig.grad is None
+    assert all(not p.requires_grad and p.grad is None for p in [*bb.parameters(), *features.parameters()])
+
+
+def test_identity_loss_settings_are_one_error_before_training(tmp_path):
+    missing = tmp_path / "model_ir_se50.pth"
+    cfg = compose("train", ["debug=smoke", "model.loss.w_id=1", f"identity.weights={missing}"], output_dir=tmp_path)
+    with pytest.raises(
+        AsyrpUserError, match=f"w_id=1.0 trains with the IR-SE50 identity loss: .* not found at {missing}"
+    ):
+        check_train_config(cfg)
+    cfg = compose("train", ["debug=smoke", "model.loss.w_id=-1"], output_dir=tmp_path)
+    with pytest.raises(AsyrpUserError, match="model.loss.w_id=-1 must be >= 0"):
+        check_train_config(cfg)
+    with pytest.raises(ValueError, match="needs the identity network"):
+        AsyrpLoss(None, torch.zeros(2), 0.5, w_id=1.0)
