@@ -35,6 +35,8 @@ def direction_payload(
         if d.timesteps is None
         else {"kind": "global_per_t", "timesteps": sorted(int(t) for t in d.timesteps), "init_std": 0.0}
     )
+    if d.space != "h":
+        hf["space"] = d.space
     label = (extra or {}).get("label")
     return payload(
         g,

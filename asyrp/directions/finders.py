@@ -12,13 +12,15 @@ import torch
 @dataclass
 class Direction:
     """delta_h per timestep (T, C, H, W) with ``timesteps`` (descending), or one global delta_h (C, H, W) with
-    ``timesteps=None``. ``meta`` says what found it (method, index, per-t scales, fit quality, ...)."""
+    ``timesteps=None``. ``meta`` says what found it (method, index, per-t scales, fit quality, ...). ``space``: what
+    it is added to (h, or x for an image-shaped move of x_t such as LOCO's; asyrp.hfunctions' spaces)."""
 
     delta_h: torch.Tensor
     timesteps: list[int] | None
     method: str
     index: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    space: str = "h"
 
     @property
     def name(self) -> str:

@@ -19,9 +19,10 @@ from omegaconf import DictConfig
 from ..ops import faults
 from ..ops.claims import claim_discover_dir, holds_claims, run_fingerprint
 from ..ops.errors import AsyrpUserError
+from .discover_local import LOCAL, check_local, find_loco, find_region, local_plan, write_region
 
 log = logging.getLogger(__name__)
-METHODS = ("pca", "jacobian", "mean_diff", "boundary")
+METHODS = ("pca", "jacobian", "mean_diff", "boundary", "loco", "region")
 SUPERVISED = ("mean_diff", "boundary")
 
 
@@ -63,6 +64,7 @@ def check_discover_config(cfg: DictConfig) -> dict[str, Any]:
     )
     files, skipped = scan_images(cfg.input_dir, n, size, what="input_dir")
     labels = None
+    local = check_local(cfg, size) if m.name in LOCAL else {}
     if m.name in SUPERVISED:
         target = cfg.attribute.get("oracle_target")
         if not target or "=" not in str(target):
@@ -72,7 +74,7 @@ def check_discover_config(cfg: DictConfig) -> dict[str, Any]:
             )
         if cfg.labels == "writer":
             labels = writer_labels(Path(str(cfg.input_dir)), files, str(target))
-    return {"files": files, "skipped": skipped, "labels": labels, "image_size": size}
+    return {"files": files, "skipped": skipped, "labels": labels, "image_size": size, **local}
 
 
 def writer_labels(folder: Path, files: list[Path], target: str) -> torch.Tensor:
@@ -184,6 +186,8 @@ def discover(cfg: DictConfig, oracle: Any = None) -> dict[str, Any]:
     a = build.alpha_bar(cfg.arch)
     oracle = _oracle(cfg, oracle)
     plan, _ = build.plan(cfg)
+    if cfg.method.name in LOCAL:
+        plan = local_plan(cfg, plan)  # loco: x_t at one t; region of an edit: that file's own steps
     cache = InversionCache(str(cfg.cache_dir), backbone, a, plan, image_size=req["image_size"], guard=faults.GUARD)
     sources = [Source(id=p.name, path=p) for p in req["files"]]
     t_start = time.perf_counter()
@@ -193,12 +197,21 @@ def discover(cfg: DictConfig, oracle: Any = None) -> dict[str, Any]:
         entries = [load_entry(p) for p in cache.build(sources)]
         x_T = torch.stack([e["x_T"] for e in entries])
         counter.phase = "walk"
-        walk = record_walk(backbone, x_T, a, plan, batch_size=int(cfg.batch_size))
+        local = cfg.method.name in LOCAL  # they walk only what they need
+        walk = None if local else record_walk(backbone, x_T, a, plan, batch_size=int(cfg.batch_size))
         labels = req["labels"]
         if labels is None and cfg.method.name in SUPERVISED:
             labels = _oracle_labels_of(cfg, oracle, torch.stack([e["x0"] for e in entries]))
         counter.phase = "find"
-        directions, extra_cost = _find(cfg, backbone, walk, labels)
+        if cfg.method.name == "region":
+            x0 = torch.stack([e["x0"] for e in entries])
+            region = find_region(cfg, backbone, a, plan, x_T, x0)
+        elif cfg.method.name == "loco":
+            directions, extra_cost = find_loco(cfg, backbone, a, plan, x_T, req["mask"]["mask"])
+        else:
+            directions, extra_cost = _find(cfg, backbone, walk, labels)
+    if cfg.method.name == "region":
+        return write_region(cfg, out, *region, x0, _cost(counter, t_start, cached, len(sources), {}))
     cost = _cost(counter, t_start, cached, len(sources), extra_cost)
     log.info(
         "%s: %d direction(s) from %d images in %.1f s (%s)",
