@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.errors import AsyrpUserError
+from ..ops.errors import AsyrpUserError, one_line
 from .base import HeldCallable, MeanMetric, check_pairs
 
 #: the official IDLoss crop (rows, then columns) of a 256x256 face, and the side it is pooled to
@@ -130,9 +130,9 @@ def load_irse50(weights: str | Path | Mapping[str, torch.Tensor]) -> IdentityFea
     try:
         net.load_state_dict(weights, strict=True)
     except RuntimeError as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        detail = one_line(err).split(":", 1)[-1].strip()  # missing / unexpected / mis-shaped keys
         raise AsyrpUserError(
-            f"{source} is not IR-SE50 weights in the official layout (model_ir_se50.pth): {first}"
+            f"{source} is not IR-SE50 weights in the official layout (model_ir_se50.pth): {detail[:300]}"
         ) from err
     return IdentityFeatures(net).eval().requires_grad_(False)
 
