@@ -45,7 +45,9 @@ def direction_payload(
             "arch": {k: arch.get(k) for k in ("name", "family", "beta_schedule")},
             "h_shape": [int(v) for v in backbone.h_shape],
             "emb_dim": int(backbone.emb_dim),
-            "attribute": {"name": label or d.name, "source": [], "target": []},
+            "attribute": dict(
+                (extra or {}).get("clip_attribute") or {"name": label or d.name, "source": [], "target": []}
+            ),
             "edit": dict(edit),
             "direction": {
                 "method": d.method,

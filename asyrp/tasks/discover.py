@@ -293,6 +293,8 @@ def _write(cfg: DictConfig, out: Path, backbone, a, plan, x_T, directions, oracl
         if cfg.method.name in SUPERVISED:
             extra["attribute"] = str(cfg.attribute.oracle_target)
             extra["label"] = extra["attribute"]
+        if cfg.method.name in LOCAL:  # chosen by the attribute's CLIP texts: evaluate.py and the sweep read them
+            extra["clip_attribute"] = {k: _plain(cfg.attribute.get(k)) for k in ("name", "source", "target")}
         path = save_direction(d, out / f"{d.name}.pt", backbone, arch=_plain(cfg.arch), edit=stored, extra=extra)
         records.append(
             {

@@ -58,6 +58,7 @@ def test_region_then_loco_then_edit(folder, tmp_path):
     assert summary["edit"]["t0"] == summary["edit"]["t_edit"] == 600
     d = torch.load(res["files"][0], weights_only=True)
     assert d["hfunction"]["space"] == "x" and d["direction"]["chosen_by"] == "CLIP text direction"
+    assert d["attribute"]["name"] == "synthfaces_smiling" and d["attribute"]["target"]  # the texts that chose it
     edited = edit(
         compose(
             "edit",
