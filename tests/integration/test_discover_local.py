@@ -86,3 +86,27 @@ def test_bad_local_settings_are_one_error(folder, tmp_path):
     with pytest.raises(AsyrpUserError, match="method.checkpoint"):
         discover(cfg(tmp_path, folder, "region", "method.source=edit"))
     assert not (tmp_path / "loco").exists() and not (tmp_path / "region").exists()  # nothing written
+
+
+def test_region_of_an_edit(folder, tmp_path):
+    """source=edit: the mask is where a given h-space direction changes P_t over the file's own interval."""
+    from asyrp import build
+    from asyrp.directions import Direction, save_direction
+
+    bb = build.backbone(compose("discover", ["arch=tiny_ddpm"], output_dir=tmp_path).arch)
+    d = Direction(torch.randn(*bb.h_shape, generator=torch.Generator().manual_seed(0)), None, "test")
+    edit_entry = {
+        "t_edit": 500,
+        "t_boost": 0,
+        "n_inv": 4,
+        "n_gen": 4,
+        "t0": 999,
+        "mode": "asyrp",
+        "spacing": "official",
+    }
+    path = save_direction(d, tmp_path / "dir.pt", bb, arch={"name": "tiny_ddpm"}, edit=edit_entry)
+    over = ["method.source=edit", f"method.checkpoint={path}", "method.blur=0", "method.grow=0", "method.threshold=0.5"]
+    res = discover(cfg(tmp_path, folder, "region", *over))
+    mask = read_mask(res["files"][0], image_size=32)
+    assert mask["source"].startswith("discover.py method=region, edit: |P_t^edit - P_t| of dir.pt")
+    assert 0 < float(mask["mask"].mean()) < 1
