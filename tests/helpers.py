@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from asyrp.backbones.base import UNet2DBackbone
@@ -137,3 +138,18 @@ def tiny_directions(folder: Path, n: int = 2, *, arch: str = "tiny_ddpm") -> lis
         )
         for i in range(n)
     ]
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+#: sweeps run on asyrp's sweeper over Optuna >= 4 (pip install -e '.[dev]' installs it)
+needs_sweep = pytest.mark.skipif(
+    not _has("optuna.storages.journal"), reason="needs Optuna >= 4: pip install -e '.[sweep]'"
+)

@@ -49,19 +49,33 @@ def check_overrides(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> str | Non
     return None
 
 
+#: a launcher the command line may ask for (trials=<option>, hydra/launcher=<name>) -> the plugin module behind it
+LAUNCHER_PLUGINS = {
+    "joblib": "hydra_plugins.hydra_joblib_launcher",
+    "submitit_local": "hydra_plugins.hydra_submitit_launcher",
+    "submitit_slurm": "hydra_plugins.hydra_submitit_launcher",
+    "slurm": "hydra_plugins.hydra_submitit_launcher",
+    "ray": "hydra_plugins.hydra_ray_launcher",
+    "ray_aws": "hydra_plugins.hydra_ray_launcher",
+}
+
+
 def check_plugins(argv: Sequence[str]) -> str | None:
-    """The error message when the command line asks for a sweep (``hparams_search=...``) and the Optuna sweeper
-    plugin is not installed (Hydra would fail to compose with a multi-line report), else None."""
+    """The error message when the command line asks for a sweep (``hparams_search=...``) without Optuna >= 4, or
+    for a launcher (``trials=...``, ``hydra/launcher=...``) whose plugin is not installed (Hydra would fail to
+    compose with a multi-line report), else None."""
     from .faults import MissingPackage, require
 
     for arg in argv:
         key, _, value = arg.partition("=")
-        if key.lstrip("+") == "hparams_search" and value and value != "null":
-            try:
-                require("hydra_plugins.hydra_optuna_sweeper", f"hparams_search={value} (the Optuna sweeper plugin)")
-                require("optuna", f"hparams_search={value} (the Optuna sweeper plugin)")
-            except MissingPackage as err:
-                return str(err)
+        key = key.lstrip("+")
+        try:
+            if key == "hparams_search" and value and value != "null":
+                require("optuna", f"hparams_search={value} (the Optuna sweeper)", min_version="4")
+            if key in ("trials", "hydra/launcher") and value in LAUNCHER_PLUGINS:
+                require(LAUNCHER_PLUGINS[value], f"{key}={value}")
+        except MissingPackage as err:
+            return str(err)
     return None
 
 

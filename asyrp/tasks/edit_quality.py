@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TABLE = "edit_quality.csv"
-_SKIP_IN_COMMAND = ("hparams_search=", "hydra.", "edit_quality.", "n_trials=")
+_SKIP_IN_COMMAND = ("hparams_search=", "hydra.", "edit_quality.", "n_trials=", "trials=", "trials.")
 
 
 def edit_config(cfg: DictConfig, checkpoint: Path, out_dir: Path) -> DictConfig:
@@ -185,19 +185,26 @@ def table_path(cfg: DictConfig) -> Path:
     return Path(str(cfg.paths.output_dir)) / TABLE
 
 
-def append_row(path: Path, row: Mapping[str, Any]) -> None:
-    """One row per trial; a column that appears later (e.g. lpips) widens the table (the file is rewritten)."""
-    rows = read_table(path)
-    cols = list(rows[0].keys()) if rows else []
-    cols += [k for k in row if k not in cols]
-    rows.append({k: row.get(k, "") for k in cols})
+def append_rows(path: Path, new: list[Mapping[str, Any]]) -> None:
+    """A trial's rows, all at once and in turns with the trials running beside it (the table's lock); rows of
+    the same run folder (a killed attempt of this trial) are replaced. A column that appears later (e.g. lpips)
+    widens the table (the file is rewritten)."""
+    from ..ops.locks import acquire
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
-        w.writeheader()
-        w.writerows({k: r.get(k, "") for k in cols} for r in rows)
-    tmp.replace(path)
+    with acquire(path.with_name(path.name + ".lock"), wait=True):
+        folders = {str(r.get("run_dir")) for r in new if r.get("run_dir")}
+        rows = [r for r in read_table(path) if r.get("run_dir") not in folders]
+        cols = list(rows[0].keys()) if rows else []
+        for row in new:
+            cols += [k for k in row if k not in cols]
+        rows += [dict(r) for r in new]
+        tmp = path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=cols)
+            w.writeheader()
+            w.writerows({k: r.get(k, "") for k in cols} for r in rows)
+        tmp.replace(path)
 
 
 def read_table(path: Path) -> list[dict[str, str]]:
@@ -240,29 +247,9 @@ def edit_quality(cfg: DictConfig, objects: Mapping[str, Any], oracle: Any = None
     seconds = round(time.time() - t_start, 1)
     overrides = _overrides()
     path = table_path(cfg)
-    for r in measured:  # one row per edit strength; the trial's value is its best strength's
-        m = {k: v for k, v in r.items() if k != "edit/strength"}
-        row = {
-            "trial": _job_num(),
-            "overrides": " ".join(overrides),
-            "t0": cfg.plan.t0,
-            "t_edit": cfg.plan.t_edit,
-            "t_boost": cfg.plan.get("t_boost"),
-            "lr": cfg.model.optimizer.lr,
-            "w_recon": cfg.model.loss.w_recon,
-            "n_iter": cfg.model.n_iter,
-            "n_images": cfg.dataset.get("n_images"),
-            "strength": r["edit/strength"],
-            "chosen": r is best,
-            "seed": cfg.seed,
-            "train_seconds": objects.get("train_seconds", ""),
-            "edit/seconds": seconds,
-            **{k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in m.items()},
-            "run_dir": str(run_dir),
-        }
-        append_row(path, row)
-        if r is best:
-            _log_wandb(objects.get("loggers") or [], row, path)
+    rows = [_row(cfg, objects, r, r is best, overrides, seconds) for r in measured]
+    append_rows(path, rows)  # one row per edit strength; the trial's value is its best strength's
+    _log_wandb(objects.get("loggers") or [], next(r for r in rows if r["chosen"]), path)
     m = {k: v for k, v in best.items()}
     m["edit/seconds"] = seconds
     log.info("edit_quality: %s", " ".join(f"{k}={v}" for k, v in m.items()))
@@ -277,7 +264,35 @@ def edit_quality(cfg: DictConfig, objects: Mapping[str, Any], oracle: Any = None
     return m
 
 
-def _job_num() -> int | str:
+def _row(cfg: DictConfig, objects: Mapping[str, Any], r: Mapping[str, float], chosen: bool, overrides, seconds):
+    """One row of the table: the trial (Optuna's number), its settings, one edit strength's metrics."""
+    m = {k: v for k, v in r.items() if k != "edit/strength"}
+    return {
+        "trial": _trial_number(),
+        "overrides": " ".join(overrides),
+        "t0": cfg.plan.t0,
+        "t_edit": cfg.plan.t_edit,
+        "t_boost": cfg.plan.get("t_boost"),
+        "lr": cfg.model.optimizer.lr,
+        "w_recon": cfg.model.loss.w_recon,
+        "n_iter": cfg.model.n_iter,
+        "n_images": cfg.dataset.get("n_images"),
+        "strength": r["edit/strength"],
+        "chosen": chosen,
+        "seed": cfg.seed,
+        "train_seconds": objects.get("train_seconds", ""),
+        "edit/seconds": seconds,
+        **{k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in m.items()},
+        "run_dir": str(Path(str(cfg.paths.output_dir))),
+    }
+
+
+def _trial_number() -> int | str:
+    """Optuna's trial number (set by asyrp's sweeper), else Hydra's job number (another sweeper)."""
+    import os
+
+    if os.environ.get("ASYRP_TRIAL"):
+        return int(os.environ["ASYRP_TRIAL"])
     try:
         from hydra.core.hydra_config import HydraConfig
 
@@ -287,7 +302,8 @@ def _job_num() -> int | str:
 
 
 def _log_wandb(loggers: list, row: Mapping[str, Any], path: Path) -> None:
-    """The trial's settings and edit metrics in its W&B run (summary), and the sweep's table so far."""
+    """The trial's settings, objective and its parts in its W&B run (logged and in the summary; the run is in the
+    study's group, conf/logger/wandb.yaml), and the sweep's table so far."""
     from pytorch_lightning.loggers import WandbLogger
 
     for lg in loggers:
@@ -296,6 +312,7 @@ def _log_wandb(loggers: list, row: Mapping[str, Any], path: Path) -> None:
 
             exp = lg.experiment
             exp.summary.update({k: v for k, v in row.items() if k not in ("overrides", "run_dir")})
+            exp.log({k: v for k, v in row.items() if k.startswith("edit/") and isinstance(v, int | float)})
             rows = read_table(path)
             exp.log({"edit_quality/trials": wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows])})
 

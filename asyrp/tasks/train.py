@@ -97,14 +97,16 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     return metric_dict, objects
 
 
-def _sweep_info() -> tuple[str, str] | None:
-    """(sweep dir, trial number) inside a Hydra multirun, else None."""
+def _sweep_info() -> tuple[str, str, Any] | None:
+    """(sweep dir, trial folder, study storage) inside a Hydra multirun, else None."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
         hc = HydraConfig.get()
-        return (str(hc.sweep.dir), str(hc.job.num)) if hc.mode == RunMode.MULTIRUN else None
+        if hc.mode != RunMode.MULTIRUN:
+            return None
+        return str(hc.sweep.dir), str(hc.sweep.subdir), OmegaConf.select(hc, "sweeper.storage", default=None)
     except Exception:  # noqa: BLE001 - not under Hydra (tests, notebooks)
         return None
 
@@ -117,11 +119,11 @@ def _train_folders(cfg: DictConfig) -> None:
         faults.check_writable(cfg.dataset.cache_dir, "dataset.cache_dir")
     sweep = _sweep_info()
     if sweep is not None:
-        storage = OmegaConf.select(cfg, "hydra.sweeper.storage", default=None)
-        hint = (
-            f"rerun the same command with hydra.sweep.dir={sweep[0]} (trial {sweep[1]} stopped): "
-            + ("the study in its storage continues" if storage else "the study was in memory and starts anew")
-            + "; a trial with the same settings as before (a seeded sampler repeats them) resumes from its folder"
+        hint = f"rerun the same command with hydra.sweep.dir={sweep[0]} (trial {sweep[1]} stopped): " + (
+            f"the study in {sweep[2]} runs only the trials still to do, this one again in its folder, resuming "
+            "from its last.ckpt"
+            if sweep[2]
+            else "the study was in memory and starts anew"
         )
     else:
         hint = f"rerun the same command with hydra.run.dir={out}: it resumes from {out / 'checkpoints' / 'last.ckpt'}"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import images, tiny_hfunction_file
+from helpers import images, needs_sweep, tiny_hfunction_file
 
 import asyrp.build as build
 import asyrp.tasks.train as train_task
@@ -417,10 +417,12 @@ def test_second_ctrl_c_stops_at_once_during_the_cache_build(tmp_path):
 
 
 @pytest.mark.slow
+@needs_sweep
 def test_ctrl_c_during_a_sweep_stops_the_trial_then_the_rerun_reuses_the_cache(tmp_path):
     """A 2-trial Optuna sweep (debug=smoke): Ctrl-C in trial 0 stops that trial at its next batch end (its
-    last.ckpt written) and the sweep with exit 130. The same command then runs both trials: the seeded sampler
-    proposes trial 0 again, which resumes from its last.ckpt, and the inversion cache is reused."""
+    last.ckpt written) and the sweep with exit 130. The same command then runs the two trials still to do: trial
+    0's settings again (trial 1) in folder 0, resuming from its last.ckpt, and trial 2; the inversion cache is
+    reused."""
     cache = tmp_path / "cache"
     args = [
         "-m",
@@ -440,34 +442,42 @@ def test_ctrl_c_during_a_sweep_stops_the_trial_then_the_rerun_reuses_the_cache(t
     assert line.startswith(
         f"error: interrupted (Ctrl-C) while training: stopped at a safe point; "
         f"{last} holds step 6. To resume, rerun the same command with hydra.sweep.dir="
-        f"{tmp_path / 'sweep'} (trial 0 stopped): the study was in memory and starts anew; a trial "
-        "with the same settings as before (a seeded sampler repeats them) resumes from its folder"
+        f"{tmp_path / 'sweep'} (trial 0 stopped): the study in {tmp_path / 'sweep' / 'study.journal'} runs only "
+        "the trials still to do, this one again in its folder, resuming from its last.ckpt"
     ), line
     assert not (tmp_path / "sweep" / "1").exists() and no_tmp_files(tmp_path)
     mtimes = {q: q.stat().st_mtime_ns for q in cache.rglob("*.pt")}
     assert len(mtimes) == 4
     p = run("train.py", *args)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert f"resuming from {last}" in p.stdout + p.stderr  # trial 0 has the same settings again
-    assert (tmp_path / "sweep" / "1" / "checkpoints" / "hfunction.pt").is_file()
+    assert f"resuming from {last}" in p.stdout + p.stderr  # trial 0's settings again, in its folder
+    assert (tmp_path / "sweep" / "0" / "checkpoints" / "hfunction.pt").is_file()
+    assert (tmp_path / "sweep" / "2" / "checkpoints" / "hfunction.pt").is_file()
     assert {q: q.stat().st_mtime_ns for q in cache.rglob("*.pt")} == mtimes
 
 
 # == missing optional packages ======================================================================================
-def test_sweep_without_the_optuna_plugin_names_the_extra(tmp_path):
-    p = run(
-        "train.py",
-        "hparams_search=asyrp_optuna",
-        *SMOKE,
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        HIDE="hydra_plugins.hydra_optuna_sweeper,optuna",
-    )
+@pytest.mark.parametrize(
+    "hide, arg, message",
+    [
+        (
+            "optuna",
+            "hparams_search=asyrp_optuna",
+            "error: hparams_search=asyrp_optuna (the Optuna sweeper) needs the package optuna>=4, which is not "
+            "installed: pip install 'asyrp[sweep]' (or pip install 'optuna>=4'), then rerun the same command",
+        ),
+        (
+            "hydra_plugins.hydra_joblib_launcher",
+            "trials=joblib",
+            "error: trials=joblib needs the package hydra-joblib-launcher, which is not installed: pip install "
+            "'asyrp[joblib]' (or pip install hydra-joblib-launcher), then rerun the same command",
+        ),
+    ],
+)
+def test_sweep_without_its_packages_names_the_extra(hide, arg, message, tmp_path):
+    p = run("train.py", "-m", arg, *SMOKE, f"hydra.sweep.dir={tmp_path / 'sweep'}", HIDE=hide)
     assert p.returncode == faults.EXIT_PACKAGE == 6
-    assert error_line(p) == (
-        "error: hparams_search=asyrp_optuna (the Optuna sweeper plugin) needs the package "
-        "hydra-optuna-sweeper, which is not installed: pip install 'asyrp[sweep]' (or pip install "
-        "hydra-optuna-sweeper), then rerun the same command"
-    )
+    assert error_line(p) == message
     assert not (tmp_path / "sweep").exists()
 
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import images
+from helpers import images, needs_sweep
 
 from asyrp.interval import IntervalCurves, choose_t_boost, choose_t_edit
 from asyrp.ops.io import atomic_write_png
@@ -195,6 +195,7 @@ def test_interval_script_runs_offline(tmp_path):
 
 # == the edit-quality sweep and experiments/recipes.py (from tests/integration/test_sweep.py) =========================
 @pytest.mark.slow
+@needs_sweep
 def test_tiny_edit_quality_sweep_tables_every_trial_and_inverts_once(tmp_path):
     from asyrp.synthfaces.data import write_split
 

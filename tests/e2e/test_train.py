@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import needs_sweep
 
 from asyrp.config import compose
 from asyrp.ops.cli import run_cli
@@ -141,6 +142,7 @@ def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path, cache_dir):
 
 
 @pytest.mark.slow
+@needs_sweep
 def test_optuna_sweep_runs_two_trials(tmp_path, cache_dir):
     out = tmp_path / "sweep"
     proc = run_script(

@@ -123,6 +123,22 @@ def test_sweep_and_edit_configs(tmp_path):
     assert list(cfg.runs) == ["a", "b"] and cfg.clip.model == "ViT-B-16" and cfg.scorer.lpips is None
 
 
+@pytest.mark.parametrize("option", names("trials"))
+def test_trials_configs_compose_or_name_their_extra(option, tmp_path):
+    """conf/trials/<option>: k trials at once through a launcher plugin; without the plugin, one line names its
+    extra before Hydra composes."""
+    from asyrp.ops.cli import LAUNCHER_PLUGINS, check_plugins
+
+    try:
+        __import__(LAUNCHER_PLUGINS[option])
+    except ImportError:
+        assert f"trials={option} needs the package hydra-" in check_plugins([f"trials={option}"])
+        return
+    cfg = compose("train", ["hparams_search=edit_quality", f"trials={option}"], output_dir=tmp_path)
+    assert cfg.hydra.sweeper.n_jobs == cfg.trials.workers and cfg.hydra.sweeper.threads == cfg.trials.threads
+    assert cfg.hydra.sweeper._target_ == "hydra_plugins.asyrp_sweeper.StudySweeper"
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_trains_under_smoke(experiment, tmp_path, cache_dir):
     cfg = compose(
