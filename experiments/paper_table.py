@@ -133,11 +133,13 @@ def edit_overrides(step: dict, arch: str, inputs: Path, args) -> list[str]:
         "batch_size=16",
         "progress=false",
         "grid_rows=8",
+        "overwrite=true",  # this table's own folder: a new training's edits replace the old ones
     ]
 
 
 def train_and_edit(spec: dict, step: dict, args) -> Path:
     """The experiment's h-function (reused when its training finished before) and its edits of the test images."""
+    from asyrp.ops.io import atomic_write_json
     from asyrp.tasks.edit import edit
     from asyrp.tasks.train import train
 
@@ -146,11 +148,13 @@ def train_and_edit(spec: dict, step: dict, args) -> Path:
         synthfaces_data(spec, step["experiment"], args)  # its train/ and test/ faces, before the training reads them
     cfg = compose("train", step["train"], output_dir=step["train_dir"])
     arch = cfg.hydra.runtime.choices.arch
-    if (step["train_dir"] / "checkpoints" / "hfunction.pt").is_file():
+    done = step["train_dir"] / "table_trained.json"  # written when the training returned (hfunction.pt is per epoch)
+    if done.is_file():
         log.info("%s: reusing its training in %s", step["experiment"], step["train_dir"])
     else:
         log.info("%s: training (%s)", step["experiment"], " ".join(step["train"]))
-        train(cfg)
+        metrics, _ = train(cfg)  # a stopped training resumes from its last.ckpt
+        atomic_write_json({"overrides": step["train"], "metrics": metrics}, done)
     inputs = inputs_folder(spec, step["experiment"], args, smoke)
     edit_dir = args.out / "edit" / step["experiment"]
     res = edit(compose("edit", edit_overrides(step, arch, inputs, args), output_dir=edit_dir))
@@ -279,7 +283,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval", action="append", default=[], help="an evaluate.py override (scorer.lpips=...)")
     p.add_argument("--out", type=Path, default=None, help="default outputs/tables/<table>[_smoke]")
     p.add_argument("--data", type=Path, default=ROOT / "data", help="the folder holding the datasets")
-    p.add_argument("--only", nargs="*", default=None, help="some of the table's experiments")
+    p.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        help="some of the table's experiments (attribute or experiment names), run in this order",
+    )
     p.add_argument("--n-test", type=int, default=None, help="only the first N test images of the table's list")
     p.add_argument("--print", action="store_true", help="print the commands instead of running them")
     args = p.parse_args(argv)
@@ -289,9 +298,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.n_test:
         spec["n_test"] = args.n_test
     if args.only:
-        spec["experiment_names"] = [
-            e for e in spec["experiment_names"] if e in args.only or attr_of(spec, e) in args.only
-        ]
+        pick = {attr_of(spec, e): e for e in spec["experiment_names"]} | {e: e for e in spec["experiment_names"]}
+        unknown = [o for o in args.only if o not in pick]
+        if unknown:
+            p.error(f"--only {' '.join(unknown)}: not in this table ({', '.join(spec['experiment_names'])})")
+        spec["experiment_names"] = [pick[o] for o in args.only]  # in the order given
     smoke = "debug=smoke" in args.overrides
     args.out = (args.out or ROOT / "outputs" / "tables" / f"{args.table}{'_smoke' if smoke else ''}").resolve()
     args.data = args.data.resolve()
