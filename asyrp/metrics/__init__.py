@@ -20,7 +20,7 @@ per module:
 - ``distances``: ``LPIPSDistance`` (the user's weights, a clear error when they are missing), ``RMSEDistance`` (its
                  offline stand-in), ``make_distance``;
 - ``fid``:       ``FrechetDistance`` (FID with an injectable feature network; ``oracle_features`` and
-                 ``clip_features`` make offline ones), ``frechet_distance``;
+                 ``clip_features`` make offline ones, ``inception_features`` Inception-v3 from the user's file), ``frechet_distance``;
 - ``identity``:  ``IRSE50`` (ArcFace IR-SE50 in the official file layout), ``IdentityFeatures`` (the official crop
                  and pooling), ``load_irse50`` (the user's model_ir_se50.pth, strictly), ``IdentitySimilarity`` (ID);
 - ``face_parsing``: ``BiSeNet`` (zllrunning/face-parsing.PyTorch's face parser in its file layout), ``FaceParser``
@@ -32,7 +32,7 @@ from __future__ import annotations
 from .clip import CLIPTextSimilarity, DirectionalCLIPSimilarity
 from .distances import LPIPSDistance, LPIPSWeightsMissing, RMSEDistance, make_distance
 from .face_parsing import BiSeNet, FaceParser, FaceParserWeightsMissing, load_bisenet
-from .fid import FeatureFn, FrechetDistance, clip_features, frechet_distance, oracle_features
+from .fid import FeatureFn, FrechetDistance, clip_features, frechet_distance, inception_features, oracle_features
 from .identity import IRSE50, IdentityFeatures, IdentitySimilarity, IdentityWeightsMissing, load_irse50
 from .image import LPIPSPreservation, PSNRPreservation, SegmentationConsistency, SSIMPreservation
 from .oracle import OracleEditScore, class_frequencies, head_changes, logit_margin, parse_target
@@ -53,6 +53,7 @@ __all__ = [
     "FeatureFn",
     "oracle_features",
     "clip_features",
+    "inception_features",
     "frechet_distance",
     "parse_target",
     "class_frequencies",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,6 +38,39 @@ def clip_features(clip) -> FeatureFn:
     """The CLIP image encoder's unit-norm embeddings."""
     dim = int(getattr(clip.model.visual, "output_dim", 0) or clip.encode_image(torch.zeros(1, 3, 8, 8)).shape[-1])
     return FeatureFn(clip.encode_image, dim, f"clip:{getattr(clip, 'name', 'clip')}")
+
+
+def inception_absent(weights: Any) -> str | None:
+    """Why ``inception_features(weights)`` cannot be built (None: it can)."""
+    if weights is None:
+        return None
+    if not Path(str(weights)).is_file():
+        return f"no Inception weights at {weights} (scorer.inception=<torchvision inception_v3_google-0cc3c7bd.pth>)"
+    return None
+
+
+def inception_features(weights: str | Path) -> FeatureFn:
+    """Inception-v3 pool features (2048-d) from the user's torchvision ImageNet file (inception_v3_google-*.pth),
+    loaded strictly with weights_only; images resized to 299 and normalised as torchvision's pretrained model expects.
+    torchmetrics' FID downloads the TF-ported FID Inception instead: values from these weights are close to, not
+    equal to, published FIDs."""
+    import torchvision
+
+    net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=False)
+    try:
+        net.load_state_dict(torch.load(str(weights), map_location="cpu", weights_only=True), strict=True)
+    except (RuntimeError, KeyError, TypeError) as err:
+        raise ValueError(f"{weights} is not torchvision's inception_v3 state dict: {str(err).splitlines()[0]}") from err
+    net.fc = torch.nn.Identity()  # the 2048-d pool features
+    net.eval().requires_grad_(False)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x.float(), size=299, mode="bilinear", align_corners=False)
+        return net(((x + 1) / 2 - mean) / std)
+
+    return FeatureFn(fn, 2048, f"inception:{Path(str(weights)).name}")
 
 
 def _sqrtm_trace(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

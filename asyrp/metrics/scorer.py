@@ -6,7 +6,8 @@ The networks are passed in, never imported or downloaded here: ``clip`` (with ``
 ``oracle(images) -> {attribute: logits}``; the entry point builds it), ``lpips`` (``LPIPSPreservation`` keywords:
 the user's weights, or a ``distance`` callable), ``fid_features`` and ``identity`` (the user's model_ir_se50.pth,
 ``identity.weights``, or identity features such as ``load_irse50``'s) and ``face_parser`` (the user's BiSeNet
-79999_iter.pth, ``scorer.face_parser``, or any images -> labels callable). A metric whose network or setting is absent is
+79999_iter.pth, ``scorer.face_parser``, or any images -> labels callable), ``inception`` (FID's features from the
+user's torchvision inception_v3 file, ``scorer.inception``). A metric whose network or setting is absent is
 named by ``absent(metrics)`` with what it lacks; ``score`` refuses it in one line instead of skipping it.
 """
 
@@ -22,7 +23,7 @@ import torch
 from ..ops.errors import AsyrpUserError
 from .clip import CLIPTextSimilarity, DirectionalCLIPSimilarity
 from .face_parsing import FaceParser, face_parser_absent
-from .fid import FrechetDistance, clip_features, oracle_features
+from .fid import FrechetDistance, clip_features, inception_absent, inception_features, oracle_features
 from .identity import IdentitySimilarity, identity_absent, load_irse50
 from .image import LPIPSPreservation, PSNRPreservation, SegmentationConsistency, SSIMPreservation
 from .oracle import OracleEditScore, class_frequencies, head_changes, logit_margin, parse_target
@@ -41,7 +42,8 @@ METRICS = {
     "lpips_rec": "lpips_rec: LPIPS(x_rec, x_edit)",
     "oracle": "success, preserved, already_target, preserved/<attribute>: the oracle's verdicts on oracle_target",
     "validity": "validity: the oracle's mean confidence on the edits",
-    "fid": "fid: FID of the edits against fid_real (oracle features, else CLIP features, unless fid_features)",
+    "fid": "fid: FID of the edits against fid_real (fid_features, else Inception-v3 from inception, else the oracle's "
+    "features, else CLIP's)",
     "id": "id: cos(F(x_src), F(x_edit)) of ArcFace IR-SE50 identity features (256x256 faces, the official crop)",
     "sc": "sc: pixel accuracy of the BiSeNet face parsing of x_edit against that of x_src (DiffusionCLIP's SC)",
 }
@@ -66,6 +68,7 @@ class EditScorer:
     fid_features: Callable[[torch.Tensor], torch.Tensor] | None = None
     identity: Any = None
     face_parser: Any = None
+    inception: Any = None
     _lpips: Any = field(default=None, init=False, repr=False)
 
     def absent(self, metrics: Sequence[str]) -> dict[str, str]:
@@ -76,7 +79,7 @@ class EditScorer:
                 raise ValueError(f"unknown edit metric {name!r}: use one of {sorted(METRICS)}")
             base = name.removesuffix("_rec")
             needs_clip = base.startswith("clip") or (
-                base == "fid" and self.fid_features is None and self.oracle is None
+                base == "fid" and self.fid_features is None and self.inception is None and self.oracle is None
             )
             if needs_clip and self.clip is None:
                 out[name] = "no CLIP model"
@@ -90,6 +93,8 @@ class EditScorer:
                 out[name] = "no oracle_target for this attribute"
             elif base == "id" and identity_absent(self.identity):
                 out[name] = identity_absent(self.identity)
+            elif base == "fid" and self.fid_features is None and inception_absent(self.inception):
+                out[name] = inception_absent(self.inception)
             elif base == "sc" and face_parser_absent(self.face_parser):
                 out[name] = face_parser_absent(self.face_parser)
         return out
@@ -165,6 +170,8 @@ class EditScorer:
     def _fid(self, x_edit: torch.Tensor, fid_real: torch.Tensor | None) -> float:
         if fid_real is None:
             raise ValueError("metric fid needs its reference images: pass fid_real")
+        if self.fid_features is None and self.inception is not None:  # the user's file, loaded once
+            self.fid_features = inception_features(self.inception)
         feats = self.fid_features or (
             oracle_features(self.oracle) if self.oracle is not None else clip_features(self.clip)
         )

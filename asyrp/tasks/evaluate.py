@@ -74,7 +74,7 @@ def _fid_name(cfg: DictConfig, oracle: Any, metrics: Sequence[str]) -> str:
         return ""
     scorer = cfg.get("scorer") or {}
     if scorer.get("inception"):
-        return "inception"
+        return f"inception ({Path(str(scorer.inception)).name}; close to, not equal to, published FIDs)"
     return (
         "oracle (not comparable with published FIDs)"
         if oracle is not None

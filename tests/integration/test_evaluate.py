@@ -181,3 +181,39 @@ def test_a_failure_while_scoring_leaves_no_table(runs, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         evaluate(eval_cfg(tmp_path, [runs["a"], runs["b"]], ["psnr"]))
     assert not list((tmp_path / "eval").glob("evaluation*"))
+
+
+def test_fid_on_inception_features_from_the_users_file(runs, tmp_path, monkeypatch):
+    import torchvision
+
+    from asyrp.metrics import FeatureFn, FrechetDistance, inception_features
+    from asyrp.metrics import scorer as scorer_module
+
+    torch.manual_seed(0)
+    net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
+    path = tmp_path / "inception.pth"
+    torch.save(net.state_dict(), path)
+    x = images(2, size=32, seed=5)
+    net.fc = torch.nn.Identity()
+    mean, std = (
+        torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+        torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+    )
+    with torch.no_grad():  # the user's file, strictly: the same features as the network it holds
+        direct = net.eval()(((F.interpolate(x, size=299, mode="bilinear") + 1) / 2 - mean) / std)
+        assert torch.allclose(inception_features(path)(x), direct, atol=1e-4)
+    # evaluate.py builds FID on them from scorer.inception (a cheap stand-in for the 299-px network here)
+    loaded = []
+    cheap = lambda p: loaded.append(p) or FeatureFn(lambda x: x.flatten(1)[:, :6].double(), 6, "stand-in")  # noqa: E731
+    monkeypatch.setattr(scorer_module, "inception_features", cheap)
+    res = evaluate(eval_cfg(tmp_path, [runs["a"]], ["fid"], f"scorer.inception={path}"))
+    man = json.loads((runs["a"] / "manifest.json").read_text())
+    src = read_image_files([it["source"] for it in man["inputs"]], 32)
+    edt = read_image_files([runs["a"] / it["outputs"][1] for it in man["inputs"]], 32)
+    fid = FrechetDistance(cheap(path))
+    fid.update(src, real=True)
+    fid.update(edt, real=False)
+    assert res["rows"][1]["fid"] == pytest.approx(float(fid.compute()), rel=1e-6) and loaded[0] == str(path)
+    assert res["rows"][1]["fid_features"].startswith("inception (inception.pth")
+    with pytest.raises(AsyrpUserError, match="fid: no Inception weights at .*absent.pth"):
+        evaluate(eval_cfg(tmp_path / "b", [runs["a"]], ["fid"], f"scorer.inception={tmp_path / 'absent.pth'}"))
