@@ -1,10 +1,12 @@
 """Constraints on delta_h from the ``constraint`` config group (conf/constraint): which sources make the fixed layer
 ``asyrp.hfunctions.constrained.Constrained`` after f(h, t), read and checked before any training.
 
-- ``use``: none | project (what applies; the sources below may be set and left unused, so a
+- ``use``: none | project | mask | project_mask (what applies; the sources below may be set and left unused, so a
   sweep can switch constraints on and off with ``constraint.use=choice(...)``);
 - ``directions``: h-direction files written by discover.py (global or per t), the attributes to keep: delta_h is
   projected off their span at every t (the direction of the nearest listed t);
+- ``mask``: the attribute's region (a mask file of ``asyrp.masks``, or a PNG), area-resized to h's grid: delta_h is
+  weighed by it, and the directions are masked alike before projecting (so a hard mask keeps both properties).
 
 Every user-fixable problem is one ``AsyrpUserError`` naming the key and the fix: a file that is not a direction, a
 direction of another backbone, the attribute's own direction, an empty list, directions that span h or are rank deficient.
@@ -21,7 +23,7 @@ import torch
 from .hfunctions.constrained import Constrained, orthonormal_rows
 from .ops.errors import AsyrpUserError
 
-USES = ("none", "project")
+USES = ("none", "project", "mask", "project_mask")
 
 
 def constraint_parts(cfg: Mapping[str, Any] | None) -> tuple[list[str], str | None]:
@@ -32,11 +34,16 @@ def constraint_parts(cfg: Mapping[str, Any] | None) -> tuple[list[str], str | No
     if use not in USES:
         raise AsyrpUserError(f"constraint.use={use!r} is not one of {', '.join(USES)}: pass constraint=<one of them>")
     dirs = [str(p) for p in (cfg.get("directions") or [])] if "project" in use else []
-    mask = None
+    mask = cfg.get("mask") if "mask" in use else None
     if "project" in use and not dirs:
         raise AsyrpUserError(
             f"constraint.use={use} but constraint.directions is empty: list the direction files of the attributes to "
             "keep (python discover.py method=mean_diff dataset=synthfaces_labelled attribute=<attr> writes one)"
+        )
+    if "mask" in use and not mask:
+        raise AsyrpUserError(
+            f"constraint.use={use} but constraint.mask is not set: pass constraint.mask=<mask.pt from the region "
+            "finder, or a grey PNG at the image size>"
         )
     return dirs, (str(mask) if mask else None)
 
@@ -107,6 +114,8 @@ def constrain(fn: torch.nn.Module, cfg: Mapping[str, Any] | None, backbone, *, a
     h_shape = [int(v) for v in backbone.h_shape]
     info: dict[str, dict[str, Any]] = {}
     mask = None
+    if mask_file is not None:
+        mask, info["mask"] = h_mask(mask_file, backbone)
     basis = ts = None
     if dirs:
         tables = [read_direction(p, backbone, arch_name, target) for p in dirs]
@@ -115,3 +124,15 @@ def constrain(fn: torch.nn.Module, cfg: Mapping[str, Any] | None, backbone, *, a
     p = next(backbone.parameters(), None)
     layer = Constrained(fn, basis=basis, timesteps=ts, mask=mask, info=info)
     return layer if p is None else layer.to(device=p.device)
+
+
+def h_mask(path: str, backbone) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The region file (or PNG) at the backbone's image size, area-resized to h's (h, w) grid, and what the file says
+    about it. A mask of another size or outside [0, 1] is one error (asyrp.masks.read_mask)."""
+    import torch.nn.functional as F
+
+    from .masks import read_mask
+
+    region = read_mask(path, int(backbone.image_size))
+    m = F.interpolate(region["mask"][None, None], size=tuple(int(v) for v in backbone.h_shape[-2:]), mode="area")
+    return m[0, 0], {"file": Path(path).name, "source": region["source"], "attribute": region["attribute"]}

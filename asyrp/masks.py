@@ -70,10 +70,12 @@ def save_mask(mask: torch.Tensor, path: str | Path, *, source: str, attribute: s
 
 def read_mask(path: str | Path, image_size: int | None = None) -> dict[str, Any]:
     """The mask file at ``path``, read safely (tensors only) and checked (against ``image_size`` when given):
-    {"mask" (H, W) float, "image_size", "source", "attribute"}."""
+    {"mask" (H, W) float, "image_size", "source", "attribute"}. A ``.png`` is a mask a user drew (grey level / 255)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise AsyrpUserError(f"mask file {path} does not exist: make one with `python discover.py method=region`")
+    if path.suffix.lower() == ".png":  # a mask the user drew: grey level / 255, white = inside
+        return _png_mask(path, image_size)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 (any unreadable file is the same user fault)
@@ -96,3 +98,17 @@ def read_mask(path: str | Path, image_size: int | None = None) -> dict[str, Any]
         "source": str(obj["source"]),
         "attribute": str(obj["attribute"]),
     }
+
+
+def _png_mask(path: Path, image_size: int | None) -> dict[str, Any]:
+    """A user's PNG as a mask (grey level / 255, 1 = inside), checked like a mask file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            grey = torch.frombuffer(bytearray(img.convert("L").tobytes()), dtype=torch.uint8)
+            size = img.size
+    except (OSError, UnidentifiedImageError) as err:
+        raise AsyrpUserError(f"mask file {path} is not a readable PNG ({err}): save the mask as a grey PNG") from err
+    m = check_mask(grey.reshape(size[1], size[0]).float() / 255.0, image_size, what=f"mask file {path}")
+    return {"mask": m, "image_size": int(m.shape[0]), "source": f"user PNG {path.name}", "attribute": ""}

@@ -151,6 +151,21 @@ def _std_along(h: torch.Tensor, u: torch.Tensor) -> float:
     return float(c.std()) if c.numel() > 1 else float(c.abs().mean())
 
 
+def _decoder_map(backbone, enc, region: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """h -> eps, or with a region mask M: h -> (1 - M) * eps(h changed only inside M's cells of h's grid)."""
+    if region is None:
+        return lambda h: backbone.eps(backbone.decode(enc, h))
+    outside = 1.0 - region.reshape(1, 1, *region.shape[-2:]).to(enc.h.dtype)
+    inside = torch.nn.functional.interpolate(1.0 - outside, size=tuple(enc.h.shape[-2:]), mode="area")
+    h0 = enc.h.detach()
+
+    def f(h: torch.Tensor) -> torch.Tensor:
+        rest = (1 - inside) * h0.repeat(h.shape[0] // h0.shape[0], 1, 1, 1)  # k stacked copies of the N rows
+        return backbone.eps(backbone.decode(enc, inside * h + rest)) * outside
+
+    return f
+
+
 def jacobian_directions(
     backbone,
     walk,
@@ -162,6 +177,7 @@ def jacobian_directions(
     iters: int = 30,
     tol: float = 1e-4,
     seed: int = 0,
+    region: torch.Tensor | None = None,
 ) -> tuple[list[Direction], dict[str, int]]:
     """Top-k h-space directions of the Jacobian at the first ``n_images`` images of a recorded ``walk``, at each
     listed timestep (default: every recorded one), sign-aligned step to step.
@@ -171,12 +187,17 @@ def jacobian_directions(
     - ``of="encoder"`` (Park et al., pullback): J = d h / d x_t; the directions are its left singular vectors (the
       h-space images of the x-space basis V).
     delta_h_t = std_t * u_t, std_t the spread of the walk's h (all its images) along u_t: strength 1 moves one std.
+    ``region`` (decoder only, a mask (H, W) at image resolution): the Jacobian of (1 - mask) * eps w.r.t. h inside
+    the region (the mask area-resized to h's grid): the directions of a region edit that move what lies outside it,
+    the null space a constraint holds (asyrp.constraints, use=project_mask).
     Returns the directions and the JVP / VJP rows evaluated.
     """
     from ..perf import set_sdpa
 
     if of not in ("decoder", "encoder"):
         raise ValueError(f"jacobian of={of!r}: use decoder (d eps / d h) or encoder (d h / d x_t, the pullback)")
+    if region is not None and of != "decoder":
+        raise ValueError("jacobian: a region (method.outside) applies to of=decoder only")
     ts = list(timesteps) if timesteps is not None else walk.timesteps
     set_sdpa(backbone, False)  # fused attention kernels have no forward-mode derivative
     vecs: list[list[torch.Tensor]] = [[] for _ in range(k)]
@@ -187,9 +208,7 @@ def jacobian_directions(
         if of == "decoder":
             with torch.no_grad():
                 enc = backbone.encode(x_t, float(t))
-            res = top_singular_vectors(
-                lambda h: backbone.eps(backbone.decode(enc, h)), enc.h, k, iters=iters, tol=tol, seed=seed
-            )
+            res = top_singular_vectors(_decoder_map(backbone, enc, region), enc.h, k, iters=iters, tol=tol, seed=seed)
             dirs = res["V"]
         else:
             res = top_singular_vectors(
@@ -209,7 +228,13 @@ def jacobian_directions(
             ts,
             "jacobian",
             j,
-            {"of": of, "singular_value": sig[j], "n_images": n_images, "iters": cost["iters"]},
+            {
+                "of": of,
+                "singular_value": sig[j],
+                "n_images": n_images,
+                "iters": cost["iters"],
+                "outside_region": region is not None,
+            },
         )
         for j in range(k)
     ]

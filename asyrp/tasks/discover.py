@@ -58,6 +58,8 @@ def check_discover_config(cfg: DictConfig) -> dict[str, Any]:
             f"method.k={m.k} principal components need at least {int(m.k) + 1} images: raise "
             f"n_images (now {n}) or lower method.k"
         )
+    if m.name == "jacobian":
+        region_of(cfg)  # a bad mask (size, values) fails before any network pass
     check_arch(cfg.arch)
     size = int(
         (cfg.arch.get("config") or {}).get("image_size") or (cfg.arch.get("config") or {}).get("sample_size") or 32
@@ -129,6 +131,7 @@ def _find(cfg: DictConfig, backbone, walk, labels: torch.Tensor | None) -> tuple
                 iters=int(m.iters),
                 tol=float(m.tol),
                 seed=int(cfg.seed),
+                region=region_of(cfg),
             )
         if m.name == "mean_diff":
             return [mean_diff_direction(walk.h, labels)], {}
@@ -139,6 +142,18 @@ def _find(cfg: DictConfig, backbone, walk, labels: torch.Tensor | None) -> tuple
         return [boundary_direction(walk.h, labels, t_m, l2=float(m.l2), val_fraction=float(m.val_fraction))], {}
     except ValueError as err:
         raise AsyrpUserError(f"method={m.name}: {err}") from err
+
+
+def region_of(cfg: DictConfig) -> torch.Tensor | None:
+    """method.outside (a region mask file or PNG) at the arch's image size: the decoder Jacobian then finds the
+    directions inside the region that move what lies outside it, which a constraint holds; None when unset."""
+    from ..masks import read_mask
+
+    path = cfg.method.get("outside")
+    if not path:
+        return None
+    arch = cfg.arch.get("config") or {}
+    return read_mask(str(path), int(arch.get("image_size") or arch.get("sample_size") or 32))["mask"]
 
 
 @torch.no_grad()

@@ -68,3 +68,13 @@ def test_bad_directions_stop_training_before_the_cache(tmp_path):
     with pytest.raises(AsyrpUserError, match="rerun discover.py with arch=tiny_ddpm"):
         train(cfg)
     assert not any((tmp_path / "cache").rglob("*.pt"))  # nothing inverted, nothing trained
+
+
+def test_a_bad_outside_mask_stops_discover_before_any_network(tmp_path):
+    from asyrp.masks import save_mask
+    from asyrp.tasks.discover import check_discover_config
+
+    small = save_mask(torch.eye(16), tmp_path / "m16.pt", source="test", attribute="glasses=True")
+    overrides = ["arch=tiny_ddpm", "method=jacobian", f"method.outside={small}", f"input_dir={tmp_path}"]
+    with pytest.raises(AsyrpUserError, match="the images are 32x32"):
+        check_discover_config(compose("discover", overrides, output_dir=tmp_path / "d"))

@@ -1,20 +1,22 @@
 """Constraints on delta_h (issue 24): the projection layer after f(h, t) leaves delta_h orthogonal to the kept
-attributes' directions at every t, also after training through it; the layer survives the file; bad settings are one
-clear error."""
+attributes' directions at every t, also after training through it; a region mask concentrates the change of P_t in
+its region; the layer survives the file; bad settings are one clear error."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from helpers import tiny_backbone
+from helpers import images, tiny_backbone
+from PIL import Image
 
 from asyrp import build
 from asyrp.constraints import constrain
-from asyrp.directions import Direction, save_direction
-from asyrp.hfunctions import build_hfunction, load_hfunction_checkpoint, payload, save_hfunction
+from asyrp.directions import Direction, Walk, jacobian_directions, save_direction
+from asyrp.hfunctions import GlobalDirection, build_hfunction, load_hfunction_checkpoint, payload, save_hfunction
 from asyrp.hfunctions.constrained import orthonormal_rows
+from asyrp.masks import save_mask
 from asyrp.ops.errors import AsyrpUserError
-from asyrp.samplers import asyrp_step
+from asyrp.samplers import P_t, asyrp_step, edit_eps
 from asyrp.schedules import alphas_cumprod, make_betas
 
 TS = [999, 666, 333]  # descending, as discover.py's finders list them
@@ -134,3 +136,103 @@ def test_directions_that_span_h_remove_everything():
         orthonormal_rows(torch.eye(4), "constraint.directions")
     with pytest.raises(ValueError, match="span only 1 dimension"):
         orthonormal_rows(torch.tensor([[1.0, 0, 0], [2.0, 0, 0]]), "constraint.directions")
+
+
+def left_half(tmp_path, size=16):
+    m = torch.zeros(size, size)
+    m[:, : size // 2] = 1.0
+    return save_mask(m, tmp_path / f"left_{size}.pt", source="test: left half", attribute="glasses=True")
+
+
+def noised(t):
+    a = alphas_cumprod(make_betas("linear"))
+    x0 = images(4, size=16, seed=3)
+    return a[t].sqrt() * x0 + (1 - a[t]).sqrt() * torch.randn(x0.shape, generator=torch.Generator().manual_seed(4))
+
+
+def change_of_P_t(bb, fn, t=666):
+    """|dP_t| = |P_t(h + delta_h) - P_t(h)| on noised images at t."""
+    a, x_t = alphas_cumprod(make_betas("linear")), noised(t)
+    with torch.no_grad():
+        e = edit_eps(bb, x_t, t, fn)
+    return (P_t(x_t, e.eps_edit, a[t]) - P_t(x_t, e.eps, a[t])).abs()
+
+
+def inside_outside(bb, fn, t=666):
+    """mean |dP_t| inside the left half / outside it."""
+    dP = change_of_P_t(bb, fn, t)
+    return float(dP[..., :8].mean() / dP[..., 8:].mean())
+
+
+def test_a_mask_concentrates_the_change_of_P_t_in_its_region(bb, tmp_path):
+    f = build_hfunction({"kind": "delta_block", "layout": "ddpm", "seed": 0}, bb)
+    masked = constrain(f, {"use": "mask", "mask": str(left_half(tmp_path))}, bb)
+    assert masked.mask.shape[-2:] == bb.h_shape[-2:] and float(masked.mask[..., 4:].abs().max()) == 0.0
+    free, inside = inside_outside(bb, f), inside_outside(bb, masked)
+    assert inside > 1.4 * free and inside > 1.5  # measured against the unmasked edit of the same f
+
+
+def test_mask_and_projection_together_keep_both(bb, tmp_path):
+    files = [direction_file(tmp_path, f"d{i}", bb, seed=i) for i in range(2)]
+    f = build_hfunction({"kind": "delta_block", "layout": "ddpm", "seed": 0}, bb)
+    cfg = {"use": "project_mask", "directions": [str(p) for p in files], "mask": str(left_half(tmp_path))}
+    fn = constrain(f, cfg, bb, arch_name="tiny")
+    h = torch.randn(2, *bb.h_shape)
+    with torch.no_grad():
+        d = fn(h, torch.randn(2, bb.emb_dim), 700)
+    assert float(d[..., 4:].abs().max()) == 0.0  # a hard mask: nothing outside the region
+    assert float(cosines(fn, bb, files, 700).max()) < 1e-5  # and orthogonal to the directions
+
+
+def test_a_masked_layer_round_trips_and_a_png_is_a_mask(bb, tmp_path):
+    png = torch.zeros(16, 16, dtype=torch.uint8)
+    png[:, :8] = 255
+    Image.fromarray(png.numpy()).save(tmp_path / "left.png")
+    f = build_hfunction({"kind": "delta_block", "layout": "ddpm", "seed": 0}, bb)
+    fn = constrain(f, {"use": "mask", "mask": str(tmp_path / "left.png")}, bb)
+    stored = fn.stored_constraints()
+    assert stored == {"mask": {"file": "left.png", "source": "user PNG left.png", "attribute": "", "size": [8, 8]}}
+    info = {"hfunction": {"kind": "delta_block", "layout": "ddpm", "constraints": stored}, "arch": {"name": "tiny"}}
+    info.update({"h_shape": list(bb.h_shape), "emb_dim": int(bb.emb_dim)})
+    save_hfunction(payload(fn, info), tmp_path / "hf.pt")
+    loaded, _ = load_hfunction_checkpoint(tmp_path / "hf.pt", bb, "tiny")
+    h, emb = torch.randn(2, *bb.h_shape), torch.randn(2, bb.emb_dim)
+    assert torch.equal(loaded(h, emb, 500), fn(h, emb, 500))
+
+
+def test_bad_masks_are_one_clear_error(bb, tmp_path):
+    torch.save(
+        {"mask": torch.full((16, 16), 2.0), "image_size": 16, "source": "x", "attribute": "y"}, tmp_path / "b.pt"
+    )
+    cases = [
+        ({"use": "mask", "mask": None}, "constraint.mask is not set"),
+        ({"use": "mask", "mask": str(left_half(tmp_path, 32))}, "the images are 16x16"),
+        ({"use": "mask", "mask": str(tmp_path / "b.pt")}, r"outside \[0, 1\]"),
+        ({"use": "project_mask", "directions": [], "mask": str(left_half(tmp_path))}, "directions is empty"),
+    ]
+    for cfg, words in cases:
+        with pytest.raises(AsyrpUserError, match=words):
+            build.hfunction({"kind": "delta_block", "layout": "ddpm"}, bb, cfg, arch_name="tiny")
+
+
+def test_holding_the_outside_jacobian_lowers_the_change_outside(bb, tmp_path):
+    """method=jacobian method.outside=<mask>: the directions inside the region that move P_t outside it most;
+    projecting them off (use=project_mask) takes out the part of an edit that leaks (LOCO Edit's null space, in h).
+    The edit: the top such direction plus a random inside change of the same norm."""
+    t, mask = 666, left_half(tmp_path)
+    x_t = noised(t)
+    with torch.no_grad():
+        h = bb.encode(x_t, float(t)).h
+    walk = Walk(h={t: h}, x={t: x_t}, x_rec=x_t)
+    region = torch.load(mask, weights_only=True)["mask"]
+    dirs, _ = jacobian_directions(bb, walk, 3, n_images=4, iters=8, tol=1e-3, region=region)
+    files = [save_direction(d, tmp_path / f"{d.name}.pt", bb, arch={"name": "tiny"}, edit={}) for d in dirs]
+    top = dirs[0].delta_h[0] / dirs[0].delta_h[0].norm()
+    noise = torch.randn(top.shape, generator=torch.Generator().manual_seed(7)) * (torch.arange(8) < 4)
+    f = GlobalDirection(top.shape, init_std=0.0)
+    f.delta_h.data.copy_(3.0 * (top + noise / noise.norm()))
+    masked = constrain(f, {"use": "mask", "mask": str(mask)}, bb)
+    held = constrain(f, {"use": "project_mask", "mask": str(mask), "directions": [str(p) for p in files]}, bb)
+    out_masked, out_held = (float(change_of_P_t(bb, g, t)[..., 8:].mean()) for g in (masked, held))
+    assert out_held < 0.8 * out_masked
+    assert inside_outside(bb, held, t) > inside_outside(bb, masked, t)
