@@ -37,7 +37,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from asyrp import build
@@ -47,21 +46,10 @@ from asyrp.metrics import EditScorer
 from asyrp.plan import EditPlan, generation_pairs
 from asyrp.samplers import ddim_generate, ddim_invert, ddim_walk, edit, edit_eps
 from asyrp.schedules import alpha_at, timesteps
-from asyrp.synthfaces.data import SPLIT_SEEDS
-from asyrp.synthfaces.oracle import load_oracle, to_tensor
-from asyrp.synthfaces.render import render, sample_face
+from asyrp.synthfaces.edits import ATTRIBUTES, face_pairs
+from asyrp.synthfaces.oracle import load_oracle
 
 log = logging.getLogger("ceiling")
-
-# attribute -> (the face field the renderer switches, the value that switches it on)
-ATTRIBUTES = {
-    "smiling": ("mouth", "smiling"),
-    "frowning": ("mouth", "frowning"),
-    "glasses": ("glasses", True),
-    "hat": ("hat", True),
-    "blond_hair": ("hair_colour", "blond"),
-    "red_hair": ("hair_colour", "red"),
-}
 
 
 class PerFaceShift(HFunction):
@@ -90,23 +78,6 @@ def row_key(attr: str, win, n_faces: int) -> dict:
         "edit_steps": len(win.edit_pairs),
         "n_faces": n_faces,
     }
-
-
-def face_pairs(attr: str, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sources, true edits) in [-1, 1]: the first n faces of the split without the attribute, and the same faces
-    rendered with it."""
-    field, value = ATTRIBUTES[attr]
-    faces, i = [], 0
-    while len(faces) < n:
-        f = sample_face(SPLIT_SEEDS[split], i)
-        i += 1
-        if getattr(f, field) != value:
-            faces.append(f)
-
-    def draw(fs):
-        return to_tensor(np.stack([np.asarray(render(f, 32)) for f in fs]))
-
-    return draw(faces), draw([f.replace(**{field: value}) for f in faces])
 
 
 class Window:

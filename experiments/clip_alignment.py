@@ -8,39 +8,24 @@ loss points the right way, so an attribute that does not edit is held back elsew
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from asyrp import build
 from asyrp.config import compose
-from asyrp.synthfaces.oracle import to_tensor
-from asyrp.synthfaces.render import render, sample_face
-
-# attribute config -> (which faces lack it, what rendering them with it changes)
-EDITS = {
-    "smiling": (lambda f: f.mouth != "smiling", {"mouth": "smiling"}),
-    "frowning": (lambda f: f.mouth != "frowning", {"mouth": "frowning"}),
-    "glasses": (lambda f: not f.glasses, {"glasses": True}),
-    "hat": (lambda f: not f.hat, {"hat": True}),
-    "blond_hair": (lambda f: f.hair_colour != "blond", {"hair_colour": "blond"}),
-    "red_hair": (lambda f: f.hair_colour != "red", {"hair_colour": "red"}),
-}
-
-
-def images(faces) -> torch.Tensor:
-    return to_tensor(np.stack([np.asarray(render(f, 32)) for f in faces]))
+from asyrp.synthfaces.edits import ATTRIBUTES, draw, lacks, switched
+from asyrp.synthfaces.render import sample_face
 
 
 @torch.no_grad()
 def main(n: int = 64) -> None:
     clip = build.clip(compose("train", ["experiment=synthfaces_smiling"]).clip)
     faces = [sample_face(7, i) for i in range(400)]  # dataset seed 7: none of the splits the recipes use
-    for name, (lacks, change) in EDITS.items():
+    for name in ATTRIBUTES:
         attr = compose("train", [f"experiment=synthfaces_{name}"]).attribute
-        src = [f for f in faces if lacks(f)][:n]
-        e_src = clip.encode_image(images(src))
-        e_dst = clip.encode_image(images([f.replace(**change) for f in src]))
+        src = [f for f in faces if lacks(f, name)][:n]
+        e_src = clip.encode_image(draw(src))
+        e_dst = clip.encode_image(draw([switched(f, [name]) for f in src]))
         cos = F.normalize(e_dst - e_src, dim=-1) @ clip.text_direction(list(attr.source), list(attr.target))
         print(
             f"{name:10s} cos(true image change, text direction) = {float(cos.mean()):.3f} "

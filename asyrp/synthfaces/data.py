@@ -18,9 +18,7 @@ from pathlib import Path
 from ..ops.cli import run_cli
 from ..ops.errors import AsyrpUserError
 from ..ops.io import atomic_path, atomic_write_json
-from .render import render, sample_face
-
-SPLIT_SEEDS = {"train": 1, "test": 2, "select": 3, "labelled": 4}
+from .render import SPLIT_SEEDS, render, sample_face
 
 
 def write_split(

@@ -38,6 +38,9 @@ _BG_RGB = {
 }
 _HAT_RGB = (40, 50, 140)
 
+# dataset seed of each split python -m asyrp.synthfaces.data writes (held out from the DDPM's, CLIP's, oracle's faces)
+SPLIT_SEEDS = {"train": 1, "test": 2, "select": 3, "labelled": 4}
+
 # the binary/categorical heads of the oracle, in this order
 HEADS = {
     "mouth": MOUTHS,
