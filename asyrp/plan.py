@@ -79,6 +79,14 @@ class EditPlan:
             return []
         return [(k, t, tn) for k, (t, tn) in enumerate(self.generation()) if t >= self.t_edit]
 
+    def passes(self) -> tuple[int, int]:
+        """(encoder, decoder) network passes per edited image, the inversion included (once per image when cached and
+        shared by several strengths): one full pass per inversion and generation step, and in mode asyrp a second
+        decoder row per editing step (P_t sees h + delta_h, D_t sees h); the bench counts the same floor."""
+        inv, gen = len(self.inversion()), len(self.generation())
+        extra = len(self.edit_steps()) if self.mode == "asyrp" else 0
+        return inv + gen, inv + gen + extra
+
     def eta(self, t: int) -> float:
         """1 (stochastic quality boosting) while t < t_boost, else 0 (deterministic DDIM)."""
         return 1.0 if self.t_boost and t < self.t_boost else 0.0

@@ -245,6 +245,7 @@ def test_an_edit_costs_exactly_the_floor(K):
     n_plain = n_gen - n_edit
     assert (n_edit, n_plain) == (4, 4)
     hf = _block(bb)  # (sizing it probes the backbone once: do that before counting)
+    plan = EditPlan(n_inv=n_inv, n_gen=n_gen, t_edit=t_edit, t_boost=t_boost)
     counter = _Counter(bb)
     try:
         strength = 1.0 if K == 1 else [-1.0, 0.5, 1.0]
@@ -253,7 +254,7 @@ def test_an_edit_costs_exactly_the_floor(K):
             images(B),
             hf,
             a=A,
-            plan=EditPlan(n_inv=n_inv, n_gen=n_gen, t_edit=t_edit, t_boost=t_boost),
+            plan=plan,
             strength=strength,
             seeds=[0, 1],
         )
@@ -263,6 +264,8 @@ def test_an_edit_costs_exactly_the_floor(K):
     assert counter.calls == {"forward": full_passes, "encode": full_passes + n_edit, "decode": full_passes + n_edit}
     # decoder batch sizes, in order: inversion (B), Asyrp steps (2 * K * B, one call), DDIM below t_edit (K * B)
     assert counter.decode_rows == [B] * (n_inv - 1) + [2 * K * B] * n_edit + [K * B] * n_plain
+    if K == 1:  # the plan's own count of passes per edited image is what the walk made
+        assert plan.passes() == (counter.calls["encode"], sum(counter.decode_rows) // B) == (13, 13 + n_edit)
 
 
 def test_baseline_costs():
