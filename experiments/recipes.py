@@ -5,7 +5,7 @@
         --seeds 0 1 2 --strengths 0.8 1.0 1.2 -- [train.py overrides ...]
 
 Per seed: ``python train.py experiment=<E> seed=s hfunction.seed=s`` (skipped when that run has finished), then
-``python edit.py ... sweep=[strengths] cache_dir=...`` on select/ and on test/ (one inversion per image for every seed
+``python edit.py ... sweep=[strengths] cache_dir=... [--edit-override ...]`` on select/ and on test/ (one inversion per image for every seed
 and strength: the inversion cache). The oracle, the CLIP direction score and the PSNR to the unedited reconstruction
 (``asyrp.metrics.EditScorer``) judge every (split, seed, strength). The strength is the one whose worst seed has the
 largest margin min(success - 0.80, preserved - 0.90) on select/ (ties: the better second-worst seed, then the next:
@@ -80,13 +80,20 @@ def train_seed(a, seed: int, out: Path) -> float:
 
 
 def edit_split(a, seed: int, data: str, split: str, strengths: list[float], dst: Path, log: Path) -> Path:
-    """Edit one split at every strength (a finished run of the same checkpoint and strengths is reused)."""
+    """Edit one split at every strength (a finished run of the same checkpoint, strengths and edit overrides is
+    reused)."""
     ckpt = a.out / f"s{seed}" / "train" / "checkpoints" / "hfunction.pt"
-    man = dst / "edited" / "manifest.json"
+    man, given = dst / "edited" / "manifest.json", dst / "edit_overrides.json"
     if man.is_file():
         old = json.loads(man.read_text())
         same_ckpt = [c.get("digest") for c in old.get("checkpoints", [])] == [file_digest(ckpt)]
-        if old.get("complete") and same_ckpt and old.get("coefficients") == [[float(s)] for s in strengths]:
+        same_edit = (json.loads(given.read_text()) if given.is_file() else []) == a.edit_override
+        if (
+            old.get("complete")
+            and same_ckpt
+            and same_edit
+            and old.get("coefficients") == [[float(s)] for s in strengths]
+        ):
             return dst / "edited"
     sweep = "[" + ",".join(str(s) for s in strengths) + "]"
     run(
@@ -103,9 +110,11 @@ def edit_split(a, seed: int, data: str, split: str, strengths: list[float], dst:
             "grid_rows=8",
             f"hydra.run.dir={dst}",
             "overwrite=true",
+            *a.edit_override,
         ],
         log,
     )
+    given.write_text(json.dumps(a.edit_override))
     return dst / "edited"
 
 
@@ -180,6 +189,12 @@ def main(argv=None) -> None:
         help="the oracle's reading of a reversed face, e.g. mouth!=smiling or glasses=False",
     )
     p.add_argument("--reverse-strengths", type=float, nargs="+", default=None, help="default: --strengths")
+    p.add_argument(
+        "--edit-override",
+        action="append",
+        default=[],
+        help="an edit.py override for every edit of the recipe (repeatable), e.g. plan.t_edit=300",
+    )
     p.add_argument("overrides", nargs="*", help="train.py overrides (the recipe)")
     a = p.parse_args(argv)
     if bool(a.reverse_data) != bool(a.reverse_target):
@@ -194,6 +209,7 @@ def main(argv=None) -> None:
     results = {
         "experiment": a.experiment,
         "overrides": a.overrides,
+        "edit_overrides": a.edit_override,
         "strengths": a.strengths,
         "t0": cfg.plan.t0,
         "t_edit": cfg.plan.t_edit,
