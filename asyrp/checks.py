@@ -122,7 +122,7 @@ def check_train_config(cfg: DictConfig) -> tuple[list[Path], list[tuple[Path, st
         raise AsyrpUserError(
             f"model.loss.clip_reference={loss.get('clip_reference')!r} must be x0 (official) or P_orig"
         )
-    check_keep_config(loss.get("keep"))  # model.loss.keep (asyrp.keep)
+    check_keep_config(loss.get("keep"), cfg.arch.get("name"), cfg.plan.get("mode"))  # model.loss.keep (asyrp.keep)
     if as_float(m.optimizer.get("lr", 1.0), "model.optimizer.lr") <= 0:
         raise AsyrpUserError(f"model.optimizer.lr={m.optimizer.get('lr')} must be > 0")
     as_int(m.get("n_iter", 1), "model.n_iter", 1)

@@ -10,7 +10,7 @@ and the loss and its gradients are exactly those without this module.
   a change the h-function neither made nor can undo.
 - ``probe``: linear probes on h per t-bucket, one per kept attribute, trained on a labelled split before the
   h-function (asyrp.probes). The term is the mean squared change of the kept probes' logits between h and
-  h + delta_h, which for a linear probe is a function of delta_h alone.
+  h + delta_h per unit |w| (the distance moved across each probe's boundary), a function of delta_h alone.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class ProbeKeep:
     name: str = "keep_probe"
 
     def __call__(self, e_edit: torch.Tensor, P_orig: torch.Tensor, delta_h: torch.Tensor, t: Any) -> torch.Tensor:
-        return self.probes.logit_change(delta_h, t).pow(2).mean()
+        return self.probes.logit_change(delta_h, t, unit=True).pow(2).mean()
 
 
 def keep_pairs(clip_cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -78,8 +78,9 @@ def keep_pairs(clip_cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def check_keep_config(keep: Mapping[str, Any] | None) -> None:
-    """The shape of ``model.loss.keep`` and its weights (the probe's labelled split: asyrp.probes.check_probe_config)."""
+def check_keep_config(keep: Mapping[str, Any] | None, arch_name: str | None = None, mode: str = "asyrp") -> None:
+    """``model.loss.keep``: its shape, weights, pairs, and keep=probe's labelled split or probe file (a file of another
+    arch is refused here, one of another h shape when the backbone is built), all before any network is loaded."""
     if not keep:
         return
     unknown = sorted(set(keep) - set(KINDS))
@@ -94,6 +95,12 @@ def check_keep_config(keep: Mapping[str, Any] | None) -> None:
             raise AsyrpUserError(f"model.loss.keep.{kind}.w_keep={keep[kind].get('w_keep')} must be >= 0")
     if keep.get("clip") is not None:
         keep_pairs(keep["clip"])
+    if keep.get("probe") is not None:
+        from .probes import check_probe_config
+
+        if mode not in ("asyrp", "symmetric"):
+            raise AsyrpUserError(f"keep=probe reads delta_h in h: plan.mode={mode} edits another space (asyrp)")
+        check_probe_config(keep["probe"], arch_name)
 
 
 def clip_keep(clip: Any, clip_cfg: Mapping[str, Any]) -> ClipKeep:

@@ -6,7 +6,6 @@ Every user-fixable problem is raised as one ``AsyrpUserError`` before any networ
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -75,39 +74,10 @@ def check_discover_config(cfg: DictConfig) -> dict[str, Any]:
                 f"label images; attribute {cfg.attribute.get('name')!r} has none"
             )
         if cfg.labels == "writer":
+            from ..data.labels import writer_labels
+
             labels = writer_labels(Path(str(cfg.input_dir)), files, str(target))
     return {"files": files, "skipped": skipped, "labels": labels, "image_size": size, **local}
-
-
-def writer_labels(folder: Path, files: list[Path], target: str) -> torch.Tensor:
-    """1/0 per file: does the data writer's attributes.json record ``target`` (head=value) for it?"""
-    path = folder / "attributes.json"
-    if not path.is_file():
-        raise AsyrpUserError(
-            f"labels=writer but {path} does not exist: write the folder with python -m "
-            "asyrp.synthfaces.data (it records every face's attributes), or pass labels=oracle"
-        )
-    try:
-        attrs = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise AsyrpUserError(
-            f"{path} is not readable JSON ({err}): rewrite it with python -m asyrp.synthfaces.data"
-        ) from err
-    head, value = target.split("=", 1)
-    missing = [f.name for f in files if f.name not in attrs or head not in attrs[f.name]]
-    if missing:
-        raise AsyrpUserError(
-            f"{path} has no {head!r} for {len(missing)} images (first: {missing[0]}): rewrite the "
-            "folder with the data writer, or pass labels=oracle"
-        )
-    y = torch.tensor([str(attrs[f.name][head]) == value for f in files])
-    if y.all() or not y.any():
-        raise AsyrpUserError(
-            f"all {len(files)} images of {folder} are {'' if y.all() else 'not '}{target}: "
-            "a supervised direction needs both; use a folder with both classes "
-            "(python -m asyrp.synthfaces.data --n-labelled 128 writes data/synthfaces/labelled)"
-        )
-    return y
 
 
 def _find(cfg: DictConfig, backbone, walk, labels: torch.Tensor | None) -> tuple[list, dict]:

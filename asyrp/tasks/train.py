@@ -183,6 +183,7 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
         strength=m.strength,
         loss=_plain(m.loss),
         identity=identity,
+        probes=_keep_probes(cfg, backbone, a, plan),
         seed=cfg.seed,
         config=secrets.redact(
             {
@@ -207,6 +208,29 @@ def _identity(cfg: DictConfig, backbone: Any) -> Any:
 
     check_face_size((backbone.image_size, backbone.image_size), "model.loss.w_id")
     return build.identity(cfg.identity)
+
+
+def _keep_probes(cfg: DictConfig, backbone, a, plan) -> Any:
+    """keep=probe: its probes, trained on their labelled split (or read from their file) before the h-function and
+    written beside it (checkpoints/keep_probes.pt); None without keep=probe."""
+    probe = _plain(cfg.model.loss.get("keep") or {}).get("probe")
+    if probe is None:
+        return None
+    from ..probes import prepare_probes
+
+    rank0 = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    with faults.doing("training the keep probes", "dataset.batch_size", 1):
+        return prepare_probes(
+            probe,
+            backbone=backbone,
+            a=a,
+            plan=plan,
+            arch_name=cfg.arch.get("name"),
+            cache_dir=cfg.dataset.get("cache_dir") or cfg.paths.cache_dir,
+            out_dir=Path(str(cfg.paths.output_dir)) / "checkpoints",
+            write=rank0,
+            guard=faults.GUARD,
+        )
 
 
 def _trainer(cfg: DictConfig) -> tuple[Any, list, list]:

@@ -139,6 +139,15 @@ def test_trials_configs_compose_or_name_their_extra(option, tmp_path):
     assert cfg.hydra.sweeper._target_ == "hydra_plugins.asyrp_sweeper.StudySweeper"
 
 
+def labelled_split(experiment: str, tmp_path: Path) -> list[str]:
+    """keep=probe experiments read a labelled split: a small one written here by the data writer."""
+    if "keep_probe" not in experiment:
+        return []
+    from asyrp.synthfaces.data import write_split
+
+    return [f"model.loss.keep.probe.labelled={write_split(tmp_path / 'labelled', 4, 24, {})}"]
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_trains_under_smoke(experiment, tmp_path, cache_dir):
     cfg = compose(
@@ -150,6 +159,7 @@ def test_experiment_trains_under_smoke(experiment, tmp_path, cache_dir):
             f"dataset.cache_dir={cache_dir}",
             "callbacks.edit_grid=null",
             "trainer.limit_val_batches=0",
+            *labelled_split(experiment, tmp_path),
         ],
         output_dir=tmp_path,
     )

@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "asyrp.clip",
             "asyrp.losses",
             "asyrp.keep",
+            "asyrp.probes",
             "asyrp.metrics",
             "asyrp.data",
             "asyrp.interval",
