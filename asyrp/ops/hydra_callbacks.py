@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,12 @@ class AsyrpHydraCallback(Callback):
         if sweep_dir is not None:
             _check_writable_or_exit(sweep_dir, "hydra.sweep.dir")
         n = OmegaConf.select(config, "hydra.sweeper.n_trials", default=None)
-        self._sweep = {"t0": time.monotonic(), "done": 0, "total": n if isinstance(n, int) else None}
+        self._sweep = {
+            "t0": time.monotonic(),
+            "done": 0,
+            "total": n if isinstance(n, int) else None,
+            "pid": os.getpid(),
+        }
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if self._sweep is None:
@@ -48,14 +54,18 @@ class AsyrpHydraCallback(Callback):
         from .progress import format_seconds
 
         s = self._sweep
-        s["done"] += 1
-        el = time.monotonic() - s["t0"]
-        total = s["total"]
-        eta = f", ETA {format_seconds(el / s['done'] * (total - s['done']))}" if total else ""
         try:
             value = job_return.return_value
         except Exception:  # noqa: BLE001 - a failed trial has no value
             value = "failed"
+        if s.get("pid") != os.getpid():  # a launcher's worker process (trials=joblib, ...): it counts nothing
+            num = OmegaConf.select(config, "hydra.job.env_set.ASYRP_TRIAL", default=config.hydra.job.num)
+            print(f"sweep: trial {num} done (value {value})", file=sys.stderr, flush=True)
+            return
+        s["done"] += 1
+        el = time.monotonic() - s["t0"]
+        total = s["total"]
+        eta = f", ETA {format_seconds(el / s['done'] * (total - s['done']))}" if total else ""
         print(
             f"sweep: trial {s['done']}{f'/{total}' if total else ''} done (value {value}), elapsed "
             f"{format_seconds(el)}{eta}",

@@ -14,6 +14,7 @@ sweeper was killed is not run again.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,12 @@ class StudySweeper(Sweeper):
                 for trial, ret in zip(batch, returns):
                     st.record(study, trial.number, _value(ret))
                     self._release(trial.number)
+                left = st.still_to_do(study, n_trials)
+                print(
+                    f"sweep: study {study.study_name}: {n_trials - left} of {n_trials} trials done or running",
+                    file=sys.stderr,
+                    flush=True,
+                )
         finally:
             for number in list(self.locks):
                 self._release(number)

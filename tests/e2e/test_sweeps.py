@@ -55,6 +55,12 @@ def test_two_workers_run_trials_side_by_side_one_row_per_trial_and_strength(tmp_
     p = subprocess.run(train(*args), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "is launching 2 jobs" in p.stdout + p.stderr  # one batch of two trials at once
+    progress = sorted(ln for ln in p.stderr.splitlines() if ln.startswith("sweep: "))
+    assert [ln.split(" (value")[0] for ln in progress] == [
+        "sweep: study edit_quality_synthfaces_glasses: 2 of 2 trials done or running",
+        "sweep: trial 0 done",  # from each worker process
+        "sweep: trial 1 done",
+    ], progress
     with open(sweep / "edit_quality.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert sorted((r["trial"], r["strength"]) for r in rows) == [(t, s) for t in "01" for s in ("0.8", "1.2")]
