@@ -46,6 +46,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 RUN_STAMP = ".asyrp_run.json"
 MANIFEST = "manifest.json"
+JOURNALS = ".edit-done.*.jsonl"  # an edit run's per-process records of finished images (asyrp/tasks/edit_done.py)
 LOCK = ".asyrp.lock"
 _NOUN = {"train": "training run", "edit": "edit run", "discover": "discover run"}
 _A = {"train": "a", "edit": "an", "discover": "a"}
@@ -253,6 +254,8 @@ def _check_edit_dir(out: Path, fingerprint: str, overwrite: bool) -> bool:
         prev_files = [n for it in prev.get("inputs", []) for n in it.get("outputs", [])] + ["grid.png"]
         for name in prev_files:
             (out / str(name)).unlink(missing_ok=True)
+        for journal in out.glob(JOURNALS):
+            journal.unlink()
         log.warning("overwrite=true: removed the outputs of the previous run in %s", out)
         return False
     if out.is_dir() and any(p.suffix.lower() == ".png" for p in out.iterdir()) and not overwrite:

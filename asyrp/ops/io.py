@@ -87,6 +87,18 @@ def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n", path)
 
 
+def append_line(line: str, path: str | os.PathLike) -> None:
+    """Append one line to a file that only this process writes (a journal), flushed to disk. A process killed
+    in the middle leaves at most a torn last line, which readers skip."""
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line.rstrip("\n") + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise annotate(err, path, len(line))  # noqa: B904 (the same error, with its path)
+
+
 def file_digest(path: str | os.PathLike) -> str:
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:

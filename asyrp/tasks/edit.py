@@ -3,12 +3,14 @@ with one or more trained (or official) h-functions and writes PNGs, grid.png and
 
 The request (asyrp.tasks.edit_request: inputs, plan, coefficient matrix, fingerprint) is built before any network
 loads; ``EditLoop`` runs it: loads the networks, inverts through the inversion cache when ``cache_dir`` is set,
-edits in batches (a device out of memory retries a batch at half size, once), writes each image as it is finished
-and draws the grid.
+edits in batches (a device out of memory retries a batch at half size, once), writes and journals each image as it is
+finished (asyrp.tasks.edit_done) and draws the grid. ``devices=N`` runs N loops, one process per device
+(asyrp.tasks.edit_ranks); the images are the same bytes as one process's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,8 @@ from ..checks import check_edit_config, check_perf
 from ..ops import faults
 from ..ops.claims import MANIFEST, claim_edit_dir, holds_claims
 from ..ops.guard import UNGUARDED, Guard
+from .edit_done import close_journals, done_images, record_done
+from .edit_ranks import edit_batches, rank_devices, run_ranks
 from .edit_request import EditRequest, edit_request
 
 log = logging.getLogger(__name__)
@@ -31,8 +35,10 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
 
     Order: the config is checked, the images are scanned (unusable ones skipped and reported), the h-function files
     are read and the output folder claimed before any network is loaded. Outputs (per-image PNGs, grid.png,
-    manifest.json) are written atomically, image by image: a rerun with the same settings completes only the
-    missing images; another run's outputs in ``output_dir`` are never overwritten unless ``overwrite=true``.
+    manifest.json) are written atomically, image by image, each finished image journalled with its files' digests
+    (asyrp/tasks/edit_done.py): a rerun with the same settings completes only the images not verifiably done;
+    another run's outputs in ``output_dir`` are never overwritten unless ``overwrite=true``. ``devices=N``: N
+    processes, one per device, write the same files as one (asyrp/tasks/edit_ranks.py).
     """
     from ..ops import secrets
     from ..ops.io import atomic_write_json
@@ -40,29 +46,44 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     ckpts = check_edit_config(cfg)
     secrets.install_log_filter()
     req = edit_request(cfg, ckpts)
+    devices = rank_devices(cfg)
     out = Path(str(cfg.output_dir)).expanduser()
     faults.check_writable(out, "output_dir")  # a read-only or foreign folder fails here, before any network
     faults.set_resume(f"rerun the same command with output_dir={out}: it edits only the images not done yet")
     # claim the output folder: same settings -> resume, another run's outputs -> refuse unless overwrite=true
-    loop = EditLoop(req, out, faults.GUARD)
-    if claim_edit_dir(out, req.fingerprint, bool(cfg.get("overwrite", False))):
-        loop.done = {it["id"] for it in req.inputs if all((out / n).is_file() for n in req.out_names(it["id"]))}
-    todo = [it for it in req.inputs if it["id"] not in loop.done]
-    if loop.done:
+    done = done_images(req, out) if claim_edit_dir(out, req.fingerprint, bool(cfg.get("overwrite", False))) else {}
+    todo = [it for it in req.inputs if it["id"] not in done]
+    if done:
         log.info(
             "%s: %d of %d images already done with these settings, editing the other %d",
             out,
-            len(loop.done),
+            len(done),
             len(req.inputs),
             len(todo),
         )
-
-    loop.load_networks()
+    loop = EditLoop(req, out, faults.GUARD) if len(devices) == 1 else None  # else the ranks load their own
+    if loop is not None:
+        loop.done = dict(done)
+        loop.load_networks()  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(req.manifest(False, loop.done), out / MANIFEST)
-    written = loop.run(todo)
-    write_edit_grid(req, out, loop.size)
-    atomic_write_json(req.manifest(True, loop.done), out / MANIFEST)
+    atomic_write_json(req.manifest(False, done), out / MANIFEST)
+    batches = edit_batches(req.inputs, done, int(cfg.get("batch_size", 4)))
+    try:
+        if loop is not None:
+            loop.run(batches)
+            size = loop.size
+        else:
+            size = run_ranks(EditLoop, req, out, batches, done, devices, faults.GUARD) if batches else req.image_size
+        write_edit_grid(req, out, size)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a full disk: the journals stay, and the rerun reads them
+            close_journals(req, out, complete=False)  # the manifest lists every image finished
+        raise
+    close_journals(req, out, complete=True)
+    return _result(req, out, todo)
+
+
+def _result(req: EditRequest, out: Path, todo: list[dict[str, Any]]) -> dict[str, Any]:
     log.info(
         "edited %d images (%d already done, %d files skipped, reasons in manifest.json) -> %s",
         len(todo),
@@ -72,7 +93,7 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
     )
     p = req.plan
     return {
-        "written": written,
+        "written": [out / n for it in todo for n in req.out_names(it["id"])],
         "output_dir": out,
         "manifest": out / MANIFEST,
         "t_edit": p.t_edit,
@@ -88,14 +109,15 @@ def edit(cfg: DictConfig) -> dict[str, Any]:
 
 
 class EditLoop:
-    """Runs an ``EditRequest`` into ``out``: the networks it needs, then batch after batch; ``done`` holds the ids
-    whose outputs are all on disk (a resumed run starts with the earlier attempt's). ``guard`` (asyrp/ops/guard.py):
-    where the loop and its cache build stop, and what they are doing."""
+    """Runs an ``EditRequest`` into ``out``: the networks it needs, then batch after batch; ``done`` holds the images
+    whose outputs are on disk, id -> {file: digest} (a resumed run starts with the earlier attempt's). ``guard``
+    (asyrp/ops/guard.py): where the loop and its cache build stop, and what they are doing; ``rank``: which process
+    of ``devices=N`` runs it (its journal, asyrp/tasks/edit_done.py)."""
 
-    def __init__(self, req: EditRequest, out: Path, guard: Guard = UNGUARDED):
-        self.req, self.out, self.cfg, self.guard = req, out, req.cfg, guard
+    def __init__(self, req: EditRequest, out: Path, guard: Guard = UNGUARDED, rank: int = 0):
+        self.req, self.out, self.cfg, self.guard, self.rank = req, out, req.cfg, guard, rank
         self.size = req.image_size
-        self.done: set[str] = set()
+        self.done: dict[str, dict[str, str]] = {}
 
     def load_networks(self) -> None:
         """The backbone (behind the speed options), the h-function(s) and the (K, n) strengths each output uses."""
@@ -177,35 +199,45 @@ class EditLoop:
             ).x_edit
 
     def _write(self, batch: list[dict[str, Any]], x_edit: torch.Tensor) -> list[Path]:
-        """A finished batch on disk and in the manifest: a kill from here on loses none of its images."""
-        from ..ops.io import atomic_write_json, atomic_write_png
+        """The batch's images not done yet on disk, each journalled once its PNGs are written: a kill from here on
+        loses at most the image being written. A finished image in the batch (an earlier attempt's) is kept as is:
+        the batch was edited whole only so that every image comes out of the same batch as in one uninterrupted run."""
+        from ..ops.io import atomic_write_png
 
         written = []
         for b, it in enumerate(batch):
-            for k, name in enumerate(self.req.out_names(it["id"])):
-                written.append(atomic_write_png(x_edit[k, b], self.out / name))
-            self.done.add(it["id"])
-        atomic_write_json(self.req.manifest(False, self.done), self.out / MANIFEST)
+            if it["id"] in self.done:
+                continue
+            paths = [atomic_write_png(x_edit[k, b], self.out / n) for k, n in enumerate(self.req.out_names(it["id"]))]
+            self.done[it["id"]] = record_done(self.out, self.rank, self.req.fingerprint, it["id"], paths)
+            written += paths
         return written
 
-    def run(self, todo: list[dict[str, Any]]) -> list[Path]:
-        """Edit ``todo`` in batches; every finished image is on disk and in the manifest before the next batch.
-        Ctrl-C / SIGTERM stop between batches; a device out of memory retries the batch at half size, once."""
+    def run(self, batches: list[list[dict[str, Any]]]) -> list[Path]:
+        """Edit ``batches`` (asyrp.tasks.edit_ranks.edit_batches: the fixed cut of the inputs); every finished image is
+        on disk and journalled before the next batch. Ctrl-C / SIGTERM stop between batches; a device out of memory
+        retries the batch at half size, once, and keeps the half size (batches cut again: float rounding may differ)."""
         from ..ops.progress import Progress
 
-        bs, written, halved, i = int(self.cfg.get("batch_size", 4)), [], False, 0
-        x_T_cached = self._x_T_cache(todo)
-        bar = Progress(len(todo), "edit", "img", enabled=bool(self.cfg.get("progress", True)))  # or lines in a log
+        bs, written, halved, i, j = int(self.cfg.get("batch_size", 4)), [], False, 0, 0
+        queue = [b for b in batches if any(it["id"] not in self.done for it in b)]
+        items = [it for b in queue for it in b]
+        x_T_cached = self._x_T_cache(items)
+        n_todo = sum(it["id"] not in self.done for it in items)
+        bar = Progress(n_todo, "edit", "img", enabled=bool(self.cfg.get("progress", True)))  # or lines in a log
         try:
-            while i < len(todo):
+            while j < len(queue):
                 self.guard.stop(
                     f"{len(self.done)} of {len(self.req.inputs)} images are finished in {self.out} "
                     "(manifest.json lists them)"
                 )
-                batch = todo[i : i + bs]
-                what = f"editing images {i + 1}-{i + len(batch)} of the {len(todo)} to do" + (
+                batch = queue[j]
+                what = f"editing images {i + 1}-{i + len(batch)} of the {len(items)} to do" + (
                     " (retried at half the batch size)" if halved else ""
                 )
+                if all(it["id"] in self.done for it in batch):  # a finished half of a batch cut again
+                    i, j = i + len(batch), j + 1
+                    continue
                 try:
                     with self.guard.doing(what, "batch_size", bs):
                         x_edit = self._edit_batch(batch, x_T_cached)
@@ -213,6 +245,7 @@ class EditLoop:
                     if halved or bs == 1:
                         raise  # one line: out of memory, which batch_size to lower
                     halved, bs = True, max(1, bs // 2)
+                    queue[j:] = [b[k : k + bs] for b in queue[j:] for k in range(0, len(b), bs)]
                     if self.dev.type == "cuda":
                         torch.cuda.empty_cache()
                     log.warning(
@@ -223,9 +256,10 @@ class EditLoop:
                         bs,
                     )
                     continue
-                written += self._write(batch, x_edit)
-                bar.update(len(batch))
-                i += len(batch)
+                new = self._write(batch, x_edit)
+                written += new
+                bar.update(len(new) // max(1, len(self.req.out_names(batch[0]["id"]))))
+                i, j = i + len(batch), j + 1
         finally:
             bar.close()
         return written

@@ -56,8 +56,9 @@ class EditRequest:
         """The attribute of each h-function (its file name when it records none)."""
         return [(m.get("attribute") or {}).get("name") or c.stem for c, m in zip(self.checkpoints, self.metas)]
 
-    def manifest(self, complete: bool, done: set[str]) -> dict[str, Any]:
-        """manifest.json: the record and fingerprint, and every input with its outputs and whether they are written."""
+    def manifest(self, complete: bool, done: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+        """manifest.json: the record and fingerprint, and every input with its outputs, whether they are written and
+        (``done``: id -> {output: digest}, asyrp/tasks/edit_done.py) the digest of each, which a rerun checks."""
         from ..ops import secrets
 
         return secrets.redact(
@@ -67,7 +68,11 @@ class EditRequest:
                 "complete": complete,
                 **self.record,
                 "outputs_per_image": ["input (unedited sample)"] * self.random_inputs + self.coefficients.labels,
-                "inputs": [dict(it, outputs=self.out_names(it["id"]), done=it["id"] in done) for it in self.inputs],
+                "inputs": [
+                    dict(it, outputs=self.out_names(it["id"]), done=it["id"] in done)
+                    | ({"digests": dict(done[it["id"]])} if it["id"] in done else {})
+                    for it in self.inputs
+                ],
                 "skipped": [{"path": str(p), "reason": r} for p, r in self.skipped],
             }
         )

@@ -86,8 +86,10 @@ def test_request_from_config_and_folder(tmp_path, folder, no_backbone):
     # coefficients: coeffs x the strength stored in each file x the sweep
     assert torch.equal(req.coefficients.matrix, torch.tensor([[0.0, 0.0], [0.8, 1.0]], dtype=torch.float64))
     assert req.coefficients.labels == ["x0", "x1"] and req.names() == ["smiling", "young"]
-    man = req.manifest(False, {"face_1"})
+    man = req.manifest(False, {"face_1": {"face_1_00.png": "d0", "face_1_01.png": "d1"}})
     assert man["fingerprint"] == req.fingerprint and [it["done"] for it in man["inputs"]] == [False, False, True, False]
+    assert man["inputs"][2]["digests"] == {"face_1_00.png": "d0", "face_1_01.png": "d1"}  # what a rerun checks
+    assert "digests" not in man["inputs"][0]
     # the fingerprint: the same request gives the same one; another strength, plan or file another
     assert _request(cfg, files).fingerprint == req.fingerprint and len(req.fingerprint) == 24
     other_strength = _request(cfg, files, sweep=[0, 2])

@@ -14,6 +14,8 @@ permission     4  ``OSError`` EACCES / EPERM / EROFS (permission denied, read-on
 memory         5  ``MemoryError``, ``torch.OutOfMemoryError`` (CUDA), torch's "DefaultCPUAllocator: can't allocate"
 package        6  ``ModuleNotFoundError`` of an optional package, ``LPIPSWeightsMissing``, ``MissingPackage``
 interrupted  130  Ctrl-C (SIGINT); 143 for SIGTERM (a node preempted, ``kill``)
+worker      its  ``WorkerFailed``: a worker process (a rank of ``edit.py devices=N``) died or failed: the rank's fault's
+                  code, or 128 + the signal that killed it (137 for SIGKILL)
 bug            1  anything else: Python's traceback
 ==========  ====  =================================================================================================
 
@@ -46,6 +48,7 @@ from .kinds import (
     EXIT_USER_ERROR,
     NO_PERMISSION,
     NO_SPACE,
+    WorkerFailed,
 )
 from .packages import (
     OPTIONAL_PACKAGES,
@@ -80,6 +83,7 @@ __all__ = [
     "Interrupted",
     "MissingPackage",
     "PermissionFault",
+    "WorkerFailed",
     "check_stop",
     "check_writable",
     "describe",

@@ -18,6 +18,7 @@ from .kinds import (
     EXIT_SIGINT,
     NO_PERMISSION,
     NO_SPACE,
+    WorkerFailed,
 )
 from .packages import OPTIONAL_PACKAGES, MissingPackage
 from .stop import Interrupted, stop_requested
@@ -123,6 +124,8 @@ def describe(err: BaseException) -> tuple[int, str] | None:
         return EXIT_SIGINT, _interrupted_message(_with_doing(Interrupted(signal.SIGINT, at_once=True), err))
     if isinstance(err, SystemExit) and stop_requested() is not None:  # e.g. Lightning's SIGTERMException
         return 128 + stop_requested(), _interrupted_message(_with_doing(Interrupted(stop_requested()), err))
+    if isinstance(err, WorkerFailed):
+        return err.exit_code, str(err)
     if isinstance(err, PermissionFault):
         return EXIT_PERMISSION, str(err)
     if isinstance(err, MissingPackage):
