@@ -9,9 +9,11 @@ Steps (each a command of the entry points, skipped when its output is complete, 
 1. ``discover.py method=region`` on train/: where CLIP reads the attribute (mask.pt; no oracle);
 2. ``discover.py method=loco method.mask=...`` on train/: the LOCO direction (candidate and sign by CLIP's text
    direction), an x-space file edit.py applies once at t;
-3. ``edit.py`` on select/ at 0 and every strength, ``evaluate.py`` (oracle, clip_direction, psnr_rec); the strength
-   with the largest min(success - 0.80, preserved - 0.90) on select/ is chosen;
-4. ``edit.py`` and ``evaluate.py`` on test/ at 0 and that strength: the reported row.
+3. ``edit.py`` on select/ at 0 and every strength, evaluate.py's task (oracle, clip_direction, psnr_rec; in process, as
+   ``attribute`` is a config group on its command line); two strengths are chosen on select/: the largest
+   min(success - 0.80, preserved - 0.90) (the recipes' rule) and the weakest whose success reaches --success (the
+   matched-success comparison of issue 24);
+4. ``edit.py`` and evaluate on test/ at 0 and those strengths: the reported rows.
 Writes <out>/summary.json and prints one line per split.
 """
 
@@ -22,6 +24,10 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+from asyrp.config import compose
+from asyrp.synthfaces.oracle import find_oracle
+from asyrp.tasks.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = "[oracle,clip_direction,psnr_rec]"
@@ -56,18 +62,14 @@ def edit_and_judge(a, ckpt: Path, split: str, strengths: list[float]) -> list[di
             ["edit.py", "arch=synthfaces", *edit, "batch_size=32", "progress=false", f"hydra.run.dir={dst}"],
             a.out / f"{split}_edit.log",
         )
-        run(
-            [
-                "evaluate.py",
-                f"runs=[{dst / 'edited'}]",
-                f"metrics={METRICS}",
-                "clip=synthfaces",
-                f"attribute={a.attribute}",  # its oracle_target (and texts, for a file that stores none)
-                f"output_dir={dst / 'eval'}",
-                f"hydra.run.dir={dst / 'eval'}",
-            ],
-            a.out / f"{split}_eval.log",
+        cfg = compose(
+            "evaluate", [f"runs=[{dst / 'edited'}]", f"metrics={METRICS}", "clip=synthfaces"], output_dir=dst / "eval"
         )
+        cfg.attribute = a.attribute  # its oracle_target (and texts, for a file that stores none)
+        print(
+            f"$ python evaluate.py runs=[{dst / 'edited'}] metrics={METRICS} clip=synthfaces (attribute={a.attribute})"
+        )
+        evaluate(cfg, find_oracle())
     rows = json.loads(table.read_text())
     rows = rows["rows"] if isinstance(rows, dict) else rows
     out = []
@@ -86,6 +88,12 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--cache", default=None, help="inversion cache folder (default: <out>/cache)")
     p.add_argument("--strengths", type=float, nargs="+", default=[2.0, 4.0, 6.0, 8.0])
+    p.add_argument(
+        "--success",
+        type=float,
+        default=0.8,
+        help="matched success: also report the weakest strength whose select/ success reaches it",
+    )
     p.add_argument("--region-images", type=int, default=64, help="train faces the region map is averaged over")
     p.add_argument("--loco-images", type=int, default=8, help="train faces the LOCO Jacobians are shared over")
     p.add_argument("--region", nargs="*", default=[], help="discover.py method=region overrides")
@@ -100,14 +108,18 @@ def main(argv=None) -> None:
     ckpt = loco / "loco_00.pt"
     select = edit_and_judge(a, ckpt, "select", a.strengths)
     best = max(select, key=lambda r: (r["margin"], r["success"]))
-    test = edit_and_judge(a, ckpt, "test", [best["strength"]])
+    reach = [r for r in select if r["success"] >= a.success]  # matched success: the weakest edit that reaches it
+    matched = min(reach, key=lambda r: r["strength"]) if reach else best
+    chosen = sorted({best["strength"], matched["strength"]})
+    test = edit_and_judge(a, ckpt, "test", chosen)
     summary = {
         "attribute": a.attribute,
         "region": json.loads((region / "region.json").read_text()),
         "loco": json.loads((loco / "directions.json").read_text())["directions"][0],
         "select": select,
-        "chosen_strength": best["strength"],
         "chosen_on": "select",
+        "chosen_by_margin": best["strength"],
+        "chosen_by_success": {"target": a.success, "strength": matched["strength"], "reached": bool(reach)},
         "test": test,
     }
     (a.out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -115,7 +127,8 @@ def main(argv=None) -> None:
         print(
             f"loco: {a.attribute} {r['split']} strength={r['strength']:g}: success={r['success']:.2f} "
             f"preserved={r['preserved']:.2f} clip_direction={r['clip_direction']:.3f} psnr_rec={r['psnr_rec']:.1f} dB"
-            f"{'  <- chosen on select/' if r['strength'] == best['strength'] else ''}"
+            f"{'  <- margin' if r['strength'] == best['strength'] else ''}"
+            f"{f'  <- first success >= {a.success:g}' if r['strength'] == matched['strength'] else ''}"
         )
 
 
