@@ -13,7 +13,8 @@ per module:
                  (cos(E(x_edit), E_T(target)));
 - ``oracle``:    ``OracleEditScore`` (the one oracle scorer: success and preservation, judged by any
                  ``judge(images) -> {attribute: class index}`` callable with its class names passed in;
-                 ``OracleEditScore.from_oracle`` for an oracle object with ``judge`` and ``classes``), ``parse_target``,
+                 ``OracleEditScore.from_oracle`` for an oracle object with ``judge`` and ``classes``), ``composed_score``
+                 (several targets at once: all hold, every other head kept), ``parse_target``,
                  ``head_changes`` / ``class_frequencies`` (what a direction flips), ``logit_margin``;
 - ``image``:     ``LPIPSPreservation``, ``SSIMPreservation``, ``PSNRPreservation``, ``SegmentationConsistency`` (SC: pixel
                  accuracy, or mean IoU, of a segmentation model's maps of the edit against the source);
@@ -35,7 +36,7 @@ from .face_parsing import BiSeNet, FaceParser, FaceParserWeightsMissing, load_bi
 from .fid import FeatureFn, FrechetDistance, clip_features, frechet_distance, inception_features, oracle_features
 from .identity import IRSE50, IdentityFeatures, IdentitySimilarity, IdentityWeightsMissing, load_irse50
 from .image import LPIPSPreservation, PSNRPreservation, SegmentationConsistency, SSIMPreservation
-from .oracle import OracleEditScore, class_frequencies, head_changes, logit_margin, parse_target
+from .oracle import OracleEditScore, class_frequencies, composed_score, head_changes, logit_margin, parse_target
 from .scorer import METRICS, EditScorer, MetricAbsent
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "parse_target",
     "class_frequencies",
     "head_changes",
+    "composed_score",
     "logit_margin",
     "RMSEDistance",
     "LPIPSDistance",

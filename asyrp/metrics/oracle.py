@@ -109,6 +109,32 @@ class OracleEditScore(Metric):
         return out
 
 
+def composed_score(
+    ref: Mapping[str, torch.Tensor],
+    out: Mapping[str, torch.Tensor],
+    targets: Sequence[tuple[str, int]],
+    heads: Sequence[str],
+) -> dict[str, float]:
+    """Several attributes edited at once, from the oracle's readings of the sources (``ref``) and of the edits: ``all``
+    = the share of images on which every target holds, ``kept`` = the share that keeps every head no target is on
+    (each composed attribute drops out of the others' kept heads), ``both`` = the share with both, and per target
+    ``success/<head>=<index>`` and per kept head ``preserved/<head>``. ``heads``: the attributes the judge reads
+    (``oracle.classes``; a judge's other outputs, e.g. its confidence, are not heads)."""
+    on = {k for k, _ in targets}
+    hits = torch.stack([out[k] == v for k, v in targets], 1)
+    others = [h for h in heads if h not in on]
+    kept = torch.stack([out[h] == ref[h] for h in others], 1) if others else torch.ones(hits.shape[0], 0).bool()
+    res = {
+        "n": float(hits.shape[0]),
+        "all": float(hits.all(1).float().mean()),
+        "kept": float(kept.all(1).float().mean()),
+        "both": float((hits.all(1) & kept.all(1)).float().mean()),
+    }
+    res.update({f"success/{k}={v}": float(hits[:, i].float().mean()) for i, (k, v) in enumerate(targets)})
+    res.update({f"preserved/{h}": float(kept[:, i].float().mean()) for i, h in enumerate(others)})
+    return res
+
+
 # -- what the oracle reads per head (direction labels) ----------------------------------------------------------
 def class_frequencies(readings: Mapping[str, torch.Tensor], classes: Mapping[str, Sequence[Any]]) -> dict:
     """{head: {class name: fraction of the images read as it}} from ``judge(images)``."""

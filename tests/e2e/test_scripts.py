@@ -258,6 +258,30 @@ def test_tiny_edit_quality_sweep_tables_every_trial_and_inverts_once(tmp_path):
 
 
 @pytest.mark.slow
+def test_disentangle_table_end_to_end_on_tiny_settings(tmp_path):
+    """experiments/disentangle_table.py on the shipped synthfaces models, shrunk (2 faces, 4 steps, 1 epoch, 1 seed):
+    the row's target-vs-kept matrix, distance to the true render, passes and reverse edit; a rerun trains nothing."""
+    import json
+
+    cmd = [sys.executable, "experiments/disentangle_table.py", "--out", str(tmp_path / "out")]
+    cmd += ["--data", str(tmp_path / "data"), "--attributes", "glasses", "--rows", "paper", "loco", "--seeds", "0"]
+    cmd += ["--strengths", "0.5", "1.0", "--reverse", "glasses", "--no-compose", "--n-faces", "2", "--n-train", "2"]
+    cmd += ["--extra", "dataset.n_images=2", "plan.n_inv=4", "plan.n_gen=4", "model.n_iter=1"]
+    env = dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (row,) = [json.loads(x) for x in (tmp_path / "out" / "rows.jsonl").read_text().splitlines()]
+    heads = {"mouth", "hair_colour", "hair_length", "hat", "skin", "background"}
+    assert set(row["test"]["0"]) == {"success", "preserved"} | heads and row["chosen_strength"] in (0.5, 1.0)
+    assert row["true"]["0"]["psnr"] > 0 and row["reverse"]["true"]["0"]["psnr"] > 0
+    assert row["passes"][0] == 3 + 4 and row["passes"][1] > 7  # (n_inv - 1) + n_gen, plus the editing steps
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "| glasses | paper | CLIP text only |" in md and "| glasses | paper | glasses=False |" in md
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and "recipes.py" not in again.stderr and "glasses / paper: done" in again.stderr
+
+
+@pytest.mark.slow
 def test_recipes_script_chooses_strength_on_select_and_reports_test(tmp_path):
     """experiments/recipes.py on the shipped synthfaces models, shrunk (2 faces, 4 steps, 1 epoch): the strength is the
     one with the best worst-seed margin on select/, the reported rows are test/ at that strength."""

@@ -185,3 +185,52 @@ def test_ceiling_writes_the_rows_of_the_doc_table(tmp_path, capsys):
     table = capsys.readouterr().out
     assert table.startswith("| attribute | window | mode | success | preserved | kept per other head |")
     assert table.count("| glasses |") == 5
+
+
+def test_disentangle_table_resumes_lists_skipped_rows_and_writes_the_tables(tmp_path, monkeypatch):
+    """experiments/disentangle_table.py without training (seconds): a finished (attribute, row) in rows.jsonl with the
+    same settings is not run again, a row whose options are not on main is listed as skipped, and the tables are
+    written from rows.jsonl (the end-to-end run on tiny settings is tests/e2e/test_scripts.py)."""
+    import json
+
+    mod = _script("disentangle_table")
+    out = tmp_path / "table"
+    out.mkdir()
+    rows = {"0": {"0.5": (0.2, 0.9), "1.0": (0.6, 0.75)}}
+    summary = {"strengths": [0.5, 1.0], "seeds": {"0": {"train_seconds": 3.0, "rows": []}}}
+    for split in ("select", "test"):
+        for st, (succ, pres) in rows["0"].items():
+            summary["seeds"]["0"]["rows"].append(
+                {"split": split, "strength": float(st), "edit/n": 2.0, "edit/success": succ, "edit/preserved": pres}
+            )
+    (out / "summary.json").write_text(json.dumps(summary))
+    settings = {"edit_overrides": [], "seeds": [0], "strengths": [0.5, 1.0], "extra": []}
+    done = {"attribute": "glasses", "row": "paper", "supervision": "CLIP text only", "overrides": [], **settings}
+    done.update(summary=str(out / "summary.json"), chosen_strength=1.0, test={"0": {"success": 0.6, "preserved": 0.75}})
+    done.update(true={"0": {"psnr": 21.5}}, train_seconds={"0": 3.0}, load_average=[1, 1, 1], passes=[79, 88])
+    (out / "rows.jsonl").write_text(json.dumps(done) + "\n")
+    ran = []
+    monkeypatch.setattr(mod, "python", lambda args, *_: ran.append(args) or False)
+    argv = [
+        "--out",
+        str(out),
+        "--data",
+        str(tmp_path / "data"),
+        "--attributes",
+        "glasses",
+        "--seeds",
+        "0",
+        "--n-faces",
+        "2",
+    ]
+    argv += ["--n-train", "2"]
+    mod.main([*argv, "--rows", "paper", "loco", "--strengths", "0.5", "1.0", "--reverse", "--no-compose"])
+    assert ran == []  # the finished row was found, loco was skipped before any work
+    md = (out / "table.md").read_text()
+    assert "| glasses | paper | CLIP text only | 1 | s0: 0.60 / 0.75 | all 1.00 | 21.5 / - | 3 (1.0) | 79 / 88 |" in md
+    assert "- row loco skipped: " in md  # LOCO is run by experiments/loco.py, not as a recipe
+    assert (out / "table.csv").read_text().startswith("attribute,row,seed,strength,success,preserved,psnr")
+    # other settings (here: strengths) are not the finished row: it runs again (the fake run fails, nothing is added)
+    mod.main([*argv, "--rows", "paper", "--strengths", "0.5", "--reverse", "--no-compose"])
+    assert len(ran) == 1 and ran[0][0] == "experiments/recipes.py" and "--strengths" in ran[0]
+    assert len((out / "rows.jsonl").read_text().splitlines()) == 1

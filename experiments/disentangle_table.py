@@ -1,0 +1,380 @@
+"""Issue 24's side-by-side table: per synthfaces attribute and named setting (row), the target-vs-kept matrix on test/.
+
+    python experiments/disentangle_table.py --out outputs/disentangle --threads 1                 # the whole table
+    python experiments/disentangle_table.py --out outputs/disentangle --attributes glasses hat --rows paper window \\
+        --seeds 0 --no-compose                                                                     # a part of it
+    python experiments/disentangle_table.py --out outputs/disentangle --table                    # only the tables
+
+A row is (name, train.py overrides, edit.py overrides, the supervision it needs, the files it needs on main). Each
+(attribute, row) is experiments/recipes.py (trained at every --seeds through train.py, reusing finished trainings;
+select/ and test/ edited through edit.py at every --strengths; the strength chosen on select/ by leximin over the
+seeds' margins; test/ reported), then scored here on test/ at the chosen strength: the PSNR (and LPIPS, given
+--lpips-weights) of each edit to the TRUE edited render (asyrp.synthfaces.edits: the same face drawn with the
+attribute on), the training seconds as measured (wall time on a shared machine: the load average is recorded), and
+the network passes per edited image from the plan (EditPlan.passes: (n_inv - 1) + n_gen full passes, plus one
+decoder row per editing step; the inversion is cached, so several strengths share it). --reverse attributes are also
+edited backwards on faces that have them. Matched strength: per attribute, each row's test/ kept rate at the strength
+whose select/ success is closest to a common target (asyrp.experiment.comparison). --compose: the three attributes'
+h-functions of --compose-row composed by edit.py at their chosen strengths on faces that lack all three.
+
+Data: <data>/synthfaces_<attr> (train/ select/ test/ without the attribute), synthfaces_with_<attr> (reverse) and
+synthfaces_compose (without all three) are written when absent. Resumable: each finished row is appended to
+<out>/rows.jsonl and skipped on a rerun with the same settings; progress in <out>/table.log; <out>/table.md and
+<out>/table.csv are rewritten after every row. A row whose options are not on main is listed and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from asyrp.config import compose
+from asyrp.data.images import read_image_files
+from asyrp.experiment import comparison as cmp
+from asyrp.metrics import EditScorer, LPIPSDistance, LPIPSWeightsMissing, composed_score, parse_target
+from asyrp.plan import plan_of
+from asyrp.synthfaces.data import SPLIT_SEEDS, write_split
+from asyrp.synthfaces.edits import ATTRIBUTES, REMOVED, true_edits
+from asyrp.synthfaces.oracle import load_oracle
+
+ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("disentangle_table")
+# kept-attribute prompt pairs per face field (the CLIP keep term names what an edit must not move)
+KEEP_PAIRS = {
+    "mouth": [["a neutral face", "a smiling face"], ["a neutral face", "a frowning face"]],
+    "hair_colour": [
+        ["a face with brown hair", "a face with blond hair"],
+        ["a face with brown hair", "a face with red hair"],
+    ],
+    "hair_length": [["a face with short hair", "a face with long hair"]],
+    "glasses": [["a face with no glasses", "a face with glasses"]],
+    "hat": [["a face with no hat", "a face with a hat"]],
+}
+WINDOW = ["plan.t0=400", "plan.t_edit=250"]  # the ceiling's window: every attribute reachable by a per-face delta_h
+KEEP_CLIP = ["keep=clip", "model.loss.keep.clip.w_keep=2.0", "model.loss.keep.clip.pairs={keep_pairs}"]
+# name, train.py overrides, edit.py overrides, supervision, files it needs on main, why it is skipped (if it is)
+ROWS = [
+    ("paper", [], [], "CLIP text only", [], None),
+    ("keep_clip", KEEP_CLIP, [], "CLIP text only", ["conf/keep/clip.yaml"], None),
+    ("keep_probe", ["keep=probe"], [], "labelled images", ["conf/keep/probe.yaml"], None),
+    ("project", ["constraint=project", "constraint.directions={directions}"], [], "labelled images",
+     ["conf/constraint/project.yaml"], None),
+    ("mask", ["constraint=mask", "constraint.mask={mask}"], [], "CLIP text only (region from CLIP's gradient)",
+     ["conf/constraint/mask.yaml"], None),
+    ("loco", [], [], "CLIP text only (region from CLIP's gradient)", ["conf/method/loco.yaml"], "LOCO Edit's x_t "
+     "edit has no training seeds and edits test/ at its chosen strength only: run experiments/loco.py beside this"),
+    ("window", WINDOW, [], "CLIP text only", [], None),
+    ("window_keep_clip", WINDOW + KEEP_CLIP, [], "CLIP text only", ["conf/keep/clip.yaml"], None),
+]  # fmt: skip
+ROW_NAMES = [r[0] for r in ROWS]
+
+
+def python(args: list[str], logfile: Path, threads: int) -> bool:
+    """Run ``python <args>`` in the repository with ``threads`` threads, its output to ``logfile``; False on failure."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), WANDB_MODE="offline")
+    log.info("$ python %s  (log: %s)", " ".join(args), logfile)
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    with open(logfile, "a") as fh:
+        rc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
+    if rc:
+        log.info("FAILED (exit %d): python %s (log: %s)", rc, " ".join(args), logfile)
+    return rc == 0
+
+
+def skipped(row) -> str | None:
+    """Why a row cannot run on this tree (None: it can)."""
+    name, _, _, _, needs, why = row
+    missing = [n for n in needs if not (ROOT / n).exists()]
+    if missing:
+        return f"needs {', '.join(missing)} (not on main yet)"
+    return why
+
+
+def off_target(attr: str) -> str:
+    """The oracle's reading of a face the attribute was removed from."""
+    field, value = ATTRIBUTES[attr]
+    return f"{field}=False" if value is True else f"{field}!={value}"
+
+
+def data(a, name: str, exclude: dict | None = None, only: dict | None = None, splits=("train", "select", "test")):
+    """<data>/<name> with the splits the table edits (written once: an existing folder is used as it is)."""
+    root = a.data / name
+    for split in splits:
+        n = a.n_train if split == "train" else a.n_faces
+        if not (root / split / "attributes.json").is_file():
+            write_split(root / split, SPLIT_SEEDS[split], n, exclude or {}, only=only)
+    return root
+
+
+def fill(a, attr: str, overrides: list[str]) -> list[str] | None:
+    """The row's overrides with its placeholders filled ({keep_pairs}: the prompt pairs of the other fields;
+    {directions}: discover.py's mean-difference directions of the other fields' attributes; {mask}: the attribute's
+    region found by discover.py method=region); None if one of them failed."""
+    field = ATTRIBUTES[attr][0]
+    pairs = [p for f, ps in KEEP_PAIRS.items() if f != field for p in ps]
+    out = []
+    for o in overrides:
+        if "{keep_pairs}" in o:
+            o = o.replace("{keep_pairs}", "[" + ",".join(f"['{s}','{t}']" for s, t in pairs) + "]")
+        if "{directions}" in o:
+            files = [discovered(a, k, "mean_diff") for k, (f, _) in ATTRIBUTES.items() if f != field]
+            if None in files:
+                return None
+            o = o.replace("{directions}", "[" + ",".join(str(f) for f in files) + "]")
+        if "{mask}" in o:
+            if (mask := discovered(a, attr, "region")) is None:
+                return None
+            o = o.replace("{mask}", str(mask))
+        out.append(o)
+    return out
+
+
+def discovered(a, attr: str, method: str) -> Path | None:
+    """A file discover.py makes once per attribute: method=mean_diff, its h direction on the labelled split (labels
+    from the data writer, never the oracle); method=region, the mask of where CLIP reads it on train/ (mask.pt)."""
+    out = a.out / method / attr
+    found = sorted(out.glob("mask.pt" if method == "region" else "*.pt"))
+    if found:
+        return found[0]
+    args = ["discover.py", f"method={method}", f"attribute=synthfaces_{attr}", f"output_dir={out}"]
+    if method == "region":
+        field, value = ATTRIBUTES[attr]
+        train = data(a, f"synthfaces_{attr}", exclude={field: str(value)}) / "train"
+        args += [f"input_dir={train}", f"n_images={min(a.n_train, 64)}"]
+    else:
+        labelled = data(a, "synthfaces_labelled", splits=("labelled",)) / "labelled"
+        args += ["labels=writer", "dataset=synthfaces_labelled", f"dataset.path={labelled}"]
+    ok = python([*args, f"cache_dir={a.cache}", f"hydra.run.dir={out}/run"], out / "discover.log", a.threads)
+    found = sorted(out.glob("mask.pt" if method == "region" else "*.pt"))
+    return found[0] if ok and found else None
+
+
+def recipe(a, attr: str, row, overrides: list[str]) -> Path | None:
+    """experiments/recipes.py for one (attribute, row); its summary.json, or None if it failed."""
+    name, _, edit_overrides, *_ = row
+    field, value = ATTRIBUTES[attr]
+    out = a.out / name / attr
+    args = ["experiments/recipes.py", "--experiment", f"synthfaces_{attr}", "--out", str(out), "--cache", str(a.cache)]
+    args += ["--data", str(data(a, f"synthfaces_{attr}", exclude={field: str(value)}))]
+    args += ["--seeds", *map(str, a.seeds), "--strengths", *map(str, a.strengths)]
+    if attr in a.reverse:
+        rev = data(a, f"synthfaces_with_{attr}", only={field: str(value)}, splits=("select", "test"))
+        args += ["--reverse-data", str(rev), "--reverse-target", off_target(attr)]
+    for e in edit_overrides:
+        args += ["--edit-override", e]
+    ok = python([*args, "--", *overrides, *a.extra], out / "recipes.log", a.threads)
+    return out / "summary.json" if ok else None
+
+
+def true_scores(scorer: EditScorer, edited: Path, index: int, attrs, on: bool = True) -> dict:
+    """PSNR (and LPIPS) of the ``index``-th output of every input of an edit run to the true edited render."""
+    man = json.loads((edited / "manifest.json").read_text())
+    srcs = [it["source"] for it in man["inputs"]]
+    x_edit = read_image_files([edited / it["outputs"][index] for it in man["inputs"]], 32)
+    names = ["psnr", *(["lpips"] if scorer.lpips else [])]
+    res = scorer.score(true_edits(srcs, attrs, on), x_edit, names)
+    return {k: round(float(v), 4) for k, v in res.items()}
+
+
+def passes(attr: str, row, overrides: list[str]) -> list[int]:
+    """(encoder, decoder) passes per edited image of the row's plan (its edit overrides of plan.* applied last)."""
+    plan_edits = [o for o in row[2] if o.startswith("plan.")]
+    cfg = compose("train", [f"experiment=synthfaces_{attr}", *overrides, *plan_edits])
+    return list(plan_of(OmegaConf.to_container(cfg.plan, resolve=True)).passes())
+
+
+def score_row(a, attr: str, row, overrides: list[str], summary_path: Path, scorer: EditScorer) -> dict:
+    """The table row of a finished recipe: the test/ matrix per seed at the chosen strength, distances to the true
+    render, seconds, load, passes; the reverse edit's the same way."""
+    s = json.loads(summary_path.read_text())
+    out = {
+        "attribute": attr,
+        "row": row[0],
+        "supervision": row[3],
+        "overrides": overrides,
+        "edit_overrides": row[2],
+        "seeds": a.seeds,
+        "strengths": a.strengths,
+        "summary": str(summary_path),
+        "chosen_strength": s["chosen_strength"],
+        "train_seconds": {k: v["train_seconds"] for k, v in s["seeds"].items()},
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "passes": passes(attr, row, overrides + a.extra),
+    }
+    k = s["strengths"].index(s["chosen_strength"])
+    out["test"] = {seed: cmp.matrix(r) for seed, r in s["test_at_chosen"].items()}
+    out["true"] = {
+        seed: true_scores(scorer, summary_path.parent / f"s{seed}" / "test" / "edited", k, [attr])
+        for seed in s["seeds"]
+    }
+    if "reverse_chosen_strength" in s:
+        rk = [-abs(x) for x in s["strengths"]].index(s["reverse_chosen_strength"])
+        out["reverse"] = {
+            "target": s["reverse_target"],
+            "chosen_strength": s["reverse_chosen_strength"],
+            "test": {seed: cmp.matrix(r) for seed, r in s["reverse_test_at_chosen"].items()},
+        }
+        if attr in REMOVED:
+            out["reverse"]["true"] = {
+                seed: true_scores(
+                    scorer, summary_path.parent / f"s{seed}" / "reverse_test" / "edited", rk, [attr], False
+                )
+                for seed in s["seeds"]
+            }
+    return out
+
+
+class Rows:
+    """rows.jsonl (one finished (attribute, row) per line, appended) and the tables rewritten from it."""
+
+    def __init__(self, out: Path):
+        self.path = out / "rows.jsonl"
+        self.rows = [json.loads(x) for x in self.path.read_text().splitlines()] if self.path.is_file() else []
+
+    def done(self, attr: str, name: str, spec: dict) -> bool:
+        """Whether the latest line of (attribute, row) was made with these settings."""
+        return any(r["attribute"] == attr and r["row"] == name and all(r.get(k) == v for k, v in spec.items())
+                   for r in cmp.latest(self.rows))  # fmt: skip
+
+    def add(self, row: dict) -> None:
+        self.rows = [r for r in self.rows if (r["attribute"], r["row"]) != (row["attribute"], row["row"])] + [row]
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
+def composition(a, store: Rows, scorer: EditScorer) -> dict | None:
+    """--compose's attributes, --compose-row's h-functions of each seed composed by edit.py at each attribute's
+    chosen strength on faces that lack all three: all succeed / every other head kept / both, per seed."""
+    rows = cmp.latest(store.rows)
+    mine = {r["attribute"]: r for r in rows if r["row"] == a.compose_row and r["attribute"] in a.compose}
+    if len(mine) < len(a.compose):
+        log.info("composition waits for rows %s of %s", sorted(set(a.compose) - set(mine)), a.compose_row)
+        return None
+    exclude = {ATTRIBUTES[k][0]: str(ATTRIBUTES[k][1]) for k in a.compose}
+    if len(exclude) < len(a.compose):
+        raise SystemExit(f"--compose {a.compose}: two attributes share one face field; compose different fields")
+    faces = data(a, "synthfaces_compose_" + "_".join(a.compose), exclude=exclude, splits=("test",)) / "test"
+    coeffs = [mine[k]["chosen_strength"] for k in a.compose]
+    if store.done("+".join(a.compose), f"compose:{a.compose_row}", {"seeds": a.seeds, "coeffs": coeffs}):
+        log.info("composition %s of %s: done", a.compose, a.compose_row)
+        return None
+    oracle = load_oracle()
+    targets = [parse_target(compose("train", [f"experiment=synthfaces_{k}"]).attribute.oracle_target, oracle.classes)
+               for k in a.compose]  # fmt: skip
+    res = {"attribute": "+".join(a.compose), "row": f"compose:{a.compose_row}", "coeffs": coeffs, "seeds": a.seeds}
+    for seed in a.seeds:
+        ckpts = [a.out / a.compose_row / k / f"s{seed}" / "train" / "checkpoints" / "hfunction.pt" for k in a.compose]
+        dst = a.out / "compose" / a.compose_row / f"s{seed}"
+        args = ["edit.py", "arch=synthfaces", "plan=synthfaces", "checkpoint=[" + ",".join(map(str, ckpts)) + "]"]
+        args += [f"coeffs=[{','.join(map(str, coeffs))}]", f"input_dir={faces}", f"cache_dir={a.cache}"]
+        args += ["batch_size=32", "progress=false", "grid_rows=8", f"hydra.run.dir={dst}", "overwrite=true"]
+        if not python(args, dst / "edit.log", a.threads):
+            return None
+        man = json.loads((dst / "edited" / "manifest.json").read_text())
+        x_src = read_image_files([it["source"] for it in man["inputs"]], 32)
+        x_edit = read_image_files([dst / "edited" / it["outputs"][0] for it in man["inputs"]], 32)
+        with torch.no_grad():
+            verdict = composed_score(oracle.judge(x_src), oracle.judge(x_edit), targets, list(oracle.classes))
+        res[str(seed)] = {**verdict, **true_scores(scorer, dst / "edited", 0, a.compose)}
+    return res
+
+
+def parse(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("outputs/disentangle"))
+    p.add_argument(
+        "--data", type=Path, default=Path("data"), help="where the synthfaces splits are (written if absent)"
+    )
+    p.add_argument("--attributes", nargs="+", default=list(ATTRIBUTES), choices=list(ATTRIBUTES))
+    p.add_argument("--rows", nargs="+", default=ROW_NAMES, choices=ROW_NAMES)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--strengths", type=float, nargs="+", default=[0.4, 0.6, 0.8, 1.0, 1.2, 1.4])
+    p.add_argument("--reverse", nargs="*", default=["smiling", "glasses"], choices=list(ATTRIBUTES))
+    p.add_argument("--compose", nargs="*", default=["smiling", "glasses", "blond_hair"], choices=list(ATTRIBUTES))
+    p.add_argument("--compose-row", default="paper", choices=ROW_NAMES)
+    p.add_argument("--no-compose", dest="compose", action="store_const", const=[])
+    p.add_argument("--match-success", type=float, default=None, help="common select/ success (default: the highest "
+                   "every row of the attribute reaches)")  # fmt: skip
+    p.add_argument("--n-faces", type=int, default=64, help="faces of select/ and test/ (written splits)")
+    p.add_argument("--n-train", type=int, default=256, help="faces of train/ (the recipes use their dataset.n_images)")
+    p.add_argument("--lpips-weights", default=None, help="torchvision alexnet weights file: LPIPS to the true render")
+    p.add_argument("--extra", nargs="*", default=[], help="train.py overrides appended to every row (tiny runs)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--table", action="store_true", help="only rewrite the tables from <out>/rows.jsonl")
+    a = p.parse_args(argv)
+    a.out, a.data = a.out.resolve(), a.data.resolve()  # the subprocesses run in the repository
+    a.cache = a.out / "cache"
+    return a
+
+
+def lpips_of(a) -> dict | None:
+    """The LPIPS settings when its weights are there (else the LPIPS column stays empty, said once)."""
+    try:
+        LPIPSDistance("alex", backbone_weights=a.lpips_weights)
+    except LPIPSWeightsMissing as e:
+        log.info("no LPIPS to the true render: %s", e)
+        return None
+    return {"net": "alex", "backbone_weights": a.lpips_weights}
+
+
+def run(a) -> None:
+    """Every (attribute, row) of the command line not yet in rows.jsonl, then the composition and the tables."""
+    torch.set_num_threads(a.threads)
+    rows, notes = Rows(a.out), []
+    scorer = EditScorer(lpips=None if a.table else lpips_of(a))
+    for row in (r for r in ROWS if r[0] in a.rows and not a.table):
+        if why := skipped(row):
+            notes.append(f"row {row[0]} skipped: {why}")
+            log.info(notes[-1])
+            continue
+        for attr in a.attributes:
+            overrides = fill(a, attr, row[1])
+            spec = {
+                "overrides": overrides,
+                "edit_overrides": row[2],
+                "seeds": a.seeds,
+                "strengths": a.strengths,
+                "extra": a.extra,
+            }
+            if overrides is None or rows.done(attr, row[0], spec):
+                log.info(
+                    "%s / %s: %s", attr, row[0], "done" if overrides is not None else "its directions or mask failed"
+                )
+                continue
+            summary = recipe(a, attr, row, overrides)
+            if summary is not None:
+                rows.add({**score_row(a, attr, row, overrides, summary, scorer), "extra": a.extra})
+                log.info("ROW %s / %s: %s", attr, row[0], json.dumps(rows.rows[-1]["test"]))
+                cmp.write_tables(a.out, cmp.latest(rows.rows), notes, a.match_success)
+    if a.compose and not a.table and (res := composition(a, rows, scorer)) is not None:
+        rows.add(res)
+    cmp.write_tables(a.out, cmp.latest(rows.rows), notes, a.match_success)
+    log.info("tables: %s, %s", a.out / "table.md", a.out / "table.csv")
+
+
+def main(argv=None) -> None:
+    a = parse(argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    handlers = [logging.FileHandler(a.out / "table.log"), logging.StreamHandler()]
+    for h in handlers:
+        h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        log.addHandler(h)
+    log.setLevel(logging.INFO)
+    try:
+        run(a)
+    finally:  # a caller in the same process (the tests) keeps no open log file
+        for h in handlers:
+            log.removeHandler(h)
+            h.close()
+
+
+if __name__ == "__main__":
+    main()
