@@ -115,3 +115,35 @@ def test_a_sweep_killed_mid_trial_resumes_without_repeating_a_finished_trial(tmp
     assert (sweep / "1" / "checkpoints" / "hfunction.pt").is_file() and not (sweep / "2").exists()
     assert (sweep / "3" / "checkpoints" / "hfunction.pt").is_file()
     assert "n_complete: 3" in (sweep / "optimization_results.yaml").read_text()
+
+
+def test_a_bad_storage_or_a_study_of_another_space_stops_the_sweep_in_one_line_before_any_trial(tmp_path):
+    from asyrp.tasks import study as st
+
+    base = train("hparams_search=asyrp_optuna", *SMOKE)
+    bad = "sqlite:////nonexistent-asyrp/study.db"
+    p = subprocess.run(
+        [*base, f"hydra.sweep.dir={tmp_path / 'a'}", f"hydra.sweeper.storage={bad}"],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert len(errors) == 1 and errors[0].startswith(f"error: hydra.sweeper.storage={bad}: the study storage cannot")
+    assert not (tmp_path / "a" / "0").exists()
+    # a study of that name already holds another search space: refused, nothing of it touched
+    journal = tmp_path / "b" / "study.journal"
+    st.open_study(st.open_storage(str(journal)), "asyrp_smiling", ["maximize"], None, {"plan.t0": "choice(400)"})
+    p = subprocess.run(
+        [*base, f"hydra.sweep.dir={tmp_path / 'b'}"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300
+    )
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert p.returncode == 2 and len(errors) == 1, p.stderr[-3000:]
+    assert errors[0].startswith("error: study asyrp_smiling in hydra.sweeper.storage already holds trials of another")
+    again = st.open_study(
+        st.open_storage(str(journal)), "asyrp_smiling", ["maximize"], None, {"plan.t0": "choice(400)"}
+    )
+    assert again.trials == [] and not (tmp_path / "b" / "0").exists()
