@@ -58,13 +58,17 @@ KEEP_PAIRS = {
     "glasses": [["a face with no glasses", "a face with glasses"]],
     "hat": [["a face with no hat", "a face with a hat"]],
 }
+# attributes the probe keep term holds (as the data writer records them), those of the edited field left out
+PROBE_KEPT = ["mouth=smiling", "mouth=frowning", "hair_colour=blond", "hair_colour=red", "hair_colour=black",
+              "hair_length=long", "glasses=True", "hat=True", "skin=dark", "skin=pale"]  # fmt: skip
+KEEP_PROBE = ["keep=probe", "model.loss.keep.probe.labelled={labelled}", "model.loss.keep.probe.attributes={probe}"]
 WINDOW = ["plan.t0=400", "plan.t_edit=250"]  # the ceiling's window: every attribute reachable by a per-face delta_h
 KEEP_CLIP = ["keep=clip", "model.loss.keep.clip.w_keep=2.0", "model.loss.keep.clip.pairs={keep_pairs}"]
 # name, train.py overrides, edit.py overrides, supervision, files it needs on main, why it is skipped (if it is)
 ROWS = [
     ("paper", [], [], "CLIP text only", [], None),
     ("keep_clip", KEEP_CLIP, [], "CLIP text only", ["conf/keep/clip.yaml"], None),
-    ("keep_probe", ["keep=probe"], [], "labelled images", ["conf/keep/probe.yaml"], None),
+    ("keep_probe", KEEP_PROBE, [], "labelled images", ["conf/keep/probe.yaml"], None),
     ("project", ["constraint=project", "constraint.directions={directions}"], [], "labelled images",
      ["conf/constraint/project.yaml"], None),
     ("mask", ["constraint=mask", "constraint.mask={mask}"], [], "CLIP text only (region from CLIP's gradient)",
@@ -108,20 +112,25 @@ def data(a, name: str, exclude: dict | None = None, only: dict | None = None, sp
     """<data>/<name> with the splits the table edits (written once: an existing folder is used as it is)."""
     root = a.data / name
     for split in splits:
-        n = a.n_train if split == "train" else a.n_faces
+        n = {"train": a.n_train, "labelled": a.n_labelled}.get(split, a.n_faces)
         if not (root / split / "attributes.json").is_file():
             write_split(root / split, SPLIT_SEEDS[split], n, exclude or {}, only=only)
     return root
 
 
 def fill(a, attr: str, overrides: list[str]) -> list[str] | None:
-    """The row's overrides with its placeholders filled ({keep_pairs}: the prompt pairs of the other fields;
+    """The row's overrides with its placeholders filled ({keep_pairs}: the prompt pairs of the other fields; {probe}:
+    the probe's kept attributes of the other fields, {labelled}: the labelled split it trains on;
     {directions}: discover.py's mean-difference directions of the other fields' attributes; {mask}: the attribute's
     region found by discover.py method=region); None if one of them failed."""
     field = ATTRIBUTES[attr][0]
     pairs = [p for f, ps in KEEP_PAIRS.items() if f != field for p in ps]
     out = []
     for o in overrides:
+        if "{probe}" in o:
+            o = o.replace("{probe}", "[" + ",".join(f"'{k}'" for k in PROBE_KEPT if k.split("=")[0] != field) + "]")
+        if "{labelled}" in o:
+            o = o.replace("{labelled}", str(data(a, "synthfaces_labelled", splits=("labelled",)) / "labelled"))
         if "{keep_pairs}" in o:
             o = o.replace("{keep_pairs}", "[" + ",".join(f"['{s}','{t}']" for s, t in pairs) + "]")
         if "{directions}" in o:
@@ -305,6 +314,7 @@ def parse(argv=None) -> argparse.Namespace:
                    "every row of the attribute reaches)")  # fmt: skip
     p.add_argument("--n-faces", type=int, default=64, help="faces of select/ and test/ (written splits)")
     p.add_argument("--n-train", type=int, default=256, help="faces of train/ (the recipes use their dataset.n_images)")
+    p.add_argument("--n-labelled", type=int, default=128, help="faces of the labelled split (probes, directions)")
     p.add_argument("--lpips-weights", default=None, help="torchvision alexnet weights file: LPIPS to the true render")
     p.add_argument("--extra", nargs="*", default=[], help="train.py overrides appended to every row (tiny runs)")
     p.add_argument("--threads", type=int, default=1)
