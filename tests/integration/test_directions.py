@@ -11,7 +11,7 @@ import pytest
 import torch
 from helpers import images, tiny_backbone
 
-from asyrp.config import compose
+from asyrp.config import CONF_DIR, compose
 from asyrp.directions import (
     boundary_direction,
     direction_hfunction,
@@ -222,7 +222,7 @@ def test_discover_errors_are_one_line(folder, tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "conf/method/nope.yaml" in proc.stderr
 
 
-@pytest.mark.parametrize("method", ["pca", "jacobian", "mean_diff", "boundary"])
+@pytest.mark.parametrize("method", sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml")))
 def test_every_method_config_composes(method, tmp_path):
     cfg = compose("discover", [f"method={method}"], output_dir=tmp_path)
     assert cfg.method.name == method and cfg.arch.name == "synthfaces" and cfg.plan.t_edit == cfg.plan.interval.t_edit
