@@ -122,6 +122,7 @@ class EditLoop:
     def load_networks(self) -> None:
         """The backbone (behind the speed options), the h-function(s) and the (K, n) strengths each output uses."""
         from .. import build
+        from ..constraints import constrain
         from ..hfunctions.files import hfunction_from_payload
         from ..hfunctions.modules import Composition
         from ..plan import in_own_intervals
@@ -137,6 +138,7 @@ class EditLoop:
             hfunction_from_payload(p, c, self.backbone, cfg.arch.get("name"))[0]
             for p, c in zip(req.payloads, req.checkpoints)
         ]
+        fns = [constrain(f, cfg.get("constraint"), self.backbone, arch_name=cfg.arch.get("name")) for f in fns]
         c = req.coefficients.matrix
         if req.windows:  # each function in its own interval, at its trained effect per unit of t
             fns = in_own_intervals(fns, req.windows)

@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from ..checks import EditCoefficients, check_hfunction_mode, edit_coefficients
+from ..constraints import constraint_parts
 from ..hfunctions.files import read_hfunction_file
 from ..plan import EditPlan
 
@@ -186,4 +187,7 @@ def _record(cfg, checkpoints, metas, plan, windows, coefficients, seed, random_i
         record["spacing"] = plan.spacing
     if windows:
         record["intervals"] = [{k: w[k] for k in ("t0", "t_edit", "step_scale")} for w in windows]
+    dirs, mask = constraint_parts(cfg.get("constraint"))  # an edit-time constraint (checked here, before any network)
+    if dirs or mask:
+        record["constraint"] = {"directions": dirs, "mask": mask}
     return record

@@ -78,3 +78,36 @@ def test_a_bad_outside_mask_stops_discover_before_any_network(tmp_path):
     overrides = ["arch=tiny_ddpm", "method=jacobian", f"method.outside={small}", f"input_dir={tmp_path}"]
     with pytest.raises(AsyrpUserError, match="the images are 32x32"):
         check_discover_config(compose("discover", overrides, output_dir=tmp_path / "d"))
+
+
+def test_an_edit_time_constraint_edits_as_the_stored_one(tmp_path):
+    """edit.py constraint=project on a file trained without it: the same images as a file that stores that layer."""
+    import json
+
+    from helpers import tiny_hfunction_file
+
+    from asyrp.constraints import constrain
+    from asyrp.hfunctions import payload, save_hfunction
+
+    bb = tiny_hfunction_file(tmp_path)  # hf.pt: a delta_block for tiny_ddpm, without a constraint
+    files = tiny_directions(tmp_path / "dirs")
+    f, meta = load_hfunction_checkpoint(tmp_path / "hf.pt", bb, "tiny_ddpm")
+    layer = constrain(f, {"use": "project", "directions": [str(p) for p in files]}, bb, arch_name="tiny_ddpm")
+    meta["hfunction"] = {**meta["hfunction"], "constraints": layer.stored_constraints()}
+    save_hfunction(
+        payload(layer, {k: v for k, v in meta.items() if k not in ("format", "state_dict")}), tmp_path / "c.pt"
+    )
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    atomic_write_png(images(1, size=32, seed=1)[0], faces / "f0.png")
+    runs = {
+        "edit_time": [f"checkpoint={tmp_path / 'hf.pt'}", *constraint_overrides(files)],
+        "stored": [f"checkpoint={tmp_path / 'c.pt'}"],
+        "none": [f"checkpoint={tmp_path / 'hf.pt'}"],
+    }
+    for name, extra in runs.items():
+        out = tmp_path / name
+        edit(compose("edit", ["arch=tiny_ddpm", f"input_dir={faces}", *extra, f"output_dir={out}"], output_dir=out))
+    png = {name: (tmp_path / name / "f0.png").read_bytes() for name in runs}
+    assert png["edit_time"] == png["stored"] != png["none"]
+    assert json.loads((tmp_path / "edit_time" / "manifest.json").read_text())["constraint"]["directions"]
