@@ -148,7 +148,10 @@ class StudySweeper(Sweeper):
         with acquire(self.sweep_dir / ".trials" / "study.lock", wait=True):
             killed = st.requeue_killed(study)
             if killed:
-                log.warning("trials %s were killed while running: they run again, each in its folder", killed)
+                log.warning(
+                    "trials %s stopped while running (their sweep was killed or exited): they run again, each in its folder",
+                    killed,
+                )
             batch = []
             for _ in range(min(n_jobs, st.still_to_do(study, n_trials))):
                 trial = study.ask()

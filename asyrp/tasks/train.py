@@ -92,6 +92,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             trainer.fit(
                 parts["module"], datamodule=parts["datamodule"], ckpt_path=str(ckpt_path) if ckpt_path else None
             )
+        if ckpt_path and trainer.limit_val_batches and not any(k.startswith("val/") for k in trainer.callback_metrics):
+            # resumed from a checkpoint of finished training (killed after it, e.g. a sweep trial): fit ran no loop,
+            # so measure the restored weights for whoever reads the metrics
+            trainer.validate(parts["module"], datamodule=parts["datamodule"], verbose=False)
     metric_dict = {k: float(v) for k, v in trainer.callback_metrics.items()}
     objects = {"cfg": cfg, **parts, "trainer": trainer, "callbacks": callbacks, "loggers": loggers}
     return metric_dict, objects

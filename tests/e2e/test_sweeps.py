@@ -105,7 +105,9 @@ def test_a_sweep_killed_mid_trial_resumes_without_repeating_a_finished_trial(tmp
     p = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     out = p.stdout + p.stderr
-    assert "trials [1] were killed while running: they run again, each in its folder" in out
+    assert (
+        "trials [1] stopped while running (their sweep was killed or exited): they run again, each in its folder" in out
+    )
     assert out.count("Launching 1 jobs locally") == 2  # only the two trials still to do
     trials = study_trials(sweep / "study.journal", "asyrp_smiling")
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
@@ -147,3 +149,16 @@ def test_a_bad_storage_or_a_study_of_another_space_stops_the_sweep_in_one_line_b
         st.open_storage(str(journal)), "asyrp_smiling", ["maximize"], None, {"plan.t0": "choice(400)"}
     )
     assert again.trials == [] and not (tmp_path / "b" / "0").exists()
+
+
+def test_a_run_resumed_after_its_training_ended_still_reports_its_validation_metric(tmp_path):
+    """A trial killed after its training (last.ckpt at the end) resumes in its folder: fit runs no loop, so the run
+    measures the restored weights itself (what asyrp_optuna optimises)."""
+    from asyrp.config import compose
+    from asyrp.tasks.train import train as train_task
+
+    over = ["debug=smoke", "logger=csv", "callbacks.edit_grid=null", f"dataset.cache_dir={tmp_path / 'cache'}"]
+    first, done = train_task(compose("train", over, output_dir=tmp_path / "run"))
+    again, objects = train_task(compose("train", over, output_dir=tmp_path / "run"))
+    assert objects["trainer"].global_step == done["trainer"].global_step > 0  # restored at its end, not trained on
+    assert again["val/clip_direction"] == pytest.approx(first["val/clip_direction"], abs=1e-5)
