@@ -134,9 +134,11 @@ def fill(a, attr: str, overrides: list[str]) -> list[str] | None:
         if "{keep_pairs}" in o:
             o = o.replace("{keep_pairs}", "[" + ",".join(f"['{s}','{t}']" for s, t in pairs) + "]")
         if "{directions}" in o:
-            files = [discovered(a, k, "mean_diff") for k, (f, _) in ATTRIBUTES.items() if f != field]
-            if None in files:
-                return None
+            files = []
+            for k in (k for k, (f, _) in ATTRIBUTES.items() if f != field):
+                if (found := discovered(a, k, "mean_diff")) is None:
+                    return None
+                files.append(found)
             o = o.replace("{directions}", "[" + ",".join(str(f) for f in files) + "]")
         if "{mask}" in o:
             if (mask := discovered(a, attr, "region")) is None:
@@ -160,7 +162,7 @@ def discovered(a, attr: str, method: str) -> Path | None:
         args += [f"input_dir={train}", f"n_images={min(a.n_train, 64)}"]
     else:
         labelled = data(a, "synthfaces_labelled", splits=("labelled",)) / "labelled"
-        args += ["labels=writer", "dataset=synthfaces_labelled", f"dataset.path={labelled}"]
+        args += ["labels=writer", "dataset=synthfaces_labelled", f"dataset.path={labelled}", f"n_images={a.n_labelled}"]
     ok = python([*args, f"cache_dir={a.cache}", f"hydra.run.dir={out}/run"], out / "discover.log", a.threads)
     found = sorted(out.glob("mask.pt" if method == "region" else "*.pt"))
     return found[0] if ok and found else None
@@ -296,6 +298,12 @@ def composition(a, store: Rows, scorer: EditScorer) -> dict | None:
     return res
 
 
+def ordered(rows: list[dict]) -> list[dict]:
+    """The latest line of each (attribute, row), in the order of ATTRIBUTES and ROWS (compositions last)."""
+    order = {name: i for i, name in enumerate([*ATTRIBUTES, *ROW_NAMES])}
+    return sorted(cmp.latest(rows), key=lambda r: (order.get(r["attribute"], 99), order.get(r["row"], 99)))
+
+
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("outputs/disentangle"))
@@ -363,10 +371,10 @@ def run(a) -> None:
             if summary is not None:
                 rows.add({**score_row(a, attr, row, overrides, summary, scorer), "extra": a.extra})
                 log.info("ROW %s / %s: %s", attr, row[0], json.dumps(rows.rows[-1]["test"]))
-                cmp.write_tables(a.out, cmp.latest(rows.rows), notes, a.match_success)
+                cmp.write_tables(a.out, ordered(rows.rows), notes, a.match_success)
     if a.compose and not a.table and (res := composition(a, rows, scorer)) is not None:
         rows.add(res)
-    cmp.write_tables(a.out, cmp.latest(rows.rows), notes, a.match_success)
+    cmp.write_tables(a.out, ordered(rows.rows), notes, a.match_success)
     log.info("tables: %s, %s", a.out / "table.md", a.out / "table.csv")
 
 
