@@ -9,7 +9,7 @@ and the loss and its gradients are exactly those without this module.
   ``clip_reference`` says, because at high t the blur of P_t against x0 would project onto the kept directions too,
   a change the h-function neither made nor can undo.
 - ``probe``: linear probes on h per t-bucket, one per kept attribute, trained on a labelled split before the
-  h-function (asyrp.probes). The term is the mean squared change of the kept probes' logits between h and
+  h-function (asyrp.probes). The term is the mean |change| of the kept probes' logits between h and
   h + delta_h per unit |w| (the distance moved across each probe's boundary), a function of delta_h alone.
 """
 
@@ -46,14 +46,16 @@ class ClipKeep:
 
 @dataclass
 class ProbeKeep:
-    """The mean squared change of the kept probes' logits, g(h + delta_h) - g(h), at the step's t."""
+    """The mean |change| of the kept probes' logits, g(h + delta_h) - g(h), per unit |w|, at the step's t. An L1
+    penalty, like Asyrp's anchor: a squared one has a curvature through the h-function's weights that made the
+    official SGD step (lr 0.4) diverge on synthfaces glasses at the first batch (loss 1.5e5, then NaN)."""
 
     probes: Any  # asyrp.probes.HProbes
     w_keep: float
     name: str = "keep_probe"
 
     def __call__(self, e_edit: torch.Tensor, P_orig: torch.Tensor, delta_h: torch.Tensor, t: Any) -> torch.Tensor:
-        return self.probes.logit_change(delta_h, t, unit=True).pow(2).mean()
+        return self.probes.logit_change(delta_h, t, unit=True).abs().mean()
 
 
 def keep_pairs(clip_cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
