@@ -44,6 +44,8 @@ def load_spec(name: str) -> dict:
     spec = yaml.safe_load(path.read_text())
     spec["name"] = name
     spec["experiment_names"] = sorted(p.stem for p in (CONF_DIR / "experiment").glob(f"{spec['experiments']}_*.yaml"))
+    if spec.get("synthfaces"):  # the attributes the table defines (not variants such as synthfaces_glasses_keep_clip)
+        spec["experiment_names"] = [f"synthfaces_{a}" for a in sorted(spec["synthfaces"])]
     return spec
 
 
