@@ -43,6 +43,7 @@ from asyrp import build
 from asyrp.config import compose
 from asyrp.hfunctions import HFunction
 from asyrp.metrics import EditScorer
+from asyrp.ops.progress import logging_to
 from asyrp.plan import EditPlan, generation_pairs
 from asyrp.samplers import ddim_generate, ddim_invert, ddim_walk, edit, edit_eps
 from asyrp.schedules import alpha_at, timesteps
@@ -372,17 +373,8 @@ def main(argv=None) -> None:
         print(table(Rows(a.out).rows))
         return
     a.out.mkdir(parents=True, exist_ok=True)
-    handlers = [logging.FileHandler(a.out / "ceiling.log"), logging.StreamHandler()]
-    for h in handlers:
-        h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        log.addHandler(h)
-    log.setLevel(logging.INFO)
-    try:
+    with logging_to(log, a.out / "ceiling.log"):
         run(a)
-    finally:  # a caller in the same process (the tests) keeps no open log file
-        for h in handlers:
-            log.removeHandler(h)
-            h.close()
 
 
 def run(a: argparse.Namespace) -> None:

@@ -40,6 +40,7 @@ from asyrp.config import compose
 from asyrp.data.images import read_image_files
 from asyrp.experiment import comparison as cmp
 from asyrp.metrics import EditScorer, LPIPSDistance, LPIPSWeightsMissing, composed_score, parse_target
+from asyrp.ops.progress import logging_to
 from asyrp.plan import plan_of
 from asyrp.synthfaces.data import SPLIT_SEEDS, write_split
 from asyrp.synthfaces.edits import ATTRIBUTES, REMOVED, true_edits
@@ -381,17 +382,8 @@ def run(a) -> None:
 def main(argv=None) -> None:
     a = parse(argv)
     a.out.mkdir(parents=True, exist_ok=True)
-    handlers = [logging.FileHandler(a.out / "table.log"), logging.StreamHandler()]
-    for h in handlers:
-        h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        log.addHandler(h)
-    log.setLevel(logging.INFO)
-    try:
+    with logging_to(log, a.out / "table.log"):
         run(a)
-    finally:  # a caller in the same process (the tests) keeps no open log file
-        for h in handlers:
-            log.removeHandler(h)
-            h.close()
 
 
 if __name__ == "__main__":

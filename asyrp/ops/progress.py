@@ -20,13 +20,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("asyrp.progress")
 
 DEFAULT_EVERY = 15.0
 
-__all__ = ["modes", "LineTicker", "Progress", "progress", "format_seconds"]
+__all__ = ["modes", "LineTicker", "Progress", "progress", "format_seconds", "logging_to"]
 
 
 def _isatty(stream: Any) -> bool:
@@ -179,3 +181,20 @@ def progress(items: Iterable, desc: str, total: int | None = None, unit: str = "
         for it in items:
             yield it
             p.update(1)
+
+
+@contextmanager
+def logging_to(logger: logging.Logger, path: str | os.PathLike) -> Iterator[None]:
+    """A script's log lines to ``path`` and the console while the block runs; the handlers go afterwards, so a caller
+    in the same process (the tests) keeps no open log file."""
+    handlers = [logging.FileHandler(Path(path)), logging.StreamHandler()]
+    for h in handlers:
+        h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.addHandler(h)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            logger.removeHandler(h)
+            h.close()
