@@ -37,9 +37,14 @@ class ClipKeep:
     w_keep: float
     name: str = "keep_clip"
 
-    def __call__(self, e_edit: torch.Tensor, P_orig: torch.Tensor, delta_h: Any, t: Any) -> torch.Tensor:
-        with torch.no_grad():
-            e_orig = self.clip.encode_image(P_orig)
+    def __call__(
+        self, e_edit: torch.Tensor, P_orig: torch.Tensor, delta_h: Any, t: Any, e_orig: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``e_orig``: CLIP's embedding of P_orig when the loss already has it (clip_reference=P_orig), else encoded
+        here."""
+        if e_orig is None:
+            with torch.no_grad():
+                e_orig = self.clip.encode_image(P_orig)
         cos = torch.stack([direction_cosine(e_edit, e_orig, d) for d in self.directions])  # (K, B)
         return cos.abs().mean()
 
@@ -54,7 +59,9 @@ class ProbeKeep:
     w_keep: float
     name: str = "keep_probe"
 
-    def __call__(self, e_edit: torch.Tensor, P_orig: torch.Tensor, delta_h: torch.Tensor, t: Any) -> torch.Tensor:
+    def __call__(
+        self, e_edit: torch.Tensor, P_orig: torch.Tensor, delta_h: torch.Tensor, t: Any, e_orig: Any = None
+    ) -> torch.Tensor:
         return self.probes.logit_change(delta_h, t, unit=True).abs().mean()
 
 

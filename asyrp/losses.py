@@ -93,8 +93,9 @@ class AsyrpLoss:
         recon_term = recon_loss(P_edit, P_orig)
         loss = self.w_clip * clip_term + self.recon_weight * recon_term
         terms = {"clip": clip_term.detach(), "recon": recon_term.detach()}
+        e_orig = e_x0 if self.clip_reference == "P_orig" else None  # one CLIP pass of P_orig for the loss and keep
         for keep in self.keep:
-            value = keep(e_edit, P_orig.to(P_edit), delta_h, t)
+            value = keep(e_edit, P_orig.to(P_edit), delta_h, t, e_orig=e_orig)
             loss = loss + keep.w_keep * value
             terms[keep.name] = value.detach()
         if self.w_id:
