@@ -121,3 +121,27 @@ def test_lightning_checkpoint_holds_only_the_hfunction(parts, tmp_path):
     ck = torch.load(path, weights_only=True)
     assert set(ck["state_dict"]) == {f"hfunc.{k}" for k in hf.state_dict()}
     assert "config" in ck["hyper_parameters"]
+
+
+def test_validation_and_edit_grids_do_not_change_the_trained_hfunction(tmp_path):
+    """make demo trains without validation edits and step grids (it shows neither): the h-function must come out
+    bit-identical to a run with both, shuffled batches over two epochs (validation's loader draws from the global
+    random stream; the training order has its own generator)."""
+    from asyrp.tasks.train import train
+
+    base = ["debug=smoke", "~logger", "model.n_iter=2", "dataset.shuffle=true", f"dataset.cache_dir={tmp_path / 'c'}"]
+    runs = {
+        "shown": [],
+        "cut": ["trainer.limit_val_batches=0", "callbacks.edit_grid.every_n_steps=0", "optimized_metric=null"],
+    }
+    weights, metrics = {}, {}
+    for name, extra in runs.items():
+        metrics[name], objects = train(compose("train", [*base, *extra], output_dir=tmp_path / name))
+        weights[name] = objects["module"].hfunc.state_dict()
+    assert "val/clip_direction" in metrics["shown"] and "val/clip_direction" not in metrics["cut"]
+    assert (tmp_path / "shown" / "images" / "step_0000002.png").is_file()  # the grids ran in the shown run
+    assert not (tmp_path / "cut" / "images" / "step_0000002.png").exists()
+    assert (tmp_path / "cut" / "images" / "final.png").is_file()  # the end-of-training grid is kept
+    assert weights["shown"].keys() == weights["cut"].keys()
+    for k, v in weights["shown"].items():
+        assert torch.equal(v, weights["cut"][k]), k
