@@ -10,6 +10,10 @@ Asyrp-edited walk, detached each step) and compares P_t^edit with the cached P_t
 which is exactly the official reference (there it is recomputed with a second network pass every step and epoch;
 here it is read from disk). The edited x_t cannot be cached because it depends on the h-function being trained.
 
+An edit from x_T needs nothing of the walk: ``walk=False`` builds entries of x0 and x_T alone (the inversion, 39 of
+the 79 passes per image at n_inv = n_gen = 40), under ``<digest>.x_T.pt`` beside the full ``<digest>.pt``; a full
+entry of the same image serves such a reader too, and x_T is the same tensor either way (the same inversion call).
+
 Entries are keyed by a digest of (backbone weights, alpha schedule, n_inv, n_gen, t0, spacing) for the folder and of
 (image file content, image size) or (seed, index, shape) per item, written atomically (tmp + os.replace), one file
 per item, so runs and sweep trials share them and adding images only computes the new ones. Concurrent builders
@@ -40,7 +44,8 @@ from .images import list_images, load_image
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-CacheEntry = dict  # {"x0", "x_T", "x_rec": (3,H,W), "P_orig": (K,3,H,W), "t": (K,), "id": str}
+CacheEntry = dict  # {"x0", "x_T", "x_rec": (3,H,W), "P_orig": (K,3,H,W), "t": (K,), "id": str}; x_T-only: id, x0, x_T
+X_T_ONLY = ".x_T.pt"  # the file ending of an entry without the walk (walk=False)
 
 
 @dataclass(frozen=True)
@@ -84,8 +89,10 @@ class InversionCache:
         batch_size: int = 4,
         dtype: torch.dtype = torch.float32,
         guard: Guard = UNGUARDED,
+        walk: bool = True,
     ):
         self.backbone = backbone
+        self.walk = bool(walk)  # False: x0 and x_T suffice (edits from x_T); the walk is not computed
         self.guard = guard
         self.a = a
         # keyed on and walking the plan's inversion part only: one cache serves every t_edit, t_boost and mode
@@ -113,10 +120,24 @@ class InversionCache:
         self.dir = Path(root).expanduser() / self.spec
 
     def path_for(self, source: Source) -> Path:
+        """Where the full entry (with the walk) of ``source`` is."""
         return self.dir / f"{source.digest(self.shape)}.pt"
 
+    def _target(self, source: Source) -> Path:
+        """Where a build writes: the x_T-only file when the walk is not wanted (seeded noise needs the walk for x0)."""
+        if self.walk or source.path is None:
+            return self.path_for(source)
+        return self.dir / f"{source.digest(self.shape)}{X_T_ONLY}"
+
+    def _found(self, source: Source) -> Path | None:
+        """The entry that serves this reader: the full one, else (walk=False) the x_T-only one; None if neither."""
+        for p in (self.path_for(source), self._target(source)):
+            if p.is_file():
+                return p
+        return None
+
     def missing(self, sources: Sequence[Source]) -> list[Source]:
-        return [s for s in sources if not self.path_for(s).is_file()]
+        return [s for s in sources if self._found(s) is None]
 
     # -- building ----------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -130,16 +151,18 @@ class InversionCache:
     def compute(self, sources: Sequence[Source], x0: torch.Tensor | None) -> list[CacheEntry]:
         """The entries of ``sources`` in memory (x0 given: real images, inverted; None: seeded noise samples)."""
         dev = next(self.backbone.parameters()).device
+        cast = lambda v: v.detach().to("cpu", self.dtype).contiguous()  # noqa: E731
         if x0 is not None:  # real images: invert, then regenerate without edit
             x0 = x0.to(dev)
             x_T = ddim_invert(self.backbone, x0, self.plan.seq_inv, self.a)
+            if not self.walk:
+                return [{"id": s.id, "x0": cast(x0[i]), "x_T": cast(x_T[i])} for i, s in enumerate(sources)]
             x_rec, Ps, ts = self._walk(x_T, self.plan.seq_gen)
         else:  # random samples: x0 is the model's own DDIM sample from x_T (official: n_inv steps)
             x_T = torch.cat([s.noise(self.shape) for s in sources]).to(dev)
             x_rec, Ps, ts = self._walk(x_T, self.plan.seq_gen)
             x0 = x_rec if self.plan.n_inv == self.plan.n_gen else self._walk(x_T, self.plan.seq_inv)[0]
         P = torch.stack(Ps, 1)
-        cast = lambda v: v.detach().to("cpu", self.dtype).contiguous()  # noqa: E731
         return [
             {
                 "id": s.id,
@@ -163,7 +186,7 @@ class InversionCache:
             imgs = {s.id: load_image(s.path, self.image_size) for s in todo if s.path is not None}
             with locks.acquire(self.dir / ".lock", {"task": "inversion cache"}, wait=True, on_wait=self._waiting):
                 self._build(self.missing(todo), imgs, len(sources))
-        return [self.path_for(s) for s in sources]
+        return [self._found(s) for s in sources]
 
     def _waiting(self, holder: dict) -> None:
         log.info(
@@ -186,7 +209,7 @@ class InversionCache:
                     f"building the inversion cache (entries {i + 1}-{i + len(chunk)} of {len(todo)}, in {self.dir})"
                 ):
                     for s, entry in zip(chunk, self.compute(chunk, x0)):
-                        atomic_save(entry, self.path_for(s))
+                        atomic_save(entry, self._target(s))
                 bar.update(len(chunk))
 
     def paths(self, sources: Sequence[Source]) -> list[Path]:
@@ -197,7 +220,7 @@ class InversionCache:
                 f"{len(missing)} inversion-cache entries are missing under {self.dir} (first: {missing[0].id}); "
                 "the cache is built in DataModule.prepare_data: call it (or trainer.fit) first."
             )
-        return [self.path_for(s) for s in sources]
+        return [self._found(s) for s in sources]
 
 
 def cached_inversions(
@@ -210,28 +233,33 @@ def cached_inversions(
     image_size: int,
     batch_size: int = 4,
     guard: Guard = UNGUARDED,
+    walk: bool = True,
 ) -> list[CacheEntry]:
     """The cache entries of image ``files`` on ``plan``'s inversion part (computed only where missing): edits of
     images a run has inverted before (a sweep's trials, a rerun with another strength) start from the stored x_T
-    instead of inverting again."""
-    cache = InversionCache(root, backbone, a, plan, image_size=image_size, batch_size=batch_size, guard=guard)
+    instead of inverting again. ``walk=False``: x0 and x_T are all the reader needs (no walk is computed for it)."""
+    cache = InversionCache(
+        root, backbone, a, plan, image_size=image_size, batch_size=batch_size, guard=guard, walk=walk
+    )
     return [load_entry(p) for p in cache.build([Source(id=Path(f).name, path=Path(f)) for f in files])]
 
 
 _ENTRY_KEYS = ("id", "x0", "x_T", "x_rec", "P_orig", "t")
+_X_T_KEYS = ("id", "x0", "x_T")
 
 
 def load_entry(path: str | Path) -> CacheEntry:
     """An entry, read safely and checked whole (every field present, one P_orig per step): entries are renamed into
     place complete, so a failure here means the disk damaged the file."""
+    keys = _X_T_KEYS if str(path).endswith(X_T_ONLY) else _ENTRY_KEYS
     try:
         entry = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(entry, dict) or any(k not in entry for k in _ENTRY_KEYS):
+        if not isinstance(entry, dict) or any(k not in entry for k in keys):
             raise ValueError(
-                f"fields {sorted(entry) if isinstance(entry, dict) else type(entry).__name__}, "
-                f"expected {list(_ENTRY_KEYS)}"
+                f"fields {sorted(entry) if isinstance(entry, dict) else type(entry).__name__}, expected {list(keys)}"
             )
-        if entry["P_orig"].shape[0] != entry["t"].shape[0] or entry["x0"].shape != entry["x_T"].shape:
+        walked = keys is _ENTRY_KEYS
+        if (walked and entry["P_orig"].shape[0] != entry["t"].shape[0]) or entry["x0"].shape != entry["x_T"].shape:
             raise ValueError("inconsistent shapes")
     except Exception as err:  # truncated by a disk problem: tell the user how to recover
         raise AsyrpUserError(f"inversion-cache entry {path} is unreadable ({err}); delete it to recompute.") from err

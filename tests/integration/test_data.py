@@ -71,6 +71,31 @@ def test_cache_entry_is_the_ddim_walk(tmp_path):
     assert torch.allclose(e["P_orig"][0], P[0], atol=1e-3 * float(P.abs().max()))
 
 
+def test_x_T_only_entries_skip_the_walk_and_full_entries_serve_them(tmp_path):
+    """walk=False (edit.py): the inversion alone, the same x_T as the full entry's; a full entry of the image serves
+    such a reader with no pass, and a reader that needs the walk does not take an x_T-only entry for one."""
+    bb = tiny_backbone()
+    calls = CallCounter(bb)
+    folder = write_folder(tmp_path / "imgs", n=2)
+    plan, src = EditPlan(n_inv=3, n_gen=4, t0=999), image_sources(folder, None)
+    inv_only = InversionCache(tmp_path / "c", bb, A, plan, walk=False)
+    paths = inv_only.build(src)
+    assert calls.n == 2  # one batched chunk: n_inv - 1 inversion passes, no generation pass
+    e = load_entry(paths[0])
+    assert sorted(e) == ["id", "x0", "x_T"]
+    full = InversionCache(tmp_path / "c", bb, A, plan)  # training on the same images: builds the full entries
+    full_paths = full.build(src)
+    assert calls.n == 2 + 2 + 4 and full_paths != paths
+    assert torch.equal(load_entry(full_paths[0])["x_T"], e["x_T"])
+    assert load_entry(full_paths[0])["P_orig"].shape[0] == 4
+    calls.n = 0
+    fresh = tmp_path / "d"  # a cache folder where only the full entries exist: an edit reads x_T from them
+    InversionCache(fresh, bb, A, plan).build(src)
+    calls.n = 0
+    assert InversionCache(fresh, bb, A, plan, walk=False).build(src) == InversionCache(fresh, bb, A, plan).build(src)
+    assert calls.n == 0
+
+
 def test_cache_key_follows_content_and_settings(tmp_path):
     bb = tiny_backbone()
     folder = write_folder(tmp_path / "imgs", n=1)
