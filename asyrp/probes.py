@@ -167,34 +167,19 @@ def probe_settings(probe: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def labelled_split(probe: Mapping[str, Any], image_size: int = 32) -> tuple[list[Path], dict[str, torch.Tensor]]:
-    """(files, {attribute: 1/0 per file}) of the labelled split, from the data writer's attributes.json. An empty
-    split or a kept attribute without both classes in it is one error naming the setting and the fix."""
-    from .data.images import IMAGE_SUFFIXES, scan_images
-    from .data.labels import WRITE_LABELLED, writer_labels
+    """(files, {attribute: 1/0 per file}) of the probes' labelled split (asyrp.data.labels.labelled_split)."""
+    from .data.labels import labelled_split as read_split
 
     s = probe_settings(probe)
-    folder = probe.get("labelled")
-    if not folder:
-        raise AsyrpUserError(f"keep=probe needs {KEY}.labelled: a folder of labelled images ({WRITE_LABELLED})")
-    folder = Path(str(folder)).expanduser()
-    if not folder.is_dir() or not any(f.suffix.lower() in IMAGE_SUFFIXES for f in folder.iterdir()):
-        raise AsyrpUserError(
-            f"{KEY}.labelled={folder} holds no images: the probes need a labelled split of their own "
-            f"({WRITE_LABELLED}; with --out data/synthfaces_<attr> it is written beside train/)"
-        )
-    files, _ = scan_images(folder, s["n_images"], image_size, what=f"{KEY}.labelled", at_most=True)
-    labels = {
-        a: writer_labels(
-            folder,
-            files,
-            a,
-            what=f"{KEY}.labelled reads the data writer's labels",
-            alternative="",
-            needs=f"the probe of kept attribute {a}",
-        )
-        for a in s["attributes"]
-    }
-    return files, labels
+    return read_split(
+        probe.get("labelled"),
+        s["attributes"],
+        n_images=s["n_images"],
+        image_size=image_size,
+        key=KEY,
+        user="keep=probe",
+        needs="the probe of kept attribute {}",
+    )
 
 
 def load_probes(path: str | Path, arch_name: str | None, h_shape: Sequence[int] | None = None) -> HProbes:

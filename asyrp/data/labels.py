@@ -58,3 +58,33 @@ def writer_labels(
             f"{needs} needs both; use a folder with both classes ({WRITE_LABELLED})"
         )
     return y
+
+
+def labelled_split(
+    folder: str | Path | None,
+    attributes: Sequence[str],
+    *,
+    n_images: int,
+    image_size: int,
+    key: str,
+    user: str,
+    needs: str,
+) -> tuple[list[Path], dict[str, torch.Tensor]]:
+    """(files, {attribute: 1/0 per file}) of a labelled split (``key``.labelled, the data writer's attributes.json),
+    read by a method that trains its own network on it (``user``: keep=probe, guide=classifier). A missing or empty
+    folder, or an attribute without both classes in it, is one error naming the setting and the fix; ``needs``
+    ("the probe of kept attribute {}") says what an attribute's labels are for."""
+    from .images import IMAGE_SUFFIXES, scan_images
+
+    if not folder:
+        raise AsyrpUserError(f"{user} needs {key}.labelled: a folder of labelled images ({WRITE_LABELLED})")
+    folder = Path(str(folder)).expanduser()
+    if not folder.is_dir() or not any(f.suffix.lower() in IMAGE_SUFFIXES for f in folder.iterdir()):
+        raise AsyrpUserError(
+            f"{key}.labelled={folder} holds no images: {user} needs a labelled split of its own "
+            f"({WRITE_LABELLED}; with --out data/synthfaces_<attr> it is written beside train/)"
+        )
+    files, _ = scan_images(folder, n_images, image_size, what=f"{key}.labelled", at_most=True)
+    what = f"{key}.labelled reads the data writer's labels"
+    labels = {a: writer_labels(folder, files, a, what=what, alternative="", needs=needs.format(a)) for a in attributes}
+    return files, labels

@@ -150,7 +150,7 @@ def test_a_labelled_split_passes_the_checks(tmp_path, labelled):
     ("override", "match"),
     [
         ("model.loss.keep.probe.labelled=null", "needs model.loss.keep.probe.labelled"),
-        ("model.loss.keep.probe.labelled={empty}", "holds no images: the probes need a labelled split"),
+        ("model.loss.keep.probe.labelled={empty}", "holds no images: keep=probe needs a labelled split"),
         ("model.loss.keep.probe.attributes=['hat=True']", "are not hat=True: the probe of kept attribute hat=True"),
         ("model.loss.keep.probe.attributes=['beard=True']", "has no 'beard' for 16 images"),
         ("model.loss.keep.probe.attributes=[]", "needs model.loss.keep.probe.attributes"),
