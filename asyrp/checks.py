@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .config import as_float, as_int
+from .guide import check_guide_config
 from .keep import check_keep_config
 from .ops.errors import AsyrpUserError
 from .plan import check_mode, check_schedule, plan_of
@@ -123,6 +124,7 @@ def check_train_config(cfg: DictConfig) -> tuple[list[Path], list[tuple[Path, st
             f"model.loss.clip_reference={loss.get('clip_reference')!r} must be x0 (official) or P_orig"
         )
     check_keep_config(loss.get("keep"), cfg.arch.get("name"), cfg.plan.get("mode"))  # model.loss.keep (asyrp.keep)
+    check_guide_config(loss.get("guide"), cfg.arch.get("name"))  # model.loss.guide (asyrp.guide)
     if as_float(m.optimizer.get("lr", 1.0), "model.optimizer.lr") <= 0:
         raise AsyrpUserError(f"model.optimizer.lr={m.optimizer.get('lr')} must be > 0")
     as_int(m.get("n_iter", 1), "model.n_iter", 1)

@@ -11,6 +11,8 @@ its batch size of 1, and a plain mean over images, so a batch split across DDP r
 same update as the whole batch in one process.
 
 ``keep``: optional keep terms (asyrp.keep), each added as w_keep * term and logged under its own name.
+``guide``: the optional classifier term of guide=classifier (asyrp.guide), which reads P_t^edit and P_t^orig: it adds
+its own weighted sum and logs its parts (``guide_target``, ``guide_keep``). None: the loss is exactly that without it.
 
 ``w_id`` (0 = off, as upstream by default): the official identity loss, w_id * (1 - cos(F(P_t^edit), F(P_t^orig))),
 F the ArcFace IR-SE50 features of the official crop (asyrp.metrics.identity), the original side detached.
@@ -67,6 +69,7 @@ class AsyrpLoss:
     recon_scale_by_text_cosine: bool = True
     clip_reference: str = "x0"
     keep: list = field(default_factory=list)
+    guide: Any = None  # asyrp.guide.ClassifierGuide of guide=classifier
     w_id: float = 0.0
     identity: Any = None  # the frozen identity features (asyrp.build.identity) when w_id > 0
 
@@ -98,6 +101,10 @@ class AsyrpLoss:
             value = keep(e_edit, P_orig.to(P_edit), delta_h, t, e_orig=e_orig)
             loss = loss + keep.w_keep * value
             terms[keep.name] = value.detach()
+        if self.guide is not None:
+            value, parts = self.guide(P_edit, P_orig.to(P_edit), t)
+            loss = loss + value
+            terms.update(parts)
         if self.w_id:
             id_term = identity_loss(self.identity, P_edit, P_orig).mean()
             loss = loss + self.w_id * id_term

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .clip import FrozenCLIP
+from .guide import build_guide, guide_record
 from .keep import build_keep, keep_record
 from .losses import AsyrpLoss, direction_cosine
 from .plan import EditPlan, stored_edit
@@ -59,6 +60,7 @@ class AsyrpModule(pl.LightningModule):
         seed: int = 0,
         config: Mapping[str, Any] | None = None,
         probes: Any = None,
+        guide: Any = None,
         identity: nn.Module | None = None,
     ):
         super().__init__()
@@ -86,10 +88,12 @@ class AsyrpModule(pl.LightningModule):
             recon_scale_by_text_cosine=bool(loss.get("recon_scale_by_text_cosine", True)),
             clip_reference=str(loss.get("clip_reference", "x0")),
             keep=build_keep(loss.get("keep"), clip, probes),  # model.loss.keep (asyrp.keep); probes: keep=probe's
+            guide=build_guide(loss.get("guide"), guide),  # model.loss.guide (asyrp.guide); guide: its classifier
             w_id=float(loss.get("w_id", 0.0)),
             identity=identity,  # frozen IR-SE50 features (asyrp.build.identity) for model.loss.w_id
         )
         self.keep = keep_record(loss.get("keep"), self.loss_fn.keep)
+        self.guide = guide_record(loss.get("guide"), self.loss_fn.guide)
         # plain containers only: the Lightning checkpoint must load with weights_only=True
         self.save_hyperparameters({"config": dict(config or {})})
 
@@ -113,6 +117,8 @@ class AsyrpModule(pl.LightningModule):
         self._frozen.clip._apply(fn)
         if self._frozen.identity is not None:
             self._frozen.identity._apply(fn)
+        if self.loss_fn.guide is not None:
+            self.loss_fn.guide.net._apply(fn)
         self.loss_fn.text_dir = (
             fn(self.loss_fn.text_dir) if self.loss_fn.text_dir.is_floating_point() else self.loss_fn.text_dir
         )
@@ -205,4 +211,5 @@ class AsyrpModule(pl.LightningModule):
             "attribute": {"name": cfg.get("attribute", {}).get("name"), "source": self.source, "target": self.target},
             "edit": stored_edit(self.plan, self.strength),
             **({"keep": self.keep} if self.keep else {}),
+            **({"guide": self.guide} if self.guide else {}),
         }

@@ -64,6 +64,8 @@ PROBE_KEPT = ["mouth=smiling", "mouth=frowning", "hair_colour=blond", "hair_colo
               "hair_length=long", "glasses=True", "hat=True", "skin=dark", "skin=pale"]  # fmt: skip
 KEEP_PROBE = ["keep=probe", "model.loss.keep.probe.labelled={labelled}", "model.loss.keep.probe.attributes={probe}"]
 WINDOW = ["plan.t0=400", "plan.t_edit=250"]  # the ceiling's window: every attribute reachable by a per-face delta_h
+GUIDE = ["guide=classifier", "model.loss.guide.classifier.labelled={labelled}",
+         "model.loss.guide.classifier.target={target}", "model.loss.guide.classifier.kept={probe}"]  # fmt: skip
 KEEP_CLIP = ["keep=clip", "model.loss.keep.clip.w_keep=2.0", "model.loss.keep.clip.pairs={keep_pairs}"]
 # name, train.py overrides, edit.py overrides, supervision, files it needs on main, why it is skipped (if it is)
 ROWS = [
@@ -78,6 +80,8 @@ ROWS = [
      "edit has no training seeds and edits test/ at its chosen strength only: run experiments/loco.py beside this"),
     ("window", WINDOW, [], "CLIP text only", [], None),
     ("window_keep_clip", WINDOW + KEEP_CLIP, [], "CLIP text only", ["conf/keep/clip.yaml"], None),
+    ("guided", GUIDE, [], "labelled images", ["conf/guide/classifier.yaml"], None),
+    ("window_guided", WINDOW + GUIDE, [], "labelled images", ["conf/guide/classifier.yaml"], None),
 ]  # fmt: skip
 ROW_NAMES = [r[0] for r in ROWS]
 
@@ -121,7 +125,8 @@ def data(a, name: str, exclude: dict | None = None, only: dict | None = None, sp
 
 def fill(a, attr: str, overrides: list[str]) -> list[str] | None:
     """The row's overrides with its placeholders filled ({keep_pairs}: the prompt pairs of the other fields; {probe}:
-    the probe's kept attributes of the other fields, {labelled}: the labelled split it trains on;
+    the probe's (and the guide's) kept attributes of the other fields, {labelled}: the labelled split it trains on;
+    {target}: the attribute as the data writer records it (head=value);
     {directions}: discover.py's mean-difference directions of the other fields' attributes; {mask}: the attribute's
     region found by discover.py method=region); None if one of them failed."""
     field = ATTRIBUTES[attr][0]
@@ -130,6 +135,8 @@ def fill(a, attr: str, overrides: list[str]) -> list[str] | None:
     for o in overrides:
         if "{probe}" in o:
             o = o.replace("{probe}", "[" + ",".join(f"'{k}'" for k in PROBE_KEPT if k.split("=")[0] != field) + "]")
+        if "{target}" in o:
+            o = o.replace("{target}", f"'{field}={ATTRIBUTES[attr][1]}'")
         if "{labelled}" in o:
             o = o.replace("{labelled}", str(data(a, "synthfaces_labelled", splits=("labelled",)) / "labelled"))
         if "{keep_pairs}" in o:

@@ -188,6 +188,7 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
         loss=_plain(m.loss),
         identity=identity,
         probes=_keep_probes(cfg, backbone, a, plan),
+        guide=_guide_classifier(cfg, backbone, a, plan),
         seed=cfg.seed,
         config=secrets.redact(
             {
@@ -226,6 +227,29 @@ def _keep_probes(cfg: DictConfig, backbone, a, plan) -> Any:
     with faults.doing("training the keep probes", "dataset.batch_size", 1):
         return prepare_probes(
             probe,
+            backbone=backbone,
+            a=a,
+            plan=plan,
+            arch_name=cfg.arch.get("name"),
+            cache_dir=cfg.dataset.get("cache_dir") or cfg.paths.cache_dir,
+            out_dir=Path(str(cfg.paths.output_dir)) / "checkpoints",
+            write=rank0,
+            guard=faults.GUARD,
+        )
+
+
+def _guide_classifier(cfg: DictConfig, backbone, a, plan) -> Any:
+    """guide=classifier: its classifier on P_t, trained on its labelled split (or read from its file) before the
+    h-function and written beside it (checkpoints/guide_classifier.pt); None with guide=none."""
+    c = _plain(cfg.model.loss.get("guide") or {}).get("classifier")
+    if c is None:
+        return None
+    from ..guide import prepare_guide
+
+    rank0 = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    with faults.doing("training the guide classifier", "dataset.batch_size", 1):
+        return prepare_guide(
+            c,
             backbone=backbone,
             a=a,
             plan=plan,

@@ -48,6 +48,7 @@ def test_default_train_config_matches_the_schema(tmp_path):
         "recon_scale_by_text_cosine": True,
         "clip_reference": "x0",
         "w_id": 0.0,  # the identity loss, off as upstream
+        "guide": {"classifier": None},  # guide=none: no classifier term
     }
     assert str(cfg.identity.weights).endswith("model_ir_se50.pth")
     assert cfg.clip.model == "ViT-B-16" and cfg.trainer.max_epochs == cfg.model.n_iter
@@ -108,6 +109,12 @@ def test_clip_configs(clip, tmp_path):
     assert cfg.clip.model_config or cfg.clip.pretrained
 
 
+@pytest.mark.parametrize("guide", names("guide"))
+def test_guide_configs(guide, tmp_path):
+    cfg = compose("train", [f"guide={guide}"], output_dir=tmp_path)
+    assert (cfg.model.loss.guide.classifier is None) == (guide == "none")
+
+
 @pytest.mark.parametrize("constraint", names("constraint"))
 def test_constraint_configs(constraint, tmp_path):
     cfg = compose("train", [f"constraint={constraint}"], output_dir=tmp_path)
@@ -140,12 +147,15 @@ def test_trials_configs_compose_or_name_their_extra(option, tmp_path):
 
 
 def labelled_split(experiment: str, tmp_path: Path) -> list[str]:
-    """keep=probe experiments read a labelled split: a small one written here by the data writer."""
-    if "keep_probe" not in experiment:
+    """keep=probe and guide=classifier experiments read a labelled split: a small one written here by the data
+    writer."""
+    key = {"keep_probe": "model.loss.keep.probe", "guided": "model.loss.guide.classifier"}
+    found = [k for name, k in key.items() if name in experiment]
+    if not found:
         return []
     from asyrp.synthfaces.data import write_split
 
-    return [f"model.loss.keep.probe.labelled={write_split(tmp_path / 'labelled', 4, 24, {})}"]
+    return [f"{found[0]}.labelled={write_split(tmp_path / 'labelled', 4, 24, {})}"]
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -33,6 +33,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "asyrp.losses",
             "asyrp.keep",
             "asyrp.probes",
+            "asyrp.guide",
+            "asyrp.classifier",
             "asyrp.metrics",
             "asyrp.data",
             "asyrp.interval",
