@@ -26,10 +26,13 @@ KINDS = ("folder", "random_samples")
 
 
 class CachedDataset(Dataset):
-    """Items of the inversion cache as dicts of tensors (read from disk on access, or kept in memory)."""
+    """Items of the inversion cache as dicts of tensors (read from disk on access, or kept in memory).
 
-    def __init__(self, paths: list[Path], in_memory: bool = False):
-        self.paths = list(paths)
+    ``steps``: the first generation steps an item carries (training: those at t >= t_edit; entries that walked further
+    down are cut to them, so every item of a batch has the same rows); None: all, with x_rec (validation, grids)."""
+
+    def __init__(self, paths: list[Path], in_memory: bool = False, steps: int | None = None):
+        self.paths, self.steps = list(paths), steps
         self._mem = [load_entry(p) for p in self.paths] if in_memory else None
 
     def __len__(self) -> int:
@@ -37,6 +40,14 @@ class CachedDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         e = self._mem[i] if self._mem is not None else load_entry(self.paths[i])
+        if self.steps is not None:
+            return {
+                "x0": e["x0"],
+                "x_T": e["x_T"],
+                "P_orig": e["P_orig"][: self.steps],
+                "t": e["t"][: self.steps],
+                "index": i,
+            }
         return {"x0": e["x0"], "x_T": e["x_T"], "x_rec": e["x_rec"], "P_orig": e["P_orig"], "t": e["t"], "index": i}
 
 
@@ -108,22 +119,25 @@ class AsyrpDataModule(pl.LightningDataModule):
         # pinned host memory makes host-to-GPU copies asynchronous; "auto" = when CUDA is available
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
         self.cache: InversionCache | None = None
+        self.full_cache: InversionCache | None = None
+        self.train_steps: int | None = None
         self.train_set: CachedDataset | None = None
         self.val_set: CachedDataset | None = None
 
     def bind(self, backbone, a: torch.Tensor, plan: EditPlan, guard: Guard = UNGUARDED) -> AsyrpDataModule:
         """The inversion cache of ``plan`` (its inversion part) for this backbone and schedule; its build stops and
-        names its work through ``guard`` (asyrp/ops/guard.py)."""
-        self.cache = InversionCache(
-            self.cache_dir,
-            backbone,
-            a,
-            plan,
-            image_size=self.image_size,
-            batch_size=max(self.batch_size, 4),
-            dtype=self.cache_dtype,
-            guard=guard,
-        )
+        names its work through ``guard`` (asyrp/ops/guard.py).
+
+        With a validation set and a t_edit, the training entries stop the unedited walk at t_edit (training reads
+        P_t^orig there and above only); the validation images, whose x_rec validation and the edit grids show, get
+        full entries. Without a validation set every entry is full (the grids then show training images), and so is
+        every entry of seeded noise (its x0 is the end of the walk)."""
+        kw = dict(image_size=self.image_size, batch_size=max(self.batch_size, 4), dtype=self.cache_dtype, guard=guard)
+        self.full_cache = InversionCache(self.cache_dir, backbone, a, plan, **kw)
+        self.cache, self.train_steps = self.full_cache, None
+        if plan.t_edit is not None and self.n_val > 0 and self.kind == "folder":  # a noise sample's x0 needs it all
+            self.cache = InversionCache(self.cache_dir, backbone, a, plan, walk_to=plan.t_edit, **kw)
+            self.train_steps = len(plan.edit_steps())
         return self
 
     def sources(self) -> list[Source]:
@@ -137,13 +151,17 @@ class AsyrpDataModule(pl.LightningDataModule):
         return self.cache
 
     def prepare_data(self) -> None:
-        self._need_cache().build(self.sources())
+        sources = self.sources()
+        if self._need_cache() is not self.full_cache:  # the validation images first: the training build finds them
+            self.full_cache.build(sources[: self.n_val])
+        self.cache.build(sources)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            paths = self._need_cache().paths(self.sources())
-            self.train_set = CachedDataset(paths, self.in_memory)
-            self.val_set = CachedDataset(paths[: max(self.n_val, 0)], self.in_memory)
+            self._need_cache()
+            sources = self.sources()
+            self.train_set = CachedDataset(self.cache.paths(sources), self.in_memory, self.train_steps)
+            self.val_set = CachedDataset(self.full_cache.paths(sources[: max(self.n_val, 0)]), self.in_memory)
 
     def _batches_done(self) -> int:
         trainer = self.trainer

@@ -163,7 +163,7 @@ class EditLoop:
             image_size=self.size,
             batch_size=int(self.cfg.get("batch_size", 4)),
             guard=self.guard,
-            walk=False,  # an edit starts from x_T: the unedited walk of the entry would be computed for nothing
+            walk_to=None,  # an edit starts from x_T: the unedited walk of the entry would be computed for nothing
         )
         return {it["id"]: e["x_T"] for it, e in zip(todo, entries)}
 

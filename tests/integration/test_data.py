@@ -72,13 +72,13 @@ def test_cache_entry_is_the_ddim_walk(tmp_path):
 
 
 def test_x_T_only_entries_skip_the_walk_and_full_entries_serve_them(tmp_path):
-    """walk=False (edit.py): the inversion alone, the same x_T as the full entry's; a full entry of the image serves
+    """walk_to=None (edit.py): the inversion alone, the same x_T as the full entry's; a full entry of the image serves
     such a reader with no pass, and a reader that needs the walk does not take an x_T-only entry for one."""
     bb = tiny_backbone()
     calls = CallCounter(bb)
     folder = write_folder(tmp_path / "imgs", n=2)
     plan, src = EditPlan(n_inv=3, n_gen=4, t0=999), image_sources(folder, None)
-    inv_only = InversionCache(tmp_path / "c", bb, A, plan, walk=False)
+    inv_only = InversionCache(tmp_path / "c", bb, A, plan, walk_to=None)
     paths = inv_only.build(src)
     assert calls.n == 2  # one batched chunk: n_inv - 1 inversion passes, no generation pass
     e = load_entry(paths[0])
@@ -92,8 +92,50 @@ def test_x_T_only_entries_skip_the_walk_and_full_entries_serve_them(tmp_path):
     fresh = tmp_path / "d"  # a cache folder where only the full entries exist: an edit reads x_T from them
     InversionCache(fresh, bb, A, plan).build(src)
     calls.n = 0
-    assert InversionCache(fresh, bb, A, plan, walk=False).build(src) == InversionCache(fresh, bb, A, plan).build(src)
+    assert InversionCache(fresh, bb, A, plan, walk_to=None).build(src) == InversionCache(fresh, bb, A, plan).build(src)
     assert calls.n == 0
+
+
+def test_training_entries_stop_the_walk_at_t_edit(tmp_path):
+    """walk_to=t_edit (training): the walk's steps at t_edit and above, the same P_t^orig rows as the full entry's
+    first ones; a reader of a higher t_edit takes them, one of a lower t_edit walks further."""
+    bb = tiny_backbone()
+    calls = CallCounter(bb)
+    folder = write_folder(tmp_path / "imgs", n=2)
+    plan, src = EditPlan(n_inv=3, n_gen=4, t0=999), image_sources(folder, None)  # generation at 999, 666, 333, 0
+    part = load_entry(InversionCache(tmp_path / "c", bb, A, plan, walk_to=500).build(src)[0])
+    assert calls.n == 2 + 2 and "x_rec" not in part and part["t"].tolist() == [999, 666]
+    full = load_entry(InversionCache(tmp_path / "full", bb, A, plan).build(src)[0])
+    assert torch.equal(part["P_orig"], full["P_orig"][:2]) and torch.equal(part["x_T"], full["x_T"])
+    calls.n = 0
+    InversionCache(tmp_path / "c", bb, A, plan, walk_to=600).build(src)  # t_edit 600: the steps at 999, 666 suffice
+    InversionCache(tmp_path / "c", bb, A, plan, walk_to=None).build(src)
+    assert calls.n == 0
+    deeper = InversionCache(tmp_path / "c", bb, A, plan, walk_to=300).build(src)
+    assert calls.n == 2 + 3 and load_entry(deeper[0])["t"].tolist() == [999, 666, 333]
+
+
+def test_datamodule_full_entries_for_validation_only(tmp_path):
+    """With a t_edit and a validation set, the validation images keep x_rec (full entries) and the training items
+    carry the steps at t_edit and above, whatever entry they come from; the rows match an all-full cache's."""
+    bb = tiny_backbone()
+    calls = CallCounter(bb)
+    folder = write_folder(tmp_path / "imgs", n=3)
+    plan = EditPlan(n_inv=3, n_gen=4, t0=999, t_edit=500)
+    kw = dict(kind="folder", path=str(folder), n_images=3, batch_size=4, shuffle=False)
+    dm = AsyrpDataModule(**kw, cache_dir=str(tmp_path / "c"), n_val=1).bind(bb, A, plan)
+    dm.prepare_data()
+    assert calls.n == (2 + 4) + (2 + 2)  # image 0 in full, images 1 and 2 down to t_edit
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert "x_rec" not in batch and batch["P_orig"].shape == (3, 2, 3, 16, 16) and batch["t"][0].tolist() == [999, 666]
+    assert next(iter(dm.val_dataloader()))["x_rec"].shape == (1, 3, 16, 16)
+    ref = AsyrpDataModule(**kw, cache_dir=str(tmp_path / "r"), n_val=0).bind(bb, A, plan)
+    ref.prepare_data()
+    ref.setup("fit")
+    P_ref = next(iter(ref.train_dataloader()))["P_orig"]
+    # the same calls in other batches (image 0 alone, then 1 and 2; the reference: all three): float rounding only
+    assert P_ref.shape[1] == 4 and (batch["P_orig"] - P_ref[:, :2]).abs().max() <= 1e-5 * P_ref.abs().max()
 
 
 def test_cache_key_follows_content_and_settings(tmp_path):
