@@ -161,8 +161,11 @@ def prepare_guide(
     else:
         size = int(backbone.image_size)
         files, labels = labelled(c, size)
-        cache = InversionCache(str(cache_dir), backbone, a, plan, image_size=size, guard=guard or UNGUARDED)
+        # P_t^orig is read at the training t only: the walk stops at t_edit, as the training cache's does
+        kw = {"image_size": size, "guard": guard or UNGUARDED, "walk_to": plan.t_edit}
+        cache = InversionCache(str(cache_dir), backbone, a, plan, **kw)
         entries = [load_entry(p) for p in cache.build([Source(id=f.name, path=f) for f in files])]
+        assert all(int(entries[0]["t"][k]) == t for k, t, _ in steps), "inversion cache built for another schedule"
         P = torch.stack([e["P_orig"][[k for k, _, _ in steps]].float() for e in entries])  # (N, T, 3, H, W)
         Y = torch.stack([labels[x].float() for x in labels], dim=1)
         net, meta = fit_classifier(
