@@ -140,6 +140,8 @@ def check_train_config(cfg: DictConfig) -> tuple[list[Path], list[tuple[Path, st
     )
     as_int(cfg.dataset.get("n_images", 1), "dataset.n_images", 1)
     as_int(cfg.dataset.get("batch_size", 1), "dataset.batch_size", 1)
+    if cfg.dataset.get("cache_batch_size") is not None:
+        as_int(cfg.dataset.cache_batch_size, "dataset.cache_batch_size", 1, " (or null: max(dataset.batch_size, 4))")
     if cfg.dataset.kind == "folder":  # every file of the folder: used, or skipped with its reason
         from .data.images import scan_images
 

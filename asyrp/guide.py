@@ -143,6 +143,7 @@ def prepare_guide(
     out_dir: str | Path,
     write: bool = True,
     guard=None,
+    cache_batch_size: int = 4,
 ) -> GuideClassifier:
     """The classifier guide=classifier trains with: read from ``file``, or trained on the labelled split's P_t^orig
     at the training t (read from the inversion cache built on ``plan``), then written to ``out_dir``/FILE
@@ -162,7 +163,7 @@ def prepare_guide(
         size = int(backbone.image_size)
         files, labels = labelled(c, size)
         # P_t^orig is read at the training t only: the walk stops at t_edit, as the training cache's does
-        kw = {"image_size": size, "guard": guard or UNGUARDED, "walk_to": plan.t_edit}
+        kw = {"image_size": size, "guard": guard or UNGUARDED, "walk_to": plan.t_edit, "batch_size": cache_batch_size}
         cache = InversionCache(str(cache_dir), backbone, a, plan, **kw)
         entries = [load_entry(p) for p in cache.build([Source(id=f.name, path=f) for f in files])]
         assert all(int(entries[0]["t"][k]) == t for k, t, _ in steps), "inversion cache built for another schedule"

@@ -90,6 +90,7 @@ class AsyrpDataModule(pl.LightningDataModule):
         batch_size: int = 1,
         num_workers: int = 0,
         cache_dir: str = ".cache/asyrp",
+        cache_batch_size: int | None = None,
         seed: int = 0,
         n_val: int = 4,
         shuffle: bool = False,
@@ -110,6 +111,12 @@ class AsyrpDataModule(pl.LightningDataModule):
             raise AsyrpUserError("dataset.kind=folder needs dataset.path (a folder of images)")
         if int(n_images) < 1 or int(batch_size) < 1:
             raise AsyrpUserError(f"dataset.n_images ({n_images}) and dataset.batch_size ({batch_size}) must be >= 1")
+        if cache_batch_size is not None and int(cache_batch_size) < 1:
+            raise AsyrpUserError(
+                f"dataset.cache_batch_size={cache_batch_size} must be >= 1, or null for max(dataset.batch_size, 4)"
+            )
+        # images per batch of the cache build: its batches need no gradient, so a larger one than training's is cheap
+        self.cache_batch_size = max(int(batch_size), 4) if cache_batch_size is None else int(cache_batch_size)
         self.name, self.kind, self.path = name, kind, path
         self.n_images, self.image_size = int(n_images), image_size
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
@@ -132,7 +139,7 @@ class AsyrpDataModule(pl.LightningDataModule):
         P_t^orig there and above only); the validation images, whose x_rec validation and the edit grids show, get
         full entries. Without a validation set every entry is full (the grids then show training images), and so is
         every entry of seeded noise (its x0 is the end of the walk)."""
-        kw = dict(image_size=self.image_size, batch_size=max(self.batch_size, 4), dtype=self.cache_dtype, guard=guard)
+        kw = dict(image_size=self.image_size, batch_size=self.cache_batch_size, dtype=self.cache_dtype, guard=guard)
         self.full_cache = InversionCache(self.cache_dir, backbone, a, plan, **kw)
         self.cache, self.train_steps = self.full_cache, None
         if plan.t_edit is not None and self.n_val > 0 and self.kind == "folder":  # a noise sample's x0 needs it all

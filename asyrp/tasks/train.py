@@ -258,6 +258,7 @@ def _guide_classifier(cfg: DictConfig, backbone, a, plan) -> Any:
             out_dir=Path(str(cfg.paths.output_dir)) / "checkpoints",
             write=rank0,
             guard=faults.GUARD,
+            cache_batch_size=int(cfg.dataset.get("cache_batch_size") or 4),  # its labelled split's cache
         )
 
 

@@ -115,6 +115,25 @@ def test_training_entries_stop_the_walk_at_t_edit(tmp_path):
     assert calls.n == 2 + 3 and load_entry(deeper[0])["t"].tolist() == [999, 666, 333]
 
 
+def test_cache_batch_size_sets_the_build_batches_and_a_bad_one_is_one_error(tmp_path):
+    """dataset.cache_batch_size: the cache is built in batches of that many images (null: max(batch_size, 4)), the
+    entries the same up to float rounding; below 1: one error naming the option."""
+    folder = write_folder(tmp_path / "imgs", n=3)
+    kw = dict(kind="folder", path=str(folder), n_images=3, batch_size=2, n_val=0, shuffle=False)
+    counts, P = {}, {}
+    for cbs in (None, 1):
+        bb = tiny_backbone()
+        calls = CallCounter(bb)
+        dm = dm_for(bb, **kw, cache_dir=str(tmp_path / f"c{cbs}"), cache_batch_size=cbs)
+        dm.prepare_data()
+        dm.setup("fit")
+        counts[cbs], P[cbs] = calls.n, next(iter(dm.train_dataloader()))["P_orig"]
+    assert counts == {None: 2 + 4, 1: 3 * (2 + 4)}  # one chunk of 3 (max(2, 4) = 4), or one chunk per image
+    assert (P[None] - P[1]).abs().max() <= 1e-5 * P[1].abs().max()
+    with pytest.raises(AsyrpUserError, match=r"dataset.cache_batch_size=0 must be >= 1"):
+        AsyrpDataModule(**kw, cache_batch_size=0)
+
+
 def test_datamodule_full_entries_for_validation_only(tmp_path):
     """With a t_edit and a validation set, the validation images keep x_rec (full entries) and the training items
     carry the steps at t_edit and above, whatever entry they come from; the rows match an all-full cache's."""
