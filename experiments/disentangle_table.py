@@ -82,6 +82,8 @@ ROWS = [
     ("window_keep_clip", WINDOW + KEEP_CLIP, [], "CLIP text only", ["conf/keep/clip.yaml"], None),
     ("guided", GUIDE, [], "labelled images", ["conf/guide/classifier.yaml"], None),
     ("window_guided", WINDOW + GUIDE, [], "labelled images", ["conf/guide/classifier.yaml"], None),
+    ("window_guided_masked", WINDOW + GUIDE + ["constraint=mask", "constraint.mask={mask}", "dataset.n_images=64",
+     "model.n_iter=4"], [], "labelled images + a mask from CLIP's gradient", ["conf/guide/classifier.yaml"], None),
 ]  # fmt: skip
 ROW_NAMES = [r[0] for r in ROWS]
 
