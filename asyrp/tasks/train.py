@@ -223,19 +223,7 @@ def _keep_probes(cfg: DictConfig, backbone, a, plan) -> Any:
         return None
     from ..probes import prepare_probes
 
-    rank0 = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
-    with faults.doing("training the keep probes", "dataset.batch_size", 1):
-        return prepare_probes(
-            probe,
-            backbone=backbone,
-            a=a,
-            plan=plan,
-            arch_name=cfg.arch.get("name"),
-            cache_dir=cfg.dataset.get("cache_dir") or cfg.paths.cache_dir,
-            out_dir=Path(str(cfg.paths.output_dir)) / "checkpoints",
-            write=rank0,
-            guard=faults.GUARD,
-        )
+    return _labelled_model(cfg, "the keep probes", prepare_probes, probe, backbone, a, plan)
 
 
 def _guide_classifier(cfg: DictConfig, backbone, a, plan) -> Any:
@@ -246,10 +234,18 @@ def _guide_classifier(cfg: DictConfig, backbone, a, plan) -> Any:
         return None
     from ..guide import prepare_guide
 
+    # its labelled split's cache is built in batches of dataset.cache_batch_size (null: 4)
+    batch = {"cache_batch_size": int(cfg.dataset.get("cache_batch_size") or 4)}
+    return _labelled_model(cfg, "the guide classifier", prepare_guide, c, backbone, a, plan, **batch)
+
+
+def _labelled_model(cfg: DictConfig, what: str, prepare, settings, backbone, a, plan, **extra) -> Any:
+    """A model a loss term fits on its own labelled split before the h-function (keep=probe, guide=classifier):
+    ``prepare`` trains it (or reads its file) and rank 0 writes it to checkpoints/."""
     rank0 = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
-    with faults.doing("training the guide classifier", "dataset.batch_size", 1):
-        return prepare_guide(
-            c,
+    with faults.doing(f"training {what}", "dataset.batch_size", 1):
+        return prepare(
+            settings,
             backbone=backbone,
             a=a,
             plan=plan,
@@ -258,7 +254,7 @@ def _guide_classifier(cfg: DictConfig, backbone, a, plan) -> Any:
             out_dir=Path(str(cfg.paths.output_dir)) / "checkpoints",
             write=rank0,
             guard=faults.GUARD,
-            cache_batch_size=int(cfg.dataset.get("cache_batch_size") or 4),  # its labelled split's cache
+            **extra,
         )
 
 
