@@ -148,7 +148,7 @@ def prepare_guide(
     """The classifier guide=classifier trains with: read from ``file``, or trained on the labelled split's P_t^orig
     at the training t (read from the inversion cache built on ``plan``), then written to ``out_dir``/FILE
     (``write``: rank 0) with its digest in ``meta``. Runs before the h-function's training starts."""
-    from .data.cache import InversionCache, Source, load_entry
+    from .data.cache import cached_inversions
     from .ops.guard import UNGUARDED
     from .ops.io import atomic_save, file_digest
 
@@ -164,8 +164,7 @@ def prepare_guide(
         files, labels = labelled(c, size)
         # P_t^orig is read at the training t only: the walk stops at t_edit, as the training cache's does
         kw = {"image_size": size, "guard": guard or UNGUARDED, "walk_to": plan.t_edit, "batch_size": cache_batch_size}
-        cache = InversionCache(str(cache_dir), backbone, a, plan, **kw)
-        entries = [load_entry(p) for p in cache.build([Source(id=f.name, path=f) for f in files])]
+        entries = cached_inversions(str(cache_dir), backbone, a, files, plan, **kw)
         assert all(int(entries[0]["t"][k]) == t for k, t, _ in steps), "inversion cache built for another schedule"
         P = torch.stack([e["P_orig"][[k for k, _, _ in steps]].float() for e in entries])  # (N, T, 3, H, W)
         Y = torch.stack([labels[x].float() for x in labels], dim=1)

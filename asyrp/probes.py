@@ -231,7 +231,7 @@ def prepare_probes(
     """The probes keep=probe trains with: read from ``file``, or trained on the labelled split (its images inverted
     through the inversion cache on ``plan``, h recorded at every training t), then written to ``out_dir``/FILE
     (``write``: rank 0) with their digest in ``meta``. Runs before the h-function's training starts."""
-    from .data.cache import InversionCache, Source, load_entry
+    from .data.cache import cached_inversions
     from .directions import record_walk
     from .ops.guard import UNGUARDED
     from .ops.io import atomic_save, file_digest
@@ -251,10 +251,9 @@ def prepare_probes(
     else:
         s = probe_settings(probe)
         files, labels = labelled_split(probe, int(backbone.image_size))
-        cache = InversionCache(
-            str(cache_dir), backbone, a, plan, image_size=int(backbone.image_size), guard=guard or UNGUARDED
-        )
-        entries = [load_entry(p) for p in cache.build([Source(id=f.name, path=f) for f in files])]
+        # only x_T is read (record_walk walks again to record h): the cache holds the inversion alone
+        kw = {"image_size": int(backbone.image_size), "guard": guard or UNGUARDED, "walk_to": None}
+        entries = cached_inversions(str(cache_dir), backbone, a, files, plan, **kw)
         walk = record_walk(backbone, torch.stack([e["x_T"] for e in entries]), a, plan)
         probes = fit_probes(
             walk.h, labels, t_buckets(steps, s["buckets"]), pool=s["pool"], l2=s["l2"], val_fraction=s["val_fraction"]
