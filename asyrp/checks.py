@@ -18,6 +18,7 @@ from .guide import check_guide_config
 from .keep import check_keep_config
 from .ops.errors import AsyrpUserError
 from .plan import check_mode, check_schedule, plan_of
+from .twins import check_twins_config
 
 if TYPE_CHECKING:
     from .perf import PerfConfig
@@ -142,11 +143,13 @@ def check_train_config(cfg: DictConfig) -> tuple[list[Path], list[tuple[Path, st
     as_int(cfg.dataset.get("batch_size", 1), "dataset.batch_size", 1)
     if cfg.dataset.get("cache_batch_size") is not None:
         as_int(cfg.dataset.cache_batch_size, "dataset.cache_batch_size", 1, " (or null: max(dataset.batch_size, 4))")
+    accounted = None
     if cfg.dataset.kind == "folder":  # every file of the folder: used, or skipped with its reason
         from .data.images import scan_images
 
-        return scan_images(cfg.dataset.path, cfg.dataset.n_images, what="dataset.path")
-    return None
+        accounted = scan_images(cfg.dataset.path, cfg.dataset.n_images, what="dataset.path")
+    check_twins_config(loss.get("guide"), accounted[0] if accounted else None)  # guide=twins (asyrp.twins)
+    return accounted
 
 
 def check_identity_weights(cfg: DictConfig) -> None:

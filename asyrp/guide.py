@@ -28,7 +28,7 @@ from .classifier import FILE, KEY, PtClassifier, classifier_state, fit_classifie
 from .config import as_float, as_int
 from .ops.errors import AsyrpUserError
 
-KINDS = ("classifier",)
+KINDS = ("classifier", "twins")  # twins: asyrp.twins
 
 
 def parse_target(target: Any) -> tuple[str, float]:
@@ -95,7 +95,9 @@ def check_guide_config(guide: Mapping[str, Any] | None, arch_name: str | None = 
         return
     unknown = sorted(set(guide) - set(KINDS))
     if unknown:
-        raise AsyrpUserError(f"model.loss.guide.{unknown[0]} is not a guide kind: use guide=classifier or guide=none")
+        raise AsyrpUserError(
+            f"model.loss.guide.{unknown[0]} is not a guide kind: use guide=classifier, guide=twins or guide=none"
+        )
     c = guide.get("classifier")
     if c is None:
         return
@@ -202,7 +204,7 @@ class ClassifierGuide:
     def net(self) -> PtClassifier:
         return self.guide.net
 
-    def __call__(self, P_edit: torch.Tensor, P_orig: torch.Tensor, t: Any) -> tuple[torch.Tensor, dict]:
+    def __call__(self, P_edit: torch.Tensor, P_orig: torch.Tensor, t: Any, **_: Any) -> tuple[torch.Tensor, dict]:
         logits = self.net(P_edit, t)
         target = F.softplus(-self.sign * logits[:, self.target]).mean()
         total, terms = self.w_target * target, {"guide_target": target.detach()}
@@ -215,8 +217,12 @@ class ClassifierGuide:
         return total, terms
 
 
-def build_guide(guide: Mapping[str, Any] | None, classifier: GuideClassifier | None) -> ClassifierGuide | None:
+def build_guide(guide: Mapping[str, Any] | None, classifier: GuideClassifier | None) -> Any:
     """The term of ``model.loss.guide`` for AsyrpLoss (None: guide=none). ``classifier``: from ``prepare_guide``."""
+    if (guide or {}).get("twins") is not None:
+        from .twins import build_twin_guide
+
+        return build_twin_guide(guide["twins"])
     c = (guide or {}).get("classifier")
     if c is None:
         return None
@@ -229,10 +235,14 @@ def build_guide(guide: Mapping[str, Any] | None, classifier: GuideClassifier | N
     )
 
 
-def guide_record(guide: Mapping[str, Any] | None, term: ClassifierGuide | None) -> dict[str, Any] | None:
+def guide_record(guide: Mapping[str, Any] | None, term: Any) -> dict[str, Any] | None:
     """What an h-function file records about its guide (None: trained without one)."""
     if term is None:
         return None
+    if not isinstance(term, ClassifierGuide):
+        from .twins import twin_record
+
+        return {"twins": twin_record(guide["twins"])}
     s = guide_settings(guide["classifier"])
     settings = {k: s[k] for k in ("target", "sign", "kept", "w_target", "w_keep")}
     return {"classifier": {**settings, **term.guide.record()}}

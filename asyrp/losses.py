@@ -11,8 +11,9 @@ its batch size of 1, and a plain mean over images, so a batch split across DDP r
 same update as the whole batch in one process.
 
 ``keep``: optional keep terms (asyrp.keep), each added as w_keep * term and logged under its own name.
-``guide``: the optional classifier term of guide=classifier (asyrp.guide), which reads P_t^edit and P_t^orig: it adds
-its own weighted sum and logs its parts (``guide_target``, ``guide_keep``). None: the loss is exactly that without it.
+``guide``: the optional term of guide=classifier (asyrp.guide; reads P_t^edit and P_t^orig) or guide=twins
+(asyrp.twins; reads P_t^edit and the twin's P_t): it adds its own weighted sum and logs its parts (``guide_target``,
+``guide_keep``, ``guide_twin``). None: the loss is exactly that without it.
 
 ``w_id`` (0 = off, as upstream by default): the official identity loss, w_id * (1 - cos(F(P_t^edit), F(P_t^orig))),
 F the ArcFace IR-SE50 features of the official crop (asyrp.metrics.identity), the original side detached.
@@ -69,7 +70,7 @@ class AsyrpLoss:
     recon_scale_by_text_cosine: bool = True
     clip_reference: str = "x0"
     keep: list = field(default_factory=list)
-    guide: Any = None  # asyrp.guide.ClassifierGuide of guide=classifier
+    guide: Any = None  # asyrp.guide.ClassifierGuide of guide=classifier, asyrp.twins.TwinGuide of guide=twins
     w_id: float = 0.0
     identity: Any = None  # the frozen identity features (asyrp.build.identity) when w_id > 0
 
@@ -84,10 +85,16 @@ class AsyrpLoss:
         return self.w_recon * (self.text_cosine if self.recon_scale_by_text_cosine else 1.0)
 
     def __call__(
-        self, e_x0: torch.Tensor, P_edit: torch.Tensor, P_orig: torch.Tensor, delta_h: Any = None, t: Any = None
+        self,
+        e_x0: torch.Tensor,
+        P_edit: torch.Tensor,
+        P_orig: torch.Tensor,
+        delta_h: Any = None,
+        t: Any = None,
+        P_twin: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """e_x0: CLIP embeddings of the source images (computed once per batch, no grad); delta_h and the step's t
-        are read by keep terms only."""
+        are read by keep terms only, P_twin (the twins' P_t at t) by guide=twins only."""
         if self.clip_reference == "P_orig":
             with torch.no_grad():
                 e_x0 = self.clip.encode_image(P_orig.to(P_edit))
@@ -102,7 +109,7 @@ class AsyrpLoss:
             loss = loss + keep.w_keep * value
             terms[keep.name] = value.detach()
         if self.guide is not None:
-            value, parts = self.guide(P_edit, P_orig.to(P_edit), t)
+            value, parts = self.guide(P_edit, P_orig.to(P_edit), t, P_twin=P_twin)
             loss = loss + value
             terms.update(parts)
         if self.w_id:

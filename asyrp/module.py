@@ -117,7 +117,7 @@ class AsyrpModule(pl.LightningModule):
         self._frozen.clip._apply(fn)
         if self._frozen.identity is not None:
             self._frozen.identity._apply(fn)
-        if self.loss_fn.guide is not None:
+        if getattr(self.loss_fn.guide, "net", None) is not None:  # guide=classifier's network (twins have none)
             self.loss_fn.guide.net._apply(fn)
         self.loss_fn.text_dir = (
             fn(self.loss_fn.text_dir) if self.loss_fn.text_dir.is_floating_point() else self.loss_fn.text_dir
@@ -145,7 +145,8 @@ class AsyrpModule(pl.LightningModule):
         sums: dict[str, float] = defaultdict(float)
         for k, t, t_next in self.train_steps:
             step = asyrp_step(self.backbone, x, t, t_next, a, self.hfunc, mode=self.plan.mode, strength=self.strength)
-            terms = self.loss_fn(e_x0, step.P_edit, P_orig[:, k], step.delta_h, t)
+            P_twin = batch["P_twin"][:, k] if "P_twin" in batch else None  # guide=twins: the twins' P_t at t
+            terms = self.loss_fn(e_x0, step.P_edit, P_orig[:, k], step.delta_h, t, P_twin=P_twin)
             opt.zero_grad()
             self.manual_backward(terms["loss"])
             opt.step()

@@ -42,7 +42,7 @@ from asyrp.experiment import comparison as cmp
 from asyrp.metrics import EditScorer, LPIPSDistance, LPIPSWeightsMissing, composed_score, parse_target
 from asyrp.ops.progress import logging_to
 from asyrp.plan import plan_of
-from asyrp.synthfaces.data import SPLIT_SEEDS, write_split
+from asyrp.synthfaces.data import SPLIT_SEEDS, write_split, write_twins
 from asyrp.synthfaces.edits import ATTRIBUTES, REMOVED, true_edits
 from asyrp.synthfaces.oracle import load_oracle
 
@@ -66,6 +66,9 @@ KEEP_PROBE = ["keep=probe", "model.loss.keep.probe.labelled={labelled}", "model.
 WINDOW = ["plan.t0=400", "plan.t_edit=250"]  # the ceiling's window: every attribute reachable by a per-face delta_h
 GUIDE = ["guide=classifier", "model.loss.guide.classifier.labelled={labelled}",
          "model.loss.guide.classifier.target={target}", "model.loss.guide.classifier.kept={probe}"]  # fmt: skip
+# paired images: the training faces' twins, no CLIP term, no P_t^orig anchor (conf/experiment/*_twins.yaml)
+TWINS = ["guide=twins", "model.loss.guide.twins.dir={twins}", "model.loss.w_clip=0", "model.loss.w_recon=0",
+         "dataset.n_images=64", "model.n_iter=4"]  # fmt: skip
 KEEP_CLIP = ["keep=clip", "model.loss.keep.clip.w_keep=2.0", "model.loss.keep.clip.pairs={keep_pairs}"]
 # name, train.py overrides, edit.py overrides, supervision, files it needs on main, why it is skipped (if it is)
 ROWS = [
@@ -84,6 +87,7 @@ ROWS = [
     ("window_guided", WINDOW + GUIDE, [], "labelled images", ["conf/guide/classifier.yaml"], None),
     ("window_guided_masked", WINDOW + GUIDE + ["constraint=mask", "constraint.mask={mask}", "dataset.n_images=64",
      "model.n_iter=4"], [], "labelled images + a mask from CLIP's gradient", ["conf/guide/classifier.yaml"], None),
+    ("window_twins", WINDOW + TWINS, [], "paired images (64 twins)", ["conf/guide/twins.yaml"], None),
 ]  # fmt: skip
 ROW_NAMES = [r[0] for r in ROWS]
 
@@ -128,6 +132,7 @@ def data(a, name: str, exclude: dict | None = None, only: dict | None = None, sp
 def fill(a, attr: str, overrides: list[str]) -> list[str] | None:
     """The row's overrides with its placeholders filled ({keep_pairs}: the prompt pairs of the other fields; {probe}:
     the probe's (and the guide's) kept attributes of the other fields, {labelled}: the labelled split it trains on;
+    {twins}: train/'s twins (the same faces with the attribute);
     {target}: the attribute as the data writer records it (head=value);
     {directions}: discover.py's mean-difference directions of the other fields' attributes; {mask}: the attribute's
     region found by discover.py method=region); None if one of them failed."""
@@ -141,6 +146,11 @@ def fill(a, attr: str, overrides: list[str]) -> list[str] | None:
             o = o.replace("{target}", f"'{field}={ATTRIBUTES[attr][1]}'")
         if "{labelled}" in o:
             o = o.replace("{labelled}", str(data(a, "synthfaces_labelled", splits=("labelled",)) / "labelled"))
+        if "{twins}" in o:  # train/'s faces drawn with the attribute, same names (guide=twins)
+            root = data(a, f"synthfaces_{attr}", exclude={field: str(ATTRIBUTES[attr][1])})
+            if not (root / "twins" / "attributes.json").is_file():
+                write_twins(root / "train", attr)
+            o = o.replace("{twins}", str(root / "twins"))
         if "{keep_pairs}" in o:
             o = o.replace("{keep_pairs}", "[" + ",".join(f"['{s}','{t}']" for s, t in pairs) + "]")
         if "{directions}" in o:

@@ -29,11 +29,17 @@ class CachedDataset(Dataset):
     """Items of the inversion cache as dicts of tensors (read from disk on access, or kept in memory).
 
     ``steps``: the first generation steps an item carries (training: those at t >= t_edit; entries that walked further
-    down are cut to them, so every item of a batch has the same rows); None: all, with x_rec (validation, grids)."""
+    down are cut to them, so every item of a batch has the same rows); None: all, with x_rec (validation, grids).
+    ``twins``: guide=twins: the entry of each item's twin (asyrp.twins), whose P_t^orig the item carries as P_twin."""
 
-    def __init__(self, paths: list[Path], in_memory: bool = False, steps: int | None = None):
-        self.paths, self.steps = list(paths), steps
+    def __init__(
+        self, paths: list[Path], in_memory: bool = False, steps: int | None = None, twins: list[Path] | None = None
+    ):
+        self.paths, self.steps, self.twins = list(paths), steps, twins
+        if twins is not None and len(twins) != len(self.paths):
+            raise ValueError(f"{len(twins)} twin entries for {len(self.paths)} items")
         self._mem = [load_entry(p) for p in self.paths] if in_memory else None
+        self._twin_mem = [load_entry(p) for p in twins] if in_memory and twins is not None else None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -41,14 +47,13 @@ class CachedDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         e = self._mem[i] if self._mem is not None else load_entry(self.paths[i])
         if self.steps is not None:
-            return {
-                "x0": e["x0"],
-                "x_T": e["x_T"],
-                "P_orig": e["P_orig"][: self.steps],
-                "t": e["t"][: self.steps],
-                "index": i,
-            }
-        return {"x0": e["x0"], "x_T": e["x_T"], "x_rec": e["x_rec"], "P_orig": e["P_orig"], "t": e["t"], "index": i}
+            item = {"x0": e["x0"], "x_T": e["x_T"], "P_orig": e["P_orig"][: self.steps], "t": e["t"][: self.steps]}
+        else:
+            item = {"x0": e["x0"], "x_T": e["x_T"], "x_rec": e["x_rec"], "P_orig": e["P_orig"], "t": e["t"]}
+        if self.twins is not None:
+            twin = self._twin_mem[i] if self._twin_mem is not None else load_entry(self.twins[i])
+            item["P_twin"] = twin["P_orig"][: len(item["t"])]
+        return {**item, "index": i}
 
 
 class ResumableDataLoader(DataLoader):
@@ -130,6 +135,7 @@ class AsyrpDataModule(pl.LightningDataModule):
         self.train_steps: int | None = None
         self.train_set: CachedDataset | None = None
         self.val_set: CachedDataset | None = None
+        self.twin_sources: list[Source] | None = None  # guide=twins (``pair``)
 
     def bind(self, backbone, a: torch.Tensor, plan: EditPlan, guard: Guard = UNGUARDED) -> AsyrpDataModule:
         """The inversion cache of ``plan`` (its inversion part) for this backbone and schedule; its build stops and
@@ -152,6 +158,14 @@ class AsyrpDataModule(pl.LightningDataModule):
             return image_sources(self.path, self.n_images)
         return noise_sources(self.seed, self.n_images)
 
+    def pair(self, twin_files: list[Path]) -> AsyrpDataModule:
+        """guide=twins (asyrp.twins): the twin of each training image, in the order of ``sources``; the training
+        cache inverts them on the training plan, and each training item carries its twin's P_t^orig as P_twin."""
+        if self.kind != "folder" or len(twin_files) != len(self.sources()):
+            raise ValueError("twins pair the images of a folder dataset one to one (asyrp.twins.pair_files)")
+        self.twin_sources = [Source(id=p.name, path=Path(p)) for p in twin_files]
+        return self
+
     def _need_cache(self) -> InversionCache:
         if self.cache is None:
             raise RuntimeError("AsyrpDataModule.bind(backbone, a, ...) must be called before use")
@@ -162,12 +176,15 @@ class AsyrpDataModule(pl.LightningDataModule):
         if self._need_cache() is not self.full_cache:  # the validation images first: the training build finds them
             self.full_cache.build(sources[: self.n_val])
         self.cache.build(sources)
+        if self.twin_sources is not None:
+            self.cache.build(self.twin_sources)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
             self._need_cache()
             sources = self.sources()
-            self.train_set = CachedDataset(self.cache.paths(sources), self.in_memory, self.train_steps)
+            twins = self.cache.paths(self.twin_sources) if self.twin_sources is not None else None
+            self.train_set = CachedDataset(self.cache.paths(sources), self.in_memory, self.train_steps, twins)
             self.val_set = CachedDataset(self.full_cache.paths(sources[: max(self.n_val, 0)]), self.in_memory)
 
     def _batches_done(self) -> int:

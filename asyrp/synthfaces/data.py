@@ -6,7 +6,8 @@ chosen by a score is reported on faces the choice never saw. All are held out fr
 training faces. ``--exclude mouth=smiling`` (the default) keeps only faces an edit can change; ``--only mouth=smiling``
 keeps only faces that have a value (for reverse edits). labelled/ (seed 4, ``--n-labelled``, nothing excluded) holds faces
 with and without every attribute, with their labels, for the supervised direction finders (discover.py
-method=mean_diff|boundary).
+method=mean_diff|boundary). twins/ (``--twins glasses``) holds train/'s faces drawn again with the attribute switched
+on, under the same file names: the paired images of guide=twins (asyrp/twins.py).
 """
 
 from __future__ import annotations
@@ -56,6 +57,27 @@ def write_split(
     return folder
 
 
+def write_twins(train: str | Path, attr: str, folder: str | Path | None = None, size: int = 32) -> Path:
+    """The faces of ``train`` (written by write_split) drawn again with ``attr`` switched on, same file names, in
+    ``folder`` (default: twins/ beside train/), with their attributes.json."""
+    from .edits import ATTRIBUTES, read_faces, switched
+
+    if attr not in ATTRIBUTES:
+        raise AsyrpUserError(f"synthfaces data: --twins {attr!r} is not one of {sorted(ATTRIBUTES)}")
+    train = Path(train)
+    folder = Path(folder) if folder is not None else train.parent / "twins"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = sorted(p.name for p in train.glob("face_*.png"))
+    attrs = {}
+    for name, face in zip(names, read_faces([train / n for n in names])):
+        twin = switched(face, [attr])
+        with atomic_path(folder / name) as tmp:
+            render(twin, size).save(tmp, format="PNG")
+        attrs[name] = {**asdict(twin), "caption": twin.caption()}
+    atomic_write_json(attrs, folder / "attributes.json")
+    return folder
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default="data/synthfaces")
@@ -72,6 +94,7 @@ def main(argv=None) -> None:
         help="attr=value to leave out (repeatable; default mouth=smiling; --exclude none: nothing)",
     )
     p.add_argument("--only", action="append", default=[], help="attr=value every face must have (repeatable)")
+    p.add_argument("--twins", default=None, help="an attribute (glasses, hat, blond_hair, ...): train/ drawn with it")
     args = p.parse_args(argv)
     pairs = lambda items: dict(e.split("=", 1) for e in items if e and e != "none")  # noqa: E731
     # the default exclusion (mouth=smiling) is for the smiling demo; --only picks faces itself, so it drops the default
@@ -82,6 +105,8 @@ def main(argv=None) -> None:
             print(write_split(Path(args.out) / split, SPLIT_SEEDS[split], n, exclude, only=only))
     if args.n_labelled > 0:
         print(write_split(Path(args.out) / "labelled", SPLIT_SEEDS["labelled"], args.n_labelled, {}))
+    if args.twins:
+        print(write_twins(Path(args.out) / "train", args.twins))
 
 
 if __name__ == "__main__":

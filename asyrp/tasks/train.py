@@ -167,6 +167,11 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
     # perf.pin_memory (auto: for a CUDA trainer) and perf.num_workers (null: keep dataset.num_workers)
     dm_kw = {**_plain(cfg.dataset), **loader_kwargs(perf, _device(cfg))}
     datamodule = AsyrpDataModule(**dm_kw).bind(backbone, a, plan, faults.GUARD)
+    twins = _plain(m.loss.get("guide") or {}).get("twins")
+    if twins is not None:  # guide=twins: each training image's twin, inverted by the same cache (asyrp.twins)
+        from ..twins import pair_files
+
+        datamodule.pair(pair_files(twins, [s.path for s in datamodule.sources()]))
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
         # build the cache here, in the launching process: bad images fail with our error before fit starts;
         # prepare_data inside fit then finds every entry and computes nothing

@@ -1,0 +1,109 @@
+"""guide=twins (issue 24): paired images as the h-function's signal, the image-pair form of Concept Sliders.
+
+The user gives, beside the training folder (``dataset.path``, the images without the attribute), a folder of their
+twins (``model.loss.guide.twins.dir``): the same images with the attribute, one file of the same name per training
+image (``python -m asyrp.synthfaces.data --twins glasses`` renders them for synthfaces). Each twin is inverted on the
+training plan through the same inversion cache as the training images, so at every training step t its unedited
+walk gives P_t^twin. The loss adds
+
+    w_twin * mean |P_t^edit - P_t^twin|
+
+logged as ``guide_twin``: what the edited prediction should look like at t, target and kept attributes at once (the
+twin differs from its source in the attribute alone). CLIP and the P_t^orig anchor stay as configured (an experiment
+may zero them). Supervision: paired images. The gradient reaches the h-function only, through P_t^edit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .config import as_float
+from .ops.errors import AsyrpUserError
+
+log = logging.getLogger(__name__)
+
+KEY = "model.loss.guide.twins"
+WRITE_TWINS = "python -m asyrp.synthfaces.data --twins <attribute> writes <out>/twins beside <out>/train"
+
+
+def twin_settings(c: Mapping[str, Any]) -> dict[str, Any]:
+    """``model.loss.guide.twins``, checked (the folder is read by ``pair_files``)."""
+    w = as_float(c.get("w_twin", 1.0), f"{KEY}.w_twin")
+    if w <= 0:
+        raise AsyrpUserError(f"{KEY}.w_twin={c.get('w_twin')} must be > 0 (guide=none trains without twins)")
+    if not c.get("dir"):
+        raise AsyrpUserError(f"guide=twins needs {KEY}.dir: a folder of the training images' twins ({WRITE_TWINS})")
+    return {"dir": str(c["dir"]), "w_twin": w}
+
+
+def pair_files(c: Mapping[str, Any], train_files: Sequence[Path]) -> list[Path]:
+    """The twin of every training image (same file name in ``dir``), in the training order; one error naming the
+    first unpaired image and the fix, and a log line for twins no training image uses."""
+    folder = Path(twin_settings(c)["dir"]).expanduser()
+    if not folder.is_dir():
+        raise AsyrpUserError(f"{KEY}.dir={folder} is not a folder: give the folder of the twins ({WRITE_TWINS})")
+    from .data.images import IMAGE_SUFFIXES
+
+    found = {f.name: f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES}
+    missing = [f.name for f in train_files if f.name not in found]
+    if missing:
+        raise AsyrpUserError(
+            f"{KEY}.dir={folder} has no twin for {len(missing)} of the {len(train_files)} training images (first: "
+            f"{missing[0]}): every image of dataset.path needs a file of the same name there ({WRITE_TWINS}), or "
+            "lower dataset.n_images to the paired ones"
+        )
+    unused = sorted(set(found) - {f.name for f in train_files})
+    if unused:
+        log.info("guide=twins: %d files of %s pair with no training image and are not used (first: %s)",
+                 len(unused), folder, unused[0])  # fmt: skip
+    return [found[f.name] for f in train_files]
+
+
+def check_twins_config(guide: Mapping[str, Any] | None, train_files: Sequence[Path] | None) -> None:
+    """guide=twins: its settings, an image-folder dataset, and a twin for every training image, before any network
+    is loaded."""
+    c = (guide or {}).get("twins")
+    if c is None:
+        return
+    if not isinstance(c, Mapping):
+        raise AsyrpUserError(f"{KEY}={c!r} must be a mapping: select it with guide=twins")
+    twin_settings(c)
+    if train_files is None:
+        raise AsyrpUserError("guide=twins pairs the images of dataset.path: use dataset.kind=folder")
+    pair_files(c, train_files)
+
+
+@dataclass
+class TwinGuide:
+    """The loss term: ``term(P_edit, P_orig, t, P_twin=...) -> (weighted sum, {name: unweighted value})``."""
+
+    w_twin: float
+
+    def __call__(
+        self, P_edit: torch.Tensor, P_orig: torch.Tensor, t: Any, P_twin: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict]:
+        if P_twin is None:
+            raise ValueError("guide=twins needs P_twin in the batch (asyrp.data: the datamodule's twin entries)")
+        value = F.l1_loss(P_edit, P_twin.to(P_edit))
+        return self.w_twin * value, {"guide_twin": value.detach()}
+
+
+def build_twin_guide(c: Mapping[str, Any]) -> TwinGuide:
+    return TwinGuide(twin_settings(c)["w_twin"])
+
+
+def twin_record(c: Mapping[str, Any], n_pairs: int | None = None) -> dict[str, Any]:
+    """What an h-function file records about its twins."""
+    s = twin_settings(c)
+    return {
+        **s,
+        **({"n_pairs": int(n_pairs)} if n_pairs is not None else {}),
+        "supervision": f"paired images: {n_pairs if n_pairs is not None else 'the'} twins from {s['dir']}",
+    }

@@ -1,0 +1,111 @@
+"""guide=twins (asyrp.twins): the term is w_twin * L1(P_t^edit, P_t^twin) and its gradient reaches only the
+h-function; the twins pair with the training images by file name (an unpaired image is one error naming it, unused
+twins are reported); each training item carries its twin's P_t at the item's own t; the synthfaces writer draws
+train/'s faces with the attribute under the same names."""
+
+import logging
+
+import pytest
+import torch
+from helpers import tiny_backbone
+
+from asyrp.data.datamodule import CachedDataset
+from asyrp.hfunctions import GlobalDirection
+from asyrp.ops.errors import AsyrpUserError
+from asyrp.ops.io import atomic_save
+from asyrp.samplers import asyrp_step
+from asyrp.schedules import alphas_cumprod, make_betas
+from asyrp.twins import TwinGuide, check_twins_config, pair_files
+
+A = alphas_cumprod(make_betas("linear"))
+
+
+def test_the_term_is_the_weighted_l1_to_the_twin_and_moves_only_the_h_function():
+    torch.manual_seed(0)
+    bb = tiny_backbone().requires_grad_(False)
+    hf = GlobalDirection(bb.h_shape)
+    with torch.no_grad():
+        hf.delta_h.normal_(0, 0.5)
+    x = torch.randn(2, 3, bb.image_size, bb.image_size)
+    step = asyrp_step(bb, x, 600, 500, A, hf)
+    twin = torch.randn_like(step.P_edit)
+    value, parts = TwinGuide(w_twin=2.5)(step.P_edit, step.P_orig, 600, P_twin=twin)
+    assert torch.allclose(value, 2.5 * (step.P_edit - twin).abs().mean()) and set(parts) == {"guide_twin"}
+    value.backward()
+    assert hf.delta_h.grad is not None and hf.delta_h.grad.abs().sum() > 0
+    assert all(p.grad is None for p in bb.parameters())
+    with pytest.raises(ValueError, match="P_twin"):
+        TwinGuide(1.0)(step.P_edit.detach(), step.P_orig, 600)
+
+
+def _folder(path, names):
+    path.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        (path / n).write_bytes(b"")
+    return path
+
+
+def test_twins_pair_by_file_name_in_the_training_order(tmp_path, caplog):
+    train = [tmp_path / "train" / n for n in ("b.png", "a.png")]
+    twins = _folder(tmp_path / "twins", ["a.png", "b.png", "extra.png"])
+    with caplog.at_level(logging.INFO, logger="asyrp.twins"):
+        paired = pair_files({"dir": str(twins), "w_twin": 1.0}, train)
+    assert paired == [twins / "b.png", twins / "a.png"]
+    assert "1 files of" in caplog.text and "extra.png" in caplog.text  # the unused twin is reported
+
+
+@pytest.mark.parametrize(
+    "twins, files, message",
+    [
+        ({"dir": "TWINS", "w_twin": 1.0}, ["a.png", "c.png"], "no twin for 1 of the 2 training images (first: c.png)"),
+        ({"dir": "TWINS", "w_twin": 0.0}, ["a.png"], "w_twin=0.0 must be > 0"),
+        ({"dir": None, "w_twin": 1.0}, ["a.png"], "guide=twins needs model.loss.guide.twins.dir"),
+        ({"dir": "MISSING", "w_twin": 1.0}, ["a.png"], "is not a folder"),
+        ({"dir": "TWINS", "w_twin": 1.0}, None, "use dataset.kind=folder"),
+    ],
+)
+def test_bad_twin_settings_are_one_error(tmp_path, twins, files, message):
+    folder = _folder(tmp_path / "twins", ["a.png"])
+    twins = {**twins, "dir": {"TWINS": str(folder), "MISSING": str(tmp_path / "nope")}.get(twins["dir"], twins["dir"])}
+    train = None if files is None else [tmp_path / "train" / f for f in files]
+    with pytest.raises(AsyrpUserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check_twins_config({"twins": twins}, train)
+
+
+def test_each_training_item_carries_its_twins_P_t_at_its_own_steps(tmp_path):
+    def entry(i, k):
+        return {"x0": torch.full((3, 2, 2), float(i)), "x_T": torch.zeros(3, 2, 2), "x_rec": torch.zeros(3, 2, 2),
+                "P_orig": torch.arange(k, dtype=torch.float).view(k, 1, 1, 1).expand(k, 3, 2, 2) + 10 * i,
+                "t": torch.arange(k), "id": f"e{i}"}  # fmt: skip
+
+    paths, twins = [], []
+    for i in range(2):
+        atomic_save(entry(i, 3), tmp_path / f"s{i}.pt")
+        atomic_save(entry(i + 5, 5), tmp_path / f"t{i}.pt")  # a full twin entry, walked further than the item
+        paths.append(tmp_path / f"s{i}.pt")
+        twins.append(tmp_path / f"t{i}.pt")
+    for in_memory in (False, True):
+        ds = CachedDataset(paths, in_memory, steps=2, twins=twins)
+        item = ds[1]
+        assert item["P_twin"].shape == item["P_orig"].shape == (2, 3, 2, 2)
+        assert torch.equal(item["P_twin"][:, 0, 0, 0], torch.tensor([60.0, 61.0]))  # twin of item 1, its first 2 t
+    assert "P_twin" not in CachedDataset(paths, steps=2)[0]
+    with pytest.raises(ValueError, match="1 twin entries for 2 items"):
+        CachedDataset(paths, twins=twins[:1])
+
+
+def test_the_writer_draws_train_faces_with_the_attribute_under_the_same_names(tmp_path):
+    import json
+
+    from asyrp.synthfaces.data import write_split, write_twins
+
+    train = write_split(tmp_path / "train", 1, 6, {"glasses": "True"})
+    twins = write_twins(train, "glasses")
+    assert twins == tmp_path / "twins"
+    a, b = (json.loads((f / "attributes.json").read_text()) for f in (train, twins))
+    assert list(a) == list(b) and all((twins / n).is_file() for n in b)
+    assert all(not a[n]["glasses"] and b[n]["glasses"] for n in a)
+    assert all({k: v for k, v in a[n].items() if k not in ("glasses", "caption")}
+               == {k: v for k, v in b[n].items() if k not in ("glasses", "caption")} for n in a)  # fmt: skip
+    with pytest.raises(AsyrpUserError, match="not one of"):
+        write_twins(train, "sunglasses")
