@@ -130,6 +130,8 @@ def check_train_config(cfg: DictConfig) -> tuple[list[Path], list[tuple[Path, st
         raise AsyrpUserError(f"model.optimizer.lr={m.optimizer.get('lr')} must be > 0")
     as_int(m.get("n_iter", 1), "model.n_iter", 1)
     as_float(m.get("strength", 1.0), "model.strength")
+    if m.get("edit_strength") is not None:
+        as_float(m.edit_strength, "model.edit_strength")
     if not list(cfg.attribute.get("source") or []) or not list(cfg.attribute.get("target") or []):
         raise AsyrpUserError("attribute.source and attribute.target must each list at least one text")
     check_arch(cfg.arch)

@@ -56,6 +56,7 @@ class AsyrpModule(pl.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         plan: EditPlan,
         strength: float = 1.0,
+        edit_strength: float | None = None,
         loss: Mapping[str, Any] | None = None,
         seed: int = 0,
         config: Mapping[str, Any] | None = None,
@@ -74,6 +75,8 @@ class AsyrpModule(pl.LightningModule):
         if plan.t_edit is None:
             raise ValueError("training needs plan.t_edit: the steps t >= t_edit are the ones trained")
         self.strength, self.seed = float(strength), int(seed)
+        # what edit.py uses by default (the file's edit.strength): a recipe's strength chosen on select/
+        self.edit_strength = self.strength if edit_strength is None else float(edit_strength)
         loss = dict(loss or {})
         # the plan shared with the inversion cache and edit; training visits (k, t, t_next) for t >= t_edit
         self.plan = plan
@@ -210,7 +213,7 @@ class AsyrpModule(pl.LightningModule):
             "h_shape": [int(v) for v in bb.h_shape],
             "emb_dim": int(bb.emb_dim),
             "attribute": {"name": cfg.get("attribute", {}).get("name"), "source": self.source, "target": self.target},
-            "edit": stored_edit(self.plan, self.strength),
+            "edit": stored_edit(self.plan, self.edit_strength),
             **({"keep": self.keep} if self.keep else {}),
             **({"guide": self.guide} if self.guide else {}),
         }

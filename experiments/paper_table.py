@@ -131,6 +131,7 @@ def edit_overrides(step: dict, arch: str, inputs: Path, args) -> list[str]:
         f"checkpoint={ckpt}",
         f"input_dir={inputs}",
         f"sweep=[0,{step['strength']}]",  # 0: the reconstruction, for the metrics to it
+        "strength=1",  # the sweep's strengths are absolute, whatever edit strength the file records
         f"cache_dir={args.out / 'cache'}",
         "batch_size=16",
         "progress=false",

@@ -104,6 +104,7 @@ def edit_split(a, seed: int, data: str, split: str, strengths: list[float], dst:
             f"checkpoint={ckpt}",
             f"input_dir={data}/{split}",
             f"sweep={sweep}",
+            "strength=1",  # the sweep's strengths are absolute, whatever edit strength the file records
             f"cache_dir={a.cache}",
             "batch_size=32",
             "progress=false",

@@ -215,15 +215,16 @@ def read_table(path: Path) -> list[dict[str, str]]:
 
 
 def best_command(path: Path, metric: str = "edit/objective") -> str | None:
-    """The best trial of the table as a ready command: the train overrides, then the edit strength."""
+    """The best trial of the table as a ready command: the train overrides with its edit strength, which the file
+    then records (model.edit_strength: edit.py's default)."""
     rows = [r for r in read_table(path) if r.get(metric) not in (None, "", "nan")]
     if not rows:
         return None
     best = max(rows, key=lambda r: float(r[metric]))
     over = [o for o in best["overrides"].split(" ") if o and not o.startswith(_SKIP_IN_COMMAND)]
     return (
-        f"best trial {best['trial']} ({metric}={float(best[metric]):.3f}): python train.py {' '.join(over)}"
-        f"  # then python edit.py checkpoint=<run>/checkpoints/hfunction.pt strength={best['strength']}"
+        f"best trial {best['trial']} ({metric}={float(best[metric]):.3f}): python train.py {' '.join(over)} "
+        f"model.edit_strength={best['strength']}  # then python edit.py checkpoint=<run>/checkpoints/hfunction.pt"
     )
 
 

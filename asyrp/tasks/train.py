@@ -190,6 +190,7 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
         scheduler=instantiate(m.scheduler) if m.get("scheduler") else None,
         plan=plan,
         strength=m.strength,
+        edit_strength=m.get("edit_strength"),
         loss=_plain(m.loss),
         identity=identity,
         probes=_keep_probes(cfg, backbone, a, plan),

@@ -41,7 +41,7 @@ def test_table_widens_replaces_a_killed_attempt_and_best_command_drops_sweep_onl
     assert rows[0]["edit/lpips_rec"] == "" and rows[1]["edit/lpips_rec"] == "0.1"
     line = best_command(path)
     assert "best trial 2" in line and "python train.py plan.t0=500 experiment=synthfaces_hat " in line
-    assert "hydra.sweep.dir" not in line and "trials=" not in line and "strength=1.1" in line
+    assert "hydra.sweep.dir" not in line and "trials=" not in line and "model.edit_strength=1.1  # then" in line
 
 
 def test_edit_quality_composes_with_every_synthfaces_experiment(tmp_path):

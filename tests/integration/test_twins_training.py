@@ -1,6 +1,6 @@
 """train.py with guide=twins: the twins are inverted by the training cache and pair with the training images, the
 trained h-function brings P_t^edit closer to P_t^twin than delta_h = 0 does, the file records the twins, the term is
-logged, and an unpaired training image through the CLI is one line and a non-zero exit before any output."""
+logged, the recipe's edit strength is stored, and an unpaired training image through the CLI is one line and a non-zero exit before any output."""
 
 import csv
 import subprocess
@@ -42,7 +42,8 @@ def test_a_twins_run_pulls_P_t_towards_the_twins_and_records_them(tmp_path):
         ["experiment=synthfaces_glasses_twins", "debug=smoke", "logger=csv", "dataset=synthfaces",
          f"dataset.path={train_dir}", "dataset.n_images=4", "dataset.n_val=0", "dataset.batch_size=4",
          f"dataset.cache_dir={tmp_path / 'cache'}", "callbacks.edit_grid=null", "trainer.limit_val_batches=0",
-         f"{KEY}.dir={twins}", "model.n_iter=15", "model.optimizer.lr=0.1"],
+         f"{KEY}.dir={twins}", "model.n_iter=15", "model.optimizer.lr=0.1",
+         "model.edit_strength=0.7"],
         output_dir=tmp_path / "run",
     )  # fmt: skip
     _, objects = train(cfg)
@@ -57,6 +58,7 @@ def test_a_twins_run_pulls_P_t_towards_the_twins_and_records_them(tmp_path):
     before = _twin_distance(module, batch)
     assert trained < 0.93 * before, (trained, before)  # measured 2026-12-04: 42.1 against 47.9 (0.88)
     obj = torch.load(tmp_path / "run" / "checkpoints" / "hfunction.pt", weights_only=True)
+    assert obj["edit"]["strength"] == 0.7 and module.strength == 1.0  # the recipe's edit strength, trained at 1
     assert obj["guide"]["twins"]["dir"] == str(twins) and obj["guide"]["twins"]["supervision"].startswith("paired")
     with open(next((tmp_path / "run").glob("**/metrics.csv")), newline="") as fh:
         assert "train/guide_twin_step" in next(csv.reader(fh))
