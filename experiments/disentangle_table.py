@@ -88,6 +88,8 @@ ROWS = [
     ("window_guided_masked", WINDOW + GUIDE + ["constraint=mask", "constraint.mask={mask}", "dataset.n_images=64",
      "model.n_iter=4"], [], "labelled images + a mask from CLIP's gradient", ["conf/guide/classifier.yaml"], None),
     ("window_twins", WINDOW + TWINS, [], "paired images (64 twins)", ["conf/guide/twins.yaml"], None),
+    ("window_twins_masked", WINDOW + TWINS + ["constraint=mask", "constraint.mask={mask}"], [],
+     "paired images (64 twins) + a mask from CLIP's gradient", ["conf/guide/twins.yaml"], None),
 ]  # fmt: skip
 ROW_NAMES = [r[0] for r in ROWS]
 
