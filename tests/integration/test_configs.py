@@ -48,7 +48,7 @@ def test_default_train_config_matches_the_schema(tmp_path):
         "recon_scale_by_text_cosine": True,
         "clip_reference": "x0",
         "w_id": 0.0,  # the identity loss, off as upstream
-        "guide": {"classifier": None},  # guide=none: no classifier term
+        "guide": {"classifier": None, "twins": None},  # guide=none: no classifier, no twins
     }
     assert str(cfg.identity.weights).endswith("model_ir_se50.pth")
     assert cfg.clip.model == "ViT-B-16" and cfg.trainer.max_epochs == cfg.model.n_iter
@@ -112,7 +112,8 @@ def test_clip_configs(clip, tmp_path):
 @pytest.mark.parametrize("guide", names("guide"))
 def test_guide_configs(guide, tmp_path):
     cfg = compose("train", [f"guide={guide}"], output_dir=tmp_path)
-    assert (cfg.model.loss.guide.classifier is None) == (guide == "none")
+    kinds = {k for k, v in cfg.model.loss.guide.items() if v is not None}  # the selected kind alone, none for none
+    assert kinds == (set() if guide == "none" else {guide})
 
 
 @pytest.mark.parametrize("constraint", names("constraint"))
@@ -147,14 +148,18 @@ def test_trials_configs_compose_or_name_their_extra(option, tmp_path):
 
 
 def labelled_split(experiment: str, tmp_path: Path) -> list[str]:
-    """keep=probe and guide=classifier experiments read a labelled split: a small one written here by the data
-    writer."""
+    """keep=probe and guide=classifier experiments read a labelled split, guide=twins ones a folder of training faces
+    and their twins: small ones written here by the data writer."""
+    from asyrp.synthfaces.data import write_split, write_twins
+
+    if "twins" in experiment:
+        train = write_split(tmp_path / "data" / "train", 1, 4, {})
+        twins = write_twins(train, experiment.removeprefix("synthfaces_").removesuffix("_twins"))
+        return ["dataset.kind=folder", f"dataset.path={train}", f"model.loss.guide.twins.dir={twins}"]
     key = {"keep_probe": "model.loss.keep.probe", "guided": "model.loss.guide.classifier"}
     found = [k for name, k in key.items() if name in experiment]
     if not found:
         return []
-    from asyrp.synthfaces.data import write_split
-
     return [f"{found[0]}.labelled={write_split(tmp_path / 'labelled', 4, 24, {})}"]
 
 
