@@ -43,9 +43,9 @@ def twin_settings(c: Mapping[str, Any]) -> dict[str, Any]:
     return {"dir": str(c["dir"]), "w_twin": w}
 
 
-def pair_files(c: Mapping[str, Any], train_files: Sequence[Path]) -> list[Path]:
+def pair_files(c: Mapping[str, Any], train_files: Sequence[Path], unused: list | None = None) -> list[Path]:
     """The twin of every training image (same file name in ``dir``), in the training order; one error naming the
-    first unpaired image and the fix, and a log line for twins no training image uses."""
+    first unpaired image and the fix, and a log line for twins no training image uses (appended to ``unused``)."""
     folder = Path(twin_settings(c)["dir"]).expanduser()
     if not folder.is_dir():
         raise AsyrpUserError(f"{KEY}.dir={folder} is not a folder: give the folder of the twins ({WRITE_TWINS})")
@@ -59,10 +59,12 @@ def pair_files(c: Mapping[str, Any], train_files: Sequence[Path]) -> list[Path]:
             f"{missing[0]}): every image of dataset.path needs a file of the same name there ({WRITE_TWINS}), or "
             "lower dataset.n_images to the paired ones"
         )
-    unused = sorted(set(found) - {f.name for f in train_files})
-    if unused:
+    spare = sorted(set(found) - {f.name for f in train_files})
+    if spare:
         log.info("guide=twins: %d files of %s pair with no training image and are not used (first: %s)",
-                 len(unused), folder, unused[0])  # fmt: skip
+                 len(spare), folder, spare[0])  # fmt: skip
+    if unused is not None:
+        unused.extend(found[n] for n in spare)
     return [found[f.name] for f in train_files]
 
 

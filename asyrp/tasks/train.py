@@ -79,6 +79,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
                 "source": str(cfg.dataset.path),
                 "used": [str(f) for f in accounted[0]],
                 "skipped": [{"path": str(f), "reason": r} for f, r in accounted[1]],
+                **_twin_inputs(cfg, accounted[0]),
             },
             Path(str(cfg.paths.output_dir)) / "inputs.json",
         )
@@ -99,6 +100,18 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     metric_dict = {k: float(v) for k, v in trainer.callback_metrics.items()}
     objects = {"cfg": cfg, **parts, "trainer": trainer, "callbacks": callbacks, "loggers": loggers}
     return metric_dict, objects
+
+
+def _twin_inputs(cfg: DictConfig, train_files: list[Path]) -> dict[str, Any]:
+    """guide=twins: the twin folder's files, used (paired with a training image) or not (inputs.json's ``twins``)."""
+    twins = _plain(cfg.model.loss.get("guide") or {}).get("twins")
+    if twins is None:
+        return {}
+    from ..twins import pair_files
+
+    unused: list[Path] = []
+    used = pair_files(twins, train_files, unused)
+    return {"twins": {"source": str(twins["dir"]), "used": [str(f) for f in used], "unused": [str(f) for f in unused]}}
 
 
 def _sweep_info() -> tuple[str, str, Any] | None:

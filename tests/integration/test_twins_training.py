@@ -1,8 +1,9 @@
 """train.py with guide=twins: the twins are inverted by the training cache and pair with the training images, the
 trained h-function brings P_t^edit closer to P_t^twin than delta_h = 0 does, the file records the twins, the term is
-logged, the recipe's edit strength is stored, and an unpaired training image through the CLI is one line and a non-zero exit before any output."""
+logged, the recipe's edit strength is stored, inputs.json lists the twins used, and an unpaired training image through the CLI is one line and a non-zero exit before any output."""
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +61,8 @@ def test_a_twins_run_pulls_P_t_towards_the_twins_and_records_them(tmp_path):
     obj = torch.load(tmp_path / "run" / "checkpoints" / "hfunction.pt", weights_only=True)
     assert obj["edit"]["strength"] == 0.7 and module.strength == 1.0  # the recipe's edit strength, trained at 1
     assert obj["guide"]["twins"]["dir"] == str(twins) and obj["guide"]["twins"]["supervision"].startswith("paired")
+    inputs = json.loads((tmp_path / "run" / "inputs.json").read_text())["twins"]  # every twin file: used or not
+    assert [Path(f).name for f in inputs["used"]] == [f"face_{i:04d}.png" for i in range(4)] and inputs["unused"] == []
     with open(next((tmp_path / "run").glob("**/metrics.csv")), newline="") as fh:
         assert "train/guide_twin_step" in next(csv.reader(fh))
 

@@ -49,8 +49,9 @@ def test_twins_pair_by_file_name_in_the_training_order(tmp_path, caplog):
     train = [tmp_path / "train" / n for n in ("b.png", "a.png")]
     twins = _folder(tmp_path / "twins", ["a.png", "b.png", "extra.png"])
     with caplog.at_level(logging.INFO, logger="asyrp.twins"):
-        paired = pair_files({"dir": str(twins), "w_twin": 1.0}, train)
-    assert paired == [twins / "b.png", twins / "a.png"]
+        unused = []
+        paired = pair_files({"dir": str(twins), "w_twin": 1.0}, train, unused)
+    assert paired == [twins / "b.png", twins / "a.png"] and unused == [twins / "extra.png"]
     assert "1 files of" in caplog.text and "extra.png" in caplog.text  # the unused twin is reported
 
 
