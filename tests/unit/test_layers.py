@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "asyrp.probes",
             "asyrp.guide",
             "asyrp.classifier",
+            "asyrp.twins",
             "asyrp.metrics",
             "asyrp.data",
             "asyrp.interval",
