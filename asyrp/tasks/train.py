@@ -71,6 +71,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if resume_own is not None:
         check_resume_checkpoint(resume_own, auto=True)  # e.g. torn by a kill during a copy-based write
     ckpt_path = resume_own or ckpt_path
+    twins = _paired_twins(cfg, accounted)  # guide=twins: {used, unused} files of its folder, paired once here
     if accounted is not None and rank0:  # the run records which files of dataset.path it used and which it skipped
         from ..ops.io import atomic_write_json
 
@@ -79,14 +80,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
                 "source": str(cfg.dataset.path),
                 "used": [str(f) for f in accounted[0]],
                 "skipped": [{"path": str(f), "reason": r} for f, r in accounted[1]],
-                **_twin_inputs(cfg, accounted[0]),
+                **({"twins": {"source": str(cfg.model.loss.guide.twins.dir), **twins}} if twins else {}),
             },
             Path(str(cfg.paths.output_dir)) / "inputs.json",
         )
     pl.seed_everything(int(cfg.seed), workers=True)
 
     perf = check_perf(cfg.get("perf"))
-    parts = _training_parts(cfg, perf)
+    parts = _training_parts(cfg, perf, twins["used"] if twins else None)
     trainer, callbacks, loggers = _trainer(cfg)
     if cfg.get("train", True):
         with faults.doing("training", "dataset.batch_size", int(cfg.dataset.get("batch_size", 1))):
@@ -102,16 +103,17 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     return metric_dict, objects
 
 
-def _twin_inputs(cfg: DictConfig, train_files: list[Path]) -> dict[str, Any]:
-    """guide=twins: the twin folder's files, used (paired with a training image) or not (inputs.json's ``twins``)."""
+def _paired_twins(cfg: DictConfig, accounted) -> dict[str, list[Path]] | None:
+    """guide=twins: ``used``, the twin of every training image in the training order, and ``unused``, the folder's
+    files no image pairs with (inputs.json's ``twins``, as paths); None without twins."""
     twins = _plain(cfg.model.loss.get("guide") or {}).get("twins")
-    if twins is None:
-        return {}
+    if twins is None or accounted is None:
+        return None
     from ..twins import pair_files
 
     unused: list[Path] = []
-    used = pair_files(twins, train_files, unused)
-    return {"twins": {"source": str(twins["dir"]), "used": [str(f) for f in used], "unused": [str(f) for f in unused]}}
+    used = pair_files(twins, accounted[0], unused)
+    return {"used": used, "unused": unused}
 
 
 def _sweep_info() -> tuple[str, str, Any] | None:
@@ -147,7 +149,7 @@ def _train_folders(cfg: DictConfig) -> None:
     faults.set_resume(hint + " (the inversion cache keeps every finished entry)")
 
 
-def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
+def _training_parts(cfg: DictConfig, perf: PerfConfig, twin_files: list[Path] | None = None) -> dict[str, Any]:
     """Backbone, schedule, CLIP, h-function, the DataModule (its inversion cache built here) and the module, all on
     one plan (the plan group: n_inv, n_gen, t0, t_edit, t_boost, spacing, mode)."""
     from hydra.utils import instantiate
@@ -180,11 +182,8 @@ def _training_parts(cfg: DictConfig, perf: PerfConfig) -> dict[str, Any]:
     # perf.pin_memory (auto: for a CUDA trainer) and perf.num_workers (null: keep dataset.num_workers)
     dm_kw = {**_plain(cfg.dataset), **loader_kwargs(perf, _device(cfg))}
     datamodule = AsyrpDataModule(**dm_kw).bind(backbone, a, plan, faults.GUARD)
-    twins = _plain(m.loss.get("guide") or {}).get("twins")
-    if twins is not None:  # guide=twins: each training image's twin, inverted by the same cache (asyrp.twins)
-        from ..twins import pair_files
-
-        datamodule.pair(pair_files(twins, [s.path for s in datamodule.sources()]))
+    if twin_files is not None:  # guide=twins: each training image's twin, inverted by the same cache (asyrp.twins)
+        datamodule.pair(twin_files)
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
         # build the cache here, in the launching process: bad images fail with our error before fit starts;
         # prepare_data inside fit then finds every entry and computes nothing
