@@ -73,6 +73,7 @@ KEEP_CLIP = ["keep=clip", "model.loss.keep.clip.w_keep=2.0", "model.loss.keep.cl
 # name, train.py overrides, edit.py overrides, supervision, files it needs on main, why it is skipped (if it is)
 ROWS = [
     ("paper", [], [], "CLIP text only", [], None),
+    ("paper_128", ["dataset.n_images=128"], [], "CLIP text only", [], None),  # half the recipe's faces (make demo)
     ("keep_clip", KEEP_CLIP, [], "CLIP text only", ["conf/keep/clip.yaml"], None),
     ("keep_probe", KEEP_PROBE, [], "labelled images", ["conf/keep/probe.yaml"], None),
     ("project", ["constraint=project", "constraint.directions={directions}"], [], "labelled images",
@@ -90,6 +91,8 @@ ROWS = [
     ("window_twins", WINDOW + TWINS, [], "paired images (64 twins)", ["conf/guide/twins.yaml"], None),
     ("window_twins_masked", WINDOW + TWINS + ["constraint=mask", "constraint.mask={mask}"], [],
      "paired images (64 twins) + a mask from CLIP's gradient", ["conf/guide/twins.yaml"], None),
+    ("window_twins_zero", WINDOW + TWINS + ["hfunction.zero_init=true"], [], "paired images (64 twins)",
+     ["conf/guide/twins.yaml"], None),  # f starts from delta_h = 0 (no random shift to unlearn)
 ]  # fmt: skip
 ROW_NAMES = [r[0] for r in ROWS]
 
