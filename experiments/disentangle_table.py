@@ -67,8 +67,8 @@ WINDOW = ["plan.t0=400", "plan.t_edit=250"]  # the ceiling's window: every attri
 GUIDE = ["guide=classifier", "model.loss.guide.classifier.labelled={labelled}",
          "model.loss.guide.classifier.target={target}", "model.loss.guide.classifier.kept={probe}"]  # fmt: skip
 # paired images: the training faces' twins, no CLIP term, no P_t^orig anchor (conf/experiment/*_twins.yaml)
-TWINS = ["guide=twins", "model.loss.guide.twins.dir={twins}", "model.loss.w_clip=0", "model.loss.w_recon=0",
-         "dataset.n_images=64", "model.n_iter=4"]  # fmt: skip
+TWINS_LOSS = ["guide=twins", "model.loss.guide.twins.dir={twins}", "model.loss.w_clip=0", "model.loss.w_recon=0"]
+TWINS = TWINS_LOSS + ["dataset.n_images=64", "model.n_iter=4"]
 KEEP_CLIP = ["keep=clip", "model.loss.keep.clip.w_keep=2.0", "model.loss.keep.clip.pairs={keep_pairs}"]
 # name, train.py overrides, edit.py overrides, supervision, files it needs on main, why it is skipped (if it is)
 ROWS = [
@@ -93,6 +93,10 @@ ROWS = [
      "paired images (64 twins) + a mask from CLIP's gradient", ["conf/guide/twins.yaml"], None),
     ("window_twins_zero", WINDOW + TWINS + ["hfunction.zero_init=true"], [], "paired images (64 twins)",
      ["conf/guide/twins.yaml"], None),  # f starts from delta_h = 0 (no random shift to unlearn)
+    ("window_twins_zero_256", WINDOW + TWINS_LOSS + ["dataset.n_images=256", "model.n_iter=4",
+     "hfunction.zero_init=true"], [], "paired images (256 twins)", ["conf/guide/twins.yaml"], None),  # 4x the pairs
+    ("late_twins_zero", ["plan.t0=300", "plan.t_edit=200"] + TWINS + ["hfunction.zero_init=true"], [],
+     "paired images (64 twins)", ["conf/guide/twins.yaml"], None),  # the mouth's window (frowning's CLIP recipe)
 ]  # fmt: skip
 ROW_NAMES = [r[0] for r in ROWS]
 
