@@ -97,6 +97,10 @@ ROWS = [
      "hfunction.zero_init=true"], [], "paired images (256 twins)", ["conf/guide/twins.yaml"], None),  # 4x the pairs
     ("late_twins_zero", ["plan.t0=300", "plan.t_edit=200"] + TWINS + ["hfunction.zero_init=true"], [],
      "paired images (64 twins)", ["conf/guide/twins.yaml"], None),  # the mouth's window (frowning's CLIP recipe)
+    ("late_twins_zero_e12", ["plan.t0=300", "plan.t_edit=200"] + TWINS_LOSS + ["dataset.n_images=64", "model.n_iter=12",
+     "hfunction.zero_init=true"], [], "paired images (64 twins)", ["conf/guide/twins.yaml"], None),  # 3x the epochs
+    ("window_twins_zero_e12", WINDOW + TWINS_LOSS + ["dataset.n_images=64", "model.n_iter=12",
+     "hfunction.zero_init=true"], [], "paired images (64 twins)", ["conf/guide/twins.yaml"], None),  # 3x the epochs
 ]  # fmt: skip
 ROW_NAMES = [r[0] for r in ROWS]
 
