@@ -1,10 +1,10 @@
 """`make demo`: Asyrp on the shipped synthfaces world, through the normal train.py and edit.py.
 
 1. writes faces (train: 256 non-smiling, test: 64 held-out non-smiling; the second attribute's 64 training faces
-   without glasses and its labelled split of 128) with python -m asyrp.synthfaces.data;
+   without glasses and their twins, the same faces drawn with glasses) with python -m asyrp.synthfaces.data;
 2. builds every inversion cache the trainings read, once, up front (train.py ... train=false, both threads, batches
-   of 32); this step of the second attribute (guide=classifier) also trains its classifier on the labelled split;
-3. trains the "smiling" h-function and the second attribute's (synthfaces_glasses_guided) at three training seeds:
+   of 32), the twins' included;
+3. trains the "smiling" h-function and the second attribute's (synthfaces_glasses_twins) at three training seeds:
    python train.py experiment=<...> seed=s hfunction.seed=s, two at a time, one thread each (each one's output in
    outputs/demo/<run>/demo.log);
 4. edits the test faces: python edit.py with each checkpoint, and with smiling + the second attribute composed at each
@@ -32,22 +32,31 @@ SEEDS = (0, 1, 2)
 # Edit strength (the official hs_coeff), chosen on the selection split select/ (seed 3), never on the test faces judged
 # here: experiments/recipes.py at seeds 0-2, the best worst-seed margin on select/ (0.6: worst margin 0.02, 0.7: 0.01;
 # docs/results.md, "Six attributes").
-STRENGTH = 0.6
-# the second attribute (judged per seed, shown in the grid, and composed): glasses guided by a classifier on P_t and
-# weighed by the glasses region, the best select/ margin of the options measured for glasses (docs/results.md, "Side
-# by side"); its strength chosen on select/ at training seed 0 (0.3 / 0.6 / 1.0: the margin is best at 0.3)
-SECOND, SECOND_TARGET, SECOND_STRENGTH = "synthfaces_glasses_guided_masked", "glasses=True", 0.3
-# the demo's size: faces written (train, test, the second's train, its labelled split), seeds; --tiny (a check, not a
-# result): a few faces, one epoch, two seeds
-FULL = {"n_train": 256, "n_test": 64, "n_second": 64, "n_labelled": 128, "seeds": SEEDS, "short": (), "guide": ()}
+# the second attribute (judged per seed, shown in the grid, and composed): glasses learnt from paired images with f
+# starting at delta_h = 0, the best glasses row measured at three training seeds (docs/results.md, "Zero-initialised
+# f"); it needs no labelled split and no classifier
+SECOND, SECOND_TARGET = "synthfaces_glasses_twins", "glasses=True"
+
+
+def recipe_strength(experiment: str) -> float:
+    """The edit strength a recipe was chosen with on select/ (model.edit_strength, stored in its file)."""
+    from asyrp.config import compose
+
+    return float(compose("train", [f"experiment={experiment}"]).model.edit_strength)
+
+
+# Edit strengths (the official hs_coeff), each chosen on the selection split select/ (seed 3), never on the test faces
+# judged here, at training seeds 0-2 (docs/results.md: smiling in "Six attributes", glasses in "Zero-initialised f")
+STRENGTH, SECOND_STRENGTH = recipe_strength("synthfaces_smiling"), recipe_strength(SECOND)
+# the demo's size: faces written (train, test, the second's train and twins), seeds; --tiny (a check, not a result):
+# a few faces, one epoch, two seeds
+FULL = {"n_train": 256, "n_test": 64, "n_second": 64, "seeds": SEEDS, "short": ()}
 TINY = {
     "n_train": 16,
     "n_test": 8,
     "n_second": 16,
-    "n_labelled": 32,
     "seeds": SEEDS[:2],
     "short": ("dataset.n_images=16", "dataset.n_val=2", "model.n_iter=1", "plan.n_inv=10", "plan.n_gen=10"),
-    "guide": ("model.loss.guide.classifier.epochs=1",),
 }
 CORES = 2  # the reference machine: caches with both threads, trainings and edits two at a time with one thread each
 CACHE_BATCH = 32  # images per batch while the caches are built (no gradient: a large batch pays on two threads)
@@ -150,7 +159,7 @@ def _shown(p: Path) -> Path:
 
 def prepare(out: Path, size: dict) -> dict[str, tuple[str, ...]]:
     """Faces, then every inversion cache the trainings read (train=false: the same config, so the same cache entries;
-    nothing trained but the second's classifier). Returns each attribute's training overrides (seed aside)."""
+    nothing trained). Returns each attribute's training overrides (seed aside)."""
     data, second = out / "data", out / "data_second"
     run(
         "-m",
@@ -162,8 +171,7 @@ def prepare(out: Path, size: dict) -> dict[str, tuple[str, ...]]:
         "--n-test",
         str(size["n_test"]),
     )
-    # the second attribute trains on faces that lack it (its own split of the same dataset seed) and its classifier on
-    # the labelled split (faces of every kind, the data writer's labels)
+    # the second attribute trains on faces that lack it (its own split of the same dataset seed) and their twins
     run(
         "-m",
         "asyrp.synthfaces.data",
@@ -175,22 +183,14 @@ def prepare(out: Path, size: dict) -> dict[str, tuple[str, ...]]:
         str(size["n_second"]),
         "--n-test",
         "0",
-        "--n-labelled",
-        str(size["n_labelled"]),
+        "--twins",
+        SECOND_TARGET.split("=")[0],
     )
     smiling = ("experiment=synthfaces_smiling", *size["short"])
-    guided = (
-        f"experiment={SECOND}",
-        f"model.loss.guide.classifier.labelled={second / 'labelled'}",
-        *size["short"],
-        *size["guide"],
-    )
+    twins = (f"experiment={SECOND}", f"model.loss.guide.twins.dir={second / 'twins'}", *size["short"])
     run(*train_args(out, "cache_smiling", data, *smiling, "train=false", f"dataset.cache_batch_size={CACHE_BATCH}"))
-    run(*train_args(out, "cache_second", second, *guided, "train=false", f"dataset.cache_batch_size={CACHE_BATCH}"))
-    # the classifier has its own seed (model.loss.guide.classifier.seed): every training seed would train the same one,
-    # so the three read the one trained above
-    classifier = out / "cache_second" / "checkpoints" / "guide_classifier.pt"
-    return {"smiling": smiling, "second": (*guided, f"model.loss.guide.classifier.file={classifier}")}
+    run(*train_args(out, "cache_second", second, *twins, "train=false", f"dataset.cache_batch_size={CACHE_BATCH}"))
+    return {"smiling": smiling, "second": twins}
 
 
 def train_and_edit(out: Path, size: dict, overrides: dict) -> dict[str, dict[int, Path]]:

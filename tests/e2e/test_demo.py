@@ -30,7 +30,7 @@ def test_tiny_demo_prints_per_seed_lines_for_both_attributes_and_the_composition
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     lines = r.stdout.splitlines()
-    second = "synthfaces_glasses_guided_masked"
+    second = "synthfaces_glasses_twins"
     for s in (0, 1):
         assert any(re.fullmatch(rf"demo: seed {s}: {VERDICT}", x) for x in lines), r.stdout
         assert any(re.fullmatch(rf"demo: {second} seed {s} \(\d+ faces without it\): {VERDICT}", x) for x in lines)
