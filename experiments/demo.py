@@ -33,18 +33,20 @@ SEEDS = (0, 1, 2)
 # starting at delta_h = 0, the best glasses row measured at three training seeds (docs/results.md, "Zero-initialised
 # f"); it needs no labelled split and no classifier
 SECOND, SECOND_TARGET = "synthfaces_glasses_twins", "glasses=True"
+SECOND_TWINS = "glasses"  # the data writer's --twins attribute: the second's training faces drawn with it
 
 
-def recipe_strength(experiment: str) -> float:
-    """The edit strength a recipe was chosen with on select/ (model.edit_strength, stored in its file)."""
+def recipe_strengths() -> dict[str, float]:
+    """The edit strength (the official hs_coeff) each recipe was chosen with on the selection split select/ (seed 3),
+    never on the test faces judged here, at training seeds 0-2: model.edit_strength, stored in its file
+    (docs/results.md: smiling in "Six attributes", glasses in "Zero-initialised f"). Composed in main(), so that
+    --help does not pay for two Hydra compositions."""
     from asyrp.config import compose
 
-    return float(compose("train", [f"experiment={experiment}"]).model.edit_strength)
+    pick = lambda e: float(compose("train", [f"experiment={e}"]).model.edit_strength)  # noqa: E731
+    return {"smiling": pick("synthfaces_smiling"), "second": pick(SECOND)}
 
 
-# Edit strengths (the official hs_coeff), each chosen on the selection split select/ (seed 3), never on the test faces
-# judged here, at training seeds 0-2 (docs/results.md: smiling in "Six attributes", glasses in "Zero-initialised f")
-STRENGTH, SECOND_STRENGTH = recipe_strength("synthfaces_smiling"), recipe_strength(SECOND)
 # the demo's size: faces written (train, test, the second's train and twins), seeds; --tiny (a check, not a result):
 # a few faces, one epoch, two seeds
 FULL = {"n_train": 256, "n_test": 64, "n_second": 64, "seeds": SEEDS, "short": ()}
@@ -181,7 +183,7 @@ def prepare(out: Path, size: dict) -> dict[str, tuple[str, ...]]:
         "--n-test",
         "0",
         "--twins",
-        SECOND_TARGET.split("=")[0],
+        SECOND_TWINS,
     )
     smiling = ("experiment=synthfaces_smiling", *size["short"])
     twins = (f"experiment={SECOND}", f"model.loss.guide.twins.dir={second / 'twins'}", *size["short"])
@@ -190,7 +192,7 @@ def prepare(out: Path, size: dict) -> dict[str, tuple[str, ...]]:
     return {"smiling": smiling, "second": twins}
 
 
-def train_and_edit(out: Path, size: dict, overrides: dict) -> dict[str, dict[int, Path]]:
+def train_and_edit(out: Path, size: dict, overrides: dict, strength: dict) -> dict[str, dict[int, Path]]:
     """The trainings, then the edits, CORES at a time; the folders of the edited faces per attribute and seed."""
     data, seeds = out / "data", size["seeds"]
     # seed 0 of smiling in outputs/demo/train: the h-function app.py opens with
@@ -209,9 +211,13 @@ def train_and_edit(out: Path, size: dict, overrides: dict) -> dict[str, dict[int
     jobs = []
     for s in seeds:  # smiling and the second first: their caches differ (t0), so the first two do not wait on one lock
         for a, ck, more in (
-            ("smiling", ckpt["smiling"][s], f"strength={STRENGTH}"),
-            ("second", ckpt["second"][s], f"strength={SECOND_STRENGTH}"),
-            ("both", f"[{ckpt['smiling'][s]},{ckpt['second'][s]}]", f"coeffs=[{STRENGTH},{SECOND_STRENGTH}]"),
+            ("smiling", ckpt["smiling"][s], f"strength={strength['smiling']}"),
+            ("second", ckpt["second"][s], f"strength={strength['second']}"),
+            (
+                "both",
+                f"[{ckpt['smiling'][s]},{ckpt['second'][s]}]",
+                f"coeffs=[{strength['smiling']},{strength['second']}]",
+            ),
         ):
             name = {"smiling": "edit", "second": "edit_second", "both": "edit_both"}[a] + f"_s{s}"
             jobs.append((out / name / "demo.log", edit_args(out, name, data, str(ck), more)))
@@ -233,7 +239,8 @@ def main(out: Path, size: dict) -> None:
     os.environ.setdefault("WANDB_MODE", "offline")
     if out.exists():  # the demo is one self-contained run: start clean
         shutil.rmtree(out)
-    edits = train_and_edit(out, size, prepare(out, size))
+    strength = recipe_strengths()
+    edits = train_and_edit(out, size, prepare(out, size), strength)
     seeds, data = size["seeds"], out / "data"
 
     from asyrp.data.images import read_image_files
@@ -260,11 +267,11 @@ def main(out: Path, size: dict) -> None:
         )
     worst = {k: min(r[k] for r in per_seed.values()) for k in ("success", "preserved")}
     worst_second = {k: min(r[k] for r in second.values()) for k in ("success", "preserved")}
-    grid = write_grid(out, names, x_src, [read(a, seeds[0]) for a in edits], verdicts[seeds[0]], per_seed)
+    grid = write_grid(out, names, x_src, [read(a, seeds[0]) for a in edits], verdicts[seeds[0]], per_seed, strength)
     metrics = out / "metrics.json"
     res = {
         "target": TARGET,
-        "strength": STRENGTH,
+        "strength": strength["smiling"],
         "targets": TARGETS,
         "seeds": per_seed,
         "worst_seed": worst,
@@ -272,12 +279,16 @@ def main(out: Path, size: dict) -> None:
         "second": {
             "experiment": SECOND,
             "target": SECOND_TARGET,
-            "strength": SECOND_STRENGTH,
+            "strength": strength["second"],
             "seeds": second,
             "worst_seed": worst_second,
             "all_seeds_met": all(r["met"] for r in second.values()),
         },
-        "composition": {"checkpoints": ["smiling", SECOND], "coeffs": [STRENGTH, SECOND_STRENGTH], "seeds": both},
+        "composition": {
+            "checkpoints": ["smiling", SECOND],
+            "coeffs": [strength["smiling"], strength["second"]],
+            "seeds": both,
+        },
         "grid_columns": ["source", f"smiling (seed {seeds[0]})", f"{SECOND} (seed {seeds[0]})", "smiling + " + SECOND],
         "seconds": round(time.time() - t_start, 1),
     }
@@ -292,7 +303,9 @@ def main(out: Path, size: dict) -> None:
     )
 
 
-def write_grid(out: Path, names: list[str], x_src, x_edits: list, verdicts: list, per_seed: dict) -> Path:
+def write_grid(
+    out: Path, names: list[str], x_src, x_edits: list, verdicts: list, per_seed: dict, strength: dict
+) -> Path:
     """32 held-out faces in 4 panels: source, smiling, the second attribute, both (the first seed); each row says how
     the oracle judged the smiling edit."""
     from asyrp.grid import columns_grid, save_grid
@@ -305,7 +318,7 @@ def write_grid(out: Path, names: list[str], x_src, x_edits: list, verdicts: list
     scores = ", ".join(f"{r['success']:.2f} / {r['preserved']:.2f}" for r in per_seed.values())
     title = (
         f"make demo: 'smiling' h-function (train.py experiment=synthfaces_smiling, seed {min(per_seed)}), held-out "
-        f"faces edited at strength {STRENGTH:g}; then {SECOND} x{SECOND_STRENGTH:g}, and both composed. "
+        f"faces edited at strength {strength['smiling']:g}; then {SECOND} x{strength['second']:g}, and both composed. "
         f"success / preserved per seed {scores}"
         f" (targets {TARGETS['success']:.2f} / {TARGETS['preserved']:.2f}): share of the {len(names)} edits the "
         f"oracle reads as smiling / with every other attribute as in the input. Rows: 'smiles' / 'kept' per face "
@@ -314,8 +327,8 @@ def write_grid(out: Path, names: list[str], x_src, x_edits: list, verdicts: list
     grid = out / "grid.png"
     columns = [
         ("input", x_src[:n]),
-        (f"smiling x{STRENGTH:g}", x_edits[0][:n]),
-        (f"{SECOND.removeprefix('synthfaces_')} x{SECOND_STRENGTH:g}", x_edits[1][:n]),
+        (f"smiling x{strength['smiling']:g}", x_edits[0][:n]),
+        (f"{SECOND.removeprefix('synthfaces_')} x{strength['second']:g}", x_edits[1][:n]),
         ("both", x_edits[2][:n]),
     ]
     save_grid(grid, columns_grid(columns, verdict, title, blocks=4))

@@ -68,7 +68,16 @@ GUIDE = ["guide=classifier", "model.loss.guide.classifier.labelled={labelled}",
          "model.loss.guide.classifier.target={target}", "model.loss.guide.classifier.kept={probe}"]  # fmt: skip
 # paired images: the training faces' twins, no CLIP term, no P_t^orig anchor (conf/experiment/*_twins.yaml)
 TWINS_LOSS = ["guide=twins", "model.loss.guide.twins.dir={twins}", "model.loss.w_clip=0", "model.loss.w_recon=0"]
-TWINS = TWINS_LOSS + ["dataset.n_images=64", "model.n_iter=4"]
+LATE = ["plan.t0=300", "plan.t_edit=200"]  # the mouth's window (frowning's CLIP recipe)
+HOLD = ["model.loss.guide.twins.hold_outside=true"]  # the twin inside the pair's region, P_t^orig outside it
+
+
+def twins(window: list[str], n_images: int = 64, epochs: int = 4, zero_init: bool = True, extra=()) -> list[str]:
+    """A paired-images row's train.py overrides: the window, the twin loss, the pairs, the epochs, the initialisation."""
+    init = ["hfunction.zero_init=true"] if zero_init else []
+    return window + TWINS_LOSS + [f"dataset.n_images={n_images}", f"model.n_iter={epochs}"] + init + list(extra)
+
+
 KEEP_CLIP = ["keep=clip", "model.loss.keep.clip.w_keep=2.0", "model.loss.keep.clip.pairs={keep_pairs}"]
 # name, train.py overrides, edit.py overrides, supervision, files it needs on main, why it is skipped (if it is)
 ROWS = [
@@ -88,19 +97,23 @@ ROWS = [
     ("window_guided", WINDOW + GUIDE, [], "labelled images", ["conf/guide/classifier.yaml"], None),
     ("window_guided_masked", WINDOW + GUIDE + ["constraint=mask", "constraint.mask={mask}", "dataset.n_images=64",
      "model.n_iter=4"], [], "labelled images + a mask from CLIP's gradient", ["conf/guide/classifier.yaml"], None),
-    ("window_twins", WINDOW + TWINS, [], "paired images (64 twins)", ["conf/guide/twins.yaml"], None),
-    ("window_twins_masked", WINDOW + TWINS + ["constraint=mask", "constraint.mask={mask}"], [],
+    ("window_twins", twins(WINDOW, zero_init=False), [], "paired images (64 twins)", ["conf/guide/twins.yaml"], None),
+    ("window_twins_masked", twins(WINDOW, zero_init=False, extra=["constraint=mask", "constraint.mask={mask}"]), [],
      "paired images (64 twins) + a mask from CLIP's gradient", ["conf/guide/twins.yaml"], None),
-    ("window_twins_zero", WINDOW + TWINS + ["hfunction.zero_init=true"], [], "paired images (64 twins)",
+    ("window_twins_zero", twins(WINDOW), [], "paired images (64 twins)",
      ["conf/guide/twins.yaml"], None),  # f starts from delta_h = 0 (no random shift to unlearn)
-    ("window_twins_zero_256", WINDOW + TWINS_LOSS + ["dataset.n_images=256", "model.n_iter=4",
-     "hfunction.zero_init=true"], [], "paired images (256 twins)", ["conf/guide/twins.yaml"], None),  # 4x the pairs
-    ("late_twins_zero", ["plan.t0=300", "plan.t_edit=200"] + TWINS + ["hfunction.zero_init=true"], [],
-     "paired images (64 twins)", ["conf/guide/twins.yaml"], None),  # the mouth's window (frowning's CLIP recipe)
-    ("late_twins_zero_e12", ["plan.t0=300", "plan.t_edit=200"] + TWINS_LOSS + ["dataset.n_images=64", "model.n_iter=12",
-     "hfunction.zero_init=true"], [], "paired images (64 twins)", ["conf/guide/twins.yaml"], None),  # 3x the epochs
-    ("window_twins_zero_e12", WINDOW + TWINS_LOSS + ["dataset.n_images=64", "model.n_iter=12",
-     "hfunction.zero_init=true"], [], "paired images (64 twins)", ["conf/guide/twins.yaml"], None),  # 3x the epochs
+    ("window_twins_zero_256", twins(WINDOW, n_images=256), [], "paired images (256 twins)", ["conf/guide/twins.yaml"],
+     None),  # 4x the pairs
+    ("late_twins_zero", twins(LATE), [], "paired images (64 twins)", ["conf/guide/twins.yaml"], None),
+    ("late_twins_zero_e12", twins(LATE, epochs=12), [], "paired images (64 twins)", ["conf/guide/twins.yaml"], None),
+    ("window_twins_zero_e12", twins(WINDOW, epochs=12), [], "paired images (64 twins)", ["conf/guide/twins.yaml"],
+     None),  # 3x the epochs
+    ("window_twins_hold", twins(WINDOW, extra=HOLD), [], "paired images (64 twins; the pair's region held outside)",
+     ["conf/guide/twins.yaml"], None),
+    ("window_twins_hold_e12", twins(WINDOW, epochs=12, extra=HOLD), [],
+     "paired images (64 twins; the pair's region held outside)", ["conf/guide/twins.yaml"], None),
+    ("late_twins_hold_e12", twins(LATE, epochs=12, extra=HOLD), [],
+     "paired images (64 twins; the pair's region held outside)", ["conf/guide/twins.yaml"], None),
 ]  # fmt: skip
 ROW_NAMES = [r[0] for r in ROWS]
 

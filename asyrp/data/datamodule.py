@@ -30,7 +30,8 @@ class CachedDataset(Dataset):
 
     ``steps``: the first generation steps an item carries (training: those at t >= t_edit; entries that walked further
     down are cut to them, so every item of a batch has the same rows); None: all, with x_rec (validation, grids).
-    ``twins``: guide=twins: the entry of each item's twin (asyrp.twins), whose P_t^orig the item carries as P_twin."""
+    ``twins``: guide=twins: the entry of each item's twin (asyrp.twins), whose P_t^orig the item carries as P_twin
+    (and its x0 as x0_twin)."""
 
     def __init__(
         self, paths: list[Path], in_memory: bool = False, steps: int | None = None, twins: list[Path] | None = None
@@ -52,7 +53,7 @@ class CachedDataset(Dataset):
             item = {"x0": e["x0"], "x_T": e["x_T"], "x_rec": e["x_rec"], "P_orig": e["P_orig"], "t": e["t"]}
         if self.twins is not None:
             twin = self._twin_mem[i] if self._twin_mem is not None else load_entry(self.twins[i])
-            item["P_twin"] = twin["P_orig"][: len(item["t"])]
+            item["P_twin"], item["x0_twin"] = twin["P_orig"][: len(item["t"])], twin["x0"]
         return {**item, "index": i}
 
 

@@ -1,5 +1,6 @@
 """train.py with guide=twins: the twins are inverted by the training cache and pair with the training images, the
-trained h-function brings P_t^edit closer to P_t^twin than delta_h = 0 does, the file records the twins, the term is
+trained h-function brings P_t^edit closer to P_t^twin (held to P_t^orig outside the pair's region with hold_outside)
+than delta_h = 0 does, the file records the twins, the term is
 logged, the recipe's edit strength is stored, inputs.json lists the twins used, and an unpaired training image through the CLI is one line and a non-zero exit before any output."""
 
 import csv
@@ -8,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from asyrp.config import compose
@@ -26,25 +28,26 @@ def _data(tmp_path: Path, n: int = 4) -> tuple[Path, Path]:
 
 
 def _twin_distance(module, batch) -> float:
-    """Mean L1 of P_t^edit to P_t^twin over the training steps, walking the edited x_t as training does."""
-    x, total = batch["x_T"], 0.0
+    """Mean L1 of P_t^edit to the twin targets over the training steps, walking the edited x_t as training does."""
+    x, total, targets = batch["x_T"], 0.0, module.loss_fn.guide.targets(batch)
     with torch.no_grad():
         for k, t, t_next in module.train_steps:
             step = asyrp_step(module.backbone, x, t, t_next, module.a, module.hfunc, mode=module.plan.mode)
-            total += float((step.P_edit - batch["P_twin"][:, k]).abs().mean())
+            total += float((step.P_edit - targets[:, k]).abs().mean())
             x = step.x_next
     return total / len(module.train_steps)
 
 
-def test_a_twins_run_pulls_P_t_towards_the_twins_and_records_them(tmp_path):
+@pytest.mark.parametrize("hold_outside", [False, True])
+def test_a_twins_run_pulls_P_t_towards_the_twins_and_records_them(tmp_path, hold_outside):
     train_dir, twins = _data(tmp_path)
     cfg = compose(
         "train",
         ["experiment=synthfaces_glasses_twins", "debug=smoke", "logger=csv", "dataset=synthfaces",
          f"dataset.path={train_dir}", "dataset.n_images=4", "dataset.n_val=0", "dataset.batch_size=4",
          f"dataset.cache_dir={tmp_path / 'cache'}", "callbacks.edit_grid=null", "trainer.limit_val_batches=0",
-         f"{KEY}.dir={twins}", "model.n_iter=15", "model.optimizer.lr=0.1",
-         "model.edit_strength=0.7"],
+         f"{KEY}.dir={twins}", "model.n_iter=15", f"model.optimizer.lr={0.02 if hold_outside else 0.1}",
+         "model.edit_strength=0.7", f"{KEY}.hold_outside={hold_outside}"],
         output_dir=tmp_path / "run",
     )  # fmt: skip
     _, objects = train(cfg)
@@ -61,6 +64,7 @@ def test_a_twins_run_pulls_P_t_towards_the_twins_and_records_them(tmp_path):
     obj = torch.load(tmp_path / "run" / "checkpoints" / "hfunction.pt", weights_only=True)
     assert obj["edit"]["strength"] == 0.7 and module.strength == 1.0  # the recipe's edit strength, trained at 1
     assert obj["guide"]["twins"]["dir"] == str(twins) and obj["guide"]["twins"]["supervision"].startswith("paired")
+    assert obj["guide"]["twins"]["hold_outside"] is hold_outside
     inputs = json.loads((tmp_path / "run" / "inputs.json").read_text())["twins"]  # every twin file: used or not
     assert [Path(f).name for f in inputs["used"]] == [f"face_{i:04d}.png" for i in range(4)] and inputs["unused"] == []
     with open(next((tmp_path / "run").glob("**/metrics.csv")), newline="") as fh:

@@ -1,7 +1,8 @@
 """guide=twins (asyrp.twins): the term is w_twin * L1(P_t^edit, P_t^twin) and its gradient reaches only the
 h-function; the twins pair with the training images by file name (an unpaired image is one error naming it, unused
-twins are reported); each training item carries its twin's P_t at the item's own t; the synthfaces writer draws
-train/'s faces with the attribute under the same names."""
+twins are reported); each training item carries its twin's P_t at the item's own t; hold_outside pulls P_t to the
+twin only inside the pixels the pair differs in and to P_t^orig outside them; the synthfaces writer draws train/'s
+faces with the attribute under the same names."""
 
 import logging
 
@@ -15,7 +16,7 @@ from asyrp.ops.errors import AsyrpUserError
 from asyrp.ops.io import atomic_save
 from asyrp.samplers import asyrp_step
 from asyrp.schedules import alphas_cumprod, make_betas
-from asyrp.twins import TwinGuide, check_twins_config, pair_files
+from asyrp.twins import TwinGuide, build_twin_guide, check_twins_config, pair_files, twin_region
 
 A = alphas_cumprod(make_betas("linear"))
 
@@ -36,6 +37,22 @@ def test_the_term_is_the_weighted_l1_to_the_twin_and_moves_only_the_h_function()
     assert all(p.grad is None for p in bb.parameters())
     with pytest.raises(ValueError, match="P_twin"):
         TwinGuide(1.0)(step.P_edit.detach(), step.P_orig, 600)
+
+
+def test_hold_outside_pulls_to_the_twin_inside_the_pairs_region_and_to_P_orig_outside_it():
+    x0 = torch.zeros(2, 3, 8, 8)
+    x0_twin = x0.clone()
+    x0_twin[0, 1, 2:4, 3:5] = 0.5  # pair 0 differs in a 2x2 block of one channel; pair 1 not at all
+    x0_twin[0, 0, 6, 6] = 0.05  # below the threshold: not the attribute
+    region = twin_region(x0, x0_twin, threshold=0.1, dilate=1)
+    assert region.shape == (2, 1, 8, 8) and region[1].sum() == 0
+    assert torch.equal(region[0, 0, 1:5, 2:6], torch.ones(4, 4)) and region[0].sum() == 16  # the block grown by 1 px
+    P_orig, P_twin = torch.zeros(2, 3, 3, 8, 8), torch.randn(2, 3, 3, 8, 8)  # 3 training steps
+    batch = {"x0": x0, "x0_twin": x0_twin, "P_orig": P_orig, "P_twin": P_twin}
+    held = build_twin_guide({"dir": "twins", "hold_outside": True, "region_dilate": 1}).targets(batch)
+    inside = region[:, None].expand_as(P_twin).bool()
+    assert torch.equal(held[inside], P_twin[inside]) and torch.equal(held[~inside], P_orig[~inside])
+    assert torch.equal(build_twin_guide({"dir": "twins"}).targets(batch), P_twin)  # off: the twin everywhere
 
 
 def _folder(path, names):
@@ -63,6 +80,8 @@ def test_twins_pair_by_file_name_in_the_training_order(tmp_path, caplog):
         ({"dir": None, "w_twin": 1.0}, ["a.png"], "guide=twins needs model.loss.guide.twins.dir"),
         ({"dir": "MISSING", "w_twin": 1.0}, ["a.png"], "is not a folder"),
         ({"dir": "TWINS", "w_twin": 1.0}, None, "use dataset.kind=folder"),
+        ({"dir": "TWINS", "hold_outside": True, "region_threshold": 0}, ["a.png"], "region_threshold=0 must be in"),
+        ({"dir": "TWINS", "hold_outside": True, "region_dilate": -1}, ["a.png"], "region_dilate"),
     ],
 )
 def test_bad_twin_settings_are_one_error(tmp_path, twins, files, message):
@@ -90,6 +109,7 @@ def test_each_training_item_carries_its_twins_P_t_at_its_own_steps(tmp_path):
         item = ds[1]
         assert item["P_twin"].shape == item["P_orig"].shape == (2, 3, 2, 2)
         assert torch.equal(item["P_twin"][:, 0, 0, 0], torch.tensor([60.0, 61.0]))  # twin of item 1, its first 2 t
+        assert torch.equal(item["x0_twin"], torch.full((3, 2, 2), 6.0))  # its twin's x0: hold_outside's region
     assert "P_twin" not in CachedDataset(paths, steps=2)[0]
     with pytest.raises(ValueError, match="1 twin entries for 2 items"):
         CachedDataset(paths, twins=twins[:1])
