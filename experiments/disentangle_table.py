@@ -106,6 +106,7 @@ ROWS = [
      None),  # 4x the pairs
     ("late_twins_zero", twins(LATE), [], "paired images (64 twins)", ["conf/guide/twins.yaml"], None),
     ("late_twins_zero_e12", twins(LATE, epochs=12), [], "paired images (64 twins)", ["conf/guide/twins.yaml"], None),
+    ("late_twins_zero_e16", twins(LATE, epochs=16), [], "paired images (64 twins)", ["conf/guide/twins.yaml"], None),
     ("window_twins_zero_e12", twins(WINDOW, epochs=12), [], "paired images (64 twins)", ["conf/guide/twins.yaml"],
      None),  # 3x the epochs
     ("window_twins_hold", twins(WINDOW, extra=HOLD), [], "paired images (64 twins; the pair's region held outside)",
@@ -114,6 +115,8 @@ ROWS = [
      "paired images (64 twins; the pair's region held outside)", ["conf/guide/twins.yaml"], None),
     ("late_twins_hold_e12", twins(LATE, epochs=12, extra=HOLD), [],
      "paired images (64 twins; the pair's region held outside)", ["conf/guide/twins.yaml"], None),
+    ("late_twins_hold_e12_w50", twins(LATE, epochs=12, extra=HOLD + ["model.loss.guide.twins.w_twin=50"]), [],
+     "paired images (64 twins; the pair's region held outside)", ["conf/guide/twins.yaml"], None),  # 5x the step
 ]  # fmt: skip
 ROW_NAMES = [r[0] for r in ROWS]
 
