@@ -154,7 +154,7 @@ def labelled_split(experiment: str, tmp_path: Path) -> list[str]:
 
     if "twins" in experiment:
         train = write_split(tmp_path / "data" / "train", 1, 4, {})
-        twins = write_twins(train, experiment.removeprefix("synthfaces_").removesuffix("_twins"))
+        twins = write_twins(train, experiment.removeprefix("synthfaces_").partition("_twins")[0])
         return ["dataset.kind=folder", f"dataset.path={train}", f"model.loss.guide.twins.dir={twins}"]
     key = {"keep_probe": "model.loss.keep.probe", "guided": "model.loss.guide.classifier"}
     found = [k for name, k in key.items() if name in experiment]
