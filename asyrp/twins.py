@@ -48,14 +48,13 @@ def twin_settings(c: Mapping[str, Any]) -> dict[str, Any]:
     if not c.get("dir"):
         raise AsyrpUserError(f"guide=twins needs {KEY}.dir: a folder of the training images' twins ({WRITE_TWINS})")
     s = {"dir": str(c["dir"]), "w_twin": w, "hold_outside": bool(c.get("hold_outside", False))}
-    if s["hold_outside"]:
-        s["region_threshold"] = as_float(c.get("region_threshold", 0.1), f"{KEY}.region_threshold")
-        if not 0 < s["region_threshold"] < 2:
-            raise AsyrpUserError(
-                f"{KEY}.region_threshold={c.get('region_threshold')} must be in (0, 2): the per-channel difference "
-                "of source and twin (images in [-1, 1]) above which a pixel belongs to the attribute's region"
-            )
-        s["region_dilate"] = as_int(c.get("region_dilate", 2), f"{KEY}.region_dilate", 0)
+    s["region_threshold"] = as_float(c.get("region_threshold", 0.1), f"{KEY}.region_threshold")
+    if not 0 < s["region_threshold"] < 2:
+        raise AsyrpUserError(
+            f"{KEY}.region_threshold={c.get('region_threshold')} must be in (0, 2): the per-channel difference of "
+            "source and twin (images in [-1, 1]) above which a pixel belongs to the attribute's region"
+        )
+    s["region_dilate"] = as_int(c.get("region_dilate", 2), f"{KEY}.region_dilate", 0)
     return s
 
 
@@ -115,7 +114,7 @@ class TwinGuide:
 
     w_twin: float
     hold_outside: bool = False
-    region_threshold: float = 0.1
+    region_threshold: float = 0.1  # hold_outside's region (twin_settings checks them)
     region_dilate: int = 2
 
     def targets(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -137,7 +136,7 @@ class TwinGuide:
 
 def build_twin_guide(c: Mapping[str, Any]) -> TwinGuide:
     s = twin_settings(c)
-    return TwinGuide(s["w_twin"], s["hold_outside"], s.get("region_threshold", 0.1), s.get("region_dilate", 2))
+    return TwinGuide(s["w_twin"], s["hold_outside"], s["region_threshold"], s["region_dilate"])
 
 
 def twin_record(c: Mapping[str, Any], n_pairs: int | None = None) -> dict[str, Any]:
