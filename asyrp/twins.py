@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,10 @@ def twin_settings(c: Mapping[str, Any]) -> dict[str, Any]:
         raise AsyrpUserError(f"{KEY}.w_twin={c.get('w_twin')} must be > 0 (guide=none trains without twins)")
     if not c.get("dir"):
         raise AsyrpUserError(f"guide=twins needs {KEY}.dir: a folder of the training images' twins ({WRITE_TWINS})")
-    s = {"dir": str(c["dir"]), "w_twin": w, "hold_outside": bool(c.get("hold_outside", False))}
+    hold = c.get("hold_outside", False)
+    if not isinstance(hold, bool):
+        raise AsyrpUserError(f"{KEY}.hold_outside={hold!r} must be true or false")
+    s = {"dir": str(c["dir"]), "w_twin": w, "hold_outside": hold}
     s["region_threshold"] = as_float(c.get("region_threshold", 0.1), f"{KEY}.region_threshold")
     if not 0 < s["region_threshold"] < 2:
         raise AsyrpUserError(
@@ -116,12 +119,21 @@ class TwinGuide:
     hold_outside: bool = False
     region_threshold: float = 0.1  # hold_outside's region (twin_settings checks them)
     region_dilate: int = 2
+    _told: bool = field(default=False, repr=False)
 
     def targets(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(B, K, 3, H, W): what P_t^edit is pulled to at each of the batch's K training steps."""
         if not self.hold_outside:
             return batch["P_twin"]
         region = twin_region(batch["x0"], batch["x0_twin"], self.region_threshold, self.region_dilate)[:, None]
+        if not self._told:  # once per run: how much of the image the pairs say is the attribute
+            self._told = True
+            share = float(region.mean())
+            (log.warning if share == 0 else log.info)(
+                "guide=twins hold_outside: the pairs of the first batch differ on %.1f%% of the pixels%s", 100 * share,
+                "; nothing to learn: are the twins copies of their sources, or is region_threshold too high?"
+                if share == 0 else "",
+            )  # fmt: skip
         P_orig = batch["P_orig"].to(batch["P_twin"])
         return region * batch["P_twin"] + (1 - region) * P_orig
 

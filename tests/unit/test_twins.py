@@ -39,7 +39,7 @@ def test_the_term_is_the_weighted_l1_to_the_twin_and_moves_only_the_h_function()
         TwinGuide(1.0)(step.P_edit.detach(), step.P_orig, 600)
 
 
-def test_hold_outside_pulls_to_the_twin_inside_the_pairs_region_and_to_P_orig_outside_it():
+def test_hold_outside_pulls_to_the_twin_inside_the_pairs_region_and_to_P_orig_outside_it(caplog):
     x0 = torch.zeros(2, 3, 8, 8)
     x0_twin = x0.clone()
     x0_twin[0, 1, 2:4, 3:5] = 0.5  # pair 0 differs in a 2x2 block of one channel; pair 1 not at all
@@ -53,6 +53,9 @@ def test_hold_outside_pulls_to_the_twin_inside_the_pairs_region_and_to_P_orig_ou
     inside = region[:, None].expand_as(P_twin).bool()
     assert torch.equal(held[inside], P_twin[inside]) and torch.equal(held[~inside], P_orig[~inside])
     assert torch.equal(build_twin_guide({"dir": "twins"}).targets(batch), P_twin)  # off: the twin everywhere
+    with caplog.at_level(logging.INFO, logger="asyrp.twins"):
+        build_twin_guide({"dir": "twins", "hold_outside": True}).targets({**batch, "x0_twin": x0})
+    assert "differ on 0.0% of the pixels; nothing to learn" in caplog.text  # twins equal to their sources: said
 
 
 def _folder(path, names):
@@ -82,6 +85,7 @@ def test_twins_pair_by_file_name_in_the_training_order(tmp_path, caplog):
         ({"dir": "TWINS", "w_twin": 1.0}, None, "use dataset.kind=folder"),
         ({"dir": "TWINS", "hold_outside": True, "region_threshold": 0}, ["a.png"], "region_threshold=0 must be in"),
         ({"dir": "TWINS", "hold_outside": True, "region_dilate": -1}, ["a.png"], "region_dilate"),
+        ({"dir": "TWINS", "hold_outside": "false"}, ["a.png"], "hold_outside='false' must be true or false"),
     ],
 )
 def test_bad_twin_settings_are_one_error(tmp_path, twins, files, message):
