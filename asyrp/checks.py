@@ -17,7 +17,7 @@ from .config import as_float, as_int
 from .guide import check_guide_config
 from .keep import check_keep_config
 from .ops.errors import AsyrpUserError
-from .plan import check_mode, check_schedule, plan_of
+from .plan import check_hold, check_mode, check_schedule, plan_of
 from .twins import check_twins_config
 
 if TYPE_CHECKING:
@@ -311,6 +311,9 @@ def check_edit_config(cfg: DictConfig) -> list[Path]:
         given["t_boost"],
     )
     check_mode(p.get("mode"), "plan.mode")
+    if p.get("hold") is not None or p.get("hold_dilate") is not None:  # the mode may come from the file: checked there
+        keys = {k: f"plan.{k}" for k in ("hold", "hold_dilate", "mode")}
+        check_hold(p.get("hold"), p.get("hold_dilate") or 0, p.get("mode") or "asyrp", keys)
     edit_coefficients(cfg, len(ckpts))  # coeffs, strength, sweep / strip syntax
     dev = str(cfg.get("device") or "cpu")
     if dev.startswith("cuda") and not torch.cuda.is_available():

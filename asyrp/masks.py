@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from .ops.errors import AsyrpUserError
 from .ops.io import atomic_save
@@ -45,6 +46,17 @@ def check_mask(mask: Any, image_size: int | None = None, *, what: str = "mask") 
     if float(m.min()) >= 1:
         raise AsyrpUserError(f"{what} covers every pixel: nothing lies outside the region; raise the threshold")
     return m
+
+
+def change_region(diff: torch.Tensor, threshold: float | torch.Tensor, dilate: int) -> torch.Tensor:
+    """(B, 1, H, W) in {0, 1}: the pixels where ``diff`` (B, C, H, W), a change between two images, exceeds
+    ``threshold`` (a number, or one per image shaped (B, 1, 1, 1)) in some channel, grown by ``dilate`` pixels (P_t
+    is a blurred x0, so an attribute's change spreads a little beyond its pixels). The twins' region and the P_t
+    hold of an edit are both this."""
+    region = (diff.abs().amax(1, keepdim=True) > threshold).to(diff.dtype)
+    if dilate:
+        region = F.max_pool2d(region, 2 * dilate + 1, stride=1, padding=dilate)
+    return region
 
 
 def mask_payload(mask: torch.Tensor, *, source: str, attribute: str) -> dict[str, Any]:

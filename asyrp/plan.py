@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
-from .config import as_int
+from .config import as_float, as_int
 from .ops.errors import AsyrpUserError
 from .schedules import timesteps
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 SPACINGS = ("official", "uniform")
 MODES = ("asyrp", "symmetric", "eps_shift", "x_shift")
+HOLD_MODES = ("asyrp", "eps_shift")  # the modes whose step has P_t^edit and P_t^orig side by side
 
 
 def inversion_pairs(seq: Sequence[int]) -> list[tuple[int, int]]:
@@ -38,7 +39,9 @@ def generation_pairs(seq: Sequence[int]) -> list[tuple[int, int]]:
 @dataclass(frozen=True)
 class EditPlan:
     """n_inv, n_gen, t0 (1000-step scale), t_edit (None: no edit steps), t_boost (0 or None: no boosting),
-    spacing ('official': Asyrp's linspace, 'uniform': DDIM's skipping; ``schedules.timesteps``) and mode."""
+    spacing ('official': Asyrp's linspace, 'uniform': DDIM's skipping; ``schedules.timesteps``), mode, and the P_t
+    hold: ``hold`` (None or 0: off) keeps P_t^orig wherever the edit changes P_t by at most ``hold`` x its largest
+    change on that image (the region grown by ``hold_dilate`` pixels; ``samplers.held_eps``)."""
 
     n_inv: int = 40
     n_gen: int = 40
@@ -47,9 +50,11 @@ class EditPlan:
     t_boost: int | None = 0
     spacing: str = "official"
     mode: str = "asyrp"
+    hold: float | None = None
+    hold_dilate: int = 2
 
     def __post_init__(self):
-        for name in ("n_inv", "n_gen", "t0"):
+        for name in ("n_inv", "n_gen", "t0", "hold_dilate"):
             object.__setattr__(self, name, int(getattr(self, name)))
         for name in ("t_edit", "t_boost"):
             v = getattr(self, name)
@@ -58,6 +63,7 @@ class EditPlan:
             raise ValueError(f"unknown timestep spacing {self.spacing!r}: use one of {SPACINGS}")
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}: use one of {MODES}")
+        object.__setattr__(self, "hold", float(self.hold) if self.hold else None)  # 0 = off, as None
 
     @property
     def seq_inv(self) -> list[int]:
@@ -107,6 +113,8 @@ def stored_edit(plan: EditPlan, strength: float) -> dict:
         "mode": plan.mode,
         "strength": float(strength),
         "spacing": plan.spacing,
+        "hold": plan.hold,
+        "hold_dilate": plan.hold_dilate,
     }
 
 
@@ -151,6 +159,22 @@ def check_schedule(
 def check_mode(mode: Any, key: str) -> None:
     if mode is not None and mode not in MODES:
         raise AsyrpUserError(f"{key}={mode!r} is not one of {', '.join(MODES)}")
+
+
+def check_hold(hold: Any, dilate: Any, mode: str, keys: Mapping[str, str]) -> None:
+    """The P_t hold's settings: a fraction in [0, 1) (0 = off), a dilation >= 0, a mode with two noise predictions."""
+    h = as_float(hold, keys["hold"]) if hold is not None else 0.0
+    if not 0 <= h < 1:
+        raise AsyrpUserError(
+            f"{keys['hold']}={hold} must be in [0, 1): the share of an image's largest change of P_t below which a "
+            "pixel keeps P_t^orig (0 = no hold)"
+        )
+    as_int(dilate, keys["hold_dilate"], 0)
+    if h and mode not in HOLD_MODES:
+        raise AsyrpUserError(
+            f"{keys['hold']}={hold} needs {keys['mode']} in {', '.join(HOLD_MODES)} (P_t^edit and P_t^orig side by "
+            f"side); mode {mode} has one prediction: set {keys['hold']}=0"
+        )
 
 
 # -- a composition of h-functions trained on different intervals: each in its own window ------------------------
@@ -218,6 +242,7 @@ def resolve_plan(
     keys = {k: key_prefix + k for k in FIELDS}
     check_schedule(v["n_inv"], v["n_gen"], v["t0"], v["t_edit"], v["t_boost"], keys=keys)
     check_mode(v["mode"], keys["mode"])
+    check_hold(v["hold"], v["hold_dilate"], v["mode"], keys)
     if v["spacing"] not in SPACINGS:
         raise AsyrpUserError(f"{keys['spacing']}={v['spacing']!r} must be official (Asyrp's linspace) or uniform")
     plan = EditPlan(**v)

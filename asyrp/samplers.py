@@ -19,6 +19,7 @@ import torch
 
 from .backbones.base import Backbone
 from .hfunctions.modules import Coefficients, apply_hfunction, n_components
+from .masks import change_region
 from .plan import MODES, EditPlan, generation_pairs, inversion_pairs
 from .schedules import alpha_at
 
@@ -250,6 +251,17 @@ def edit_eps(
     return EditEps(eps=eps, eps_edit=eps + delta_eps, h=h, delta_h=delta_eps)
 
 
+def held_eps(eps: torch.Tensor, eps_edit: torch.Tensor, hold: float, dilate: int) -> torch.Tensor:
+    """eps_edit inside the region where the edit changes P_t by more than ``hold`` x its largest change on that image
+    (grown by ``dilate`` pixels), eps outside: P_t is linear in eps, so this is P_t^edit inside and P_t^orig outside
+    (the plan's P_t hold: the low, spread change an attribute's delta_h also makes elsewhere is dropped, at no extra
+    network pass). Each row of the batch has its own region."""
+    change = eps_edit - eps
+    peak = change.abs().flatten(1).amax(1).view(-1, *([1] * (change.dim() - 1)))
+    region = change_region(change, hold * peak, dilate)
+    return eps + region * change
+
+
 def asyrp_step(
     backbone: Backbone,
     x_t: torch.Tensor,
@@ -338,6 +350,7 @@ def edit(
       x_edit is (K, B, C, H, W).
     - Noise: image b draws from ``torch.Generator().manual_seed(seeds[b])`` (default: seeds drawn from torch's
       global RNG), so an image's result does not depend on the batch it is in; its K settings share that noise.
+    - ``plan.hold``: the edit's P_t^edit only inside the region of its largest change of P_t (``held_eps``).
     - Reconstruction: ``hfunc=None`` or strength 0 runs no Asyrp step at all (identical to ddim_generate when
       t_boost disables boosting).
     - Step count: delta_h acts once per step, so the official code scales the strength by n_train / n_gen when
@@ -367,7 +380,8 @@ def edit(
     def predict(x_t: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if editing and t >= t_edit:  # Asyrp: the shifted h feeds P_t only
             ee = edit_eps(backbone, x_t, t, hfunc, mode=plan.mode, strength=coeffs)
-            return (x_t if ee.x_t is None else ee.x_t), ee.eps_edit, ee.eps
+            eps_P = held_eps(ee.eps, ee.eps_edit, plan.hold, plan.hold_dilate) if plan.hold else ee.eps_edit
+            return (x_t if ee.x_t is None else ee.x_t), eps_P, ee.eps
         eps = backbone.eps(backbone(x_t, _t_batch(t, x_t)))
         return x_t, eps, eps
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import as_float, as_int
+from .masks import change_region
 from .ops.errors import AsyrpUserError
 
 log = logging.getLogger(__name__)
@@ -102,11 +103,8 @@ def check_twins_config(guide: Mapping[str, Any] | None, train_files: Sequence[Pa
 
 def twin_region(x0: torch.Tensor, x0_twin: torch.Tensor, threshold: float, dilate: int) -> torch.Tensor:
     """(B, 1, H, W) in {0, 1}: where a source and its twin differ by more than ``threshold`` in some channel, grown by
-    ``dilate`` pixels (P_t at the training t is a blurred x0, so the attribute spreads a little beyond its pixels)."""
-    region = ((x0_twin.to(x0) - x0).abs().amax(1, keepdim=True) > threshold).to(x0)
-    if dilate:
-        region = F.max_pool2d(region, 2 * dilate + 1, stride=1, padding=dilate)
-    return region
+    ``dilate`` pixels."""
+    return change_region(x0_twin.to(x0) - x0, threshold, dilate)
 
 
 @dataclass

@@ -70,6 +70,8 @@ GUIDE = ["guide=classifier", "model.loss.guide.classifier.labelled={labelled}",
 TWINS_LOSS = ["guide=twins", "model.loss.guide.twins.dir={twins}", "model.loss.w_clip=0", "model.loss.w_recon=0"]
 LATE = ["plan.t0=300", "plan.t_edit=200"]  # the mouth's window (frowning's CLIP recipe)
 HOLD = ["model.loss.guide.twins.hold_outside=true"]  # the twin inside the pair's region, P_t^orig outside it
+PT_HOLD = ["plan.hold=0.3"]  # edit time: P_t^orig where a step changes P_t by <= 0.3 of its largest change (a blend)
+PT_HOLD_NOTE = " + P_t held outside the edit's own region (a pixel-space blend of P_t at edit time)"
 
 
 def twins(window: list[str], n_images: int = 64, epochs: int = 4, zero_init: bool = True, extra=()) -> list[str]:
@@ -117,6 +119,11 @@ ROWS = [
      "paired images (64 twins; the pair's region held outside)", ["conf/guide/twins.yaml"], None),
     ("late_twins_hold_e12_w50", twins(LATE, epochs=12, extra=HOLD + ["model.loss.guide.twins.w_twin=50"]), [],
      "paired images (64 twins; the pair's region held outside)", ["conf/guide/twins.yaml"], None),  # 5x the step
+    # two rows above edited with the plan's P_t hold (same training: copy their s<seed>/train folders here to reuse them)
+    ("window_twins_hold_e12_pthold", twins(WINDOW, epochs=12, extra=HOLD), PT_HOLD,
+     "paired images (64 twins; the pair's region held outside)" + PT_HOLD_NOTE, ["conf/guide/twins.yaml"], None),
+    ("late_twins_zero_e12_pthold", twins(LATE, epochs=12), PT_HOLD, "paired images (64 twins)" + PT_HOLD_NOTE,
+     ["conf/guide/twins.yaml"], None),
 ]  # fmt: skip
 ROW_NAMES = [r[0] for r in ROWS]
 

@@ -51,6 +51,13 @@ def run(args: list[str], log: Path) -> None:
             sys.exit(f"recipes: failed: python {' '.join(args)} (log: {log})")
 
 
+def same_training(old: list[str], new: list[str]) -> bool:
+    """Whether two train.py commands train the same function: equal but for where the run and the inversion cache
+    live (so a finished s<seed>/train folder copied to another --out is reused)."""
+    where = ("hydra.run.dir=", "dataset.cache_dir=")
+    return [x for x in old if not x.startswith(where)] == [x for x in new if not x.startswith(where)]
+
+
 def train_seed(a, seed: int, out: Path) -> float:
     """Train (or find the finished run of the same command) one seed; returns the training seconds (as measured when
     it ran). A finished run of other overrides is trained again, not reused."""
@@ -70,7 +77,7 @@ def train_seed(a, seed: int, out: Path) -> float:
     ]
     if done.is_file():
         old = json.loads(done.read_text())
-        if old.get("args", args) == args:
+        if same_training(old.get("args", args), args):
             return old["seconds"]
     t = time.time()
     run(args, out / f"s{seed}_train.log")

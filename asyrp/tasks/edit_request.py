@@ -185,6 +185,8 @@ def _record(cfg, checkpoints, metas, plan, windows, coefficients, seed, random_i
     }
     if plan.spacing != "official":  # recorded only when set, so earlier runs' fingerprints still match
         record["spacing"] = plan.spacing
+    if plan.hold:  # likewise
+        record.update(hold=plan.hold, hold_dilate=plan.hold_dilate)
     if windows:
         record["intervals"] = [{k: w[k] for k in ("t0", "t_edit", "step_scale")} for w in windows]
     dirs, mask = constraint_parts(cfg.get("constraint"))  # an edit-time constraint (checked here, before any network)

@@ -351,3 +351,27 @@ def test_image_space_direction_trains_through_train_and_edits_from_its_file(spac
     assert (tmp_path / "e" / "face_0.png").read_bytes() != (tmp_path / "r" / "face_0.png").read_bytes()
     with pytest.raises(AsyrpUserError, match=f"set plan.mode={mode}"):
         edit(edit_cfg(tmp_path, ckpt, faces, "output_dir=" + str(tmp_path / "w"), "plan.mode=asyrp"))
+
+
+def test_the_p_t_hold_travels_from_training_to_edit_py(faces, tmp_path):
+    """plan.hold given to train.py is stored in hfunction.pt and applied by edit.py (recorded in its manifest);
+    plan.hold=0 switches it off there; a bad value is one error before any output."""
+    run = tmp_path / "train"
+    cfg = compose(
+        "train",
+        ["debug=smoke", "~logger", f"dataset.cache_dir={run / 'cache'}", "callbacks.edit_grid=null",
+         "trainer.limit_val_batches=0", "plan.hold=0.3", "plan.hold_dilate=1", "model.edit_strength=3"],
+        output_dir=run,
+    )  # fmt: skip
+    train(cfg)
+    ckpt = run / "checkpoints" / "hfunction.pt"
+    stored = torch.load(ckpt, weights_only=True)["edit"]
+    assert (stored["hold"], stored["hold_dilate"]) == (0.3, 1)
+    edit(edit_cfg(tmp_path, ckpt, faces, f"output_dir={tmp_path / 'held'}"))
+    edit(edit_cfg(tmp_path, ckpt, faces, f"output_dir={tmp_path / 'free'}", "plan.hold=0"))
+    held, free = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("held", "free"))
+    assert (held["hold"], held["hold_dilate"]) == (0.3, 1) and "hold" not in free
+    assert (tmp_path / "held" / "face_0.png").read_bytes() != (tmp_path / "free" / "face_0.png").read_bytes()
+    with pytest.raises(AsyrpUserError, match=r"plan\.hold=2 must be in \[0, 1\)"):
+        edit(edit_cfg(tmp_path, ckpt, faces, f"output_dir={tmp_path / 'bad'}", "plan.hold=2"))
+    assert not (tmp_path / "bad").exists()
