@@ -124,6 +124,15 @@ ROWS = [
      "paired images (64 twins; the pair's region held outside)" + PT_HOLD_NOTE, ["conf/guide/twins.yaml"], None),
     ("late_twins_zero_e12_pthold", twins(LATE, epochs=12), PT_HOLD, "paired images (64 twins)" + PT_HOLD_NOTE,
      ["conf/guide/twins.yaml"], None),
+    ("window_twins_hold_e12_pthold40", twins(WINDOW, epochs=12, extra=HOLD), ["plan.hold=0.4"],
+     "paired images (64 twins; the pair's region held outside)" + PT_HOLD_NOTE, ["conf/guide/twins.yaml"], None),
+    ("late_twins_zero_e12_pthold40", twins(LATE, epochs=12), ["plan.hold=0.4"],
+     "paired images (64 twins)" + PT_HOLD_NOTE, ["conf/guide/twins.yaml"], None),  # a higher hold
+    ("late_twins_zero_e12_pthold50", twins(LATE, epochs=12), ["plan.hold=0.5"],
+     "paired images (64 twins)" + PT_HOLD_NOTE, ["conf/guide/twins.yaml"], None),
+    ("window_twins_zero_pthold", twins(WINDOW), PT_HOLD, "paired images (64 twins)" + PT_HOLD_NOTE,
+     ["conf/guide/twins.yaml"], None),  # make demo's glasses recipe
+    ("paper_128_pthold", ["dataset.n_images=128"], PT_HOLD, "CLIP text only" + PT_HOLD_NOTE, [], None),
 ]  # fmt: skip
 ROW_NAMES = [r[0] for r in ROWS]
 
@@ -343,6 +352,7 @@ def composition(a, store: Rows, scorer: EditScorer) -> dict | None:
         args = ["edit.py", "arch=synthfaces", "plan=synthfaces", "checkpoint=[" + ",".join(map(str, ckpts)) + "]"]
         args += [f"coeffs=[{','.join(map(str, coeffs))}]", f"input_dir={faces}", f"cache_dir={a.cache}"]
         args += ["batch_size=32", "progress=false", "grid_rows=8", f"hydra.run.dir={dst}", "overwrite=true"]
+        args += next(r[2] for r in ROWS if r[0] == a.compose_row)  # the row's edit overrides (e.g. its P_t hold)
         if not python(args, dst / "edit.log", a.threads):
             return None
         man = json.loads((dst / "edited" / "manifest.json").read_text())

@@ -68,6 +68,8 @@ def test_hold_settings_are_checked_stored_and_overridable():
     plan, _ = resolve_plan({"hold": 0}, [stored])  # plan.hold=0 switches it off
     assert plan.hold is None
     assert resolve_plan({}, [stored_edit(PLAN, 1.0)])[0].hold is None  # files without a hold (and older files)
+    plan, _ = resolve_plan({}, [stored_edit(PLAN, 1.0), stored])  # a composition: the file that has one
+    assert (plan.hold, plan.hold_dilate) == (0.3, 1)
     for given, match in [
         ({"hold": 1.5}, r"plan\.hold=1\.5 must be in \[0, 1\)"),
         ({"hold": "x"}, r"plan\.hold='x' must be a number"),
