@@ -225,7 +225,8 @@ def resolve_plan(
     stored in the first file (its ``edit`` entry), else the interval preset's (t_edit, t_boost), else EditPlan's
     default. Several files stored with different intervals and neither t0 nor t_edit given: each function acts in its
     own window (``own_intervals``, each with its ``step_scale``) on one walk that covers them all; else windows is
-    None. The P_t hold of a composition is the first file's that has one (it acts on the summed change). Impossible values raise one AsyrpUserError naming the key (``key_prefix`` + field)."""
+    None. The P_t hold of a composition is the first file's that has one (it acts on the summed change). Impossible
+    values raise one AsyrpUserError naming the key (``key_prefix`` + field)."""
     windows = None if given.get("t0") is not None or given.get("t_edit") is not None else own_intervals(stored)
     first = dict(stored[0]) if stored else {}
     held = next((e for e in stored if e.get("hold")), None)  # a composition holds P_t when one of its files does
