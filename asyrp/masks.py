@@ -59,6 +59,17 @@ def change_region(diff: torch.Tensor, threshold: float | torch.Tensor, dilate: i
     return region
 
 
+def held_eps(eps: torch.Tensor, eps_edit: torch.Tensor, hold: float, dilate: int) -> torch.Tensor:
+    """eps_edit inside the region where the edit changes P_t by more than ``hold`` x its largest change on that image
+    (grown by ``dilate`` pixels), eps outside: P_t is linear in eps, so this is P_t^edit inside and P_t^orig outside
+    (``plan.hold``, applied by ``samplers.edit``: the low, spread change an attribute's delta_h also makes elsewhere
+    is dropped, at no extra network pass). Each row of the batch has its own region."""
+    change = eps_edit - eps
+    peak = change.abs().flatten(1).amax(1).view(-1, *([1] * (change.dim() - 1)))
+    region = change_region(change, hold * peak, dilate)
+    return eps + region * change
+
+
 def mask_payload(mask: torch.Tensor, *, source: str, attribute: str) -> dict[str, Any]:
     """The ``mask.pt`` object of a checked mask."""
     m = check_mask(mask)

@@ -41,7 +41,7 @@ class EditPlan:
     """n_inv, n_gen, t0 (1000-step scale), t_edit (None: no edit steps), t_boost (0 or None: no boosting),
     spacing ('official': Asyrp's linspace, 'uniform': DDIM's skipping; ``schedules.timesteps``), mode, and the P_t
     hold: ``hold`` (None or 0: off) keeps P_t^orig wherever the edit changes P_t by at most ``hold`` x its largest
-    change on that image (the region grown by ``hold_dilate`` pixels; ``samplers.held_eps``)."""
+    change on that image (the region grown by ``hold_dilate`` pixels; ``masks.held_eps``)."""
 
     n_inv: int = 40
     n_gen: int = 40

@@ -19,7 +19,7 @@ import torch
 
 from .backbones.base import Backbone
 from .hfunctions.modules import Coefficients, apply_hfunction, n_components
-from .masks import change_region
+from .masks import held_eps
 from .plan import MODES, EditPlan, generation_pairs, inversion_pairs
 from .schedules import alpha_at
 
@@ -249,17 +249,6 @@ def edit_eps(
     eps = backbone.eps(backbone.decode(enc))
     delta_eps = apply_hfunction(hfunc, eps, enc.emb, t_vec, strength)
     return EditEps(eps=eps, eps_edit=eps + delta_eps, h=h, delta_h=delta_eps)
-
-
-def held_eps(eps: torch.Tensor, eps_edit: torch.Tensor, hold: float, dilate: int) -> torch.Tensor:
-    """eps_edit inside the region where the edit changes P_t by more than ``hold`` x its largest change on that image
-    (grown by ``dilate`` pixels), eps outside: P_t is linear in eps, so this is P_t^edit inside and P_t^orig outside
-    (the plan's P_t hold: the low, spread change an attribute's delta_h also makes elsewhere is dropped, at no extra
-    network pass). Each row of the batch has its own region."""
-    change = eps_edit - eps
-    peak = change.abs().flatten(1).amax(1).view(-1, *([1] * (change.dim() - 1)))
-    region = change_region(change, hold * peak, dilate)
-    return eps + region * change
 
 
 def asyrp_step(

@@ -70,7 +70,11 @@ GUIDE = ["guide=classifier", "model.loss.guide.classifier.labelled={labelled}",
 TWINS_LOSS = ["guide=twins", "model.loss.guide.twins.dir={twins}", "model.loss.w_clip=0", "model.loss.w_recon=0"]
 LATE = ["plan.t0=300", "plan.t_edit=200"]  # the mouth's window (frowning's CLIP recipe)
 HOLD = ["model.loss.guide.twins.hold_outside=true"]  # the twin inside the pair's region, P_t^orig outside it
-PT_HOLD = ["plan.hold=0.3"]  # edit time: P_t^orig where a step changes P_t by <= 0.3 of its largest change (a blend)
+def pt_hold(hold: float = 0.3) -> list[str]:
+    """edit.py's override of the plan's P_t hold (P_t^orig where a step changes P_t by <= ``hold`` x its largest)."""
+    return [f"plan.hold={hold}"]
+
+
 PT_HOLD_NOTE = " + P_t held outside the edit's own region (a pixel-space blend of P_t at edit time)"
 
 
@@ -120,19 +124,19 @@ ROWS = [
     ("late_twins_hold_e12_w50", twins(LATE, epochs=12, extra=HOLD + ["model.loss.guide.twins.w_twin=50"]), [],
      "paired images (64 twins; the pair's region held outside)", ["conf/guide/twins.yaml"], None),  # 5x the step
     # two rows above edited with the plan's P_t hold (same training: copy their s<seed>/train folders here to reuse them)
-    ("window_twins_hold_e12_pthold", twins(WINDOW, epochs=12, extra=HOLD), PT_HOLD,
+    ("window_twins_hold_e12_pthold", twins(WINDOW, epochs=12, extra=HOLD), pt_hold(),
      "paired images (64 twins; the pair's region held outside)" + PT_HOLD_NOTE, ["conf/guide/twins.yaml"], None),
-    ("late_twins_zero_e12_pthold", twins(LATE, epochs=12), PT_HOLD, "paired images (64 twins)" + PT_HOLD_NOTE,
+    ("late_twins_zero_e12_pthold", twins(LATE, epochs=12), pt_hold(), "paired images (64 twins)" + PT_HOLD_NOTE,
      ["conf/guide/twins.yaml"], None),
-    ("window_twins_hold_e12_pthold40", twins(WINDOW, epochs=12, extra=HOLD), ["plan.hold=0.4"],
+    ("window_twins_hold_e12_pthold40", twins(WINDOW, epochs=12, extra=HOLD), pt_hold(0.4),
      "paired images (64 twins; the pair's region held outside)" + PT_HOLD_NOTE, ["conf/guide/twins.yaml"], None),
-    ("late_twins_zero_e12_pthold40", twins(LATE, epochs=12), ["plan.hold=0.4"],
+    ("late_twins_zero_e12_pthold40", twins(LATE, epochs=12), pt_hold(0.4),
      "paired images (64 twins)" + PT_HOLD_NOTE, ["conf/guide/twins.yaml"], None),  # a higher hold
-    ("late_twins_zero_e12_pthold50", twins(LATE, epochs=12), ["plan.hold=0.5"],
+    ("late_twins_zero_e12_pthold50", twins(LATE, epochs=12), pt_hold(0.5),
      "paired images (64 twins)" + PT_HOLD_NOTE, ["conf/guide/twins.yaml"], None),
-    ("window_twins_zero_pthold", twins(WINDOW), PT_HOLD, "paired images (64 twins)" + PT_HOLD_NOTE,
+    ("window_twins_zero_pthold", twins(WINDOW), pt_hold(), "paired images (64 twins)" + PT_HOLD_NOTE,
      ["conf/guide/twins.yaml"], None),  # make demo's glasses recipe
-    ("paper_128_pthold", ["dataset.n_images=128"], PT_HOLD, "CLIP text only" + PT_HOLD_NOTE, [], None),
+    ("paper_128_pthold", ["dataset.n_images=128"], pt_hold(), "CLIP text only" + PT_HOLD_NOTE, [], None),
 ]  # fmt: skip
 ROW_NAMES = [r[0] for r in ROWS]
 
