@@ -70,6 +70,8 @@ GUIDE = ["guide=classifier", "model.loss.guide.classifier.labelled={labelled}",
 TWINS_LOSS = ["guide=twins", "model.loss.guide.twins.dir={twins}", "model.loss.w_clip=0", "model.loss.w_recon=0"]
 LATE = ["plan.t0=300", "plan.t_edit=200"]  # the mouth's window (frowning's CLIP recipe)
 HOLD = ["model.loss.guide.twins.hold_outside=true"]  # the twin inside the pair's region, P_t^orig outside it
+
+
 def pt_hold(hold: float = 0.3) -> list[str]:
     """edit.py's override of the plan's P_t hold (P_t^orig where a step changes P_t by <= ``hold`` x its largest)."""
     return [f"plan.hold={hold}"]
