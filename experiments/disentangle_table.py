@@ -69,6 +69,7 @@ GUIDE = ["guide=classifier", "model.loss.guide.classifier.labelled={labelled}",
 # paired images: the training faces' twins, no CLIP term, no P_t^orig anchor (conf/experiment/*_twins.yaml)
 TWINS_LOSS = ["guide=twins", "model.loss.guide.twins.dir={twins}", "model.loss.w_clip=0", "model.loss.w_recon=0"]
 LATE = ["plan.t0=300", "plan.t_edit=200"]  # the mouth's window (frowning's CLIP recipe)
+MOUTH = ["plan.t0=300", "plan.t_edit=150"]  # LATE reaching lower t, where the mouth is drawn
 HOLD = ["model.loss.guide.twins.hold_outside=true"]  # the twin inside the pair's region, P_t^orig outside it
 
 
@@ -136,6 +137,11 @@ ROWS = [
      "paired images (64 twins)" + PT_HOLD_NOTE, ["conf/guide/twins.yaml"], None),  # a higher hold
     ("late_twins_zero_e12_pthold50", twins(LATE, epochs=12), pt_hold(0.5),
      "paired images (64 twins)" + PT_HOLD_NOTE, ["conf/guide/twins.yaml"], None),
+    # frowning's misses are weak frowns (dark skin, smiling sources): a window reaching lower t, or twice the pairs
+    ("mouth_twins_zero_e12_pthold50", twins(MOUTH, epochs=12), pt_hold(0.5),
+     "paired images (64 twins)" + PT_HOLD_NOTE, ["conf/guide/twins.yaml"], None),
+    ("late_twins_zero_e12_128_pthold50", twins(LATE, n_images=128, epochs=12), pt_hold(0.5),
+     "paired images (128 twins)" + PT_HOLD_NOTE, ["conf/guide/twins.yaml"], None),
     ("window_twins_zero_pthold", twins(WINDOW), pt_hold(), "paired images (64 twins)" + PT_HOLD_NOTE,
      ["conf/guide/twins.yaml"], None),  # make demo's glasses recipe
     ("paper_128_pthold", ["dataset.n_images=128"], pt_hold(), "CLIP text only" + PT_HOLD_NOTE, [], None),
