@@ -98,10 +98,15 @@ class AsyrpLoss:
         if self.clip_reference == "P_orig":
             with torch.no_grad():
                 e_x0 = self.clip.encode_image(P_orig.to(P_edit))
-        e_edit = self.clip.encode_image(P_edit)
-        clip_term = directional_clip_loss(e_edit, e_x0, self.text_dir).mean()
+        # with w_clip = 0 and no keep term (guide=twins) the CLIP term is only logged: no graph through CLIP, so the
+        # backward skips it (the gradient is the same; make demo's twin trainings, docs/performance.md)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and bool(self.w_clip or self.keep)):
+            e_edit = self.clip.encode_image(P_edit)
+            clip_term = directional_clip_loss(e_edit, e_x0, self.text_dir).mean()
         recon_term = recon_loss(P_edit, P_orig)
-        loss = self.w_clip * clip_term + self.recon_weight * recon_term
+        loss = self.recon_weight * recon_term
+        if self.w_clip:
+            loss = self.w_clip * clip_term + loss
         terms = {"clip": clip_term.detach(), "recon": recon_term.detach()}
         e_orig = e_x0 if self.clip_reference == "P_orig" else None  # one CLIP pass of P_orig for the loss and keep
         for keep in self.keep:

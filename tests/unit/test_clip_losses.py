@@ -74,6 +74,28 @@ def test_loss_weights_and_gradient(clip):
     assert P_edit.grad is not None and P_edit.grad.abs().sum() > 0
 
 
+def test_zero_w_clip_logs_the_clip_term_without_a_graph_through_clip(clip):
+    """guide=twins trains with w_clip = 0: CLIP runs for the log only, and the gradient is the one without CLIP."""
+    P_orig = torch.rand(2, 3, 16, 16) * 2 - 1
+    P_edit = (P_orig + 0.1 * torch.randn_like(P_orig)).requires_grad_(True)
+    e_x0 = clip.encode_image(torch.rand(2, 3, 16, 16) * 2 - 1)
+    d = clip.text_direction(["face"], ["smiling face"])
+    graph = []
+    hook = clip.model.visual.register_forward_hook(lambda m, i, o: graph.append(o.requires_grad))
+    try:
+        terms = AsyrpLoss(clip, d, 0.5, w_clip=0.0, w_recon=3.0, recon_scale_by_text_cosine=False)(e_x0, P_edit, P_orig)
+        on = AsyrpLoss(clip, d, 0.5, w_clip=1.0, w_recon=3.0)(e_x0, P_edit, P_orig)
+    finally:
+        hook.remove()
+    assert graph == [False, True]  # CLIP's output carries a graph only when its term is weighted
+    want = directional_clip_loss(clip.encode_image(P_edit), e_x0, d).mean()
+    assert torch.allclose(terms["clip"], want, atol=1e-6) and not terms["clip"].requires_grad
+    (g,) = torch.autograd.grad(terms["loss"], P_edit)
+    (g_recon,) = torch.autograd.grad(3.0 * recon_loss(P_edit, P_orig), P_edit)
+    assert torch.equal(g, g_recon)
+    assert on["loss"].requires_grad
+
+
 def test_missing_local_clip_weights_is_one_clear_error(tmp_path):
     missing = tmp_path / "ViT-B-16.pt"
     with pytest.raises(AsyrpUserError, match="CLIP weights file not found.*ViT-B-16.pt.*clip.pretrained"):
