@@ -2,23 +2,28 @@
 
 1. writes faces (train: 128 non-smiling, test: 64 held-out non-smiling; the second attribute's 64 training faces
    without glasses and their twins, the same faces drawn with glasses) with python -m asyrp.synthfaces.data;
-2. builds every inversion cache the trainings read, once, up front (train.py ... train=false, both threads, batches
-   of 32), the twins' included;
-3. trains the "smiling" h-function and the second attribute's (synthfaces_glasses_twins) at three training seeds:
-   python train.py experiment=<...> seed=s hfunction.seed=s, two at a time, one thread each (each one's output in
-   outputs/demo/<run>/demo.log);
-4. edits the test faces: python edit.py with each checkpoint, and with smiling + the second attribute composed at each
-   seed (two at a time; one inversion per face: the inversion cache);
-5. the oracle (never used in training) judges: success = the edit holds, preserved = all the face's other attributes
+2. trains the "smiling" h-function and the second attribute's (synthfaces_glasses_twins) at three training seeds in
+   three processes, two at a time with one thread each: smiling seeds 0-1 and the second's seeds 0-2 as Hydra
+   multiruns (python train.py -m experiment=<...> seed=0,1 'hfunction.seed=${seed}': one process pays the imports
+   once and builds its attribute's inversion cache first, in batches of 32), then smiling seed 2, which reads the
+   cache (each process's output in outputs/demo/logs/);
+3. edits the test faces: python edit.py -m with each attribute's checkpoints, and with smiling + the second attribute
+   composed at each seed, at the strengths stored in the files (three processes, two at a time; one inversion per
+   face: the inversion cache);
+4. the oracle (never used in training) judges: success = the edit holds, preserved = all the face's other attributes
    are as in the source, per seed against the targets 0.80 / 0.90; the composition: both hold, the rest kept. Writes
    a grid (rows of sources, then smiling, the second attribute, both; seed 0) and a metrics JSON; the last two lines
    are the summaries (the worst seed of each attribute).
+
+Runs: outputs/demo/smiling/train_s<seed> (app.py opens seed 0), outputs/demo/second/train_s<seed>,
+outputs/demo/edits/{smiling,second,both}/s<seed>.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -57,8 +62,8 @@ TINY = {
     "seeds": SEEDS[:2],
     "short": ("dataset.n_images=8", "dataset.n_val=2", "model.n_iter=1", "plan.n_inv=8", "plan.n_gen=8"),
 }
-CORES = 2  # the reference machine: caches with both threads, trainings and edits two at a time with one thread each
-CACHE_BATCH = 32  # images per batch while the caches are built (no gradient: a large batch pays on two threads)
+CORES = 2  # the reference machine: trainings and edits two processes at a time with one thread each
+CACHE_BATCH = 32  # images per batch while a cache is built (no gradient: a large batch pays)
 
 
 def _env(threads: int) -> dict[str, str]:
@@ -68,9 +73,9 @@ def _env(threads: int) -> dict[str, str]:
 
 def run(*args: str) -> None:
     """One command in the foreground, its output here, with every core."""
-    print("$ python", " ".join(args), flush=True)
+    print("$ python", shlex.join(args), flush=True)
     if subprocess.run([sys.executable, *args], cwd=ROOT, env=_env(CORES)).returncode != 0:
-        sys.exit(f"demo: failed: python {' '.join(args)}")
+        sys.exit(f"demo: failed: python {shlex.join(args)}")
 
 
 def run_parallel(jobs: list[tuple[Path, tuple[str, ...]]]) -> None:
@@ -81,7 +86,7 @@ def run_parallel(jobs: list[tuple[Path, tuple[str, ...]]]) -> None:
         while (todo or running) and failed is None:
             while todo and len(running) < CORES:
                 log, args = todo.pop(0)
-                print("$ python", " ".join(args), flush=True)
+                print("$ python", shlex.join(args), flush=True)
                 log.parent.mkdir(parents=True, exist_ok=True)
                 with open(log, "w") as f:
                     p = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=_env(1), stdout=f, stderr=f)
@@ -90,7 +95,7 @@ def run_parallel(jobs: list[tuple[Path, tuple[str, ...]]]) -> None:
             for p, log in [r for r in running if r[0].poll() is not None]:
                 running.remove((p, log))
                 if p.returncode != 0:
-                    failed = f"demo: failed (exit {p.returncode}): python {' '.join(p.args[1:])}; its output: {log}"
+                    failed = f"demo: failed (exit {p.returncode}): python {shlex.join(p.args[1:])}; its output: {log}"
     finally:  # a failure, or Ctrl-C: the others stop too (a training keeps its finished work for a rerun)
         for p, _ in running:
             p.terminate()
@@ -106,29 +111,38 @@ def run_parallel(jobs: list[tuple[Path, tuple[str, ...]]]) -> None:
 UNSHOWN = ("trainer.limit_val_batches=0", "callbacks.edit_grid.every_n_steps=0", "optimized_metric=null")
 
 
-def train_args(out: Path, name: str, data: Path, *overrides: str) -> tuple[str, ...]:
-    return (
-        "train.py",
+def train_args(out: Path, attr: str, data: Path, seeds: tuple[int, ...], overrides: tuple[str, ...]) -> tuple:
+    """train.py for ``seeds`` in one process, each seed's run in out/<attr>/train_s<seed>: one seed as a plain run,
+    more as a Hydra multirun (each seed in turn, the imports and model loads paid once; a user's `-m seed=0,1,2`)."""
+    common = (
         *overrides,
         *UNSHOWN,
         f"dataset.path={data / 'train'}",
-        "logger=csv",
-        f"hydra.run.dir={out / name}",
         f"dataset.cache_dir={out / 'cache'}",
+        f"dataset.cache_batch_size={CACHE_BATCH}",
+        "logger=csv",
     )
+    if len(seeds) == 1:
+        s = seeds[0]
+        return ("train.py", *common, f"seed={s}", f"hfunction.seed={s}", f"hydra.run.dir={out / attr / f'train_s{s}'}")
+    sweep = (f"seed={','.join(map(str, seeds))}", "hfunction.seed=${seed}")
+    return ("train.py", "-m", *common, *sweep, f"hydra.sweep.dir={out / attr}", "hydra.sweep.subdir=train_s${seed}")
 
 
-def edit_args(out: Path, name: str, data: Path, checkpoint: str, *overrides: str) -> tuple[str, ...]:
+def edit_args(out: Path, kind: str, data: Path, checkpoints: list[str]) -> tuple[str, ...]:
+    """edit.py over ``checkpoints`` (one per seed, in seed order 0, 1, ...) in one process, a Hydra multirun: job k
+    in out/edits/<kind>/s<k>, each at the strengths and P_t hold stored in its files (a composition: in each)."""
     return (
         "edit.py",
+        "-m",
         "arch=synthfaces",
         "plan=synthfaces",
-        f"checkpoint={checkpoint}",
+        "checkpoint=" + ",".join(checkpoints),
         f"input_dir={data / 'test'}",
         "batch_size=32",
         f"cache_dir={out / 'cache'}",
-        *overrides,
-        f"hydra.run.dir={out / name}",
+        f"hydra.sweep.dir={out / 'edits' / kind}",
+        "hydra.sweep.subdir=s${hydra.job.num}",
     )
 
 
@@ -157,8 +171,7 @@ def _shown(p: Path) -> Path:
 
 
 def prepare(out: Path, size: dict) -> dict[str, tuple[str, ...]]:
-    """Faces, then every inversion cache the trainings read (train=false: the same config, so the same cache entries;
-    nothing trained). Returns each attribute's training overrides (seed aside)."""
+    """The faces; returns each attribute's training overrides (seed aside)."""
     data, second = out / "data", out / "data_second"
     run(
         "-m",
@@ -187,43 +200,28 @@ def prepare(out: Path, size: dict) -> dict[str, tuple[str, ...]]:
     )
     smiling = ("experiment=synthfaces_smiling", *size["short"])
     twins = (f"experiment={SECOND}", f"model.loss.guide.twins.dir={second / 'twins'}", *size["short"])
-    run(*train_args(out, "cache_smiling", data, *smiling, "train=false", f"dataset.cache_batch_size={CACHE_BATCH}"))
-    run(*train_args(out, "cache_second", second, *twins, "train=false", f"dataset.cache_batch_size={CACHE_BATCH}"))
     return {"smiling": smiling, "second": twins}
 
 
-def train_and_edit(out: Path, size: dict, overrides: dict, strength: dict) -> dict[str, dict[int, Path]]:
-    """The trainings, then the edits, CORES at a time; the folders of the edited faces per attribute and seed."""
-    data, seeds = out / "data", size["seeds"]
-    # seed 0 of smiling in outputs/demo/train: the h-function app.py opens with
-    runs = {
-        "smiling": {s: ("train" if s == seeds[0] else f"train_s{s}", out / "data") for s in seeds},
-        "second": {s: ("train_second" if s == seeds[0] else f"train_second_s{s}", out / "data_second") for s in seeds},
-    }
+def train_and_edit(out: Path, size: dict, overrides: dict) -> dict[str, dict[int, Path]]:
+    """The trainings, then the edits, CORES processes at a time; the folders of the edited faces per kind and seed."""
+    seeds, logs = size["seeds"], out / "logs"
+    data = {"smiling": out / "data", "second": out / "data_second"}
+    # smiling's seeds but the last, and the second's seeds: two processes, each building its attribute's cache first
+    # (one thread each, so the two caches are built side by side); then smiling's last seed, which reads its cache
     jobs = [
-        (out / name / "demo.log", train_args(out, name, d, *overrides[a], f"seed={s}", f"hfunction.seed={s}"))
-        for a in runs
-        for s, (name, d) in runs[a].items()
+        (logs / f"train_{a}_s{'-'.join(map(str, ss))}.log", train_args(out, a, data[a], ss, overrides[a]))
+        for a, ss in (("smiling", seeds[:-1]), ("second", seeds), ("smiling", seeds[-1:]))
     ]
     run_parallel(jobs)
-    ckpt = {a: {s: out / name / "checkpoints" / "hfunction.pt" for s, (name, _) in runs[a].items()} for a in runs}
-    edits = {"smiling": {}, "second": {}, "both": {}}
-    jobs = []
-    for s in seeds:  # smiling and the second first: their caches differ (t0), so the first two do not wait on one lock
-        for a, ck, more in (
-            ("smiling", ckpt["smiling"][s], f"strength={strength['smiling']}"),
-            ("second", ckpt["second"][s], f"strength={strength['second']}"),
-            (
-                "both",
-                f"[{ckpt['smiling'][s]},{ckpt['second'][s]}]",
-                f"coeffs=[{strength['smiling']},{strength['second']}]",
-            ),
-        ):
-            name = {"smiling": "edit", "second": "edit_second", "both": "edit_both"}[a] + f"_s{s}"
-            jobs.append((out / name / "demo.log", edit_args(out, name, data, str(ck), more)))
-            edits[a][s] = out / name / "edited"
-    run_parallel(jobs)
-    return edits
+    ckpt = {a: [str(out / a / f"train_s{s}" / "checkpoints" / "hfunction.pt") for s in seeds] for a in data}
+    both = [f"[{a},{b}]" for a, b in zip(ckpt["smiling"], ckpt["second"])]
+    # each kind inverts the test faces to its own start (smiling t0 350, the second 400, the composition 400 on the
+    # merged step grid of both intervals): three caches, none waits on another's
+    kinds = (("smiling", ckpt["smiling"]), ("both", both), ("second", ckpt["second"]))
+    run_parallel([(logs / f"edit_{k}.log", edit_args(out, k, data["smiling"], c)) for k, c in kinds])
+    assert list(seeds) == list(range(len(seeds)))  # edit.py -m names job k s<k>: job k is seed k
+    return {k: {s: out / "edits" / k / f"s{s}" / "edited" for s in seeds} for k, _ in kinds}
 
 
 def verdict_line(r: dict) -> str:
@@ -240,7 +238,7 @@ def main(out: Path, size: dict) -> None:
     if out.exists():  # the demo is one self-contained run: start clean
         shutil.rmtree(out)
     strength = recipe_strengths()
-    edits = train_and_edit(out, size, prepare(out, size), strength)
+    edits = train_and_edit(out, size, prepare(out, size))
     seeds, data = size["seeds"], out / "data"
 
     from asyrp.data.images import read_image_files
@@ -267,7 +265,8 @@ def main(out: Path, size: dict) -> None:
         )
     worst = {k: min(r[k] for r in per_seed.values()) for k in ("success", "preserved")}
     worst_second = {k: min(r[k] for r in second.values()) for k in ("success", "preserved")}
-    grid = write_grid(out, names, x_src, [read(a, seeds[0]) for a in edits], verdicts[seeds[0]], per_seed, strength)
+    shown = [read(a, seeds[0]) for a in ("smiling", "second", "both")]
+    grid = write_grid(out, names, x_src, shown, verdicts[seeds[0]], per_seed, strength)
     metrics = out / "metrics.json"
     res = {
         "target": TARGET,

@@ -17,7 +17,7 @@ from ..ops.errors import AsyrpUserError
 
 log = logging.getLogger(__name__)
 
-DEMO_HFUNCTION = "outputs/demo/train/checkpoints/hfunction.pt"
+DEMO_HFUNCTION = "outputs/demo/smiling/train_s0/checkpoints/hfunction.pt"
 HOW_TO_MAKE = (
     "make it with `make demo` (trains the smiling h-function on synthfaces, a few minutes on 2 CPU cores) "
     "or `python train.py experiment=synthfaces_smiling`, or pass checkpoint=<hfunction.pt | official .pth>"

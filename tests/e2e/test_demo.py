@@ -39,13 +39,26 @@ def test_tiny_demo_prints_per_seed_lines_for_both_attributes_and_the_composition
         )
     assert re.fullmatch(r"demo: success=.* \(worst of seeds \[0, 1\]; .*metrics=.*metrics\.json", lines[-2])
     assert lines[-1].startswith(f"demo: {second}: success=")
-    # every training and edit ran as a user reruns it, its output in its own log
-    assert sum(x.startswith("$ python train.py experiment=") for x in lines) == 2 + 4
-    for run in ("train", "train_s1", "train_second", "train_second_s1", "edit_both_s1"):
-        assert (out / run / "demo.log").is_file()
-    # the trainings read the caches built before them: none computes an entry
-    for run in ("train", "train_s1", "train_second", "train_second_s1"):
-        assert "computing" not in (out / run / "demo.log").read_text(), run
+    # every training and edit ran as a user reruns it, three processes each (two of them Hydra multiruns), each
+    # process's output in its own log, each seed's run in its own folder
+    assert sum(x.startswith("$ python train.py") for x in lines) == 3
+    assert sum(x.startswith("$ python edit.py -m") for x in lines) == 3
+    logs = {p.name: p.read_text() for p in (out / "logs").glob("*.log")}
+    assert set(logs) == {"train_smiling_s0.log", "train_smiling_s1.log", "train_second_s0-1.log"} | {
+        f"edit_{k}.log" for k in ("smiling", "second", "both")
+    }
+    for a in ("smiling", "second"):
+        for s in (0, 1):
+            assert (out / a / f"train_s{s}" / "checkpoints" / "hfunction.pt").is_file()
+    for k in ("smiling", "second", "both"):
+        for s in (0, 1):
+            assert len(list((out / "edits" / k / f"s{s}" / "edited").glob("face_*.png"))) == 8
+    # each attribute's cache is built once, by its first process; smiling's last seed reads it
+    assert "computing" in logs["train_smiling_s0.log"] and "computing" in logs["train_second_s0-1.log"]
+    assert "computing" not in logs["train_smiling_s1.log"]
+    # the composition ran with each file's stored strength and hold
+    cfg = (out / "edits" / "both" / "s1" / ".hydra" / "config.yaml").read_text()
+    assert "strength: null" in cfg and "coeffs: null" in cfg
     m = json.loads((out / "metrics.json").read_text())
     assert set(m["seeds"]) == {"0", "1"} and set(m["second"]["seeds"]) == {"0", "1"}
     assert set(m["composition"]["seeds"]) == {"0", "1"}

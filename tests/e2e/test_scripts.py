@@ -118,7 +118,7 @@ def test_missing_default_hfunction_says_how_to_make_it(tmp_path):
     )
     err = [s for s in p.stderr.splitlines() if s.startswith("error:")]
     assert p.returncode == 2 and len(err) == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
-    assert "demo/train/checkpoints/hfunction.pt" in err[0] and "make demo" in err[0]
+    assert "demo/smiling/train_s0/checkpoints/hfunction.pt" in err[0] and "make demo" in err[0]
 
 
 # == the synthfaces folder writer (from tests/integration/test_synthfaces.py) =========================================
