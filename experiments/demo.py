@@ -2,14 +2,13 @@
 
 1. writes faces (train: 128 non-smiling, test: 64 held-out non-smiling; the second attribute's 64 training faces
    without glasses and their twins, the same faces drawn with glasses) with python -m asyrp.synthfaces.data;
-2. trains the "smiling" h-function and the second attribute's (synthfaces_glasses_twins) at three training seeds in
-   three processes, two at a time with one thread each: smiling seeds 0-1 and the second's seeds 0-2 as Hydra
-   multiruns (python train.py -m experiment=<...> seed=0,1 'hfunction.seed=${seed}': one process pays the imports
-   once and builds its attribute's inversion cache first, in batches of 32), then smiling seed 2, which reads the
-   cache (each process's output in outputs/demo/logs/);
+2. trains the "smiling" h-function and the second attribute's (synthfaces_glasses_twins) at three training seeds,
+   each attribute in one process, a Hydra multirun (python train.py -m experiment=<...> seed=0,1,2
+   'hfunction.seed=${seed}': the imports paid once; it builds its attribute's inversion cache first, in batches of
+   32), the two side by side with one thread each (each process's output in outputs/demo/logs/);
 3. edits the test faces: python edit.py -m with each attribute's checkpoints, and with smiling + the second attribute
-   composed at each seed, at the strengths stored in the files (three processes, two at a time; one inversion per
-   face: the inversion cache);
+   composed at each seed, at the strengths and P_t holds stored in the files (one process per kind, each started as
+   soon as the trainings it reads are done and a core is free; one inversion per face: the inversion cache);
 4. the oracle (never used in training) judges: success = the edit holds, preserved = all the face's other attributes
    are as in the source, per seed against the targets 0.80 / 0.90; the composition: both hold, the rest kept. Writes
    a grid (rows of sources, then smiling, the second attribute, both; seed 0) and a metrics JSON; the last two lines
@@ -78,24 +77,29 @@ def run(*args: str) -> None:
         sys.exit(f"demo: failed: python {shlex.join(args)}")
 
 
-def run_parallel(jobs: list[tuple[Path, tuple[str, ...]]]) -> None:
-    """(log, args) jobs, CORES at a time with one thread each, in order; each one's output to its log. One failing
+def run_parallel(jobs: list[tuple[str, tuple[str, ...], tuple[str, ...]]], logs: Path) -> None:
+    """(name, args, needs) jobs, CORES at a time with one thread each: the first waiting job whose ``needs`` (names of
+    other jobs) have all finished starts whenever a core is free; each one's output to logs/<name>.log. One failing
     stops the others and ends the demo (non-zero, before any metric is written)."""
-    todo, running, failed = list(jobs), [], None
+    todo, running, done, failed = list(jobs), [], set(), None
+    logs.mkdir(parents=True, exist_ok=True)
     try:
         while (todo or running) and failed is None:
-            while todo and len(running) < CORES:
-                log, args = todo.pop(0)
+            ready = [j for j in todo if set(j[2]) <= done]
+            while ready and len(running) < CORES:
+                name, args, _ = job = ready.pop(0)
+                todo.remove(job)
                 print("$ python", shlex.join(args), flush=True)
-                log.parent.mkdir(parents=True, exist_ok=True)
-                with open(log, "w") as f:
+                with open(logs / f"{name}.log", "w") as f:
                     p = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=_env(1), stdout=f, stderr=f)
-                running.append((p, log))
+                running.append((p, name))
             time.sleep(0.5)
-            for p, log in [r for r in running if r[0].poll() is not None]:
-                running.remove((p, log))
+            for p, name in [r for r in running if r[0].poll() is not None]:
+                running.remove((p, name))
+                done.add(name)
                 if p.returncode != 0:
-                    failed = f"demo: failed (exit {p.returncode}): python {shlex.join(p.args[1:])}; its output: {log}"
+                    failed = f"demo: failed (exit {p.returncode}): python {shlex.join(p.args[1:])}; its output: "
+                    failed += str(logs / f"{name}.log")
     finally:  # a failure, or Ctrl-C: the others stop too (a training keeps its finished work for a rerun)
         for p, _ in running:
             p.terminate()
@@ -112,21 +116,22 @@ UNSHOWN = ("trainer.limit_val_batches=0", "callbacks.edit_grid.every_n_steps=0",
 
 
 def train_args(out: Path, attr: str, data: Path, seeds: tuple[int, ...], overrides: tuple[str, ...]) -> tuple:
-    """train.py for ``seeds`` in one process, each seed's run in out/<attr>/train_s<seed>: one seed as a plain run,
-    more as a Hydra multirun (each seed in turn, the imports and model loads paid once; a user's `-m seed=0,1,2`)."""
-    common = (
+    """train.py for every seed in one process, a Hydra multirun (a user's `-m seed=0,1,2`: each seed in turn, the
+    imports and model loads paid once), each seed's run in out/<attr>/train_s<seed>."""
+    return (
+        "train.py",
+        "-m",
         *overrides,
         *UNSHOWN,
         f"dataset.path={data / 'train'}",
         f"dataset.cache_dir={out / 'cache'}",
         f"dataset.cache_batch_size={CACHE_BATCH}",
         "logger=csv",
+        f"seed={','.join(map(str, seeds))}",
+        "hfunction.seed=${seed}",
+        f"hydra.sweep.dir={out / attr}",
+        "hydra.sweep.subdir=train_s${seed}",
     )
-    if len(seeds) == 1:
-        s = seeds[0]
-        return ("train.py", *common, f"seed={s}", f"hfunction.seed={s}", f"hydra.run.dir={out / attr / f'train_s{s}'}")
-    sweep = (f"seed={','.join(map(str, seeds))}", "hfunction.seed=${seed}")
-    return ("train.py", "-m", *common, *sweep, f"hydra.sweep.dir={out / attr}", "hydra.sweep.subdir=train_s${seed}")
 
 
 def edit_args(out: Path, kind: str, data: Path, checkpoints: list[str]) -> tuple[str, ...]:
@@ -204,24 +209,23 @@ def prepare(out: Path, size: dict) -> dict[str, tuple[str, ...]]:
 
 
 def train_and_edit(out: Path, size: dict, overrides: dict) -> dict[str, dict[int, Path]]:
-    """The trainings, then the edits, CORES processes at a time; the folders of the edited faces per kind and seed."""
-    seeds, logs = size["seeds"], out / "logs"
+    """The trainings and the edits, CORES processes at a time, each edit as soon as the trainings it reads are done;
+    the folders of the edited faces per kind and seed."""
+    seeds = size["seeds"]
     data = {"smiling": out / "data", "second": out / "data_second"}
-    # smiling's seeds but the last, and the second's seeds: two processes, each building its attribute's cache first
-    # (one thread each, so the two caches are built side by side); then smiling's last seed, which reads its cache
-    jobs = [
-        (logs / f"train_{a}_s{'-'.join(map(str, ss))}.log", train_args(out, a, data[a], ss, overrides[a]))
-        for a, ss in (("smiling", seeds[:-1]), ("second", seeds), ("smiling", seeds[-1:]))
-    ]
-    run_parallel(jobs)
     ckpt = {a: [str(out / a / f"train_s{s}" / "checkpoints" / "hfunction.pt") for s in seeds] for a in data}
     both = [f"[{a},{b}]" for a, b in zip(ckpt["smiling"], ckpt["second"])]
-    # each kind inverts the test faces to its own start (smiling t0 350, the second 400, the composition 400 on the
-    # merged step grid of both intervals): three caches, none waits on another's
-    kinds = (("smiling", ckpt["smiling"]), ("both", both), ("second", ckpt["second"]))
-    run_parallel([(logs / f"edit_{k}.log", edit_args(out, k, data["smiling"], c)) for k, c in kinds])
+    # each attribute's seeds in one process, which builds that attribute's cache first (the two side by side); the
+    # second's edits start when its (shorter) trainings end, beside the last smiling training. Each kind inverts the
+    # test faces to its own start (smiling t0 350, the second 400, the composition 400 on the merged step grid of
+    # both intervals): three caches, none waits on another's
+    jobs = [(f"train_{a}", train_args(out, a, data[a], seeds, overrides[a]), ()) for a in data]
+    edits = (("second", ckpt["second"]), ("smiling", ckpt["smiling"]), ("both", both))
+    needs = {"second": ("train_second",), "smiling": ("train_smiling",), "both": ("train_smiling", "train_second")}
+    jobs += [(f"edit_{k}", edit_args(out, k, data["smiling"], c), needs[k]) for k, c in edits]
+    run_parallel(jobs, out / "logs")
     assert list(seeds) == list(range(len(seeds)))  # edit.py -m names job k s<k>: job k is seed k
-    return {k: {s: out / "edits" / k / f"s{s}" / "edited" for s in seeds} for k, _ in kinds}
+    return {k: {s: out / "edits" / k / f"s{s}" / "edited" for s in seeds} for k, _ in edits}
 
 
 def verdict_line(r: dict) -> str:

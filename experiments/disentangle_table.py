@@ -145,6 +145,11 @@ ROWS = [
     ("window_twins_zero_pthold", twins(WINDOW), pt_hold(), "paired images (64 twins)" + PT_HOLD_NOTE,
      ["conf/guide/twins.yaml"], None),  # make demo's glasses recipe
     ("paper_128_pthold", ["dataset.n_images=128"], pt_hold(), "CLIP text only" + PT_HOLD_NOTE, [], None),
+    # make demo's two recipes with fewer epochs (its compute: the trainings are most of it)
+    ("window_twins_zero_e3_pthold", twins(WINDOW, epochs=3), pt_hold(), "paired images (64 twins)" + PT_HOLD_NOTE,
+     ["conf/guide/twins.yaml"], None),
+    ("paper_128_e3_pthold", ["dataset.n_images=128", "model.n_iter=3"], pt_hold(), "CLIP text only" + PT_HOLD_NOTE, [],
+     None),
 ]  # fmt: skip
 ROW_NAMES = [r[0] for r in ROWS]
 
@@ -351,18 +356,23 @@ def composition(a, store: Rows, scorer: EditScorer) -> dict | None:
         raise SystemExit(f"--compose {a.compose}: two attributes share one face field; compose different fields")
     faces = data(a, "synthfaces_compose_" + "_".join(a.compose), exclude=exclude, splits=("test",)) / "test"
     coeffs = [mine[k]["chosen_strength"] for k in a.compose]
-    if store.done("+".join(a.compose), f"compose:{a.compose_row}", {"seeds": a.seeds, "coeffs": coeffs}):
+    # the chosen strengths are absolute: strength=1 keeps edit.py from scaling them by each file's stored strength
+    # (before 2026-12-05 it did: smiling composed at 0.6 x its chosen strength; those lines lack "absolute")
+    if store.done(
+        "+".join(a.compose), f"compose:{a.compose_row}", {"seeds": a.seeds, "coeffs": coeffs, "absolute": True}
+    ):
         log.info("composition %s of %s: done", a.compose, a.compose_row)
         return None
     oracle = load_oracle()
     targets = [parse_target(compose("train", [f"experiment=synthfaces_{k}"]).attribute.oracle_target, oracle.classes)
                for k in a.compose]  # fmt: skip
-    res = {"attribute": "+".join(a.compose), "row": f"compose:{a.compose_row}", "coeffs": coeffs, "seeds": a.seeds}
+    res = {"attribute": "+".join(a.compose), "row": f"compose:{a.compose_row}", "coeffs": coeffs, "absolute": True}
+    res["seeds"] = a.seeds
     for seed in a.seeds:
         ckpts = [a.out / a.compose_row / k / f"s{seed}" / "train" / "checkpoints" / "hfunction.pt" for k in a.compose]
         dst = a.out / "compose" / a.compose_row / f"s{seed}"
         args = ["edit.py", "arch=synthfaces", "plan=synthfaces", "checkpoint=[" + ",".join(map(str, ckpts)) + "]"]
-        args += [f"coeffs=[{','.join(map(str, coeffs))}]", f"input_dir={faces}", f"cache_dir={a.cache}"]
+        args += [f"coeffs=[{','.join(map(str, coeffs))}]", "strength=1", f"input_dir={faces}", f"cache_dir={a.cache}"]
         args += ["batch_size=32", "progress=false", "grid_rows=8", f"hydra.run.dir={dst}", "overwrite=true"]
         args += next(r[2] for r in ROWS if r[0] == a.compose_row)  # the row's edit overrides (e.g. its P_t hold)
         if not python(args, dst / "edit.log", a.threads):

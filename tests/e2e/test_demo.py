@@ -39,13 +39,17 @@ def test_tiny_demo_prints_per_seed_lines_for_both_attributes_and_the_composition
         )
     assert re.fullmatch(r"demo: success=.* \(worst of seeds \[0, 1\]; .*metrics=.*metrics\.json", lines[-2])
     assert lines[-1].startswith(f"demo: {second}: success=")
-    # every training and edit ran as a user reruns it, three processes each (two of them Hydra multiruns), each
-    # process's output in its own log, each seed's run in its own folder
-    assert sum(x.startswith("$ python train.py") for x in lines) == 3
+    # every training and edit ran as a user reruns it: one process per attribute and per kind of edit (Hydra
+    # multiruns over the seeds), each process's output in its own log, each seed's run in its own folder
+    assert sum(x.startswith("$ python train.py -m") for x in lines) == 2
     assert sum(x.startswith("$ python edit.py -m") for x in lines) == 3
     logs = {p.name: p.read_text() for p in (out / "logs").glob("*.log")}
-    assert set(logs) == {"train_smiling_s0.log", "train_smiling_s1.log", "train_second_s0-1.log"} | {
-        f"edit_{k}.log" for k in ("smiling", "second", "both")
+    assert set(logs) == {
+        "train_smiling.log",
+        "train_second.log",
+        "edit_smiling.log",
+        "edit_second.log",
+        "edit_both.log",
     }
     for a in ("smiling", "second"):
         for s in (0, 1):
@@ -53,9 +57,10 @@ def test_tiny_demo_prints_per_seed_lines_for_both_attributes_and_the_composition
     for k in ("smiling", "second", "both"):
         for s in (0, 1):
             assert len(list((out / "edits" / k / f"s{s}" / "edited").glob("face_*.png"))) == 8
-    # each attribute's cache is built once, by its first process; smiling's last seed reads it
-    assert "computing" in logs["train_smiling_s0.log"] and "computing" in logs["train_second_s0-1.log"]
-    assert "computing" not in logs["train_smiling_s1.log"]
+    # each attribute's cache is built once, by its first seed's training; the next seed reads it
+    for a in ("smiling", "second"):
+        assert logs[f"train_{a}.log"].count("computing") >= 1
+        assert "computing" not in logs[f"train_{a}.log"].split("sweep: trial 1 done")[1]
     # the composition ran with each file's stored strength and hold
     cfg = (out / "edits" / "both" / "s1" / ".hydra" / "config.yaml").read_text()
     assert "strength: null" in cfg and "coeffs: null" in cfg
