@@ -88,7 +88,15 @@ def edit_request(cfg: DictConfig, checkpoints: list[Path]) -> EditRequest:
     payloads = [read_hfunction_file(c) for c in checkpoints]  # read safely, once; built when the backbone is there
     metas = [p if isinstance(p, Mapping) and p.get("format") else {} for p in payloads]
     plan, windows = _plan(cfg, checkpoints, metas)
-    coefficients = edit_coefficients(cfg, len(checkpoints), [(m.get("edit") or {}).get("strength") for m in metas])
+    stored = [(m.get("edit") or {}).get("strength") for m in metas]
+    coefficients = edit_coefficients(cfg, len(checkpoints), stored)
+    if len(checkpoints) > 1:  # coeffs scale each file's stored strength unless strength= is set: say what results
+        log.info(
+            "composition strengths per output %s (coeffs %s x %s)",
+            [[round(c, 4) for c in row] for row in coefficients.rows],
+            cfg.get("coeffs") or "1 each",
+            f"strength={cfg.strength}" if cfg.get("strength") is not None else f"the stored strengths {stored}",
+        )
     record = _record(cfg, checkpoints, metas, plan, windows, coefficients, seed, random_inputs, size)
     fingerprint = hashlib.blake2b(json.dumps(record, sort_keys=True, default=str).encode(), digest_size=12).hexdigest()
     return EditRequest(
