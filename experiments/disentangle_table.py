@@ -69,6 +69,7 @@ GUIDE = ["guide=classifier", "model.loss.guide.classifier.labelled={labelled}",
 # paired images: the training faces' twins, no CLIP term, no P_t^orig anchor (conf/experiment/*_twins.yaml)
 TWINS_LOSS = ["guide=twins", "model.loss.guide.twins.dir={twins}", "model.loss.w_clip=0", "model.loss.w_recon=0"]
 LATE = ["plan.t0=300", "plan.t_edit=200"]  # the mouth's window (frowning's CLIP recipe)
+HAIR = ["plan.t0=500", "plan.t_edit=300"]  # above the window the others share
 MOUTH = ["plan.t0=300", "plan.t_edit=150"]  # LATE reaching lower t, where the mouth is drawn
 HOLD = ["model.loss.guide.twins.hold_outside=true"]  # the twin inside the pair's region, P_t^orig outside it
 
@@ -145,6 +146,9 @@ ROWS = [
     ("window_twins_zero_pthold", twins(WINDOW), pt_hold(), "paired images (64 twins)" + PT_HOLD_NOTE,
      ["conf/guide/twins.yaml"], None),  # make demo's glasses recipe
     ("paper_128_pthold", ["dataset.n_images=128"], pt_hold(), "CLIP text only" + PT_HOLD_NOTE, [], None),
+    # hair colour moves mouth and glasses in [400, 250]: an earlier window, where hair colour forms before them
+    ("hair_twins_zero_e12_pthold", twins(HAIR, epochs=12), pt_hold(), "paired images (64 twins)" + PT_HOLD_NOTE,
+     ["conf/guide/twins.yaml"], None),
     # make demo's two recipes with fewer epochs (its compute: the trainings are most of it)
     ("window_twins_zero_e3_pthold", twins(WINDOW, epochs=3), pt_hold(), "paired images (64 twins)" + PT_HOLD_NOTE,
      ["conf/guide/twins.yaml"], None),
