@@ -40,15 +40,11 @@ SECOND, SECOND_TARGET = "synthfaces_glasses_twins", "glasses=True"
 SECOND_TWINS = "glasses"  # the data writer's --twins attribute: the second's training faces drawn with it
 
 
-def recipe_strengths() -> dict[str, float]:
-    """The edit strength (the official hs_coeff) each recipe was chosen with on the selection split select/ (seed 3),
-    never on the test faces judged here, at training seeds 0-2: model.edit_strength, stored in its file
-    (docs/results.md, "The P_t hold"; each file also stores its recipe's P_t hold). Composed in main(), so that
-    --help does not pay for two Hydra compositions."""
-    from asyrp.config import compose
-
-    pick = lambda e: float(compose("train", [f"experiment={e}"]).model.edit_strength)  # noqa: E731
-    return {"smiling": pick("synthfaces_smiling"), "second": pick(SECOND)}
+def used_strengths(edits: dict[str, dict[int, Path]], seed: int) -> dict[str, float]:
+    """The strength each edit ran at (edit.py's manifest; the strength stored in each file: model.edit_strength, chosen
+    on the selection split select/ at training seeds 0-2, never on the test faces judged here)."""
+    read = lambda k: float(json.loads((edits[k][seed] / "manifest.json").read_text())["coefficients"][0][0])  # noqa: E731
+    return {k: read(k) for k in ("smiling", "second")}
 
 
 # the demo's size: faces written (train, test, the second's train and twins), seeds; --tiny (a check, not a result):
@@ -212,6 +208,7 @@ def train_and_edit(out: Path, size: dict, overrides: dict) -> dict[str, dict[int
     """The trainings and the edits, CORES processes at a time, each edit as soon as the trainings it reads are done;
     the folders of the edited faces per kind and seed."""
     seeds = size["seeds"]
+    assert list(seeds) == list(range(len(seeds)))  # edit.py -m names job k s<k>: job k is seed k
     data = {"smiling": out / "data", "second": out / "data_second"}
     ckpt = {a: [str(out / a / f"train_s{s}" / "checkpoints" / "hfunction.pt") for s in seeds] for a in data}
     both = [f"[{a},{b}]" for a, b in zip(ckpt["smiling"], ckpt["second"])]
@@ -224,7 +221,6 @@ def train_and_edit(out: Path, size: dict, overrides: dict) -> dict[str, dict[int
     needs = {"second": ("train_second",), "smiling": ("train_smiling",), "both": ("train_smiling", "train_second")}
     jobs += [(f"edit_{k}", edit_args(out, k, data["smiling"], c), needs[k]) for k, c in edits]
     run_parallel(jobs, out / "logs")
-    assert list(seeds) == list(range(len(seeds)))  # edit.py -m names job k s<k>: job k is seed k
     return {k: {s: out / "edits" / k / f"s{s}" / "edited" for s in seeds} for k, _ in edits}
 
 
@@ -241,9 +237,9 @@ def main(out: Path, size: dict) -> None:
     os.environ.setdefault("WANDB_MODE", "offline")
     if out.exists():  # the demo is one self-contained run: start clean
         shutil.rmtree(out)
-    strength = recipe_strengths()
     edits = train_and_edit(out, size, prepare(out, size))
     seeds, data = size["seeds"], out / "data"
+    strength = used_strengths(edits, seeds[0])
 
     from asyrp.data.images import read_image_files
     from asyrp.synthfaces.judge import judge_pairs
