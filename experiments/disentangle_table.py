@@ -154,6 +154,9 @@ ROWS = [
      ["conf/guide/twins.yaml"], None),
     ("paper_128_e3_pthold", ["dataset.n_images=128", "model.n_iter=3"], pt_hold(), "CLIP text only" + PT_HOLD_NOTE, [],
      None),
+    # hair colour moves the skin: a 1x1 f gives a cell that straddles hair and skin one shift; 3x3 sees the neighbours
+    ("window_twins_hold_e12_k3_pthold", twins(WINDOW, epochs=12, extra=HOLD + ["hfunction.kernel_size=3"]), pt_hold(),
+     "paired images (64 twins; the pair's region held outside)" + PT_HOLD_NOTE, ["conf/guide/twins.yaml"], None),
 ]  # fmt: skip
 ROW_NAMES = [r[0] for r in ROWS]
 

@@ -44,6 +44,7 @@ _KEYS = {
         "kind",
         "layout",
         "width",
+        "kernel_size",
         "zero_init",
         "use_temb",
         "dropout",
@@ -140,6 +141,7 @@ def build_hfunction(cfg: Any, backbone) -> HFunction:
                 dropout=float(cfg.get("dropout", 0.0)),
                 num_groups=int(cfg.get("num_groups", 32)),
                 time_conditioned=bool(cfg.get("use_temb", True)),
+                kernel_size=int(cfg.get("kernel_size") or 1),
             )
         elif kind == "global":
             module = GlobalDirection(space_shape(space, backbone), init_std=float(cfg.get("init_std", 0.2)))

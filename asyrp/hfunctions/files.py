@@ -52,10 +52,12 @@ def _delta_block_from_state_dict(sd: Mapping[str, torch.Tensor], source: str) ->
     keys = frozenset(sd)
     if keys == DDPM_KEYS:
         width, channels = sd["conv1.weight"].shape[:2]
-        block = DeltaBlock("ddpm", channels, sd["temb_proj.weight"].shape[1], width=width)
+        k = int(sd["conv1.weight"].shape[-1])
+        block = DeltaBlock("ddpm", channels, sd["temb_proj.weight"].shape[1], width=width, kernel_size=k)
     elif keys == ADM_KEYS:
         width, channels = sd["in_layers.2.weight"].shape[:2]
-        block = DeltaBlock("adm", channels, sd["emb_layers.1.weight"].shape[1], width=width)
+        k = int(sd["in_layers.2.weight"].shape[-1])
+        block = DeltaBlock("adm", channels, sd["emb_layers.1.weight"].shape[1], width=width, kernel_size=k)
     else:
         raise ValueError(
             f"{source}: not an Asyrp h-function. Expected the DDPM block keys {sorted(DDPM_KEYS)} or the ADM block "

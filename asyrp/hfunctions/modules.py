@@ -84,7 +84,9 @@ class DeltaBlock(HFunction):
     - ``"adm"`` (iDDPM/ADM backbones): in_layers (GroupNorm, SiLU, conv) -> + emb_layers (SiLU, Linear) ->
       out_layers (GroupNorm, SiLU, Dropout, conv).
 
-    ``width`` is the hidden channel count (official: equal to the h channels). The official blocks are *not*
+    ``width`` is the hidden channel count (official: equal to the h channels). ``kernel_size`` (official: 1) lets each
+    cell of delta_h see its neighbours in h: a 1x1 block maps every cell of h on its own, so a cell that straddles
+    two regions (hair and skin at 8x8) gets one shift for both. The official blocks are *not*
     zero-initialised (PyTorch's default init for every layer); ``zero_init=True`` zeroes the last conv so that
     training starts from delta_h = 0, i.e. from the plain DDIM reconstruction. ``time_conditioned=False`` drops
     the embedding branch (as calling with ``emb=None``), the official ``ignore_timesteps`` variant.
@@ -101,30 +103,35 @@ class DeltaBlock(HFunction):
         dropout: float = 0.0,
         num_groups: int = 32,
         time_conditioned: bool = True,
+        kernel_size: int = 1,
     ):
         super().__init__()
         width = int(width or channels)
+        k = int(kernel_size)
+        if k < 1 or k % 2 == 0:
+            raise ValueError(f"DeltaBlock kernel_size={kernel_size}: use an odd size >= 1 (1 = the official block)")
+        self.kernel_size = k
         self.kind, self.channels, self.emb_dim, self.width = kind, int(channels), int(emb_dim), width
         self.time_conditioned = time_conditioned
         if kind == "ddpm":
             _check_groups(num_groups, width, "hidden")
-            self.conv1 = nn.Conv2d(channels, width, kernel_size=1)
+            self.conv1 = nn.Conv2d(channels, width, kernel_size=k, padding=k // 2)
             self.temb_proj = nn.Linear(emb_dim, width)
             self.norm2 = nn.GroupNorm(num_groups, width, eps=1e-6)
-            self.conv2 = nn.Conv2d(width, channels, kernel_size=1)
+            self.conv2 = nn.Conv2d(width, channels, kernel_size=k, padding=k // 2)
             last = self.conv2
         elif kind == "adm":
             _check_groups(num_groups, channels, "h")
             _check_groups(num_groups, width, "hidden")
             self.in_layers = nn.Sequential(
-                _GroupNorm32(num_groups, channels), nn.SiLU(), nn.Conv2d(channels, width, kernel_size=1)
+                _GroupNorm32(num_groups, channels), nn.SiLU(), nn.Conv2d(channels, width, k, padding=k // 2)
             )
             self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, width))
             self.out_layers = nn.Sequential(
                 _GroupNorm32(num_groups, width),
                 nn.SiLU(),
                 nn.Dropout(dropout),
-                nn.Conv2d(width, channels, kernel_size=1),
+                nn.Conv2d(width, channels, k, padding=k // 2),
             )
             last = self.out_layers[3]
         else:
@@ -147,7 +154,8 @@ class DeltaBlock(HFunction):
         return self.out_layers(z)
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, channels={self.channels}, emb_dim={self.emb_dim}, width={self.width}"
+        k = f", kernel_size={self.kernel_size}" if self.kernel_size != 1 else ""
+        return f"kind={self.kind!r}, channels={self.channels}, emb_dim={self.emb_dim}, width={self.width}{k}"
 
 
 class GlobalDirection(HFunction):

@@ -117,6 +117,35 @@ def test_delta_block_width_zero_init_and_grad(layout):
         DeltaBlock(layout, 64, 128, width=48)
 
 
+@pytest.mark.parametrize("layout", ["ddpm", "adm"])
+def test_delta_block_kernel_sees_neighbouring_cells(layout, tmp_path):
+    """kernel_size 1 (official) maps each cell of h alone; 3 lets a cell's delta_h depend on its neighbours, and the
+    file format reads the size back from the weights."""
+    torch.manual_seed(0)
+    h, emb = torch.randn(1, 64, 8, 8), torch.randn(1, 128)
+    h2 = h.clone()
+    h2[:, :, 3, 3] += 1.0  # change one cell
+    near = torch.zeros(8, 8, dtype=torch.bool)
+    near[2:5, 2:5] = True
+    near[3, 3] = False
+    far = torch.ones(8, 8, dtype=torch.bool)
+    far[1:6, 1:6] = False
+    for k in (1, 3):
+        f = DeltaBlock(layout, 64, 128, kernel_size=k)
+        with torch.no_grad():
+            d = (f(h2, emb) - f(h, emb)).abs().sum(1)[0]
+        ratio = float(d[near].mean() / d[far].mean())  # the GroupNorm statistics move every cell a little
+        assert (ratio < 1.5) if k == 1 else (ratio > 5), (k, ratio)
+    torch.save(f.state_dict(), tmp_path / "k3.pt")
+    g = load_official_hfunction(tmp_path / "k3.pt")
+    assert g.kernel_size == 3 and torch.equal(g(h, emb), f.eval()(h, emb))
+    if layout == "ddpm":  # the tiny backbone builds the ddpm block
+        cfg = {"kind": "delta_block", "kernel_size": 3, "checkpoint": str(tmp_path / "k3.pt")}
+        assert build_hfunction(cfg, tiny_backbone()).kernel_size == 3
+    with pytest.raises(ValueError, match="odd size"):
+        DeltaBlock(layout, 64, 128, kernel_size=2)
+
+
 def test_global_direction_per_timestep_lookup():
     g = GlobalDirection((2, 3, 3), timesteps=[999, 0, 500], init_std=1.0)
     assert g.timesteps.tolist() == [0, 500, 999]
