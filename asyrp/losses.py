@@ -92,9 +92,11 @@ class AsyrpLoss:
         delta_h: Any = None,
         t: Any = None,
         P_twin: torch.Tensor | None = None,
+        twin_weight: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """e_x0: CLIP embeddings of the source images (computed once per batch, no grad); delta_h and the step's t
-        are read by keep terms only, P_twin (the twins' P_t at t) by guide=twins only."""
+        are read by keep terms only, P_twin (the twins' P_t at t) and twin_weight (its per-pixel weights) by guide=twins
+        only."""
         if self.clip_reference == "P_orig":
             with torch.no_grad():
                 e_x0 = self.clip.encode_image(P_orig.to(P_edit))
@@ -114,7 +116,8 @@ class AsyrpLoss:
             loss = loss + keep.w_keep * value
             terms[keep.name] = value.detach()
         if self.guide is not None:
-            value, parts = self.guide(P_edit, P_orig.to(P_edit), t, P_twin=P_twin)
+            extra = {"weight": twin_weight} if twin_weight is not None else {}
+            value, parts = self.guide(P_edit, P_orig.to(P_edit), t, P_twin=P_twin, **extra)
             loss = loss + value
             terms.update(parts)
         if self.w_id:

@@ -147,11 +147,12 @@ class AsyrpModule(pl.LightningModule):
             e_x0 = self.clip.encode_image(batch["x0"])
         # guide=twins: the twins' P_t at every step (held to P_t^orig outside the pair's region with hold_outside)
         P_twins = self.loss_fn.guide.targets(batch) if "P_twin" in batch else None
+        W_twin = self.loss_fn.guide.weights(batch) if P_twins is not None else None  # (w_outside; same every step)
         sums: dict[str, float] = defaultdict(float)
         for k, t, t_next in self.train_steps:
             step = asyrp_step(self.backbone, x, t, t_next, a, self.hfunc, mode=self.plan.mode, strength=self.strength)
             P_twin = P_twins[:, k] if P_twins is not None else None
-            terms = self.loss_fn(e_x0, step.P_edit, P_orig[:, k], step.delta_h, t, P_twin=P_twin)
+            terms = self.loss_fn(e_x0, step.P_edit, P_orig[:, k], step.delta_h, t, P_twin=P_twin, twin_weight=W_twin)
             opt.zero_grad()
             self.manual_backward(terms["loss"])
             opt.step()

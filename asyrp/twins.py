@@ -59,6 +59,12 @@ def twin_settings(c: Mapping[str, Any]) -> dict[str, Any]:
             "source and twin (images in [-1, 1]) above which a pixel belongs to the attribute's region"
         )
     s["region_dilate"] = as_int(c.get("region_dilate", 2), f"{KEY}.region_dilate", 0)
+    s["w_outside"] = as_float(c.get("w_outside", 1.0), f"{KEY}.w_outside")
+    if s["w_outside"] <= 0 or (s["w_outside"] != 1.0 and not hold):
+        raise AsyrpUserError(
+            f"{KEY}.w_outside={c.get('w_outside')}: the weight of the held outside must be > 0 and needs "
+            f"{KEY}.hold_outside=true (without it there is no outside)"
+        )
     return s
 
 
@@ -117,6 +123,7 @@ class TwinGuide:
     hold_outside: bool = False
     region_threshold: float = 0.1  # hold_outside's region (twin_settings checks them)
     region_dilate: int = 2
+    w_outside: float = 1.0  # the held outside's weight in the L1 (the pair's region weighs 1)
     _told: bool = field(default=False, repr=False)
 
     def targets(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -135,18 +142,36 @@ class TwinGuide:
         P_orig = batch["P_orig"].to(batch["P_twin"])
         return region * batch["P_twin"] + (1 - region) * P_orig
 
+    def weights(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """(B, 1, H, W) per-pixel weights (the same at every step) of the L1 (1 inside the pair's region, ``w_outside`` outside), or None
+        when every pixel weighs 1: a higher outside weight asks f to leave what the pair keeps (the skin beside hair
+        colour, the mouth) alone at the price of a weaker attribute, which the edit's strength then scales back."""
+        if not self.hold_outside or self.w_outside == 1.0:
+            return None
+        region = twin_region(batch["x0"], batch["x0_twin"], self.region_threshold, self.region_dilate)
+        return region + self.w_outside * (1 - region)
+
     def __call__(
-        self, P_edit: torch.Tensor, P_orig: torch.Tensor, t: Any, P_twin: torch.Tensor | None = None
+        self,
+        P_edit: torch.Tensor,
+        P_orig: torch.Tensor,
+        t: Any,
+        P_twin: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict]:
+        """``weight``: a step's slice of ``weights(batch)`` (None: every pixel weighs 1)."""
         if P_twin is None:
             raise ValueError("guide=twins needs P_twin in the batch (asyrp.data: the datamodule's twin entries)")
-        value = F.l1_loss(P_edit, P_twin.to(P_edit))
+        if weight is None:
+            value = F.l1_loss(P_edit, P_twin.to(P_edit))
+        else:
+            value = (weight.to(P_edit) * (P_edit - P_twin.to(P_edit)).abs()).mean()
         return self.w_twin * value, {"guide_twin": value.detach()}
 
 
 def build_twin_guide(c: Mapping[str, Any]) -> TwinGuide:
     s = twin_settings(c)
-    return TwinGuide(s["w_twin"], s["hold_outside"], s["region_threshold"], s["region_dilate"])
+    return TwinGuide(s["w_twin"], s["hold_outside"], s["region_threshold"], s["region_dilate"], s["w_outside"])
 
 
 def twin_record(c: Mapping[str, Any], n_pairs: int | None = None) -> dict[str, Any]:

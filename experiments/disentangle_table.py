@@ -71,7 +71,11 @@ TWINS_LOSS = ["guide=twins", "model.loss.guide.twins.dir={twins}", "model.loss.w
 LATE = ["plan.t0=300", "plan.t_edit=200"]  # the mouth's window (frowning's CLIP recipe)
 HAIR = ["plan.t0=500", "plan.t_edit=300"]  # above the window the others share
 MOUTH = ["plan.t0=300", "plan.t_edit=150"]  # LATE reaching lower t, where the mouth is drawn
-HOLD = ["model.loss.guide.twins.hold_outside=true"]  # the twin inside the pair's region, P_t^orig outside it
+HOLD = ["model.loss.guide.twins.hold_outside=true"]
+ADAM = [
+    "model.optimizer._target_=torch.optim.Adam",
+    "model.optimizer.lr=0.001",
+]  # instead of the recipes' SGD  # the twin inside the pair's region, P_t^orig outside it
 
 
 def pt_hold(hold: float = 0.3) -> list[str]:
@@ -156,6 +160,15 @@ ROWS = [
      None),
     # hair colour moves the skin: a 1x1 f gives a cell that straddles hair and skin one shift; 3x3 sees the neighbours
     ("window_twins_hold_e12_k3_pthold", twins(WINDOW, epochs=12, extra=HOLD + ["hfunction.kernel_size=3"]), pt_hold(),
+     "paired images (64 twins; the pair's region held outside)" + PT_HOLD_NOTE, ["conf/guide/twins.yaml"], None),
+    # ... or the held outside weighs more in the twin loss (the skin, mouth and glasses the hair's f moved)
+    ("window_twins_hold4_e12_pthold", twins(WINDOW, epochs=12, extra=HOLD + ["model.loss.guide.twins.w_outside=4"]),
+     pt_hold(), "paired images (64 twins; the pair's region held outside, x4)" + PT_HOLD_NOTE,
+     ["conf/guide/twins.yaml"], None),
+    # the held blond loss was still falling after 12 epochs (1.6 -> 1.15, -1.4% per epoch): train it further
+    ("window_twins_hold_e36_pthold", twins(WINDOW, epochs=36, extra=HOLD), pt_hold(),
+     "paired images (64 twins; the pair's region held outside)" + PT_HOLD_NOTE, ["conf/guide/twins.yaml"], None),
+    ("window_twins_hold_e12_adam_pthold", twins(WINDOW, epochs=12, extra=HOLD + ADAM), pt_hold(),
      "paired images (64 twins; the pair's region held outside)" + PT_HOLD_NOTE, ["conf/guide/twins.yaml"], None),
 ]  # fmt: skip
 ROW_NAMES = [r[0] for r in ROWS]

@@ -134,3 +134,27 @@ def test_the_writer_draws_train_faces_with_the_attribute_under_the_same_names(tm
                == {k: v for k, v in b[n].items() if k not in ("glasses", "caption")} for n in a)  # fmt: skip
     with pytest.raises(AsyrpUserError, match="not one of"):
         write_twins(train, "sunglasses")
+
+
+def test_w_outside_weighs_the_held_outside_of_the_l1():
+    """w_outside scales the L1 outside the pair's region only; it needs hold_outside (no outside without it)."""
+    x0 = torch.zeros(1, 3, 8, 8)
+    x0_twin = x0.clone()
+    x0_twin[0, :, 2:4, 2:4] = 0.5
+    batch = {"x0": x0, "x0_twin": x0_twin}
+    plain = build_twin_guide({"dir": "twins", "hold_outside": True})
+    heavy = build_twin_guide({"dir": "twins", "hold_outside": True, "w_outside": 4.0, "region_dilate": 0})
+    assert plain.weights(batch) is None  # every pixel weighs 1: the unweighted L1, unchanged
+    w = heavy.weights(batch)
+    assert w.shape == (1, 1, 8, 8) and torch.equal(w[0, 0, 2:4, 2:4], torch.ones(2, 2)) and float(w.sum()) == 4 + 4 * 60
+    P_twin = torch.zeros(1, 3, 8, 8)
+    inside, outside = P_twin.clone(), P_twin.clone()
+    inside[0, :, 2, 2] = 1.0  # the same error, once inside the region and once outside it
+    outside[0, :, 6, 6] = 1.0
+    v_in = heavy(inside, P_twin, 300, P_twin=P_twin, weight=w)[0]
+    v_out = heavy(outside, P_twin, 300, P_twin=P_twin, weight=w)[0]
+    assert torch.isclose(v_out, 4 * v_in)
+    assert torch.isclose(plain(outside, P_twin, 300, P_twin=P_twin)[0], v_in)  # weight 1: the plain L1
+    for bad in ({"w_outside": 2.0}, {"w_outside": 0.0, "hold_outside": True}):
+        with pytest.raises(AsyrpUserError, match="w_outside"):
+            build_twin_guide({"dir": "twins", **bad})
