@@ -12,13 +12,13 @@ bottleneck h + delta_h:  x_{t-1} = sqrt(a_{t-1}) P_t(eps_theta(x_t | h + delta_h
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from .backbones.base import Backbone
-from .hfunctions.modules import Coefficients, apply_hfunction, n_components
+from .hfunctions.modules import Coefficients, Composition, apply_hfunction, n_components
 from .masks import held_eps
 from .plan import MODES, EditPlan, generation_pairs, inversion_pairs
 from .schedules import alpha_at
@@ -251,6 +251,39 @@ def edit_eps(
     return EditEps(eps=eps, eps_edit=eps + delta_eps, h=h, delta_h=delta_eps)
 
 
+def masked_eps(
+    backbone: Backbone,
+    x_t: torch.Tensor,
+    t: Any,
+    hfunc,
+    regions: torch.Tensor,
+    *,
+    strength: Coefficients = 1.0,
+) -> EditEps:
+    """Asyrp's two predictions with P_t^edit kept inside given per-image regions: ``regions`` (N, m, H, W) in [0, 1],
+    m = 1 (one region for the whole shift) or one per function of a Composition. With one region: eps_edit inside
+    it, eps outside. With one per function, each function's shift is decoded on its own rows and held to its own
+    region, and the held changes add up: a composition's hair colour then cannot tint the skin that lies in the
+    glasses' or the mouth's region (one decoder row block per function more than the plain step)."""
+    m = regions.shape[1]
+    if m == 1:
+        ee = edit_eps(backbone, x_t, t, hfunc, mode="asyrp", strength=strength)
+        return replace(ee, eps_edit=ee.eps + regions.to(ee.eps) * (ee.eps_edit - ee.eps))
+    if not isinstance(hfunc, Composition) or len(hfunc) != m:
+        raise ValueError(f"{m} regions per image need a composition of {m} h-functions (got {n_components(hfunc)})")
+    t_vec = _t_rows(t, x_t)
+    enc = backbone.encode(x_t, t_vec)
+    h, N = enc.h, x_t.shape[0]
+    comps = hfunc.components(h, enc.emb, t_vec)  # (m, N, ...)
+    c = torch.as_tensor(strength, device=h.device, dtype=h.dtype)
+    c = c.expand(N, m) if c.dim() < 2 else c
+    deltas = [c[:, i].view(N, 1, 1, 1) * comps[i] for i in range(m)]
+    out = backbone.eps(backbone.decode(enc, torch.cat([h] + [h + d for d in deltas])))
+    eps = out[:N]
+    change = sum(regions[:, i : i + 1].to(eps) * (out[(i + 1) * N : (i + 2) * N] - eps) for i in range(m))
+    return EditEps(eps=eps, eps_edit=eps + change, h=h, delta_h=sum(deltas))
+
+
 def asyrp_step(
     backbone: Backbone,
     x_t: torch.Tensor,
@@ -327,6 +360,7 @@ def edit(
     seeds: Sequence[int] | None = None,
     x_T: torch.Tensor | None = None,
     return_trajectory: bool = False,
+    regions: torch.Tensor | None = None,
 ) -> EditResult:
     """Edit real images along ``plan``: DDIM inversion, then Asyrp on [T, t_edit], DDIM, quality boosting below t_boost.
 
@@ -340,6 +374,8 @@ def edit(
     - Noise: image b draws from ``torch.Generator().manual_seed(seeds[b])`` (default: seeds drawn from torch's
       global RNG), so an image's result does not depend on the batch it is in; its K settings share that noise.
     - ``plan.hold``: the edit's P_t^edit only inside the region of its largest change of P_t (``held_eps``).
+    - ``regions`` (B, m, H, W), given per image (masks a user or a face parser drew): P_t^edit only inside them
+      (``masked_eps``; m = 1, or one per function of a composition); they replace ``plan.hold``'s region.
     - Reconstruction: ``hfunc=None`` or strength 0 runs no Asyrp step at all (identical to ddim_generate when
       t_boost disables boosting).
     - Step count: delta_h acts once per step, so the official code scales the strength by n_train / n_gen when
@@ -366,7 +402,15 @@ def edit(
     x = x_T.repeat(K, *([1] * (x_T.dim() - 1)))
     trajectory: list[tuple[int, torch.Tensor, torch.Tensor]] | None = [] if return_trajectory else None
 
+    if regions is not None:
+        if plan.mode != "asyrp":
+            raise ValueError(f"regions hold P_t^edit of mode asyrp; plan.mode is {plan.mode}")
+        regions = regions.to(ref).repeat(K, 1, 1, 1)  # setting k of image b at row k*B + b
+
     def predict(x_t: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if editing and t >= t_edit and regions is not None:  # P_t^edit inside the given regions only
+            ee = masked_eps(backbone, x_t, t, hfunc, regions, strength=coeffs)
+            return x_t, ee.eps_edit, ee.eps
         if editing and t >= t_edit:  # Asyrp: the shifted h feeds P_t only
             ee = edit_eps(backbone, x_t, t, hfunc, mode=plan.mode, strength=coeffs)
             eps_P = held_eps(ee.eps, ee.eps_edit, plan.hold, plan.hold_dilate) if plan.hold else ee.eps_edit

@@ -42,7 +42,7 @@ from asyrp.experiment import comparison as cmp
 from asyrp.metrics import EditScorer, LPIPSDistance, LPIPSWeightsMissing, composed_score, parse_target
 from asyrp.ops.progress import logging_to
 from asyrp.plan import plan_of
-from asyrp.synthfaces.data import SPLIT_SEEDS, write_split, write_twins
+from asyrp.synthfaces.data import SPLIT_SEEDS, write_masks, write_split, write_twins
 from asyrp.synthfaces.edits import ATTRIBUTES, REMOVED, true_edits
 from asyrp.synthfaces.oracle import load_oracle
 
@@ -168,6 +168,11 @@ ROWS = [
     # the held blond loss was still falling after 12 epochs (1.6 -> 1.15, -1.4% per epoch): train it further
     ("window_twins_hold_e36_pthold", twins(WINDOW, epochs=36, extra=HOLD), pt_hold(),
      "paired images (64 twins; the pair's region held outside)" + PT_HOLD_NOTE, ["conf/guide/twins.yaml"], None),
+    # per-image masks at edit time (the renderer's regions, as a face parser would give on photos): P_t^edit only
+    # inside each face's mask; in a composition each function decoded on its own and held to its own mask
+    ("window_twins_hold_e12_masks", twins(WINDOW, epochs=12, extra=HOLD), ["masks={data}/masks/{attr}/{split}"],
+     "paired images (64 twins) + per-image masks (a pixel-space blend of P_t inside them)", ["conf/guide/twins.yaml"],
+     None),
     ("window_twins_hold_e12_adam_pthold", twins(WINDOW, epochs=12, extra=HOLD + ADAM), pt_hold(),
      "paired images (64 twins; the pair's region held outside)" + PT_HOLD_NOTE, ["conf/guide/twins.yaml"], None),
 ]  # fmt: skip
@@ -209,6 +214,17 @@ def data(a, name: str, exclude: dict | None = None, only: dict | None = None, sp
         if not (root / split / "attributes.json").is_file():
             write_split(root / split, SPLIT_SEEDS[split], n, exclude or {}, only=only)
     return root
+
+
+def masks(root: Path, attr: str, splits) -> list[Path]:
+    """<root>/masks/<attr>/<split>: where the renderer draws ``attr`` on each face (written once), for masks=."""
+    out = []
+    for split in splits:
+        folder = root / "masks" / attr / split
+        if not folder.is_dir() or not any(folder.glob("*.png")):
+            write_masks(root / split, attr, folder)
+        out.append(folder)
+    return out
 
 
 def fill(a, attr: str, overrides: list[str]) -> list[str] | None:
@@ -282,7 +298,10 @@ def recipe(a, attr: str, row, overrides: list[str]) -> Path | None:
         rev = data(a, f"synthfaces_with_{attr}", only={field: str(value)}, splits=("select", "test"))
         args += ["--reverse-data", str(rev), "--reverse-target", off_target(attr)]
     for e in edit_overrides:
-        args += ["--edit-override", e]
+        args += ["--edit-override", e.replace("{attr}", attr)]
+    if any("masks=" in e for e in edit_overrides):  # per-image masks beside the faces each split edits
+        for root in [Path(args[args.index("--data") + 1])] + ([rev] if attr in a.reverse else []):
+            masks(root, attr, ("select", "test"))
     ok = python([*args, "--", *overrides, *a.extra], out / "recipes.log", a.threads)
     return out / "summary.json" if ok else None
 
@@ -394,7 +413,10 @@ def composition(a, store: Rows, scorer: EditScorer) -> dict | None:
         args = ["edit.py", "arch=synthfaces", "plan=synthfaces", "checkpoint=[" + ",".join(map(str, ckpts)) + "]"]
         args += [f"coeffs=[{','.join(map(str, coeffs))}]", "strength=1", f"input_dir={faces}", f"cache_dir={a.cache}"]
         args += ["batch_size=32", "progress=false", "grid_rows=8", f"hydra.run.dir={dst}", "overwrite=true"]
-        args += next(r[2] for r in ROWS if r[0] == a.compose_row)  # the row's edit overrides (e.g. its P_t hold)
+        for e in next(r[2] for r in ROWS if r[0] == a.compose_row):  # the row's edit overrides (e.g. its P_t hold)
+            if "masks=" in e:  # one mask folder per composed function: each held to its own region
+                e = "masks=[" + ",".join(str(masks(faces.parent, k, ("test",))[0]) for k in a.compose) + "]"
+            args.append(e)
         if not python(args, dst / "edit.log", a.threads):
             return None
         man = json.loads((dst / "edited" / "manifest.json").read_text())

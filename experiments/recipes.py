@@ -91,10 +91,12 @@ def edit_split(a, seed: int, data: str, split: str, strengths: list[float], dst:
     reused)."""
     ckpt = a.out / f"s{seed}" / "train" / "checkpoints" / "hfunction.pt"
     man, given = dst / "edited" / "manifest.json", dst / "edit_overrides.json"
+    # {data} / {split}: the edited folder's root and split (per-image files beside the faces, e.g. masks=)
+    overrides = [o.replace("{data}", str(data)).replace("{split}", split) for o in a.edit_override]
     if man.is_file():
         old = json.loads(man.read_text())
         same_ckpt = [c.get("digest") for c in old.get("checkpoints", [])] == [file_digest(ckpt)]
-        same_edit = (json.loads(given.read_text()) if given.is_file() else []) == a.edit_override
+        same_edit = (json.loads(given.read_text()) if given.is_file() else []) == overrides
         if (
             old.get("complete")
             and same_ckpt
@@ -118,11 +120,11 @@ def edit_split(a, seed: int, data: str, split: str, strengths: list[float], dst:
             "grid_rows=8",
             f"hydra.run.dir={dst}",
             "overwrite=true",
-            *a.edit_override,
+            *overrides,
         ],
         log,
     )
-    given.write_text(json.dumps(a.edit_override))
+    given.write_text(json.dumps(overrides))
     return dst / "edited"
 
 

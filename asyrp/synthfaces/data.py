@@ -78,6 +78,35 @@ def write_twins(train: str | Path, attr: str, folder: str | Path | None = None, 
     return folder
 
 
+def write_masks(faces: str | Path, attr: str, folder: str | Path, size: int = 32, dilate: int = 1) -> Path:
+    """Per-image masks of where ``attr`` is drawn on the faces of ``faces`` (the pixels where the face drawn with and
+    without it differ by more than 0.1 in a channel, grown by ``dilate`` px; so the same for adding and removing it),
+    one ``<name>.png`` each (white = the region): what a face parser would give a user of edit.py's ``masks=``,
+    drawn exactly by the renderer here."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from ..masks import change_region
+    from .edits import ATTRIBUTES, read_faces, switched
+
+    if attr not in ATTRIBUTES:
+        raise AsyrpUserError(f"synthfaces data: --masks {attr!r} is not one of {sorted(ATTRIBUTES)}")
+    faces, folder = Path(faces), Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = sorted(p.name for p in faces.glob("face_*.png"))
+
+    def pixels(face) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(render(face, size), dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
+
+    for name, face in zip(names, read_faces([faces / n for n in names])):
+        diff = pixels(switched(face, [attr])) - pixels(switched(face, [attr], on=False))
+        region = change_region(diff[None], 0.1, dilate)[0, 0]
+        with atomic_path(folder / name) as tmp:
+            Image.fromarray((region.numpy() * 255).astype(np.uint8), mode="L").save(tmp, format="PNG")
+    return folder
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default="data/synthfaces")
@@ -95,6 +124,7 @@ def main(argv=None) -> None:
     )
     p.add_argument("--only", action="append", default=[], help="attr=value every face must have (repeatable)")
     p.add_argument("--twins", default=None, help="an attribute (glasses, hat, blond_hair, ...): train/ drawn with it")
+    p.add_argument("--masks", nargs="+", default=[], help="attributes: masks/<attr>/<split>/ of where each is drawn")
     args = p.parse_args(argv)
     pairs = lambda items: dict(e.split("=", 1) for e in items if e and e != "none")  # noqa: E731
     # the default exclusion (mouth=smiling) is for the smiling demo; --only picks faces itself, so it drops the default
@@ -107,6 +137,10 @@ def main(argv=None) -> None:
         print(write_split(Path(args.out) / "labelled", SPLIT_SEEDS["labelled"], args.n_labelled, {}))
     if args.twins:
         print(write_twins(Path(args.out) / "train", args.twins))
+    for attr in args.masks:
+        for split in ("train", "test", "select"):
+            if (Path(args.out) / split).is_dir():
+                print(write_masks(Path(args.out) / split, attr, Path(args.out) / "masks" / attr / split))
 
 
 if __name__ == "__main__":

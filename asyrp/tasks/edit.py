@@ -189,6 +189,7 @@ class EditLoop:
         from ..samplers import edit as asyrp_edit
 
         x0, x_T = self._batch_start(batch, x_T_cached)
+        regions = self._regions(batch)
         with inference_context(self.perf, self.dev):  # inference_mode (auto: on CUDA) or no_grad
             return asyrp_edit(
                 self.backbone,
@@ -199,7 +200,17 @@ class EditLoop:
                 strength=self.coeffs,
                 seeds=[it["seed"] for it in batch],
                 x_T=x_T,
+                regions=regions,
             ).x_edit
+
+    def _regions(self, batch: list[dict[str, Any]]) -> torch.Tensor | None:
+        """masks=: the batch's masks, (B, m, H, W) (m folders), checked against the edited size; else None."""
+        from ..masks import read_mask
+
+        if "masks" not in batch[0]:
+            return None
+        rows = [torch.stack([read_mask(m, self.size)["mask"] for m in it["masks"]]) for it in batch]
+        return torch.stack(rows).to(self.dev)
 
     def _write(self, batch: list[dict[str, Any]], x_edit: torch.Tensor) -> list[Path]:
         """The batch's images not done yet on disk, each journalled once its PNGs are written: a kill from here on

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from ..checks import EditCoefficients, check_hfunction_mode, edit_coefficients
 from ..constraints import constraint_parts
 from ..hfunctions.files import read_hfunction_file
+from ..ops.errors import AsyrpUserError
 from ..plan import EditPlan
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ def edit_request(cfg: DictConfig, checkpoints: list[Path]) -> EditRequest:
     size = int(arch_cfg.get("image_size") or arch_cfg.get("sample_size") or 0)
     seed, random_inputs = int(cfg.get("seed", 0)), cfg.get("input_dir") is None
     inputs, skipped = _inputs(cfg, seed, size, random_inputs)
+    masks = _masks(cfg, inputs, len(checkpoints), random_inputs, size)
     payloads = [read_hfunction_file(c) for c in checkpoints]  # read safely, once; built when the backbone is there
     metas = [p if isinstance(p, Mapping) and p.get("format") else {} for p in payloads]
     plan, windows = _plan(cfg, checkpoints, metas)
@@ -98,6 +100,8 @@ def edit_request(cfg: DictConfig, checkpoints: list[Path]) -> EditRequest:
             f"strength={cfg.strength}" if cfg.get("strength") is not None else f"the stored strengths {stored}",
         )
     record = _record(cfg, checkpoints, metas, plan, windows, coefficients, seed, random_inputs, size)
+    if masks is not None:  # recorded only when set, so earlier runs' fingerprints still match
+        record["masks"] = masks
     fingerprint = hashlib.blake2b(json.dumps(record, sort_keys=True, default=str).encode(), digest_size=12).hexdigest()
     return EditRequest(
         cfg=cfg,
@@ -142,6 +146,49 @@ def _inputs(cfg: DictConfig, seed: int, size: int, random_inputs: bool):
     files, skipped = scan_images(cfg.input_dir, cfg.get("n_images"), size or 32, what="input_dir")
     ids = unique_ids(files)
     return [{"id": i, "source": str(f), "seed": seed + k} for k, (i, f) in enumerate(zip(ids, files))], skipped
+
+
+def _masks(cfg: DictConfig, inputs: list[dict[str, Any]], n_checkpoints: int, random_inputs: bool, size: int):
+    """``masks=``: one folder (one region per image) or one per checkpoint (each function held to its own), each
+    with ``<input stem>.png`` for every input; each input item gets its mask files under "masks". Returns what the
+    fingerprint records ({folders, digest of every mask file}), or None. Every problem is one error before any
+    network; mask files no input uses are reported."""
+    from ..masks import read_mask
+    from ..ops.io import file_digest
+
+    given = cfg.get("masks")
+    if given is None:
+        return None
+    folders = [Path(str(f)).expanduser() for f in ([given] if isinstance(given, (str, Path)) else list(given))]
+    if random_inputs:
+        raise AsyrpUserError("masks= holds the edit of given images: set input_dir=<images> or drop masks")
+    if len(folders) not in (1, n_checkpoints):
+        raise AsyrpUserError(
+            f"masks= lists {len(folders)} folders for {n_checkpoints} checkpoints: give one folder (one region per "
+            "image) or one per checkpoint, in the checkpoints' order"
+        )
+    for folder in folders:
+        if not folder.is_dir():
+            raise AsyrpUserError(f"masks folder {folder} does not exist: give a folder of <image stem>.png masks")
+        names = [Path(it["source"]).stem + ".png" for it in inputs]
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            raise AsyrpUserError(
+                f"masks folder {folder} has no mask for {len(missing)} of the {len(inputs)} inputs (first: "
+                f"{missing[0]}): add <image stem>.png for every input, white where the edit may act"
+            )
+        unused = sorted(p.name for p in folder.glob("*.png") if p.name not in set(names))
+        if unused:
+            log.info(
+                "masks folder %s: %d mask files match no input (not used; first: %s)", folder, len(unused), unused[0]
+            )
+    digests = []
+    for it in inputs:
+        it["masks"] = [str(f / (Path(it["source"]).stem + ".png")) for f in folders]
+        for m in it["masks"]:  # readable and of the edited size, before any network
+            read_mask(m, size or None)
+        digests.append([file_digest(Path(m)) for m in it["masks"]])
+    return {"folders": [str(f) for f in folders], "digests": digests}
 
 
 def _plan(cfg: DictConfig, checkpoints: list[Path], metas: list[Mapping[str, Any]]):

@@ -375,3 +375,46 @@ def test_the_p_t_hold_travels_from_training_to_edit_py(faces, tmp_path):
     with pytest.raises(AsyrpUserError, match=r"plan\.hold=2 must be in \[0, 1\)"):
         edit(edit_cfg(tmp_path, ckpt, faces, f"output_dir={tmp_path / 'bad'}", "plan.hold=2"))
     assert not (tmp_path / "bad").exists()
+
+
+def _mask_folder(folder: Path, names, size: int, rows: slice) -> Path:
+    folder.mkdir(parents=True)
+    for n in names:
+        m = np.zeros((size, size), np.uint8)
+        m[rows] = 255
+        Image.fromarray(m, mode="L").save(folder / f"{n}.png")
+    return folder
+
+
+def test_masks_hold_the_edit_inside_each_images_mask(trained, faces, tmp_path):
+    """masks=: P_t^edit only inside each image's mask, so outside it the edit stays nearer the reconstruction than
+    the free edit; one folder per checkpoint in a composition; every bad mask setting is one error before output."""
+    from asyrp.data.images import read_image_files
+
+    ckpt, names = trained / "hfunction.pt", [f"face_{i}" for i in range(3)]
+    top = _mask_folder(tmp_path / "top", names, 32, slice(0, 12))
+    bottom = _mask_folder(tmp_path / "bottom", names, 32, slice(20, 32))
+    runs = {"free": [], "masked": [f"masks={top}"], "rec": ["strength=0"]}
+    for name, extra in runs.items():
+        edit(edit_cfg(tmp_path, ckpt, faces, f"output_dir={tmp_path / name}", *extra))
+    x = {k: read_image_files([tmp_path / k / f"{n}.png" for n in names], 32) for k in runs}
+    man = json.loads((tmp_path / "masked" / "manifest.json").read_text())
+    assert man["masks"]["folders"] == [str(top)] and man["inputs"][0]["masks"] == [str(top / "face_0.png")]
+    outside = (slice(None), slice(None), slice(16, 32))  # rows far from the mask (the walk below t_edit spreads)
+    d_masked = (x["masked"] - x["rec"])[outside].abs().mean()
+    d_free = (x["free"] - x["rec"])[outside].abs().mean()
+    assert d_masked < 0.5 * d_free and (x["masked"] - x["rec"]).abs().amax() > 0
+    # a composition of two functions, each held to its own folder's masks
+    edit(edit_cfg(tmp_path, f"[{ckpt},{ckpt}]", faces, f"output_dir={tmp_path / 'comp'}", f"masks=[{top},{bottom}]"))
+    assert (tmp_path / "comp" / "face_2.png").is_file()
+    small = _mask_folder(tmp_path / "small", names, 16, slice(0, 8))
+    partial = _mask_folder(tmp_path / "partial", names[:2], 32, slice(0, 8))
+    for extra, match in [
+        ([f"masks=[{top},{bottom}]"], "lists 2 folders for 1 checkpoints"),
+        ([f"masks={tmp_path / 'none'}"], "does not exist"),
+        ([f"masks={partial}"], "no mask for 1 of the 3 inputs"),
+        ([f"masks={small}"], "16x16 but the images are 32x32"),
+    ]:
+        with pytest.raises(AsyrpUserError, match=match):
+            edit(edit_cfg(tmp_path, ckpt, faces, f"output_dir={tmp_path / 'bad'}", *extra))
+        assert not (tmp_path / "bad").exists()
