@@ -79,29 +79,27 @@ def write_twins(train: str | Path, attr: str, folder: str | Path | None = None, 
 
 
 def write_masks(faces: str | Path, attr: str, folder: str | Path, size: int = 32, dilate: int = 1) -> Path:
-    """Per-image masks of where ``attr`` is drawn on the faces of ``faces`` (the pixels where the face drawn with and
-    without it differ by more than 0.1 in a channel, grown by ``dilate`` px; so the same for adding and removing it),
-    one ``<name>.png`` each (white = the region): what a face parser would give a user of edit.py's ``masks=``,
-    drawn exactly by the renderer here."""
+    """Per-image masks of where ``attr`` is drawn on the faces of ``faces``: the pixels where the face drawn with it
+    differs from the face drawn with any other value of its field by more than 0.1 in a channel, grown by ``dilate``
+    px (so the same whether a face has it or lacks it), one ``<name>.png`` each (white = the region): what a face
+    parser would give a user of edit.py's ``masks=``, drawn exactly by the renderer here."""
     import numpy as np
-    import torch
     from PIL import Image
 
     from ..masks import change_region
-    from .edits import ATTRIBUTES, read_faces, switched
+    from .edits import ATTRIBUTES, draw, read_faces
+    from .render import HEADS
 
     if attr not in ATTRIBUTES:
         raise AsyrpUserError(f"synthfaces data: --masks {attr!r} is not one of {sorted(ATTRIBUTES)}")
     faces, folder = Path(faces), Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     names = sorted(p.name for p in faces.glob("face_*.png"))
-
-    def pixels(face) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(render(face, size), dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
-
-    for name, face in zip(names, read_faces([faces / n for n in names])):
-        diff = pixels(switched(face, [attr])) - pixels(switched(face, [attr], on=False))
-        region = change_region(diff[None], 0.1, dilate)[0, 0]
+    parsed = read_faces([faces / n for n in names])
+    field, value = ATTRIBUTES[attr]
+    on = draw([f.replace(**{field: value}) for f in parsed], size)
+    diff = sum((on - draw([f.replace(**{field: v}) for f in parsed], size)).abs() for v in HEADS[field] if v != value)
+    for name, region in zip(names, change_region(diff, 0.1, dilate)[:, 0]):
         with atomic_path(folder / name) as tmp:
             Image.fromarray((region.numpy() * 255).astype(np.uint8), mode="L").save(tmp, format="PNG")
     return folder
