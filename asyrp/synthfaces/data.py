@@ -123,6 +123,7 @@ def main(argv=None) -> None:
     p.add_argument("--only", action="append", default=[], help="attr=value every face must have (repeatable)")
     p.add_argument("--twins", default=None, help="an attribute (glasses, hat, blond_hair, ...): train/ drawn with it")
     p.add_argument("--masks", nargs="+", default=[], help="attributes: masks/<attr>/<split>/ of where each is drawn")
+    p.add_argument("--mask-dilate", type=int, default=1, help="grow each mask by this many pixels")
     args = p.parse_args(argv)
     pairs = lambda items: dict(e.split("=", 1) for e in items if e and e != "none")  # noqa: E731
     # the default exclusion (mouth=smiling) is for the smiling demo; --only picks faces itself, so it drops the default
@@ -138,7 +139,8 @@ def main(argv=None) -> None:
     for attr in args.masks:
         for split in ("train", "test", "select"):
             if (Path(args.out) / split).is_dir():
-                print(write_masks(Path(args.out) / split, attr, Path(args.out) / "masks" / attr / split))
+                folder = Path(args.out) / "masks" / attr / split
+                print(write_masks(Path(args.out) / split, attr, folder, dilate=args.mask_dilate))
 
 
 if __name__ == "__main__":
