@@ -264,7 +264,7 @@ def masked_eps(
     m = 1 (one region for the whole shift) or one per function of a Composition. With one region: eps_edit inside
     it, eps outside. With one per function, each function's shift is decoded on its own rows and held to its own
     region, and the held changes add up: a composition's hair colour then cannot tint the skin that lies in the
-    glasses' or the mouth's region (one decoder row block per function more than the plain step)."""
+    glasses' or the mouth's region (m + 1 decoder row blocks per step instead of the plain step's 2)."""
     m = regions.shape[1]
     if m == 1:
         ee = edit_eps(backbone, x_t, t, hfunc, mode="asyrp", strength=strength)
