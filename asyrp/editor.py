@@ -1,7 +1,7 @@
 """Interactive editing: one inversion per image, then any number of generations with other strengths.
 
 ``Editor`` holds a frozen backbone and one or more h-functions (a ``Composition`` when there are several). An image
-is inverted once (deterministic DDIM, ``asyrp.samplers.ddim_invert``); x_T and the reconstruction are cached under a
+is inverted once (deterministic DDIM, ``asyrp.ddim.ddim_invert``); x_T and the reconstruction are cached under a
 digest of the image and the step settings, so moving a strength slider re-runs only the generation
 (``asyrp.samplers.edit`` from the cached x_T). The Gradio app (``asyrp.app``) is a thin view over it.
 """

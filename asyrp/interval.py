@@ -32,8 +32,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .ddim import P_t, WalkStep, ddim_walk
 from .metrics import LPIPSDistance, LPIPSWeightsMissing, RMSEDistance, make_distance  # noqa: F401 - re-exported
-from .samplers import P_t, WalkStep, ddim_walk, inversion_pairs
+from .plan import inversion_pairs
 from .schedules import alpha_at
 
 __all__ = [

@@ -55,10 +55,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from asyrp import build, samplers  # noqa: E402
 from asyrp.config import compose, plain  # noqa: E402
+from asyrp.ddim import P_t, ddim_update  # noqa: E402
 from asyrp.hfunctions import Composition, DeltaBlock, apply_hfunction  # noqa: E402
 from asyrp.perf import PassCounter, with_perf  # noqa: E402
-from asyrp.plan import EditPlan  # noqa: E402
-from asyrp.samplers import P_t, ddim_update, generation_pairs, inversion_pairs  # noqa: E402
+from asyrp.plan import EditPlan, generation_pairs, inversion_pairs  # noqa: E402
 from asyrp.schedules import alpha_at, timesteps  # noqa: E402
 
 _DDIM_INVERT = samplers.ddim_invert  # the bench's inversion clock (patched into samplers.edit) calls the original

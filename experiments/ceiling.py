@@ -41,11 +41,12 @@ import torch
 
 from asyrp import build
 from asyrp.config import compose
+from asyrp.ddim import ddim_generate, ddim_invert, ddim_walk
 from asyrp.hfunctions import HFunction
 from asyrp.metrics import EditScorer
 from asyrp.ops.progress import logging_to
 from asyrp.plan import EditPlan, generation_pairs
-from asyrp.samplers import ddim_generate, ddim_invert, ddim_walk, edit, edit_eps
+from asyrp.samplers import edit, edit_eps
 from asyrp.schedules import alpha_at, timesteps
 from asyrp.synthfaces.edits import ATTRIBUTES, face_pairs
 from asyrp.synthfaces.oracle import load_oracle

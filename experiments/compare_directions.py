@@ -118,7 +118,7 @@ def choose_strength(ctx, hfunc, settings, candidates) -> tuple[float, list]:
 
 
 def invert(ctx, x0, settings) -> torch.Tensor:
-    from asyrp.samplers import ddim_invert
+    from asyrp.ddim import ddim_invert
     from asyrp.schedules import timesteps
 
     key = (id(x0), settings["n_inv"], settings["t0"])

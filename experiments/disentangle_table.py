@@ -71,11 +71,8 @@ TWINS_LOSS = ["guide=twins", "model.loss.guide.twins.dir={twins}", "model.loss.w
 LATE = ["plan.t0=300", "plan.t_edit=200"]  # the mouth's window (frowning's CLIP recipe)
 HAIR = ["plan.t0=500", "plan.t_edit=300"]  # above the window the others share
 MOUTH = ["plan.t0=300", "plan.t_edit=150"]  # LATE reaching lower t, where the mouth is drawn
-HOLD = ["model.loss.guide.twins.hold_outside=true"]
-ADAM = [
-    "model.optimizer._target_=torch.optim.Adam",
-    "model.optimizer.lr=0.001",
-]  # instead of the recipes' SGD  # the twin inside the pair's region, P_t^orig outside it
+HOLD = ["model.loss.guide.twins.hold_outside=true"]  # the twin inside the pair's region, P_t^orig outside it
+ADAM = ["model.optimizer._target_=torch.optim.Adam", "model.optimizer.lr=0.001"]  # instead of the recipes' SGD
 
 
 def pt_hold(hold: float = 0.3) -> list[str]:

@@ -90,7 +90,7 @@ def judge_samples(oracle, x: torch.Tensor, data_freq: dict, threshold: float = 0
 
 @torch.no_grad()
 def check_inversion(bb, a, n: int, steps: int) -> dict:
-    from asyrp.samplers import ddim_generate, ddim_invert
+    from asyrp.ddim import ddim_generate, ddim_invert
     from asyrp.schedules import timesteps
     from asyrp.synthfaces.oracle import to_tensor
     from asyrp.synthfaces.render import render_array

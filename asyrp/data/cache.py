@@ -35,13 +35,13 @@ from pathlib import Path
 
 import torch
 
+from ..ddim import WalkStep, ddim_invert, ddim_walk
 from ..ops import locks
 from ..ops.errors import AsyrpUserError
 from ..ops.guard import UNGUARDED, Guard
 from ..ops.io import atomic_save, file_digest, module_fingerprint, tensor_digest
 from ..ops.progress import Progress
-from ..plan import EditPlan
-from ..samplers import WalkStep, ddim_invert, ddim_walk, generation_pairs
+from ..plan import EditPlan, generation_pairs
 from .images import list_images, load_image
 
 log = logging.getLogger(__name__)

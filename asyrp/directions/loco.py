@@ -23,7 +23,7 @@ from .finders import Direction, top_singular_vectors
 
 def posterior_mean(backbone, a: torch.Tensor, t: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """x_t -> P_t(x_t) at timestep t: one full network pass (differentiable in x_t; the network is frozen)."""
-    from ..samplers import P_t
+    from ..ddim import P_t
     from ..schedules import alpha_at
 
     a_t = alpha_at(a, t)

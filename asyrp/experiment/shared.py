@@ -119,7 +119,7 @@ class Experiment:
     # -- editing ---------------------------------------------------------------------------------------------
     @torch.no_grad()
     def invert(self, x0: torch.Tensor) -> torch.Tensor:
-        from ..samplers import ddim_invert
+        from ..ddim import ddim_invert
 
         return ddim_invert(self.backbone, x0, self.plan.seq_inv, self.a)
 

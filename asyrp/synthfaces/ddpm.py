@@ -263,7 +263,8 @@ def sample(
     """Faces from pure noise with the DDIM/DDPM family sampler: ``eta`` 0 is deterministic DDIM, 1 the DDPM posterior
     noise; ``clip_x0`` clamps the predicted clean image to [-1, 1] at every step (what makes this small model's samples
     clean: its noise predictions at high t are imprecise). Official (linspace) timesteps from 999."""
-    from ..samplers import ddim_walk, generation_pairs
+    from ..ddim import ddim_walk
+    from ..plan import generation_pairs
     from ..schedules import timesteps
 
     g = torch.Generator().manual_seed(seed)

@@ -8,10 +8,10 @@ from helpers import images, tiny_backbone
 
 from asyrp.data import AsyrpDataModule, InversionCache, image_sources, noise_sources
 from asyrp.data.cache import load_entry
+from asyrp.ddim import ddim_generate, ddim_invert
 from asyrp.ops.errors import AsyrpUserError
 from asyrp.ops.io import atomic_write_png
 from asyrp.plan import EditPlan
-from asyrp.samplers import ddim_generate, ddim_invert
 from asyrp.schedules import alphas_cumprod, make_betas, timesteps
 
 A = alphas_cumprod(make_betas("linear"))

@@ -12,6 +12,7 @@ import torch
 from helpers import images, tiny_backbone
 
 from asyrp.config import CONF_DIR, compose
+from asyrp.ddim import ddim_invert
 from asyrp.directions import (
     boundary_direction,
     direction_hfunction,
@@ -28,7 +29,6 @@ from asyrp.hfunctions import Composition, load_hfunction_checkpoint
 from asyrp.ops.errors import AsyrpUserError
 from asyrp.ops.io import atomic_write_png
 from asyrp.plan import EditPlan
-from asyrp.samplers import ddim_invert
 from asyrp.samplers import edit as asyrp_edit
 from asyrp.schedules import alphas_cumprod, make_betas, timesteps
 from asyrp.tasks.discover import discover

@@ -115,7 +115,7 @@ def test_measure_along_the_inversion_files_P_t_under_its_own_t():
     ts = [0, 250, 500]
     c = measure_curves(bb, x0, a=A, distance=RMSEDistance(), ts=ts, process="inversion")
     assert c.deficiency[0] == 0.0  # the walk starts at x itself
-    from asyrp.samplers import P_t, ddim_walk
+    from asyrp.ddim import P_t, ddim_walk
 
     x250 = ddim_walk(bb, x0, [(0, 250)], A)
     P250 = P_t(x250, bb.eps(bb(x250, 250)), A[250])

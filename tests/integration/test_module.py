@@ -13,8 +13,8 @@ from asyrp.data import AsyrpDataModule
 from asyrp.hfunctions import build_hfunction
 from asyrp.losses import directional_clip_loss, recon_loss
 from asyrp.module import AsyrpModule
-from asyrp.plan import EditPlan
-from asyrp.samplers import asyrp_step, generation_pairs
+from asyrp.plan import EditPlan, generation_pairs
+from asyrp.samplers import asyrp_step
 from asyrp.schedules import alphas_cumprod, make_betas, timesteps
 
 A = alphas_cumprod(make_betas("linear"))

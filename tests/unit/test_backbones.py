@@ -353,7 +353,7 @@ def test_ddim_round_trip_reconstructs_and_improves_with_steps():
     With a random net the round trip is exact only in the step-size limit (eps is evaluated at a different x on the
     way back), so the error must be small and shrink roughly as 1/n; t0 < 999 keeps 1/sqrt(a_t0) from amplifying it.
     """
-    from asyrp.samplers import ddim_generate, ddim_invert
+    from asyrp.ddim import ddim_generate, ddim_invert
     from asyrp.schedules import alphas_cumprod, make_betas, timesteps
 
     d = torch.load(REFERENCE_NETS / "ddpm_tiny.pt", weights_only=True)

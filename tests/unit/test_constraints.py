@@ -11,12 +11,13 @@ from PIL import Image
 
 from asyrp import build
 from asyrp.constraints import constrain
+from asyrp.ddim import P_t
 from asyrp.directions import Direction, Walk, jacobian_directions, save_direction
 from asyrp.hfunctions import GlobalDirection, build_hfunction, load_hfunction_checkpoint, payload, save_hfunction
 from asyrp.hfunctions.constrained import orthonormal_rows
 from asyrp.masks import save_mask
 from asyrp.ops.errors import AsyrpUserError
-from asyrp.samplers import P_t, asyrp_step, edit_eps
+from asyrp.samplers import asyrp_step, edit_eps
 from asyrp.schedules import alphas_cumprod, make_betas
 
 TS = [999, 666, 333]  # descending, as discover.py's finders list them

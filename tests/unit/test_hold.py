@@ -9,10 +9,11 @@ import pytest
 import torch
 from helpers import images, tiny_backbone
 
+from asyrp.ddim import P_t
 from asyrp.hfunctions import DeltaBlock
 from asyrp.ops.errors import AsyrpUserError
 from asyrp.plan import EditPlan, resolve_plan, stored_edit
-from asyrp.samplers import P_t, edit, held_eps
+from asyrp.samplers import edit, held_eps
 from asyrp.schedules import alphas_cumprod, make_betas
 
 A = alphas_cumprod(make_betas("linear"))

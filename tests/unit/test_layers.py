@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("networks", ("asyrp.backbones",)),
-    ("method", ("asyrp.plan", "asyrp.samplers", "asyrp.hfunctions", "asyrp.perf", "asyrp.masks")),
+    ("method", ("asyrp.plan", "asyrp.ddim", "asyrp.samplers", "asyrp.hfunctions", "asyrp.perf", "asyrp.masks")),
     (
         "parts",
         (

@@ -9,16 +9,10 @@ import torch
 from helpers import images, tiny_backbone
 from torch import nn
 
+from asyrp.ddim import ddim_generate, ddim_invert, ddim_walk
 from asyrp.hfunctions import Composition, DeltaBlock, GlobalDirection
 from asyrp.plan import EditPlan
-from asyrp.samplers import (
-    asyrp_step,
-    ddim_generate,
-    ddim_invert,
-    ddim_walk,
-    edit,
-    edit_eps,
-)
+from asyrp.samplers import asyrp_step, edit, edit_eps
 from asyrp.schedules import alphas_cumprod, make_betas, timesteps
 
 A = alphas_cumprod(make_betas("linear"))
