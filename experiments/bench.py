@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from asyrp import build, samplers  # noqa: E402
 from asyrp.config import compose, plain  # noqa: E402
-from asyrp.ddim import P_t, ddim_update  # noqa: E402
+from asyrp.ddim import P_t, ddim_update, ddim_walk  # noqa: E402
 from asyrp.hfunctions import Composition, DeltaBlock, apply_hfunction  # noqa: E402
 from asyrp.perf import PassCounter, with_perf  # noqa: E402
 from asyrp.plan import EditPlan, generation_pairs, inversion_pairs  # noqa: E402
@@ -79,7 +79,7 @@ def naive_pair(bb, x, t, hf, strength, editing: bool):
 
 @torch.no_grad()
 def naive_invert(bb, x0, seq, a):
-    return samplers.ddim_walk(bb, x0, inversion_pairs(seq), a)
+    return ddim_walk(bb, x0, inversion_pairs(seq), a)
 
 
 @torch.no_grad()
@@ -90,7 +90,7 @@ def naive_generate(bb, x_T, hf, a, *, n_gen, t_edit, t_boost, strength, seeds, t
         eps, eps_edit = naive_pair(bb, x, t, hf, strength, t >= t_edit)
         return x, eps_edit, eps
 
-    return samplers.ddim_walk(
+    return ddim_walk(
         bb,
         x_T,
         generation_pairs(timesteps(n_gen, t0)),
