@@ -167,24 +167,25 @@ def _masks(cfg: DictConfig, inputs: list[dict[str, Any]], n_checkpoints: int, ra
             f"masks= lists {len(folders)} folders for {n_checkpoints} checkpoints: give one folder (one region per "
             "image) or one per checkpoint, in the checkpoints' order"
         )
+    names = [Path(it["source"]).stem + ".png" for it in inputs]
+    wanted = set(names)
     for folder in folders:
         if not folder.is_dir():
             raise AsyrpUserError(f"masks folder {folder} does not exist: give a folder of <image stem>.png masks")
-        names = [Path(it["source"]).stem + ".png" for it in inputs]
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
             raise AsyrpUserError(
                 f"masks folder {folder} has no mask for {len(missing)} of the {len(inputs)} inputs (first: "
                 f"{missing[0]}): add <image stem>.png for every input, white where the edit may act"
             )
-        unused = sorted(p.name for p in folder.glob("*.png") if p.name not in set(names))
+        unused = sorted(p.name for p in folder.glob("*.png") if p.name not in wanted)
         if unused:
             log.info(
                 "masks folder %s: %d mask files match no input (not used; first: %s)", folder, len(unused), unused[0]
             )
     digests = []
-    for it in inputs:
-        it["masks"] = [str(f / (Path(it["source"]).stem + ".png")) for f in folders]
+    for it, name in zip(inputs, names):
+        it["masks"] = [str(f / name) for f in folders]
         for m in it["masks"]:  # readable and of the edited size, before any network
             read_mask(m, size or None)
         digests.append([file_digest(Path(m)) for m in it["masks"]])
